@@ -1,0 +1,62 @@
+// Differentiable tensor operations. Each one computes eagerly and records its backward.
+//
+// Binary element-wise ops broadcast like NumPy: shapes are aligned at the right, and a dimension of
+// size 1 (or a missing one) stretches to match the other.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "axon/tensor.h"
+
+namespace axon {
+
+// ---- element-wise, broadcasting ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add_scalar(const Tensor& a, float s);
+Tensor mul_scalar(const Tensor& a, float s);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator+(const Tensor& a, float s) { return add_scalar(a, s); }
+inline Tensor operator-(const Tensor& a, float s) { return add_scalar(a, -s); }
+inline Tensor operator*(const Tensor& a, float s) { return mul_scalar(a, s); }
+inline Tensor operator*(float s, const Tensor& a) { return mul_scalar(a, s); }
+
+// The shape two operands broadcast to; throws naming both shapes when they cannot.
+Shape broadcast_shape(const Shape& a, const Shape& b);
+
+// ---- element-wise, unary ----
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor square(const Tensor& x);
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+
+// ---- reductions ----
+Tensor sum(const Tensor& x);                                      // all elements -> shape {}
+Tensor sum(const Tensor& x, int64_t axis, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t axis, bool keepdim = false);
+// Index of the largest value along the last axis of a 2-d tensor (not differentiable).
+std::vector<int64_t> argmax_rows(const Tensor& x);
+
+// ---- linear algebra (OpenBLAS) ----
+Tensor matmul(const Tensor& a, const Tensor& b);  // {m, k} x {k, n} -> {m, n}
+Tensor transpose(const Tensor& x);                // 2-d, copies
+// Fused dense layer: x {batch, in} times kernel {in, out} plus bias {out}. bias may be undefined.
+Tensor linear(const Tensor& x, const Tensor& kernel, const Tensor& bias);
+
+// ---- normalized exponentials ----
+Tensor softmax(const Tensor& x, int64_t axis = -1);
+Tensor log_softmax(const Tensor& x, int64_t axis = -1);
+
+}  // namespace axon

@@ -1,0 +1,222 @@
+#include "axon/tensor.h"
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+#include "axon/autograd.h"
+
+namespace axon {
+
+std::string shape_str(const Shape& shape) {
+  std::string s = "{";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "}";
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw std::invalid_argument("tensor: negative dimension in shape " + shape_str(shape));
+    n *= d;
+  }
+  return n;
+}
+
+// ---- Storage ----
+
+Storage::Storage(size_t size) : size_(size) {
+  // 64-byte alignment suits AVX-512 loads and cache lines; aligned_alloc needs a multiple of it.
+  size_t bytes = std::max<size_t>(64, (size * sizeof(float) + 63) / 64 * 64);
+  data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!data_) throw std::bad_alloc();
+}
+
+Storage::~Storage() { std::free(data_); }
+
+// ---- creation ----
+
+static std::shared_ptr<TensorImpl> make_impl(const Shape& shape) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)));
+  return impl;
+}
+
+Tensor Tensor::empty(const Shape& shape) { return Tensor(make_impl(shape)); }
+
+Tensor Tensor::zeros(const Shape& shape) { return full(shape, 0.0f); }
+
+Tensor Tensor::ones(const Shape& shape) { return full(shape, 1.0f); }
+
+Tensor Tensor::full(const Shape& shape, float value) {
+  Tensor t = empty(shape);
+  t.fill(value);
+  return t;
+}
+
+Tensor Tensor::scalar(float value) { return full({}, value); }
+
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values) {
+  if (shape_numel(shape) != static_cast<int64_t>(values.size()))
+    throw std::invalid_argument(fmt::format("tensor: {} values do not fill shape {}", values.size(), shape_str(shape)));
+  Tensor t = empty(shape);
+  std::copy(values.begin(), values.end(), t.data());
+  return t;
+}
+
+Tensor Tensor::view_of(std::shared_ptr<Storage> storage, size_t offset, const Shape& shape) {
+  size_t n = static_cast<size_t>(shape_numel(shape));
+  if (!storage || offset + n > storage->size())
+    throw std::out_of_range(fmt::format("tensor: view of shape {} at offset {} exceeds storage of {} floats",
+                                        shape_str(shape), offset, storage ? storage->size() : 0));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->storage = std::move(storage);
+  impl->offset = offset;
+  return Tensor(impl);
+}
+
+// ---- metadata and data ----
+
+const TensorImpl& Tensor::checked() const {
+  if (!impl_) throw std::logic_error("tensor: use of an undefined tensor");
+  return *impl_;
+}
+
+const Shape& Tensor::shape() const { return checked().shape; }
+
+int64_t Tensor::size(int64_t axis) const {
+  int64_t d = dim();
+  int64_t a = axis < 0 ? axis + d : axis;
+  if (a < 0 || a >= d)
+    throw std::out_of_range(fmt::format("tensor: axis {} out of range for shape {}", axis, shape_str(shape())));
+  return shape()[static_cast<size_t>(a)];
+}
+
+int64_t Tensor::numel() const { return shape_numel(shape()); }
+
+float* Tensor::data() {
+  const TensorImpl& impl = checked();
+  return impl.storage->data() + impl.offset;
+}
+
+const float* Tensor::data() const {
+  const TensorImpl& impl = checked();
+  return impl.storage->data() + impl.offset;
+}
+
+std::span<float> Tensor::values() { return {data(), static_cast<size_t>(numel())}; }
+std::span<const float> Tensor::values() const { return {data(), static_cast<size_t>(numel())}; }
+
+float Tensor::item() const {
+  if (numel() != 1)
+    throw std::invalid_argument("tensor: item() needs a one-element tensor, got shape " + shape_str(shape()));
+  return data()[0];
+}
+
+std::vector<float> Tensor::to_vector() const {
+  auto v = values();
+  return {v.begin(), v.end()};
+}
+
+const std::shared_ptr<Storage>& Tensor::storage() const { return checked().storage; }
+size_t Tensor::offset() const { return checked().offset; }
+
+Tensor Tensor::reshape(const Shape& new_shape) const {
+  Shape resolved = new_shape;
+  int64_t known = 1;
+  int inferred = -1;
+  for (size_t i = 0; i < resolved.size(); ++i) {
+    if (resolved[i] == -1) {
+      if (inferred >= 0) throw std::invalid_argument("reshape: more than one -1 in " + shape_str(new_shape));
+      inferred = static_cast<int>(i);
+    } else if (resolved[i] < 0) {
+      throw std::invalid_argument("reshape: negative dimension in " + shape_str(new_shape));
+    } else {
+      known *= resolved[i];
+    }
+  }
+  int64_t n = numel();
+  if (inferred >= 0) {
+    if (known == 0 || n % known != 0)
+      throw std::invalid_argument(fmt::format("reshape: cannot reshape {} into {}", shape_str(shape()), shape_str(new_shape)));
+    resolved[static_cast<size_t>(inferred)] = n / known;
+  }
+  if (shape_numel(resolved) != n)
+    throw std::invalid_argument(fmt::format("reshape: cannot reshape {} into {}", shape_str(shape()), shape_str(new_shape)));
+
+  Tensor out = view_of(storage(), offset(), resolved);
+  Shape input_shape = shape();
+  return record("reshape", out, {*this}, [input_shape](const Tensor& g, GradSlots& grads) {
+    grads.add(0, g.reshape(input_shape));
+  });
+}
+
+Tensor Tensor::clone() const {
+  Tensor out = empty(shape());
+  std::copy_n(data(), numel(), out.data());
+  return record("clone", out, {*this}, [](const Tensor& g, GradSlots& grads) { grads.add(0, g); });
+}
+
+Tensor Tensor::detach() const { return view_of(storage(), offset(), shape()); }
+
+void Tensor::copy_from(const Tensor& other) {
+  if (other.numel() != numel())
+    throw std::invalid_argument(fmt::format("tensor: copy_from of shape {} into shape {}", shape_str(other.shape()),
+                                            shape_str(shape())));
+  std::memmove(data(), other.data(), static_cast<size_t>(numel()) * sizeof(float));
+}
+
+void Tensor::fill(float value) { std::fill_n(data(), numel(), value); }
+
+// ---- autograd accessors ----
+
+bool Tensor::requires_grad() const { return checked().requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool value) {
+  if (checked().grad_fn)
+    throw std::logic_error("tensor: set_requires_grad on a non-leaf tensor (it was computed by an op)");
+  impl_->requires_grad = value;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return checked().grad_fn == nullptr; }
+
+Tensor Tensor::grad() const { return Tensor(checked().grad); }
+
+void Tensor::set_grad(const Tensor& grad) {
+  if (grad.defined() && grad.shape() != shape())
+    throw std::invalid_argument(fmt::format("tensor: gradient of shape {} for a tensor of shape {}",
+                                            shape_str(grad.shape()), shape_str(shape())));
+  checked();
+  impl_->grad = grad.impl_ptr();
+}
+
+void Tensor::zero_grad() {
+  if (checked().grad) Tensor(impl_->grad).fill(0.0f);
+}
+
+void Tensor::add_grad_ready_hook(GradHook hook) {
+  checked();
+  impl_->grad_ready_hooks.push_back(std::move(hook));
+}
+
+// ---- threads ----
+
+void set_num_threads(int threads) {
+  if (threads < 1) throw std::invalid_argument(fmt::format("threads must be >= 1, got {}", threads));
+  openblas_set_num_threads(threads);
+}
+
+int num_threads() { return openblas_get_num_threads(); }
+
+}  // namespace axon
