@@ -1,0 +1,154 @@
+// The Fashion-MNIST data set (four IDX files) and copying samples out of a Dataset.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+
+#include "axon/data.h"
+
+namespace axon::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int fashion_mnist_classes = 10;
+
+// dir/name.gz if it exists, else dir/name if it exists, else nothing.
+std::optional<std::string> find_file(const fs::path& dir, const std::string& name) {
+  for (const auto& candidate : {dir / (name + ".gz"), dir / name}) {
+    std::error_code ec;
+    if (fs::exists(candidate, ec)) return candidate.string();
+  }
+  return std::nullopt;
+}
+
+// read_idx with its message prefixed, so the caller sees which loader failed.
+IdxArray read_part(const std::string& path) {
+  try {
+    return read_idx(path);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string("fashion-mnist: ") + e.what());
+  }
+}
+
+[[noreturn]] void fail(const std::string& path, const std::string& problem) {
+  throw std::runtime_error("fashion-mnist: " + path + ": " + problem);
+}
+
+// Shortest natural form ("12", "3.5", "nan"), unlike std::to_string's "12.000000".
+std::string number(float value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+std::string join_dims(const std::vector<uint32_t>& dims) {
+  std::string out;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i > 0) out += 'x';
+    out += std::to_string(dims[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string default_fashion_mnist_dir() {
+  if (const char* env = std::getenv("AXON_FASHION_MNIST_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  return "/usr/share/datasets/fashion-mnist";
+}
+
+Dataset load_fashion_mnist(const std::string& dir, Split split) {
+  const std::string prefix = split == Split::train ? "train" : "t10k";
+  const std::string images_name = prefix + "-images-idx3-ubyte";
+  const std::string labels_name = prefix + "-labels-idx1-ubyte";
+  const auto images_path = find_file(dir, images_name);
+  const auto labels_path = find_file(dir, labels_name);
+  if (!images_path || !labels_path) {
+    std::string missing;
+    if (!images_path) missing += images_name + "[.gz]";
+    if (!labels_path) missing += (missing.empty() ? "" : ", ") + labels_name + "[.gz]";
+    std::error_code ec;
+    const std::string why = fs::is_directory(dir, ec) ? "" : " (no such directory)";
+    throw std::runtime_error("fashion-mnist: " + dir + ": missing " + missing + why +
+                             "; install the Debian package dataset-fashion-mnist or set "
+                             "AXON_FASHION_MNIST_DIR");
+  }
+
+  IdxArray images = read_part(*images_path);
+  IdxArray labels = read_part(*labels_path);
+  if (images.dims.size() != 3) {
+    fail(*images_path, "expected 3-d images (count x rows x cols), got " +
+                           std::to_string(images.dims.size()) + "-d " + join_dims(images.dims));
+  }
+  if (labels.dims.size() != 1) {
+    fail(*labels_path, "expected 1-d labels, got " + std::to_string(labels.dims.size()) +
+                           "-d " + join_dims(labels.dims));
+  }
+  if (images.dims[0] != labels.dims[0]) {
+    fail(dir, images_name + " has " + std::to_string(images.dims[0]) + " samples but " +
+                  labels_name + " has " + std::to_string(labels.dims[0]));
+  }
+
+  Dataset ds;
+  ds.count = images.dims[0];
+  ds.sample_shape = {images.dims[1], images.dims[2]};
+  ds.sample_size = ds.sample_shape[0] * ds.sample_shape[1];
+  ds.num_classes = fashion_mnist_classes;
+
+  // Pixels: checked (the file may not be ubyte) and scaled to [0, 1] in place.
+  ds.images = std::move(images.values);
+  for (size_t i = 0; i < ds.images.size(); ++i) {
+    const float pixel = ds.images[i];
+    if (!(pixel >= 0.0f && pixel <= 255.0f)) {  // also rejects NaN
+      fail(*images_path, "pixel " + number(pixel) + " at element " + std::to_string(i) +
+                             " is outside [0, 255]");
+    }
+    ds.images[i] = pixel / 255.0f;
+  }
+
+  ds.labels.resize(ds.count);
+  for (size_t i = 0; i < ds.count; ++i) {
+    const float label = labels.values[i];
+    if (!(label >= 0.0f && label < fashion_mnist_classes) || label != std::floor(label)) {
+      fail(*labels_path, "label " + number(label) + " at index " + std::to_string(i) +
+                             " is not a class in [0, 10)");
+    }
+    ds.labels[i] = static_cast<int32_t>(label);
+  }
+  return ds;
+}
+
+void gather(const Dataset& ds, std::span<const size_t> indices, float* images_out,
+            int32_t* labels_out) {
+  if (ds.images.size() != ds.count * ds.sample_size || ds.labels.size() != ds.count) {
+    throw std::runtime_error("gather: inconsistent dataset: count " + std::to_string(ds.count) +
+                             ", sample_size " + std::to_string(ds.sample_size) + ", but " +
+                             std::to_string(ds.images.size()) + " image values and " +
+                             std::to_string(ds.labels.size()) + " labels");
+  }
+  if (indices.empty()) return;
+  if (images_out == nullptr || labels_out == nullptr) {
+    throw std::runtime_error("gather: null output buffer");
+  }
+  // Check everything first so a bad index leaves the output untouched.
+  for (size_t i = 0; i < indices.size(); ++i) {
+    if (indices[i] >= ds.count) {
+      throw std::runtime_error("gather: index " + std::to_string(indices[i]) + " at position " +
+                               std::to_string(i) + " is out of range for a dataset of " +
+                               std::to_string(ds.count) + " samples");
+    }
+  }
+  for (size_t i = 0; i < indices.size(); ++i) {
+    std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(indices[i] * ds.sample_size),
+                ds.sample_size, images_out + i * ds.sample_size);
+    labels_out[i] = ds.labels[indices[i]];
+  }
+}
+
+}  // namespace axon::data

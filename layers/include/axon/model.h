@@ -1,0 +1,131 @@
+// The model builder: a model is an immutable graph of layers, built by piping.
+//
+//   auto model = input({-1, 784}) | dense(128) | dense(10, Activation::softmax);
+//   Parameters params = init(model, /*seed=*/0);
+//   Tensor probs = predict(model, params, x);
+//
+// As in Elixir's Axon, the model only describes the computation; parameters are a separate value
+// made by init() and passed to predict()/forward().
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "axon/layer.h"
+
+namespace axon {
+
+struct ModelNode {
+  std::shared_ptr<const Layer> layer;
+  std::vector<std::shared_ptr<const ModelNode>> inputs;
+};
+
+class Model {
+ public:
+  Model() = default;
+  explicit Model(std::shared_ptr<const ModelNode> output) : output_(std::move(output)) {}
+  // A new model whose output is `layer` applied to the outputs of `inputs`.
+  static Model apply(std::shared_ptr<const Layer> layer, const std::vector<Model>& inputs);
+
+  const std::shared_ptr<const ModelNode>& output() const { return output_; }
+  bool defined() const { return output_ != nullptr; }
+
+ private:
+  std::shared_ptr<const ModelNode> output_;
+};
+
+// A step in a pipe: `model | dense(128)` calls the step on `model`.
+struct LayerStep {
+  std::function<Model(const Model&)> apply;
+};
+inline Model operator|(const Model& model, const LayerStep& step) { return step.apply(model); }
+
+// ---- builders ----
+Model input(Shape shape);  // use -1 for the batch dimension: input({-1, 784})
+LayerStep dense(int64_t units, Activation activation = Activation::none);
+struct DenseOptions {
+  Activation activation = Activation::none;
+  bool use_bias = true;
+  Initializer kernel_initializer = initializers::glorot_uniform();
+  Initializer bias_initializer = initializers::zeros();
+};
+LayerStep dense(int64_t units, DenseOptions options);
+LayerStep activation(Activation activation);
+LayerStep relu();
+LayerStep sigmoid();
+LayerStep tanh();
+LayerStep softmax();
+LayerStep log_softmax();
+LayerStep flatten();
+
+// ---- the analysed model: layers in execution order with names and shapes ----
+struct PlannedLayer {
+  const ModelNode* node;
+  std::string name;              // "<op>_<n>", one counter over the whole model
+  std::vector<size_t> inputs;    // indices into ModelPlan::layers
+  Shape output_shape;            // batch dimension -1
+  std::vector<ParamSpec> params;
+  size_t first_param = 0;        // index of its first entry in Parameters
+};
+
+struct ModelPlan {
+  std::vector<PlannedLayer> layers;  // topological order; the last one is the output
+  std::vector<size_t> input_layers;  // indices of the input layers
+};
+
+// Walks the graph, names the layers and infers shapes. `input_shape` (optional) replaces the
+// declared shape of a single input layer; it must agree with it except where the declared one has -1.
+// Shape errors name the layer and both shapes.
+ModelPlan plan(const Model& model, const Shape& input_shape = {});
+
+// ---- parameters: every parameter of a model in one flat buffer ----
+class Parameters {
+ public:
+  struct Entry {
+    std::string name;  // "dense_2.kernel"
+    Tensor value;      // view into the flat values buffer; requires grad; .grad() views the flat grads buffer
+  };
+
+  Parameters() = default;
+  // Lays out parameters of these names and shapes contiguously, in this order, zero-filled.
+  Parameters(const std::vector<std::pair<std::string, Shape>>& layout);
+
+  size_t size() const { return entries_.size(); }       // number of tensors
+  size_t count() const { return total_; }              // number of floats
+  const std::vector<Entry>& entries() const { return entries_; }
+  const Tensor& operator[](const std::string& name) const;  // throws naming the missing entry
+  const Tensor& at(size_t index) const { return entries_.at(index).value; }
+
+  // The flat buffers that data-parallel training all-reduces and optimizers update in one pass.
+  std::span<float> values();
+  std::span<const float> values() const;
+  std::span<float> grads();
+  std::span<const float> grads() const;
+  void zero_grad();
+  // A deep copy with its own buffers.
+  Parameters clone() const;
+
+ private:
+  std::vector<Entry> entries_;
+  std::map<std::string, size_t> index_;
+  std::shared_ptr<Storage> values_, grads_;
+  size_t total_ = 0;
+};
+
+Parameters init(const Model& model, uint64_t seed);
+Parameters init(const Model& model, const Shape& input_shape, uint64_t seed);
+
+// Runs the model. predict() is inference: no autograd graph, training-only layers off.
+Tensor predict(const Model& model, const Parameters& params, const Tensor& input);
+// forward() records the autograd graph when grad mode is on (training step).
+Tensor forward(const Model& model, const Parameters& params, const Tensor& input, const ForwardContext& ctx);
+Tensor forward(const ModelPlan& plan, const Parameters& params, const Tensor& input, const ForwardContext& ctx);
+
+// The model summary table (layer, output shape, parameter count), as Elixir's Axon prints it.
+std::string summary(const Model& model);
+
+}  // namespace axon

@@ -1,0 +1,303 @@
+#include "axon/model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "axon/autograd.h"
+
+namespace axon {
+
+// ---- building ----
+
+Model Model::apply(std::shared_ptr<const Layer> layer, const std::vector<Model>& inputs) {
+  auto node = std::make_shared<ModelNode>();
+  node->layer = std::move(layer);
+  for (const Model& m : inputs) {
+    if (!m.defined()) throw std::invalid_argument("model: a layer was applied to an empty model");
+    node->inputs.push_back(m.output());
+  }
+  return Model(std::move(node));
+}
+
+Model input(Shape shape) {
+  if (shape.empty()) throw std::invalid_argument("input: the shape needs at least one dimension");
+  for (int64_t d : shape)
+    if (d < -1 || d == 0) throw std::invalid_argument("input: dimensions must be positive or -1 (any), got " + shape_str(shape));
+  return Model::apply(std::make_shared<InputLayer>(std::move(shape)), {});
+}
+
+static LayerStep single(std::shared_ptr<const Layer> layer) {
+  return {[layer](const Model& m) { return Model::apply(layer, {m}); }};
+}
+
+LayerStep dense(int64_t units, Activation act) {
+  DenseOptions options;
+  options.activation = act;
+  return dense(units, std::move(options));
+}
+
+LayerStep dense(int64_t units, DenseOptions options) {
+  auto layer = std::make_shared<DenseLayer>(units, options.use_bias, options.kernel_initializer, options.bias_initializer);
+  Activation act = options.activation;
+  // As in Elixir's Axon, an activation option becomes a layer of its own.
+  return {[layer, act](const Model& m) {
+    Model out = Model::apply(layer, {m});
+    return act == Activation::none ? out : out | activation(act);
+  }};
+}
+
+LayerStep activation(Activation act) { return single(std::make_shared<ActivationLayer>(act)); }
+LayerStep relu() { return activation(Activation::relu); }
+LayerStep sigmoid() { return activation(Activation::sigmoid); }
+LayerStep tanh() { return activation(Activation::tanh); }
+LayerStep softmax() { return activation(Activation::softmax); }
+LayerStep log_softmax() { return activation(Activation::log_softmax); }
+LayerStep flatten() { return single(std::make_shared<FlattenLayer>()); }
+
+// ---- planning ----
+
+namespace {
+
+std::string layer_label(const PlannedLayer& l) { return fmt::format("{} ({})", l.name, l.node->layer->op()); }
+
+// Shapes print like Elixir's tuples: the batch dimension (-1) is nil.
+std::string model_shape_str(const Shape& shape) {
+  std::string s = "{";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += shape[i] < 0 ? std::string("nil") : std::to_string(shape[i]);
+  }
+  return s + "}";
+}
+
+bool shape_fits(const Shape& declared, const Shape& actual) {
+  if (declared.size() != actual.size()) return false;
+  for (size_t i = 0; i < declared.size(); ++i)
+    if (declared[i] != -1 && declared[i] != actual[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+ModelPlan plan(const Model& model, const Shape& input_shape) {
+  if (!model.defined()) throw std::invalid_argument("model: empty model");
+  ModelPlan result;
+  std::unordered_map<const ModelNode*, size_t> index;
+
+  // Post-order DFS: every layer comes after its inputs; input order decides the numbering.
+  struct Frame {
+    const ModelNode* node;
+    size_t next;
+  };
+  std::vector<Frame> stack{{model.output().get(), 0}};
+  std::unordered_map<const ModelNode*, bool> on_stack{{model.output().get(), true}};
+  while (!stack.empty()) {
+    Frame& f = stack.back();
+    if (f.next < f.node->inputs.size()) {
+      const ModelNode* child = f.node->inputs[f.next++].get();
+      if (index.count(child)) continue;
+      if (on_stack[child]) throw std::invalid_argument("model: the layer graph has a cycle");
+      on_stack[child] = true;
+      stack.push_back({child, 0});  // invalidates f
+      continue;
+    }
+    const ModelNode* node = f.node;
+    stack.pop_back();
+    on_stack[node] = false;
+    PlannedLayer layer;
+    layer.node = node;
+    for (const auto& in : node->inputs) layer.inputs.push_back(index.at(in.get()));
+    index[node] = result.layers.size();
+    result.layers.push_back(std::move(layer));
+  }
+
+  size_t counter = 0;
+  size_t param_index = 0;
+  for (size_t i = 0; i < result.layers.size(); ++i) {
+    PlannedLayer& layer = result.layers[i];
+    const Layer& impl = *layer.node->layer;
+    layer.name = fmt::format("{}_{}", impl.op(), ++counter);
+    std::vector<Shape> in_shapes;
+    for (size_t j : layer.inputs) in_shapes.push_back(result.layers[j].output_shape);
+    try {
+      if (auto* in = dynamic_cast<const InputLayer*>(&impl)) {
+        result.input_layers.push_back(i);
+        layer.output_shape = in->shape();
+      } else {
+        layer.output_shape = impl.output_shape(in_shapes);
+        layer.params = impl.params(in_shapes);
+      }
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
+    }
+    layer.first_param = param_index;
+    param_index += layer.params.size();
+  }
+
+  if (!input_shape.empty()) {
+    if (result.input_layers.size() != 1)
+      throw std::invalid_argument(fmt::format("model: an input shape was given but the model has {} inputs",
+                                              result.input_layers.size()));
+    PlannedLayer& in = result.layers[result.input_layers[0]];
+    if (!shape_fits(in.output_shape, input_shape))
+      throw std::invalid_argument(fmt::format("{}: input of shape {} does not fit the declared shape {}", layer_label(in),
+                                              shape_str(input_shape), model_shape_str(in.output_shape)));
+    // Infer again from the concrete shape, so every layer's shape (and any error) is concrete.
+    in.output_shape = input_shape;
+    for (PlannedLayer& layer : result.layers) {
+      if (layer.inputs.empty()) continue;
+      std::vector<Shape> in_shapes;
+      for (size_t j : layer.inputs) in_shapes.push_back(result.layers[j].output_shape);
+      try {
+        layer.output_shape = layer.node->layer->output_shape(in_shapes);
+        layer.params = layer.node->layer->params(in_shapes);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
+      }
+    }
+  }
+  return result;
+}
+
+// ---- parameters ----
+
+Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout) {
+  for (const auto& [name, shape] : layout) total_ += static_cast<size_t>(shape_numel(shape));
+  values_ = std::make_shared<Storage>(total_);
+  grads_ = std::make_shared<Storage>(total_);
+  std::fill_n(values_->data(), total_, 0.0f);
+  std::fill_n(grads_->data(), total_, 0.0f);
+  size_t offset = 0;
+  for (const auto& [name, shape] : layout) {
+    if (index_.count(name)) throw std::invalid_argument("parameters: duplicate name " + name);
+    Tensor value = Tensor::view_of(values_, offset, shape);
+    value.set_requires_grad(true);
+    value.set_grad(Tensor::view_of(grads_, offset, shape));
+    index_[name] = entries_.size();
+    entries_.push_back({name, value});
+    offset += static_cast<size_t>(shape_numel(shape));
+  }
+}
+
+const Tensor& Parameters::operator[](const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw std::out_of_range("parameters: no parameter named '" + name + "'");
+  return entries_[it->second].value;
+}
+
+std::span<float> Parameters::values() { return {values_ ? values_->data() : nullptr, total_}; }
+std::span<const float> Parameters::values() const { return {values_ ? values_->data() : nullptr, total_}; }
+std::span<float> Parameters::grads() { return {grads_ ? grads_->data() : nullptr, total_}; }
+std::span<const float> Parameters::grads() const { return {grads_ ? grads_->data() : nullptr, total_}; }
+
+void Parameters::zero_grad() {
+  if (grads_) std::fill_n(grads_->data(), total_, 0.0f);
+}
+
+Parameters Parameters::clone() const {
+  std::vector<std::pair<std::string, Shape>> layout;
+  for (const Entry& e : entries_) layout.emplace_back(e.name, e.value.shape());
+  Parameters copy(layout);
+  std::copy_n(values().data(), total_, copy.values().data());
+  std::copy_n(grads().data(), total_, copy.grads().data());
+  return copy;
+}
+
+// ---- init ----
+
+static Parameters init_from_plan(const ModelPlan& p, uint64_t seed) {
+  std::vector<std::pair<std::string, Shape>> layout;
+  for (const PlannedLayer& layer : p.layers)
+    for (const ParamSpec& spec : layer.params) layout.emplace_back(layer.name + "." + spec.name, spec.shape);
+  Parameters params(layout);
+  Generator gen(seed);
+  size_t k = 0;
+  for (const PlannedLayer& layer : p.layers)
+    for (const ParamSpec& spec : layer.params) params.at(k++).detach().copy_from(spec.init(spec.shape, gen));
+  return params;
+}
+
+Parameters init(const Model& model, uint64_t seed) { return init_from_plan(plan(model), seed); }
+
+Parameters init(const Model& model, const Shape& input_shape, uint64_t seed) {
+  return init_from_plan(plan(model, input_shape), seed);
+}
+
+// ---- running ----
+
+Tensor forward(const ModelPlan& p, const Parameters& params, const Tensor& input, const ForwardContext& ctx) {
+  if (p.input_layers.size() != 1)
+    throw std::invalid_argument(fmt::format("model: forward with one input, but the model has {} inputs", p.input_layers.size()));
+  size_t expected = p.layers.empty() ? 0 : p.layers.back().first_param + p.layers.back().params.size();
+  if (params.size() != expected)
+    throw std::invalid_argument(fmt::format("model: the parameters hold {} tensors but the model needs {} (were they made "
+                                            "by init() of this model?)", params.size(), expected));
+
+  std::vector<Tensor> outputs(p.layers.size());
+  std::vector<Tensor> layer_params;
+  for (size_t i = 0; i < p.layers.size(); ++i) {
+    const PlannedLayer& layer = p.layers[i];
+    std::vector<Tensor> inputs;
+    if (i == p.input_layers[0]) {
+      if (!shape_fits(layer.output_shape, input.shape()))
+        throw std::invalid_argument(fmt::format("{}: input of shape {} does not fit the declared shape {}",
+                                                layer_label(layer), shape_str(input.shape()),
+                                                model_shape_str(layer.output_shape)));
+      inputs.push_back(input);
+    }
+    for (size_t j : layer.inputs) inputs.push_back(outputs[j]);
+
+    layer_params.clear();
+    for (size_t k = 0; k < layer.params.size(); ++k) {
+      const Parameters::Entry& entry = params.entries()[layer.first_param + k];
+      const ParamSpec& spec = layer.params[k];
+      const std::string expected_name = layer.name + "." + spec.name;
+      if (entry.name != expected_name || entry.value.shape() != spec.shape)
+        throw std::invalid_argument(fmt::format("{}: needs parameter {} of shape {}, got {} of shape {}", layer_label(layer),
+                                                expected_name, shape_str(spec.shape), entry.name,
+                                                shape_str(entry.value.shape())));
+      layer_params.push_back(entry.value);
+    }
+    try {
+      outputs[i] = layer.node->layer->forward(inputs, layer_params, ctx);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
+    }
+  }
+  return outputs.back();
+}
+
+Tensor forward(const Model& model, const Parameters& params, const Tensor& input, const ForwardContext& ctx) {
+  return forward(plan(model), params, input, ctx);
+}
+
+Tensor predict(const Model& model, const Parameters& params, const Tensor& input) {
+  NoGradGuard no_grad;
+  return forward(plan(model), params, input, ForwardContext{});
+}
+
+// ---- summary ----
+
+std::string summary(const Model& model) {
+  ModelPlan p = plan(model);
+  std::vector<std::array<std::string, 3>> rows{{"Layer", "Shape", "Parameters"}};
+  for (const PlannedLayer& layer : p.layers) {
+    int64_t count = 0;
+    for (const ParamSpec& spec : layer.params) count += shape_numel(spec.shape);
+    rows.push_back({layer_label(layer), model_shape_str(layer.output_shape), std::to_string(count)});
+  }
+  size_t w0 = 0, w1 = 0;
+  for (const auto& r : rows) {
+    w0 = std::max(w0, r[0].size());
+    w1 = std::max(w1, r[1].size());
+  }
+  std::string out;
+  for (const auto& r : rows) out += fmt::format(" {:<{}}{:<{}}{}\n", r[0], w0 + 3, r[1], w1 + 3, r[2]);
+  return out;
+}
+
+}  // namespace axon
