@@ -1,0 +1,68 @@
+// Optimizers update a flat parameter buffer from a flat gradient buffer of the same layout.
+//
+// Working on flat spans (not per-tensor) makes each update one fused loop over memory, lets
+// data-parallel training reduce one buffer, and lets a ZeRO-style optimizer own just a slice
+// of the buffer: the update rules below are element-wise, so a shard is stepped like the whole.
+// Any differentiable objective can be optimized: hand over its parameter and gradient arrays.
+//
+// Update formulas follow PyTorch 1.13 (torch.optim.SGD, Adam, AdamW) exactly.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace axon {
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual std::string name() const = 0;
+
+  // One update. params and grads have equal length; the first call fixes that length.
+  void step(std::span<float> params, std::span<const float> grads);
+
+  float learning_rate() const { return lr_; }
+  void set_learning_rate(float lr);
+  int64_t steps() const { return steps_; }
+  // Named state buffers (momentum, moments), for checkpoints and sharding.
+  virtual std::vector<std::pair<std::string, std::vector<float>*>> state() = 0;
+
+ protected:
+  explicit Optimizer(float lr);
+  // Called with steps() already incremented.
+  virtual void update(std::span<float> params, std::span<const float> grads) = 0;
+  float lr_;
+  int64_t steps_ = 0;
+  size_t size_ = 0;
+};
+
+struct SgdOptions {
+  float lr = 1e-3f;
+  float momentum = 0.0f;
+  float dampening = 0.0f;
+  float weight_decay = 0.0f;
+  bool nesterov = false;
+};
+
+struct AdamOptions {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;  // Adam: L2 added to the gradient; AdamW: decoupled decay
+  bool amsgrad = false;
+};
+
+std::unique_ptr<Optimizer> sgd(SgdOptions options = {});
+std::unique_ptr<Optimizer> adam(AdamOptions options = {});
+// AdamW's weight decay defaults to 1e-2, as in PyTorch.
+std::unique_ptr<Optimizer> adamw(AdamOptions options = {.lr = 1e-3f, .weight_decay = 1e-2f});
+
+// "sgd", "adam" or "adamw" with default options and this learning rate; throws on other names.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr);
+
+}  // namespace axon

@@ -1,0 +1,140 @@
+#include "axon/optimizers.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace axon {
+
+Optimizer::Optimizer(float lr) : lr_(lr) { set_learning_rate(lr); }
+
+void Optimizer::set_learning_rate(float lr) {
+  if (!(lr >= 0.0f) || !std::isfinite(lr))
+    throw std::invalid_argument(fmt::format("{}: learning rate must be a finite number >= 0, got {}", "optimizer", lr));
+  lr_ = lr;
+}
+
+void Optimizer::step(std::span<float> params, std::span<const float> grads) {
+  if (params.size() != grads.size())
+    throw std::invalid_argument(fmt::format("{}: {} parameters but {} gradients", name(), params.size(), grads.size()));
+  if (steps_ == 0) size_ = params.size();
+  else if (params.size() != size_)
+    throw std::invalid_argument(
+        fmt::format("{}: stepped with {} parameters, but its state was made for {}", name(), params.size(), size_));
+  ++steps_;
+  update(params, grads);
+}
+
+namespace {
+
+class Sgd final : public Optimizer {
+ public:
+  explicit Sgd(SgdOptions o) : Optimizer(o.lr), o_(o) {
+    if (o.momentum < 0 || o.weight_decay < 0 || (o.nesterov && (o.momentum <= 0 || o.dampening != 0)))
+      throw std::invalid_argument("sgd: momentum and weight_decay must be >= 0; nesterov needs momentum > 0 and dampening 0");
+  }
+  std::string name() const override { return "sgd"; }
+  std::vector<std::pair<std::string, std::vector<float>*>> state() override {
+    if (o_.momentum == 0.0f) return {};
+    return {{"momentum_buffer", &buf_}};
+  }
+
+ protected:
+  void update(std::span<float> p, std::span<const float> g) override {
+    const size_t n = p.size();
+    const float lr = lr_, wd = o_.weight_decay, mom = o_.momentum, damp = o_.dampening;
+    if (mom == 0.0f) {
+      for (size_t i = 0; i < n; ++i) {
+        const float d = g[i] + wd * p[i];
+        p[i] -= lr * d;
+      }
+      return;
+    }
+    const bool first = buf_.empty();
+    if (first) buf_.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      float d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+      // PyTorch starts the buffer as a copy of the first gradient (no dampening on step 1).
+      const float b = first ? d : buf_[i] * mom + (1.0f - damp) * d;
+      buf_[i] = b;
+      d = o_.nesterov ? d + mom * b : b;
+      p[i] -= lr * d;
+    }
+  }
+
+ private:
+  SgdOptions o_;
+  std::vector<float> buf_;
+};
+
+class Adam final : public Optimizer {
+ public:
+  Adam(AdamOptions o, bool decoupled) : Optimizer(o.lr), o_(o), decoupled_(decoupled) {
+    if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.weight_decay >= 0))
+      throw std::invalid_argument(fmt::format("{}: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0", name()));
+  }
+  std::string name() const override { return decoupled_ ? "adamw" : "adam"; }
+  std::vector<std::pair<std::string, std::vector<float>*>> state() override {
+    std::vector<std::pair<std::string, std::vector<float>*>> s{{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
+    if (o_.amsgrad) s.push_back({"max_exp_avg_sq", &vmax_});
+    return s;
+  }
+
+ protected:
+  void update(std::span<float> p, std::span<const float> g) override {
+    const size_t n = p.size();
+    if (m_.size() != n) {
+      m_.assign(n, 0.0f);
+      v_.assign(n, 0.0f);
+      if (o_.amsgrad) vmax_.assign(n, 0.0f);
+    }
+    const float b1 = o_.beta1, b2 = o_.beta2, eps = o_.eps, wd = o_.weight_decay;
+    // Bias corrections in double, as PyTorch computes them in Python.
+    const double t = static_cast<double>(steps_);
+    const double bc1 = 1.0 - std::pow(static_cast<double>(b1), t);
+    const double bc2 = 1.0 - std::pow(static_cast<double>(b2), t);
+    const float step_size = static_cast<float>(lr_ / bc1);
+    const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+    const float decay = decoupled_ ? static_cast<float>(1.0 - static_cast<double>(lr_) * wd) : 1.0f;
+    const float l2 = decoupled_ ? 0.0f : wd;
+    float* pm = m_.data();
+    float* pv = v_.data();
+    for (size_t i = 0; i < n; ++i) {
+      float param = p[i] * decay;
+      const float grad = g[i] + l2 * p[i];
+      const float m = pm[i] * b1 + (1.0f - b1) * grad;
+      const float v = pv[i] * b2 + (1.0f - b2) * grad * grad;
+      pm[i] = m;
+      pv[i] = v;
+      float second = v;
+      if (o_.amsgrad) {
+        vmax_[i] = std::max(vmax_[i], v);
+        second = vmax_[i];
+      }
+      const float denom = std::sqrt(second) / bc2_sqrt + eps;
+      p[i] = param - step_size * (m / denom);
+    }
+  }
+
+ private:
+  AdamOptions o_;
+  bool decoupled_;
+  std::vector<float> m_, v_, vmax_;
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> sgd(SgdOptions options) { return std::make_unique<Sgd>(options); }
+std::unique_ptr<Optimizer> adam(AdamOptions options) { return std::make_unique<Adam>(options, false); }
+std::unique_ptr<Optimizer> adamw(AdamOptions options) { return std::make_unique<Adam>(options, true); }
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr) {
+  if (name == "sgd") return sgd({.lr = lr});
+  if (name == "adam") return adam({.lr = lr});
+  if (name == "adamw") return adamw({.lr = lr, .weight_decay = 1e-2f});
+  throw std::invalid_argument(fmt::format("unknown optimizer '{}' (expected sgd, adam or adamw)", name));
+}
+
+}  // namespace axon

@@ -1,0 +1,75 @@
+// Optimizers against trajectories recorded from PyTorch (tests/fixtures/make_fixtures.py).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "axon/optimizers.h"
+
+using namespace axon;
+using nlohmann::json;
+
+static json load_fixture(const std::string& name) {
+  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/" + name);
+  if (!in) throw std::runtime_error("missing fixture " + name);
+  return json::parse(in);
+}
+
+static std::unique_ptr<Optimizer> from_hyper(const std::string& kind, const json& h) {
+  if (kind == "sgd")
+    return sgd({.lr = h["lr"], .momentum = h["momentum"], .dampening = h["dampening"],
+                .weight_decay = h["weight_decay"], .nesterov = h["nesterov"]});
+  AdamOptions o{.lr = h["lr"], .beta1 = h["betas"][0], .beta2 = h["betas"][1], .eps = h["eps"],
+                .weight_decay = h["weight_decay"], .amsgrad = h["amsgrad"]};
+  return kind == "adam" ? adam(o) : adamw(o);
+}
+
+TEST(Optimizers, MatchPyTorchTrajectories) {
+  json fixture = load_fixture("optimizers.json");
+  ASSERT_GE(fixture["cases"].size(), 10u);
+  for (const json& c : fixture["cases"]) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    auto opt = from_hyper(c["optimizer"], c["hyper"]);
+    std::vector<float> params = c["initial_params"].get<std::vector<float>>();
+    for (size_t t = 0; t < c["grads"].size(); ++t) {
+      std::vector<float> grads = c["grads"][t].get<std::vector<float>>();
+      opt->step(params, grads);
+      std::vector<float> expected = c["params_after_step"][t].get<std::vector<float>>();
+      for (size_t i = 0; i < params.size(); ++i)
+        EXPECT_NEAR(params[i], expected[i], 2e-6f * std::max(1.0f, std::abs(expected[i])))
+            << "step " << t + 1 << " element " << i;
+    }
+    EXPECT_EQ(opt->steps(), static_cast<int64_t>(c["grads"].size()));
+  }
+}
+
+TEST(Optimizers, AShardStepsLikeTheWhole) {
+  // Element-wise rules: stepping two halves with two optimizers equals stepping the whole buffer.
+  std::vector<float> whole{1, -2, 3, -4, 5, -6}, grads{0.1f, 0.2f, -0.3f, 0.4f, -0.5f, 0.6f};
+  std::vector<float> left(whole.begin(), whole.begin() + 3), right(whole.begin() + 3, whole.end());
+  auto a = adamw({.lr = 0.1f, .weight_decay = 0.1f}), b = adamw({.lr = 0.1f, .weight_decay = 0.1f}),
+       c = adamw({.lr = 0.1f, .weight_decay = 0.1f});
+  for (int t = 0; t < 3; ++t) {
+    a->step(whole, grads);
+    b->step(left, std::span<const float>(grads).subspan(0, 3));
+    c->step(right, std::span<const float>(grads).subspan(3));
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(whole[i], left[i]);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(whole[3 + i], right[i]);
+}
+
+TEST(Optimizers, BadInputIsRejected) {
+  auto opt = adam();
+  std::vector<float> p(4, 0.0f), g(3, 0.0f), g4(4, 0.0f);
+  EXPECT_THROW(opt->step(p, g), std::invalid_argument);
+  opt->step(p, g4);
+  std::vector<float> p5(5), g5(5);
+  EXPECT_THROW(opt->step(p5, g5), std::invalid_argument);
+  EXPECT_THROW(make_optimizer("adagrad9", 0.1f), std::invalid_argument);
+  EXPECT_THROW(adam({.lr = -1.0f}), std::invalid_argument);
+  EXPECT_THROW(adam({.beta1 = 1.0f}), std::invalid_argument);
+  EXPECT_THROW(sgd({.nesterov = true}), std::invalid_argument);
+  EXPECT_EQ(make_optimizer("adamw", 0.5f)->learning_rate(), 0.5f);
+  EXPECT_EQ(opt->state().size(), 2u);
+}
