@@ -1,0 +1,64 @@
+#include <cstdlib>
+#include <string>
+
+#include "axon/communicator.h"
+
+namespace axon {
+
+namespace {
+
+class LocalCommunicator final : public Communicator {
+ public:
+  std::string backend() const override { return "local"; }
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void allreduce(std::span<float>, ReduceOp) override {}
+  void allreduce(std::span<double>, ReduceOp) override {}
+  void broadcast(std::span<float>, int root) override { check_root(root); }
+  void broadcast(std::span<std::byte>, int root) override { check_root(root); }
+  void barrier() override {}
+
+ private:
+  static void check_root(int root) {
+    if (root != 0) throw CommError("local broadcast: root " + std::to_string(root) + " does not exist in a world of 1");
+  }
+};
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  long n = std::strtol(v, &end, 10);
+  return (*end == '\0' && n > 0) ? static_cast<int>(n) : fallback;
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+bool launched_with_ranks() {
+  // Open MPI's mpirun, Slurm's srun (PMI) and MPICH's Hydra each set one of these.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_NTASKS"})
+    if (std::getenv(name)) return true;
+  return false;
+}
+
+int local_world_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE"}) {
+    int n = env_int(name, 0);
+    if (n > 0) return n;
+  }
+  return 1;
+}
+
+std::unique_ptr<Communicator> make_communicator() {
+  return launched_with_ranks() ? make_mpi_communicator() : make_local_communicator();
+}
+
+#ifndef AXON_HAS_MPI
+std::unique_ptr<Communicator> make_mpi_communicator() {
+  throw CommError("this Axon was built without MPI (AXON_WITH_MPI=OFF); rebuild with -DAXON_WITH_MPI=ON");
+}
+#endif
+
+}  // namespace axon

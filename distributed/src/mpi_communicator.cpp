@@ -1,0 +1,107 @@
+// The MPI backend over MPI_COMM_WORLD.
+#include <mpi.h>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <limits>
+
+#include "axon/communicator.h"
+
+namespace axon {
+
+namespace {
+
+// MPI stays initialized until the process exits: MPI cannot be initialized twice, and a rank
+// that fails must not finalize (mpirun then sees the failure and stops the whole job).
+void ensure_mpi_initialized() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) return;
+  int provided = 0;
+  // SERIALIZED: a communication thread may issue collectives (bucketed all-reduce).
+  if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
+    throw CommError("mpi: MPI_Init_thread failed");
+  std::atexit([] {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  });
+}
+
+MPI_Op to_mpi(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return MPI_SUM;
+    case ReduceOp::max: return MPI_MAX;
+    case ReduceOp::min: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator() {
+    ensure_mpi_initialized();
+    // Our own communicator, with errors returned (not fatal) so we can say what failed.
+    check(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup", 0);
+    check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", 0);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  std::string backend() const override { return "mpi"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void allreduce(std::span<float> data, ReduceOp op) override {
+    check(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_FLOAT, to_mpi(op), comm_),
+          "allreduce(float)", data.size());
+  }
+  void allreduce(std::span<double> data, ReduceOp op) override {
+    check(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_DOUBLE, to_mpi(op), comm_),
+          "allreduce(double)", data.size());
+  }
+  void broadcast(std::span<float> data, int root) override {
+    check_root(root);
+    check(MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_FLOAT, root, comm_), "broadcast(float)", data.size());
+  }
+  void broadcast(std::span<std::byte> data, int root) override {
+    check_root(root);
+    check(MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_BYTE, root, comm_), "broadcast(bytes)", data.size());
+  }
+  void barrier() override { check(MPI_Barrier(comm_), "barrier", 0); }
+
+ private:
+  void check(int code, const char* what, size_t n) const {
+    if (code == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(code, text, &len);
+    throw CommError(fmt::format("mpi {} of {} elements failed on rank {} of {}: {}", what, n, rank_, size_,
+                                std::string(text, static_cast<size_t>(len))));
+  }
+  int count(size_t n, const char* what) const {
+    // Larger buffers would need chunking; nobody reduces 8 GiB in one call yet.
+    if (n > static_cast<size_t>(std::numeric_limits<int>::max()))
+      throw CommError(fmt::format("mpi {}: {} elements exceed MPI's int count on rank {}", what, n, rank_));
+    return static_cast<int>(n);
+  }
+  void check_root(int root) const {
+    if (root < 0 || root >= size_)
+      throw CommError(fmt::format("mpi broadcast: root {} is not a rank of this world of {} (on rank {})", root, size_, rank_));
+  }
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator() { return std::make_unique<MpiCommunicator>(); }
+
+}  // namespace axon

@@ -1,0 +1,216 @@
+#include "axon/trainer.h"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#include "axon/autograd.h"
+#include "axon/data_parallel.h"
+#include "axon/losses.h"
+#include "axon/metrics.h"
+
+namespace axon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// A progress line on stderr. Live (redrawn with \r) on a terminal, or when the launcher tells us
+// the job's terminal is one (AXON_PROGRESS_TTY=1, set by axonrun); otherwise a line per 10%.
+class ProgressLine {
+ public:
+  ProgressLine(bool enabled, int epoch, int epochs, size_t steps)
+      : enabled_(enabled), epoch_(epoch), epochs_(epochs), steps_(steps), start_(Clock::now()), last_(start_) {
+    const char* tty = std::getenv("AXON_PROGRESS_TTY");
+    live_ = (tty && std::strcmp(tty, "1") == 0) || isatty(STDERR_FILENO);
+  }
+
+  void update(size_t step, double loss, double acc, int64_t samples, bool final_update = false) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    const size_t decile = steps_ ? step * 10 / steps_ : 10;
+    if (live_) {
+      if (!final_update && now - last_ < std::chrono::milliseconds(100)) return;
+    } else {
+      if (!final_update && decile == last_decile_) return;
+    }
+    last_ = now;
+    last_decile_ = decile;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    constexpr int width = 24;
+    const int filled = steps_ ? static_cast<int>(width * step / steps_) : width;
+    std::string bar(static_cast<size_t>(filled), '=');
+    bar.resize(width, ' ');
+    std::fprintf(stderr, "%sepoch %d/%d [%s] %zu/%zu  loss %.4f  acc %.4f  %.0f samples/s%s", live_ ? "\r" : "", epoch_,
+                 epochs_, bar.c_str(), step, steps_, loss, acc, elapsed > 0 ? samples / elapsed : 0.0,
+                 live_ && !final_update ? "" : "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool enabled_, live_ = false;
+  int epoch_, epochs_;
+  size_t steps_;
+  size_t last_decile_ = 0;
+  Clock::time_point start_, last_;
+};
+
+}  // namespace
+
+Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communicator& comm, TrainOptions options,
+                 LossFn loss)
+    : model_(std::move(model)),
+      plan_(plan(model_)),
+      params_(params),
+      optimizer_(optimizer),
+      comm_(comm),
+      options_(options),
+      loss_(loss ? std::move(loss) : LossFn(softmax_cross_entropy)),
+      rng_(options.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm.rank() + 1)) {
+  if (options_.epochs < 1) throw std::invalid_argument(fmt::format("trainer: epochs must be >= 1, got {}", options_.epochs));
+  if (options_.batch_size < 1) throw std::invalid_argument("trainer: batch size must be >= 1");
+  if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
+}
+
+Tensor Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t> indices,
+                           std::vector<int32_t>& labels) const {
+  // The model's input declares either flat samples {batch, features} or {batch, ...sample shape}.
+  const Shape& declared = plan_.layers[plan_.input_layers.at(0)].output_shape;
+  Shape shape{static_cast<int64_t>(indices.size())};
+  if (declared.size() == 2) {
+    shape.push_back(static_cast<int64_t>(dataset.sample_size));
+  } else {
+    for (size_t d : dataset.sample_shape) shape.push_back(static_cast<int64_t>(d));
+  }
+  Tensor x = Tensor::empty(shape);
+  labels.resize(indices.size());
+  data::gather(dataset, indices, x.data(), labels.data());
+  return x;
+}
+
+double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
+  if (!synced_) {
+    // Same model and same starting point on every rank, checked before the first collective.
+    DataParallel dp(comm_, params_.values(), params_.grads());
+    dp.verify_layout(layout_fingerprint(params_));
+    dp.broadcast_parameters();
+    synced_ = true;
+  }
+  params_.zero_grad();
+  Tensor output = forward(plan_, params_, x, ForwardContext{true, &rng_});
+  Tensor loss = loss_(output, labels);
+  const double value = loss.item();
+  loss.backward();
+  DataParallel(comm_, params_.values(), params_.grads()).average_gradients();
+  optimizer_.step(params_.values(), params_.grads());
+  last_output_ = output.detach();
+  return value;
+}
+
+TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) {
+  data::DistributedSampler sampler(train.count, comm_.rank(), comm_.size(), options_.seed, options_.shuffle,
+                                   options_.drop_last);
+  TrainResult result;
+  std::vector<int32_t> labels;
+  for (int epoch = 0; epoch < options_.epochs; ++epoch) {
+    const std::vector<size_t> indices = sampler.indices(static_cast<uint64_t>(epoch));
+    const size_t steps = (indices.size() + options_.batch_size - 1) / options_.batch_size;
+    ProgressLine progress(options_.progress && comm_.is_root(), epoch + 1, options_.epochs, steps);
+
+    // Local sums: [loss × samples, correct, samples]; reduced over ranks at the end of the epoch.
+    std::vector<double> sums(3, 0.0);
+    const auto start = Clock::now();
+    for (size_t step = 0; step < steps; ++step) {
+      const size_t begin = step * options_.batch_size;
+      const size_t n = std::min(options_.batch_size, indices.size() - begin);
+      Tensor x = make_batch(train, std::span<const size_t>(indices).subspan(begin, n), labels);
+      const double loss = train_step(x, labels);
+      sums[0] += loss * static_cast<double>(n);
+      sums[1] += static_cast<double>(count_correct(last_output_, labels));
+      sums[2] += static_cast<double>(n);
+      // Rank 0's line shows its own shard; the epoch summary below is global.
+      progress.update(step + 1, sums[0] / sums[2], sums[1] / sums[2],
+                      static_cast<int64_t>(sums[2]) * comm_.size(), step + 1 == steps);
+    }
+    std::vector<double> elapsed{seconds_since(start)};
+    comm_.allreduce(elapsed, ReduceOp::max);
+    comm_.allreduce(sums, ReduceOp::sum);
+
+    EpochResult er;
+    er.epoch = epoch + 1;
+    er.train_loss = sums[0] / sums[2];
+    er.train_accuracy = sums[1] / sums[2];
+    er.train_seconds = elapsed[0];
+    er.train_samples = static_cast<int64_t>(sums[2]);
+    if (test) er.test = evaluate(*test);
+    result.train_seconds += er.train_seconds;
+    result.train_samples += er.train_samples;
+    result.epochs.push_back(er);
+  }
+  return result;
+}
+
+EvalResult Trainer::evaluate(const data::Dataset& dataset) {
+  NoGradGuard no_grad;
+  // A contiguous, disjoint slice per rank: no sample is counted twice, none is skipped.
+  const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
+  const size_t begin = dataset.count * rank / world, end = dataset.count * (rank + 1) / world;
+  std::vector<double> sums(3, 0.0);
+  std::vector<size_t> indices;
+  std::vector<int32_t> labels;
+  for (size_t b = begin; b < end; b += options_.eval_batch_size) {
+    const size_t n = std::min(options_.eval_batch_size, end - b);
+    indices.resize(n);
+    for (size_t i = 0; i < n; ++i) indices[i] = b + i;
+    Tensor x = make_batch(dataset, indices, labels);
+    Tensor output = forward(plan_, params_, x, ForwardContext{});
+    sums[0] += loss_(output, labels).item() * static_cast<double>(n);
+    sums[1] += static_cast<double>(count_correct(output, labels));
+    sums[2] += static_cast<double>(n);
+  }
+  comm_.allreduce(sums, ReduceOp::sum);
+  EvalResult r;
+  r.samples = static_cast<int64_t>(sums[2]);
+  if (r.samples > 0) {
+    r.loss = sums[0] / sums[2];
+    r.accuracy = sums[1] / sums[2];
+  }
+  return r;
+}
+
+uint64_t layout_fingerprint(const Parameters& params) {
+  // FNV-1a over "name:dims;" — stable across runs and platforms (std::hash is not).
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const std::string& s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  for (const auto& entry : params.entries()) mix(entry.name + ":" + shape_str(entry.value.shape()) + ";");
+  return h;
+}
+
+std::string parameters_sha256(const Parameters& params) {
+  static_assert(sizeof(float) == 4);
+  auto values = params.values();
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  // x86-64 and aarch64 are little-endian, so the in-memory bytes are the canonical bytes.
+  if (EVP_Digest(values.data(), values.size() * sizeof(float), digest, &length, EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("parameters_sha256: OpenSSL EVP_Digest failed");
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
+  return hex;
+}
+
+}  // namespace axon
