@@ -1,0 +1,166 @@
+#!/usr/bin/python3
+"""PyTorch reference for Axon's Fashion-MNIST benchmark (build/bin/fashion_mnist).
+
+Same training as the Axon binary, written the way a performance-minded PyTorch user would:
+the whole data set lives in memory as float32 tensors, batches are taken with index_select
+on a per-epoch seeded permutation (no DataLoader), plain nn.Sequential + F.cross_entropy.
+
+Only the training loop is timed (time.perf_counter around the epochs); evaluation on the
+test set runs afterwards under torch.no_grad. The LAST line of stdout is one JSON object
+with the same keys as the Axon binary (model, world_size, epochs, batch_size, test_accuracy,
+test_loss, train_samples_per_s, params_sha256) plus framework / torch_version.
+
+Usage: /usr/bin/python3 bench/torch_fashion_mnist.py --model mlp_big --threads 1 --epochs 1
+"""
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+
+
+def _pin_blas_threads():
+    """Debian's torch does its GEMMs in OpenBLAS (pthread build), whose thread pool ignores
+    torch.set_num_threads: without this, "--threads 1" still runs BLAS on every core.
+    It must happen before libopenblas is loaded, i.e. before importing numpy/torch. An explicitly
+    set environment wins (bench/compare_pytorch.sh sets both variables to T)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--threads", type=int, default=1)
+    threads = pre.parse_known_args()[0].threads
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+_pin_blas_threads()
+
+import numpy as np  # noqa: E402  (numpy and torch after _pin_blas_threads on purpose)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["mlp", "mlp_big"], default="mlp")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--data-dir", default=os.environ.get("AXON_FASHION_MNIST_DIR", DEFAULT_DATA_DIR))
+    ap.add_argument("--no-progress", action="store_true", help="no per-epoch lines (only the final JSON)")
+    return ap.parse_args()
+
+
+def read_idx(path):
+    """Reads a gzip'd IDX file (ubyte data) into a numpy array of its declared shape."""
+    with gzip.open(path, "rb") as f:
+        buf = f.read()
+    zero, dtype_code, ndim = buf[0:2], buf[2], buf[3]
+    if zero != b"\x00\x00" or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    dims = np.frombuffer(buf, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    data = np.frombuffer(buf, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: expected {int(np.prod(dims))} bytes of data, got {data.size}")
+    return data.reshape(tuple(dims))
+
+
+def load_split(data_dir, prefix):
+    images = read_idx(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"))
+    labels = read_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
+    x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0))
+    y = torch.from_numpy(labels.astype(np.int64))
+    return x.contiguous(), y
+
+
+def build_model(name):
+    if name == "mlp":
+        return nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+
+
+def build_optimizer(name, params, lr):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, chunk=2000):
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, x.shape[0], chunk):
+        logits = model(x[i:i + chunk])
+        total_loss += F.cross_entropy(logits, y[i:i + chunk], reduction="sum").item()
+        correct += (logits.argmax(dim=1) == y[i:i + chunk]).sum().item()
+    model.train()
+    return correct / x.shape[0], total_loss / x.shape[0]
+
+
+def main():
+    args = parse_args()
+    # Interop threads must be set before any parallel work starts.
+    torch.set_num_interop_threads(1)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    x_train, y_train = load_split(args.data_dir, "train")
+    x_test, y_test = load_split(args.data_dir, "t10k")
+    n = x_train.shape[0]
+
+    model = build_model(args.model)
+    opt = build_optimizer(args.optimizer, model.parameters(), args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    bs = args.batch_size
+
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        perm = torch.randperm(n, generator=gen)
+        last_loss = None
+        for i in range(0, n, bs):  # the final partial batch is kept
+            idx = perm[i:i + bs]
+            xb = x_train.index_select(0, idx)
+            yb = y_train.index_select(0, idx)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            last_loss = loss
+        if not args.no_progress:
+            # .item() syncs once per epoch only; printed time includes it (negligible on CPU).
+            print(f"epoch {epoch + 1}/{args.epochs}: last batch loss {last_loss.item():.4f}, "
+                  f"{time.perf_counter() - t0:.2f}s elapsed", flush=True)
+    train_s = time.perf_counter() - t0
+
+    acc, test_loss = evaluate(model, x_test, y_test)
+    result = {
+        "model": args.model,
+        "world_size": 1,
+        "epochs": args.epochs,
+        "batch_size": bs,
+        "test_accuracy": acc,
+        "test_loss": test_loss,
+        "train_samples_per_s": args.epochs * n / train_s,
+        "params_sha256": None,
+        "framework": "pytorch",
+        "torch_version": torch.__version__,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "threads": args.threads,
+        "openblas_threads": os.environ["OPENBLAS_NUM_THREADS"],
+        "seed": args.seed,
+        "train_time_s": train_s,
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+// Runs the real axonrun binary (with the real mpirun) and checks what it prints and returns.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+const std::string kAxonrun = std::string(AXON_BIN_DIR) + "/axonrun";
+
+// Changes to the test's own environment for one axonrun run.
+struct EnvChanges {
+  std::vector<std::string> unset = {};
+  std::vector<std::pair<std::string, std::string>> set = {};
+};
+
+struct Result {
+  int code = -1;  // exit code; -signo if axonrun itself died by a signal
+  std::string out;
+  std::string err;
+};
+
+// A temporary file that is removed again when the test is done with it.
+struct TempFile {
+  explicit TempFile(const std::string& contents = "", mode_t mode = 0600) {
+    std::string pattern = (fs::temp_directory_path() / "axonrun_test_XXXXXX").string();
+    int fd = ::mkstemp(pattern.data());
+    if (fd < 0) throw std::runtime_error("mkstemp failed");
+    path = pattern;
+    if (!contents.empty() && ::write(fd, contents.data(), contents.size()) < 0) throw std::runtime_error("write failed");
+    ::fchmod(fd, mode);
+    ::close(fd);
+  }
+  ~TempFile() { ::unlink(path.c_str()); }
+  std::string read() const {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+  std::string path;
+};
+
+// A running axonrun whose stdout/stderr go to temporary files.
+class Axonrun {
+ public:
+  Axonrun(const std::vector<std::string>& args, const EnvChanges& changes = {}) {
+    std::vector<std::string> env;
+    for (char** entry = environ; *entry; ++entry) {
+      std::string text = *entry;
+      std::string name = text.substr(0, text.find('='));
+      bool drop = name == "AXON_MPIRUN";  // a user's override must not leak into the tests
+      for (const auto& unset : changes.unset) drop = drop || name == unset;
+      for (const auto& [key, value] : changes.set) drop = drop || name == key;
+      if (!drop) env.push_back(text);
+    }
+    for (const auto& [key, value] : changes.set) env.push_back(key + "=" + value);
+
+    std::vector<std::string> argv_text = {kAxonrun};
+    argv_text.insert(argv_text.end(), args.begin(), args.end());
+    std::vector<char*> argv, envp;
+    for (auto& arg : argv_text) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    for (auto& entry : env) envp.push_back(entry.data());
+    envp.push_back(nullptr);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out_.path.c_str(), O_WRONLY | O_TRUNC, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, err_.path.c_str(), O_WRONLY | O_TRUNC, 0);
+    int rc = ::posix_spawn(&pid_, kAxonrun.c_str(), &actions, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot start " + kAxonrun + ": " + std::strerror(rc));
+  }
+
+  ~Axonrun() {
+    if (pid_ > 0) {  // only after a failed test: do not leave it running
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  pid_t pid() const { return pid_; }
+  std::string out_so_far() const { return out_.read(); }
+
+  // Waits for axonrun to end; a run that outlives the timeout is killed and fails the test.
+  Result wait(std::chrono::seconds timeout = 120s) {
+    Result result;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "axonrun did not finish within " << timeout.count() << " s";
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    pid_ = -1;
+    result.code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    result.out = out_.read();
+    result.err = err_.read();
+    return result;
+  }
+
+ private:
+  TempFile out_, err_;
+  pid_t pid_ = -1;
+};
+
+Result run(const std::vector<std::string>& args, const EnvChanges& changes = {}) {
+  return Axonrun(args, changes).wait();
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+int online_cpus() { return static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN)); }
+
+// ---- running jobs -------------------------------------------------------------
+
+TEST(Axonrun, SuccessfulJobReturnsZero) {
+  Result r = run({"-n", "2", "/bin/true"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "axonrun:")) << r.err;
+}
+
+TEST(Axonrun, FailingJobReturnsItsExitCode) {
+  Result r = run({"-n", "2", "sh", "-c", "exit 3"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_TRUE(contains(r.err, "axonrun: job failed with exit code 3 (2 ranks, command: sh -c 'exit 3')")) << r.err;
+}
+
+TEST(Axonrun, RanksSeeTheirMpiEnvironment) {
+  Result r = run({"-n", "2", "sh", "-c", "echo rank=$OMPI_COMM_WORLD_RANK size=$OMPI_COMM_WORLD_SIZE launcher=$AXON_LAUNCHER"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "rank=0 size=2 launcher=axonrun")) << "out: " << r.out << "\nerr: " << r.err;
+  EXPECT_TRUE(contains(r.out, "rank=1 size=2 launcher=axonrun")) << "out: " << r.out << "\nerr: " << r.err;
+}
+
+TEST(Axonrun, ProgramArgumentsPassThroughUntouched) {
+  // Words that look like axonrun options belong to the program once it is named.
+  Result r = run({"-n", "1", "--", "printf", "%s|", "a", "b c", "-n", "--dry-run", "--help", "it's"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "a|b c|-n|--dry-run|--help|it's|");
+}
+
+TEST(Axonrun, MoreRanksThanCoresOversubscribe) {
+  const int ranks = online_cpus() + 1;
+  Result dry = run({"-n", std::to_string(ranks), "--dry-run", "/bin/true"});
+  ASSERT_EQ(dry.code, 0) << dry.err;
+  EXPECT_TRUE(contains(dry.out, " -np " + std::to_string(ranks) + " --oversubscribe --bind-to none /bin/true\n"))
+      << dry.out;
+
+  Result fits = run({"-n", "1", "--dry-run", "/bin/true"});
+  EXPECT_FALSE(contains(fits.out, "--oversubscribe")) << fits.out;
+
+  if (ranks > 17) GTEST_SKIP() << "not starting " << ranks << " real ranks";
+  // Without the test environment's MCA override, so axonrun's own flag is what lets it run.
+  Result real = run({"-n", std::to_string(ranks), "/bin/true"}, {.unset = {"OMPI_MCA_rmaps_base_oversubscribe"}});
+  EXPECT_EQ(real.code, 0) << real.err;
+}
+
+TEST(Axonrun, RunsAsRootWithoutUserSettingOmpiVariables) {
+  if (::geteuid() != 0) GTEST_SKIP() << "not running as root";
+  Result r = run({"-n", "2", "sh", "-c", "echo ok"},
+                 {.unset = {"OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"}});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\nok\n");
+}
+
+// ---- signals --------------------------------------------------------------------
+
+TEST(Axonrun, RankKilledBySignalGivesCleanFailure) {
+  Result r = run({"-n", "1", "sh", "-c", "kill -TERM $$"});
+  EXPECT_GT(r.code, 0) << "axonrun itself must exit normally; err: " << r.err;
+  EXPECT_TRUE(contains(r.err, "axonrun: job failed with exit code")) << r.err;
+}
+
+TEST(Axonrun, MpirunKilledBySignalIsReported) {
+  TempFile fake_mpirun("#!/bin/sh\nkill -KILL $$\n", 0700);
+  Result r = run({"-n", "1", "--mpirun", fake_mpirun.path, "/bin/true"});
+  EXPECT_EQ(r.code, 128 + SIGKILL);
+  EXPECT_TRUE(contains(r.err, "axonrun: job killed by signal SIGKILL")) << r.err;
+}
+
+TEST(Axonrun, ForwardsSigintAndSigtermToTheJob) {
+  for (int signo : {SIGINT, SIGTERM}) {
+    Axonrun job({"-n", "1", "sh", "-c", "echo started; exec sleep 60"});
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!contains(job.out_so_far(), "started") && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_TRUE(contains(job.out_so_far(), "started")) << "the job never started";
+
+    auto sent = std::chrono::steady_clock::now();
+    ::kill(job.pid(), signo);
+    Result r = job.wait(60s);
+    EXPECT_LT(std::chrono::steady_clock::now() - sent, 30s) << "the job outlived signal " << signo;
+    EXPECT_GT(r.code, 0) << "axonrun must exit normally with a failure code after signal " << signo
+                         << "; err: " << r.err;
+  }
+}
+
+// ---- command-line errors (exit code 2) ------------------------------------------
+
+TEST(Axonrun, RejectsInvalidRankCounts) {
+  for (std::string bad : {"0", "abc", "-3", "2x", "", "99999999999"}) {
+    Result r = run({"-n", bad, "/bin/true"});
+    EXPECT_EQ(r.code, 2) << "-n '" << bad << "'";
+    EXPECT_TRUE(contains(r.err, "axonrun: error: -n expects a positive integer number of ranks, got '" + bad + "'"))
+        << r.err;
+  }
+}
+
+TEST(Axonrun, RequiresRankCount) {
+  Result r = run({"/bin/true"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.err, "axonrun: error: missing -n")) << r.err;
+
+  Result dangling = run({"-n"});
+  EXPECT_EQ(dangling.code, 2);
+  EXPECT_TRUE(contains(dangling.err, "axonrun: error: option -n needs a value")) << dangling.err;
+}
+
+TEST(Axonrun, RequiresProgram) {
+  for (std::vector<std::string> args : {std::vector<std::string>{"-n", "2"}, {"-n", "2", "--"}}) {
+    Result r = run(args);
+    EXPECT_EQ(r.code, 2);
+    EXPECT_TRUE(contains(r.err, "axonrun: error: missing the program to run")) << r.err;
+  }
+}
+
+TEST(Axonrun, RejectsUnknownOption) {
+  Result r = run({"-n", "2", "--frobnicate", "/bin/true"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.err, "axonrun: error: unknown option '--frobnicate'")) << r.err;
+}
+
+TEST(Axonrun, RejectsMissingProgram) {
+  Result on_path = run({"-n", "2", "axon_no_such_program"});
+  EXPECT_EQ(on_path.code, 2);
+  EXPECT_TRUE(contains(on_path.err, "axonrun: error: program 'axon_no_such_program' not found on PATH")) << on_path.err;
+
+  Result by_path = run({"-n", "2", "/no/such/dir/program"});
+  EXPECT_EQ(by_path.code, 2);
+  EXPECT_TRUE(contains(by_path.err, "axonrun: error: program '/no/such/dir/program'")) << by_path.err;
+}
+
+TEST(Axonrun, RejectsNonExecutableProgram) {
+  TempFile plain("not a program\n", 0644);
+  Result r = run({"-n", "1", plain.path});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.err, "is not executable")) << r.err;
+
+  Result dir = run({"-n", "1", "/"});
+  EXPECT_EQ(dir.code, 2);
+  EXPECT_TRUE(contains(dir.err, "is not a regular file")) << dir.err;
+}
+
+TEST(Axonrun, ReportsMissingMpirun) {
+  fs::path empty_dir = fs::temp_directory_path() / ("axonrun_empty_" + std::to_string(::getpid()));
+  fs::create_directories(empty_dir);
+  Result r = run({"-n", "2", "/bin/true"}, {.set = {{"PATH", empty_dir.string()}}});
+  fs::remove(empty_dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.err, "axonrun: error: mpirun not found on PATH")) << r.err;
+  EXPECT_TRUE(contains(r.err, "openmpi-bin")) << r.err;
+
+  Result bad = run({"-n", "2", "--mpirun", "/no/such/mpirun", "/bin/true"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(contains(bad.err, "mpirun '/no/such/mpirun' (from --mpirun) is not an executable file")) << bad.err;
+}
+
+// ---- dry run, overrides, help -----------------------------------------------------
+
+TEST(Axonrun, DryRunPrintsTheQuotedCommand) {
+  Result r = run({"-n", "2", "--mpirun", "/bin/echo", "--dry-run", "sh", "-c", "echo it's $HOME"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "/bin/echo -np 2 sh -c 'echo it'\\''s $HOME'\n");
+}
+
+TEST(Axonrun, MpirunOverrides) {
+  // With echo standing in for mpirun, the job prints the mpirun arguments it was given.
+  Result flag = run({"-n", "1", "--mpirun", "/bin/echo", "/bin/true"});
+  EXPECT_EQ(flag.code, 0) << flag.err;
+  EXPECT_EQ(flag.out, "-np 1 /bin/true\n");
+
+  Result env = run({"-n", "1", "/bin/true"}, {.set = {{"AXON_MPIRUN", "/bin/echo"}}});
+  EXPECT_EQ(env.code, 0) << env.err;
+  EXPECT_EQ(env.out, "-np 1 /bin/true\n");
+
+  // The flag wins over the environment.
+  Result both = run({"-n", "1", "--mpirun=/bin/echo", "--dry-run", "/bin/true"}, {.set = {{"AXON_MPIRUN", "/bin/false"}}});
+  EXPECT_EQ(both.out, "/bin/echo -np 1 /bin/true\n");
+}
+
+TEST(Axonrun, HelpAndVersion) {
+  Result help = run({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_TRUE(contains(help.out, "Usage: axonrun -n N")) << help.out;
+
+  Result version = run({"--version"});
+  EXPECT_EQ(version.code, 0);
+  EXPECT_TRUE(contains(version.out, "axonrun")) << version.out;
+}
+
+}  // namespace
