@@ -13,7 +13,8 @@ while (($#)); do
 done
 
 if [[ ! -f "$build_dir/build.ninja" || ${#cmake_args[@]} -gt 0 ]]; then
-  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >"$build_dir.configure.log" 2>&1 || {
-    cat "$build_dir.configure.log"; echo "axon: cmake configure failed (log above)" >&2; exit 1; }
+  mkdir -p "$build_dir"
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >"$build_dir/configure.log" 2>&1 || {
+    cat "$build_dir/configure.log"; echo "axon: cmake configure failed (log above)" >&2; exit 1; }
 fi
 cmake --build "$build_dir" -j "$(nproc)" ${targets:+--target "${targets[@]}"}
