@@ -99,22 +99,34 @@ class Adam final : public Optimizer {
     const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
     const float decay = decoupled_ ? static_cast<float>(1.0 - static_cast<double>(lr_) * wd) : 1.0f;
     const float l2 = decoupled_ ? 0.0f : wd;
-    float* pm = m_.data();
-    float* pv = v_.data();
+    // Local restrict pointers and one loop per variant, so the compiler vectorizes each.
+    float* __restrict pp = p.data();
+    const float* __restrict pg = g.data();
+    float* __restrict pm = m_.data();
+    float* __restrict pv = v_.data();
+    if (!o_.amsgrad) {
+      for (size_t i = 0; i < n; ++i) {
+        const float grad = pg[i] + l2 * pp[i];
+        const float m = pm[i] * b1 + (1.0f - b1) * grad;
+        const float v = pv[i] * b2 + (1.0f - b2) * grad * grad;
+        pm[i] = m;
+        pv[i] = v;
+        const float denom = std::sqrt(v) / bc2_sqrt + eps;
+        pp[i] = pp[i] * decay - step_size * (m / denom);
+      }
+      return;
+    }
+    float* __restrict pmax = vmax_.data();
     for (size_t i = 0; i < n; ++i) {
-      float param = p[i] * decay;
-      const float grad = g[i] + l2 * p[i];
+      const float grad = pg[i] + l2 * pp[i];
       const float m = pm[i] * b1 + (1.0f - b1) * grad;
       const float v = pv[i] * b2 + (1.0f - b2) * grad * grad;
       pm[i] = m;
       pv[i] = v;
-      float second = v;
-      if (o_.amsgrad) {
-        vmax_[i] = std::max(vmax_[i], v);
-        second = vmax_[i];
-      }
-      const float denom = std::sqrt(second) / bc2_sqrt + eps;
-      p[i] = param - step_size * (m / denom);
+      const float vmax = std::max(pmax[i], v);
+      pmax[i] = vmax;
+      const float denom = std::sqrt(vmax) / bc2_sqrt + eps;
+      pp[i] = pp[i] * decay - step_size * (m / denom);
     }
   }
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <new>
 #include <stdexcept>
 
@@ -33,14 +35,66 @@ int64_t shape_numel(const Shape& shape) {
 
 // ---- Storage ----
 
-Storage::Storage(size_t size) : size_(size) {
-  // 64-byte alignment suits AVX-512 loads and cache lines; aligned_alloc needs a multiple of it.
-  size_t bytes = std::max<size_t>(64, (size * sizeof(float) + 63) / 64 * 64);
-  data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (!data_) throw std::bad_alloc();
+namespace {
+
+// Training allocates the same large activations and gradients every step. Fresh large blocks
+// come from mmap and cost a page fault per 4 KiB on first touch, so large freed blocks are kept
+// for reuse, by exact size, up to a bound. Small blocks go straight to malloc, which pools them.
+class BlockCache {
+ public:
+  static constexpr size_t kMinCachedBytes = 64 * 1024;
+  static constexpr size_t kMaxCachedBytes = size_t{1} << 30;
+
+  void* acquire(size_t bytes) {
+    if (bytes >= kMinCachedBytes) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= bytes;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+
+  void release(void* p, size_t bytes) {
+    if (bytes >= kMinCachedBytes) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + bytes <= kMaxCachedBytes) {
+        free_[bytes].push_back(p);
+        cached_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+// Never destroyed: tensors in static storage may be freed after other statics are gone.
+BlockCache& block_cache() {
+  static BlockCache* cache = new BlockCache;
+  return *cache;
 }
 
-Storage::~Storage() { std::free(data_); }
+// 64-byte alignment suits AVX-512 loads and cache lines; aligned_alloc needs a multiple of it.
+size_t storage_bytes(size_t floats) { return std::max<size_t>(64, (floats * sizeof(float) + 63) / 64 * 64); }
+
+}  // namespace
+
+Storage::Storage(size_t size) : size_(size) {
+  data_ = static_cast<float*>(block_cache().acquire(storage_bytes(size)));
+}
+
+Storage::~Storage() { block_cache().release(data_, storage_bytes(size_)); }
 
 // ---- creation ----
 
