@@ -68,8 +68,9 @@ static int run(int argc, char** argv) {
   Parameters params = init(model, seed);
   auto optimizer = make_optimizer(optimizer_name, lr);
   if (comm->is_root()) {
-    std::fprintf(stderr, "axon: %s, %zu parameters, %s, %d rank(s) × %d thread(s), batch %zu per rank\n",
-                 model_name.c_str(), params.count(), optimizer_name.c_str(), comm->size(), threads, batch_size);
+    std::fprintf(stderr, "axon: %s, %zu parameters, %s, %d rank(s) × %d thread(s) (OpenBLAS %s kernels), batch %zu per rank\n",
+                 model_name.c_str(), params.count(), optimizer_name.c_str(), comm->size(), threads,
+                 blas_kernels().c_str(), batch_size);
   }
 
   TrainOptions options;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "axon/data.h"
+#include "dims.h"
 
 namespace axon::data {
 namespace {
@@ -43,15 +44,6 @@ std::string number(float value) {
   std::ostringstream out;
   out << value;
   return out.str();
-}
-
-std::string join_dims(const std::vector<uint32_t>& dims) {
-  std::string out;
-  for (size_t i = 0; i < dims.size(); ++i) {
-    if (i > 0) out += 'x';
-    out += std::to_string(dims[i]);
-  }
-  return out;
 }
 
 }  // namespace

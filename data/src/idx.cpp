@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "axon/data.h"
+#include "dims.h"
 
 namespace axon::data {
 namespace {
@@ -141,15 +142,6 @@ void convert(uint8_t code, const unsigned char* in, size_t count, float* out) {
       }
       break;
   }
-}
-
-std::string join_dims(const std::vector<uint32_t>& dims) {
-  std::string out;
-  for (size_t i = 0; i < dims.size(); ++i) {
-    if (i > 0) out += 'x';
-    out += std::to_string(dims[i]);
-  }
-  return out;
 }
 
 }  // namespace

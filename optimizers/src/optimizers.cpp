@@ -6,6 +6,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "axon/tensor.h"
+
 namespace axon {
 
 Optimizer::Optimizer(float lr) : lr_(lr) { set_learning_rate(lr); }
@@ -24,6 +26,7 @@ void Optimizer::step(std::span<float> params, std::span<const float> grads) {
     throw std::invalid_argument(
         fmt::format("{}: stepped with {} parameters, but its state was made for {}", name(), params.size(), size_));
   ++steps_;
+  FlushDenormalsGuard flush_denormals;
   update(params, grads);
 }
 

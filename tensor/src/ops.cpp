@@ -1,7 +1,6 @@
 // Kernels and their backward passes. Every kernel works on contiguous row-major data.
 #include "axon/ops.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <stdexcept>
 
 #include "axon/autograd.h"
+#include "blas.h"
 
 namespace axon {
 
@@ -26,6 +26,13 @@ int64_t normalize_axis(int64_t axis, int64_t dims, const char* op, const Shape& 
 struct AxisSplit {
   int64_t outer = 1, n = 1, inner = 1;
 };
+
+// Calls f(base) for every lane along the axis: the lane's elements are base + k * inner, k < n.
+template <class F>
+void for_each_lane(const AxisSplit& s, F f) {
+  for (int64_t o = 0; o < s.outer; ++o)
+    for (int64_t i = 0; i < s.inner; ++i) f(o * s.n * s.inner + i);
+}
 
 AxisSplit split_at(const Shape& shape, int64_t axis) {
   AxisSplit s;
@@ -319,17 +326,17 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
         fmt::format("matmul: shapes {} and {} do not chain (inner sizes differ)", shape_str(a.shape()), shape_str(b.shape())));
   const int m = blas_int(a.size(0)), k = blas_int(a.size(1)), n = blas_int(b.size(1));
   Tensor out = Tensor::empty({m, n});
-  if (m && n) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, out.data(), n);
+  if (m && n) blas::sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, out.data(), n);
   if (k == 0) out.fill(0.0f);
   return record("matmul", out, {a, b}, [a, b, m, k, n](const Tensor& g, GradSlots& grads) {
     float beta = 0.0f;
     if (grads.needs(0)) {  // dA = dC · Bᵀ
       float* ga = grads.target(0, a.shape(), beta);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, g.data(), n, b.data(), n, beta, ga, k);
+      blas::sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, g.data(), n, b.data(), n, beta, ga, k);
     }
     if (grads.needs(1)) {  // dB = Aᵀ · dC
       float* gb = grads.target(1, b.shape(), beta);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, a.data(), k, g.data(), n, beta, gb, n);
+      blas::sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, a.data(), k, g.data(), n, beta, gb, n);
     }
   });
 }
@@ -366,17 +373,17 @@ Tensor linear(const Tensor& x, const Tensor& kernel, const Tensor& bias) {
   if (in == 0) {
     if (!bias.defined()) out.fill(0.0f);
   } else if (batch && units) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, units, in, 1.0f, x.data(), in, kernel.data(), units, beta, po, units);
+    blas::sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, units, in, 1.0f, x.data(), in, kernel.data(), units, beta, po, units);
   }
   return record("linear", out, {x, kernel, bias}, [x, kernel, batch, in, units](const Tensor& g, GradSlots& grads) {
     float beta = 0.0f;
     if (grads.needs(0)) {  // dx = g · Wᵀ
       float* gx = grads.target(0, x.shape(), beta);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, in, units, 1.0f, g.data(), units, kernel.data(), units, beta, gx, in);
+      blas::sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, in, units, 1.0f, g.data(), units, kernel.data(), units, beta, gx, in);
     }
     if (grads.needs(1)) {  // dW = xᵀ · g
       float* gw = grads.target(1, kernel.shape(), beta);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, units, batch, 1.0f, x.data(), in, g.data(), units, beta, gw, units);
+      blas::sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, units, batch, 1.0f, x.data(), in, g.data(), units, beta, gw, units);
     }
     if (grads.needs(2)) {  // db = column sums of g
       float* gb = grads.target(2, {units}, beta);
@@ -396,23 +403,22 @@ namespace {
 
 // Writes softmax (or log-softmax) of x along the axis described by s into out.
 void softmax_forward(const float* x, float* out, const AxisSplit& s, bool log_space) {
-  for (int64_t o = 0; o < s.outer; ++o) {
-    for (int64_t i = 0; i < s.inner; ++i) {
-      const float* px = x + o * s.n * s.inner + i;
-      float* po = out + o * s.n * s.inner + i;
-      float max_v = -std::numeric_limits<float>::infinity();
-      for (int64_t k = 0; k < s.n; ++k) max_v = std::max(max_v, px[k * s.inner]);
-      double total = 0.0;
-      for (int64_t k = 0; k < s.n; ++k) total += std::exp(static_cast<double>(px[k * s.inner] - max_v));
-      if (log_space) {
-        const float log_total = static_cast<float>(std::log(total));
-        for (int64_t k = 0; k < s.n; ++k) po[k * s.inner] = px[k * s.inner] - max_v - log_total;
-      } else {
-        const double inv = 1.0 / total;
-        for (int64_t k = 0; k < s.n; ++k) po[k * s.inner] = static_cast<float>(std::exp(static_cast<double>(px[k * s.inner] - max_v)) * inv);
-      }
+  for_each_lane(s, [&](int64_t base) {
+    const float* px = x + base;
+    float* po = out + base;
+    float max_v = -std::numeric_limits<float>::infinity();
+    for (int64_t k = 0; k < s.n; ++k) max_v = std::max(max_v, px[k * s.inner]);
+    double total = 0.0;
+    for (int64_t k = 0; k < s.n; ++k) total += std::exp(static_cast<double>(px[k * s.inner] - max_v));
+    if (log_space) {
+      const float log_total = static_cast<float>(std::log(total));
+      for (int64_t k = 0; k < s.n; ++k) po[k * s.inner] = px[k * s.inner] - max_v - log_total;
+    } else {
+      const double inv = 1.0 / total;
+      for (int64_t k = 0; k < s.n; ++k)
+        po[k * s.inner] = static_cast<float>(std::exp(static_cast<double>(px[k * s.inner] - max_v)) * inv);
     }
-  }
+  });
 }
 
 }  // namespace
@@ -428,16 +434,14 @@ Tensor softmax(const Tensor& x, int64_t axis) {
     const float* py = y.data();
     const float* pg = g.data();
     float* pgx = gx.data();
-    for (int64_t o = 0; o < s.outer; ++o)
-      for (int64_t i = 0; i < s.inner; ++i) {
-        const int64_t base = o * s.n * s.inner + i;
-        double dot = 0.0;
-        for (int64_t k = 0; k < s.n; ++k) dot += static_cast<double>(pg[base + k * s.inner]) * py[base + k * s.inner];
-        for (int64_t k = 0; k < s.n; ++k) {
-          const int64_t j = base + k * s.inner;
-          pgx[j] = py[j] * (pg[j] - static_cast<float>(dot));
-        }
+    for_each_lane(s, [&](int64_t base) {
+      double dot = 0.0;
+      for (int64_t k = 0; k < s.n; ++k) dot += static_cast<double>(pg[base + k * s.inner]) * py[base + k * s.inner];
+      for (int64_t k = 0; k < s.n; ++k) {
+        const int64_t j = base + k * s.inner;
+        pgx[j] = py[j] * (pg[j] - static_cast<float>(dot));
       }
+    });
     grads.add(0, gx);
   });
 }
@@ -453,16 +457,14 @@ Tensor log_softmax(const Tensor& x, int64_t axis) {
     const float* py = y.data();
     const float* pg = g.data();
     float* pgx = gx.data();
-    for (int64_t o = 0; o < s.outer; ++o)
-      for (int64_t i = 0; i < s.inner; ++i) {
-        const int64_t base = o * s.n * s.inner + i;
-        double total = 0.0;
-        for (int64_t k = 0; k < s.n; ++k) total += pg[base + k * s.inner];
-        for (int64_t k = 0; k < s.n; ++k) {
-          const int64_t j = base + k * s.inner;
-          pgx[j] = pg[j] - std::exp(py[j]) * static_cast<float>(total);
-        }
+    for_each_lane(s, [&](int64_t base) {
+      double total = 0.0;
+      for (int64_t k = 0; k < s.n; ++k) total += pg[base + k * s.inner];
+      for (int64_t k = 0; k < s.n; ++k) {
+        const int64_t j = base + k * s.inner;
+        pgx[j] = pg[j] - std::exp(py[j]) * static_cast<float>(total);
       }
+    });
     grads.add(0, gx);
   });
 }

@@ -1,6 +1,5 @@
 #include "axon/tensor.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -8,10 +7,15 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 #include <new>
 #include <stdexcept>
 
 #include "axon/autograd.h"
+#include "blas.h"
 
 namespace axon {
 
@@ -268,9 +272,21 @@ void Tensor::add_grad_ready_hook(GradHook hook) {
 
 void set_num_threads(int threads) {
   if (threads < 1) throw std::invalid_argument(fmt::format("threads must be >= 1, got {}", threads));
-  openblas_set_num_threads(threads);
+  blas::set_num_threads(threads);
 }
 
-int num_threads() { return openblas_get_num_threads(); }
+int num_threads() { return blas::num_threads(); }
+
+std::string blas_kernels() { return blas::kernel_name(); }
+
+#if defined(__x86_64__) || defined(__i386__)
+// MXCSR bits: FTZ (flush results to zero) and DAZ (read denormal inputs as zero).
+static constexpr unsigned kFlushDenormals = 0x8040;
+FlushDenormalsGuard::FlushDenormalsGuard() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushDenormals); }
+FlushDenormalsGuard::~FlushDenormalsGuard() { _mm_setcsr(saved_); }
+#else
+FlushDenormalsGuard::FlushDenormalsGuard() {}
+FlushDenormalsGuard::~FlushDenormalsGuard() {}
+#endif
 
 }  // namespace axon

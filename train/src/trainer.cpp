@@ -117,6 +117,7 @@ double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
 }
 
 TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) {
+  FlushDenormalsGuard flush_denormals;
   data::DistributedSampler sampler(train.count, comm_.rank(), comm_.size(), options_.seed, options_.shuffle,
                                    options_.drop_last);
   TrainResult result;
@@ -161,6 +162,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
 
 EvalResult Trainer::evaluate(const data::Dataset& dataset) {
   NoGradGuard no_grad;
+  FlushDenormalsGuard flush_denormals;
   // A contiguous, disjoint slice per rank: no sample is counted twice, none is skipped.
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const size_t begin = dataset.count * rank / world, end = dataset.count * (rank + 1) / world;

@@ -124,5 +124,21 @@ class Tensor {
 // Sets the threads used by BLAS and Axon's own kernels (1 = single-threaded).
 void set_num_threads(int threads);
 int num_threads();
+// While alive, this thread treats denormal floats as zero (x86 FTZ and DAZ; no-op elsewhere).
+// Tiny gradients and second moments turn denormal late in training and make every operation on
+// them many times slower; no result that matters lives in that range.
+class FlushDenormalsGuard {
+ public:
+  FlushDenormalsGuard();
+  ~FlushDenormalsGuard();
+  FlushDenormalsGuard(const FlushDenormalsGuard&) = delete;
+  FlushDenormalsGuard& operator=(const FlushDenormalsGuard&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
+// The OpenBLAS kernel family in use ("SkylakeX", "Haswell", ...): see tensor/src/blas.h.
+std::string blas_kernels();
 
 }  // namespace axon
