@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -108,4 +109,16 @@ TEST(FashionMnist, TwoRanksThroughTheLauncherTrainToTheTarget) {
                      " --model mlp --epochs 1 --batch-size 128 --optimizer adam --threads 1 --no-progress");
   ASSERT_EQ(again.code, 0) << again.output;
   EXPECT_EQ(last_json_line(again.output)["params_sha256"], j["params_sha256"]);
+}
+
+TEST(FashionMnist, AFailedRankStopsTheWholeJobWithAnExplanation) {
+  if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  // Rank 1 dies before joining; rank 0 would wait for it in its first collective forever.
+  const std::string program = bin("fashion_mnist") + " --threads 1 --no-progress";
+  const auto start = std::chrono::steady_clock::now();
+  Result r = run(bin("axonrun") + " -n 2 sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && exit 7; exec " + program + "'");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("axonrun: job failed with exit code"));
+  EXPECT_LT(seconds, 120.0) << "the job should stop when a rank fails, not hang";
 }
