@@ -33,7 +33,7 @@ static int run(int argc, char** argv) {
   std::string model_name = "mlp", optimizer_name = "adam", data_dir = data::default_fashion_mnist_dir();
   int epochs = 1, threads = 0;
   size_t batch_size = 128;
-  float lr = 1e-3f;
+  double lr = 1e-3;
   uint64_t seed = 0;
   bool no_progress = false;
   app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big"}));
@@ -104,9 +104,7 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
-    std::fflush(stderr);
-    // Exit without MPI_Finalize: mpirun sees the failed rank and stops the job at once, rather
-    // than the other ranks waiting in a collective for this one.
-    std::_Exit(1);
+    // A non-zero exit under MPI stops the whole job (see distributed/src/mpi_communicator.cpp).
+    return 1;
   }
 }

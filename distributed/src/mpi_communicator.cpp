@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 
@@ -12,21 +13,35 @@ namespace axon {
 
 namespace {
 
-// MPI stays initialized until the process exits: MPI cannot be initialized twice, and a rank
-// that fails must not finalize (mpirun then sees the failure and stops the whole job).
+// MPI stays initialized until the process exits, and how it ends depends on how the process
+// exits: a success finalizes; a failure (exit status != 0, e.g. main returning 1 after catching
+// an error) aborts the whole job, so the other ranks do not wait in a collective for this one.
+// glibc's on_exit() hands us the exit status, which atexit() does not.
+void finish_mpi(int status, void*) {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  if (status == 0) {
+    MPI_Finalize();
+  } else {
+    int rank = -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    std::fprintf(stderr, "axon: rank %d is exiting with status %d; stopping the whole job\n", rank, status);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, status);
+  }
+}
+
 void ensure_mpi_initialized() {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (initialized) return;
   int provided = 0;
-  // SERIALIZED: a communication thread may issue collectives (bucketed all-reduce).
+  // SERIALIZED: a communication thread may issue collectives (bucketed all-reduce, later; it
+  // must check `provided` then).
   if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
     throw CommError("mpi: MPI_Init_thread failed");
-  std::atexit([] {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
-  });
+  on_exit(finish_mpi, nullptr);
 }
 
 MPI_Op to_mpi(ReduceOp op) {

@@ -80,6 +80,28 @@ float* GradSlots::target(size_t i, const Shape& shape, float& beta) {
   return slot->value.data();
 }
 
+// ---- nodes ----
+
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> orphans;
+  // Takes the nodes that would die with these inputs, so they die here, one at a time.
+  auto release = [&orphans](Node& node) {
+    node.backward = nullptr;  // the closure may hold the inputs too
+    for (Tensor& input : node.inputs) {
+      TensorImpl* impl = input.impl();
+      if (impl && impl->grad_fn && input.impl_ptr().use_count() == 1 && impl->grad_fn.use_count() == 1)
+        orphans.push_back(std::move(impl->grad_fn));
+    }
+    node.inputs.clear();
+  };
+  release(*this);
+  while (!orphans.empty()) {
+    std::shared_ptr<Node> node = std::move(orphans.back());
+    orphans.pop_back();
+    release(*node);
+  }  // `node` is destroyed here with nothing left to free recursively
+}
+
 // ---- recording ----
 
 Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, BackwardFn backward) {

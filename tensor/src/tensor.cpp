@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <unordered_map>
 
@@ -29,10 +30,13 @@ std::string shape_str(const Shape& shape) {
 }
 
 int64_t shape_numel(const Shape& shape) {
+  // Bounded so that every element count, and its size in bytes, fits the index types used.
+  constexpr int64_t kMaxElements = std::numeric_limits<int64_t>::max() / static_cast<int64_t>(sizeof(float));
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) throw std::invalid_argument("tensor: negative dimension in shape " + shape_str(shape));
-    n *= d;
+    if (__builtin_mul_overflow(n, d, &n) || n > kMaxElements)
+      throw std::length_error("tensor: shape " + shape_str(shape) + " has too many elements");
   }
   return n;
 }
@@ -199,8 +203,8 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
       inferred = static_cast<int>(i);
     } else if (resolved[i] < 0) {
       throw std::invalid_argument("reshape: negative dimension in " + shape_str(new_shape));
-    } else {
-      known *= resolved[i];
+    } else if (__builtin_mul_overflow(known, resolved[i], &known)) {
+      throw std::length_error("reshape: shape " + shape_str(new_shape) + " has too many elements");
     }
   }
   int64_t n = numel();

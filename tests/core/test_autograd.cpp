@@ -173,3 +173,20 @@ TEST(Autograd, BackwardNeedsScalarOrExplicitGradient) {
   EXPECT_THROW(x.set_grad(Tensor::zeros({3})), std::invalid_argument);
   EXPECT_THROW(y.set_requires_grad(false), std::logic_error);
 }
+
+TEST(Autograd, DroppingALongGraphWithoutBackwardDoesNotOverflowTheStack) {
+  Tensor x = Tensor::scalar(0.0f).set_requires_grad();
+  Tensor y = x;
+  for (int i = 0; i < 1000000; ++i) y = add_scalar(y, 1.0f);
+  EXPECT_EQ(y.item(), 1000000.0f);
+  y = Tensor();  // frees a million nodes
+  Tensor z = x;
+  for (int i = 0; i < 1000; ++i) z = mul(z, x) + x;  // closures holding inputs, shared leaf
+  z = Tensor();
+  SUCCEED();
+}
+
+TEST(Tensor, ShapesWhoseSizeOverflowsAreRejected) {
+  EXPECT_THROW(Tensor::zeros({4, int64_t{1} << 62}), std::length_error);
+  EXPECT_THROW(Tensor::from_vector({2}, {1, 2}).reshape({7, 0x6DB6DB6DB6DB6DB7, 2}), std::length_error);
+}

@@ -73,3 +73,35 @@ TEST(Optimizers, BadInputIsRejected) {
   EXPECT_EQ(make_optimizer("adamw", 0.5f)->learning_rate(), 0.5f);
   EXPECT_EQ(opt->state().size(), 2u);
 }
+
+TEST(Optimizers, StateOfTheWrongSizeIsRejected) {
+  // As when a checkpoint for another model is loaded into the optimizer's state.
+  std::vector<float> p(1000, 1.0f), g(1000, 0.1f);
+  auto momentum = sgd({.lr = 0.1, .momentum = 0.9});
+  momentum->state()[0].second->assign(2, 0.0f);
+  EXPECT_THROW(momentum->step(p, g), std::invalid_argument);
+
+  auto ams = adam({.amsgrad = true});
+  for (auto& [name, buffer] : ams->state())
+    if (name != "max_exp_avg_sq") buffer->assign(1000, 0.0f);
+  ams->state()[2].second->assign(3, 0.0f);
+  try {
+    ams->step(p, g);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("max_exp_avg_sq"));
+  }
+}
+
+TEST(Optimizers, RestoredStateAndStepCountContinueTheTrajectory) {
+  std::vector<float> a{1, 2, 3}, g{0.5f, -0.25f, 0.125f};
+  auto first = adam({.lr = 0.01});
+  for (int t = 0; t < 3; ++t) first->step(a, g);
+  std::vector<float> b = a;
+  auto resumed = adam({.lr = 0.01});
+  for (size_t i = 0; i < 2; ++i) *resumed->state()[i].second = *first->state()[i].second;
+  resumed->set_steps(first->steps());
+  first->step(a, g);
+  resumed->step(b, g);
+  EXPECT_EQ(a, b);
+}

@@ -155,3 +155,19 @@ TEST(Checksums, FingerprintDependsOnLayoutOnly) {
   EXPECT_NE(layout_fingerprint(init(a, 0)), layout_fingerprint(init(b, 0)));
   EXPECT_NE(parameters_sha256(init(a, 0)), parameters_sha256(init(a, 1)));
 }
+
+TEST(Trainer, DatasetWhoseShapeFieldsDisagreeIsAnErrorNotACrash) {
+  data::Dataset ds = synthetic(4, 1);
+  ds.sample_shape = {};  // sample_size (8) and sample_shape disagree
+  Model model = input({-1, 2, 4}) | flatten() | dense(4);
+  Parameters params = init(model, 0);
+  auto opt = adam();
+  auto comm = make_local_communicator();
+  Trainer trainer(model, params, *opt, *comm, {.progress = false});
+  try {
+    trainer.fit(ds);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("do not fill a batch"));
+  }
+}

@@ -91,6 +91,11 @@ Tensor Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t>
   } else {
     for (size_t d : dataset.sample_shape) shape.push_back(static_cast<int64_t>(d));
   }
+  if (shape_numel(shape) != static_cast<int64_t>(indices.size() * dataset.sample_size))
+    throw std::invalid_argument(fmt::format(
+        "trainer: dataset samples of shape {} ({} values) do not fill a batch of shape {} for input {}",
+        shape_str(Shape(dataset.sample_shape.begin(), dataset.sample_shape.end())), dataset.sample_size,
+        shape_str(shape), shape_str(declared)));
   Tensor x = Tensor::empty(shape);
   labels.resize(indices.size());
   data::gather(dataset, indices, x.data(), labels.data());

@@ -25,44 +25,50 @@ class Optimizer {
   // One update. params and grads have equal length; the first call fixes that length.
   void step(std::span<float> params, std::span<const float> grads);
 
-  float learning_rate() const { return lr_; }
-  void set_learning_rate(float lr);
+  double learning_rate() const { return lr_; }
+  void set_learning_rate(double lr);
   int64_t steps() const { return steps_; }
-  // Named state buffers (momentum, moments), for checkpoints and sharding.
+  // Named state buffers (momentum, moments), for checkpoints and sharding. A buffer filled from
+  // a checkpoint must hold one value per parameter; set_steps restores the step count with it.
   virtual std::vector<std::pair<std::string, std::vector<float>*>> state() = 0;
+  void set_steps(int64_t steps);
 
  protected:
-  explicit Optimizer(float lr);
+  explicit Optimizer(double lr);
   // Called with steps() already incremented.
   virtual void update(std::span<float> params, std::span<const float> grads) = 0;
-  float lr_;
+  // State buffers are empty (not yet made) or hold one value per parameter; throws otherwise.
+  void check_state(const std::vector<float>& buffer, size_t n, const char* what) const;
+  double lr_;
   int64_t steps_ = 0;
   size_t size_ = 0;
 };
 
+// Hyperparameters are doubles, as in PyTorch (Python floats): derived scalars such as 1 - beta1
+// or lr / (1 - beta1^t) are computed in double and only then rounded to float, like PyTorch does.
 struct SgdOptions {
-  float lr = 1e-3f;
-  float momentum = 0.0f;
-  float dampening = 0.0f;
-  float weight_decay = 0.0f;
+  double lr = 1e-3;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
   bool nesterov = false;
 };
 
 struct AdamOptions {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;  // Adam: L2 added to the gradient; AdamW: decoupled decay
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;  // Adam: L2 added to the gradient; AdamW: decoupled decay
   bool amsgrad = false;
 };
 
 std::unique_ptr<Optimizer> sgd(SgdOptions options = {});
 std::unique_ptr<Optimizer> adam(AdamOptions options = {});
 // AdamW's weight decay defaults to 1e-2, as in PyTorch.
-std::unique_ptr<Optimizer> adamw(AdamOptions options = {.lr = 1e-3f, .weight_decay = 1e-2f});
+std::unique_ptr<Optimizer> adamw(AdamOptions options = {.lr = 1e-3, .weight_decay = 1e-2});
 
 // "sgd", "adam" or "adamw" with default options and this learning rate; throws on other names.
-std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr);
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double lr);
 
 }  // namespace axon

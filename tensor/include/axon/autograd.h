@@ -46,6 +46,13 @@ struct Node {
   const char* name;                  // the op, for error messages ("matmul", "relu", ...)
   std::vector<Tensor> inputs;        // edges to the tensors this output was computed from
   BackwardFn backward;
+
+  Node() = default;
+  // Tears a long chain of nodes down iteratively: the default, recursive destruction would
+  // overflow the stack for a graph never run backward (say a running loss summed over steps).
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
 };
 
 // Attaches the autograd node to `output` when grad mode is on and any input requires grad.
