@@ -115,29 +115,17 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
     result.layers.push_back(std::move(layer));
   }
 
-  size_t counter = 0;
-  size_t param_index = 0;
+  // Names, with one counter over the whole model, and the input layers with their declared shapes.
   for (size_t i = 0; i < result.layers.size(); ++i) {
     PlannedLayer& layer = result.layers[i];
-    const Layer& impl = *layer.node->layer;
-    layer.name = fmt::format("{}_{}", impl.op(), ++counter);
-    std::vector<Shape> in_shapes;
-    for (size_t j : layer.inputs) in_shapes.push_back(result.layers[j].output_shape);
-    try {
-      if (auto* in = dynamic_cast<const InputLayer*>(&impl)) {
-        result.input_layers.push_back(i);
-        layer.output_shape = in->shape();
-      } else {
-        layer.output_shape = impl.output_shape(in_shapes);
-        layer.params = impl.params(in_shapes);
-      }
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
+    layer.name = fmt::format("{}_{}", layer.node->layer->op(), i + 1);
+    if (auto* in = dynamic_cast<const InputLayer*>(layer.node->layer.get())) {
+      result.input_layers.push_back(i);
+      layer.output_shape = in->shape();
     }
-    layer.first_param = param_index;
-    param_index += layer.params.size();
   }
 
+  // A concrete input shape replaces the declared one, so every shape (and any error) is concrete.
   if (!input_shape.empty()) {
     if (result.input_layers.size() != 1)
       throw std::invalid_argument(fmt::format("model: an input shape was given but the model has {} inputs",
@@ -146,10 +134,15 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
     if (!shape_fits(in.output_shape, input_shape))
       throw std::invalid_argument(fmt::format("{}: input of shape {} does not fit the declared shape {}", layer_label(in),
                                               shape_str(input_shape), model_shape_str(in.output_shape)));
-    // Infer again from the concrete shape, so every layer's shape (and any error) is concrete.
     in.output_shape = input_shape;
-    for (PlannedLayer& layer : result.layers) {
-      if (layer.inputs.empty()) continue;
+  }
+
+  // Shapes and parameters, from the inputs forward.
+  size_t param_index = 0;
+  for (size_t i = 0; i < result.layers.size(); ++i) {
+    PlannedLayer& layer = result.layers[i];
+    const bool is_input = std::find(result.input_layers.begin(), result.input_layers.end(), i) != result.input_layers.end();
+    if (!is_input) {
       std::vector<Shape> in_shapes;
       for (size_t j : layer.inputs) in_shapes.push_back(result.layers[j].output_shape);
       try {
@@ -159,6 +152,8 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
         throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
       }
     }
+    layer.first_param = param_index;
+    param_index += layer.params.size();
   }
   return result;
 }

@@ -1,33 +1,19 @@
 // End-to-end checks of the example programs, run as a user would run them.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <zlib.h>
 
-#include <array>
-#include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../support/process.h"
+
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-struct Result {
-  int code;
-  std::string output;
-};
-
-static Result run(const std::string& command) {
-  std::string out;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return {-1, "popen failed"};
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
+using Result = axon::testing::CommandResult;
+using axon::testing::run_command;
 
 static std::string bin(const std::string& name) { return std::string(AXON_BIN_DIR) + "/" + name; }
 
@@ -40,7 +26,7 @@ static nlohmann::json last_json_line(const std::string& output) {
 static const char* kFashion = "/usr/share/datasets/fashion-mnist";
 
 TEST(ReadmeModel, PrintsTheSummaryTable) {
-  Result r = run(bin("readme_model"));
+  Result r = run_command(bin("readme_model"));
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.output,
             " Layer                 Shape        Parameters\n"
@@ -53,16 +39,16 @@ TEST(ReadmeModel, PrintsTheSummaryTable) {
 TEST(FashionMnist, UnknownFlagValuesAreRejected) {
   for (const char* args : {"--model resnet9000", "--optimizer lbfgs", "--epochs 0", "--batch-size -3", "--lr abc",
                            "--threads 0", "--no-such-flag"}) {
-    Result r = run(bin("fashion_mnist") + " " + args);
+    Result r = run_command(bin("fashion_mnist") + " " + args);
     EXPECT_NE(r.code, 0) << args;
     EXPECT_FALSE(r.output.empty()) << args;
   }
-  Result r = run(bin("fashion_mnist") + " --model resnet9000");
+  Result r = run_command(bin("fashion_mnist") + " --model resnet9000");
   EXPECT_THAT(r.output, HasSubstr("resnet9000"));
 }
 
 TEST(FashionMnist, MissingDatasetNamesTheFolder) {
-  Result r = run(bin("fashion_mnist") + " --data /nonexistent/fmnist --no-progress");
+  Result r = run_command(bin("fashion_mnist") + " --data /nonexistent/fmnist --no-progress");
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.output, HasSubstr("/nonexistent/fmnist"));
   EXPECT_THAT(r.output, HasSubstr("error"));
@@ -84,7 +70,7 @@ TEST(FashionMnist, TruncatedDatasetIsAClearError) {
     gzclose(in);
     gzclose(out);
   }
-  Result r = run(bin("fashion_mnist") + " --no-progress --data " + dir.string());
+  Result r = run_command(bin("fashion_mnist") + " --no-progress --data " + dir.string());
   fs::remove_all(dir);
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.output, HasSubstr("train-images-idx3-ubyte.gz"));
@@ -93,7 +79,7 @@ TEST(FashionMnist, TruncatedDatasetIsAClearError) {
 
 TEST(FashionMnist, TwoRanksThroughTheLauncherTrainToTheTarget) {
   if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-  Result r = run(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
+  Result r = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
                  " --model mlp --epochs 1 --batch-size 128 --optimizer adam --threads 1 --no-progress");
   ASSERT_EQ(r.code, 0) << r.output;
   nlohmann::json j = last_json_line(r.output);
@@ -105,7 +91,7 @@ TEST(FashionMnist, TwoRanksThroughTheLauncherTrainToTheTarget) {
   EXPECT_GT(j["train_samples_per_s"].get<double>(), 0.0);
   EXPECT_EQ(j["params_sha256"].get<std::string>().size(), 64u);
   // The same run again gives bit-identical parameters.
-  Result again = run(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
+  Result again = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
                      " --model mlp --epochs 1 --batch-size 128 --optimizer adam --threads 1 --no-progress");
   ASSERT_EQ(again.code, 0) << again.output;
   EXPECT_EQ(last_json_line(again.output)["params_sha256"], j["params_sha256"]);
@@ -115,10 +101,8 @@ TEST(FashionMnist, AFailedRankStopsTheWholeJobWithAnExplanation) {
   if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   // Rank 1 dies before joining; rank 0 would wait for it in its first collective forever.
   const std::string program = bin("fashion_mnist") + " --threads 1 --no-progress";
-  const auto start = std::chrono::steady_clock::now();
-  Result r = run(bin("axonrun") + " -n 2 sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && exit 7; exec " + program + "'");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Result r = run_command(bin("axonrun") + " -n 2 sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && exit 7; exec " + program + "'");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("axonrun: job failed with exit code"));
-  EXPECT_LT(seconds, 120.0) << "the job should stop when a rank fails, not hang";
+  EXPECT_LT(r.seconds, 120.0) << "the job should stop when a rank fails, not hang";
 }

@@ -12,7 +12,6 @@
 #include <stdexcept>
 
 #include "axon/autograd.h"
-#include "axon/data_parallel.h"
 #include "axon/losses.h"
 #include "axon/metrics.h"
 
@@ -75,7 +74,8 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
       comm_(comm),
       options_(options),
       loss_(loss ? std::move(loss) : LossFn(softmax_cross_entropy)),
-      rng_(options.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm.rank() + 1)) {
+      rng_(options.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm.rank() + 1)),
+      data_parallel_(comm, params.values(), params.grads()) {
   if (options_.epochs < 1) throw std::invalid_argument(fmt::format("trainer: epochs must be >= 1, got {}", options_.epochs));
   if (options_.batch_size < 1) throw std::invalid_argument("trainer: batch size must be >= 1");
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
@@ -105,9 +105,8 @@ Tensor Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t>
 double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
   if (!synced_) {
     // Same model and same starting point on every rank, checked before the first collective.
-    DataParallel dp(comm_, params_.values(), params_.grads());
-    dp.verify_layout(layout_fingerprint(params_));
-    dp.broadcast_parameters();
+    data_parallel_.verify_layout(layout_fingerprint(params_));
+    data_parallel_.broadcast_parameters();
     synced_ = true;
   }
   params_.zero_grad();
@@ -115,7 +114,7 @@ double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
   Tensor loss = loss_(output, labels);
   const double value = loss.item();
   loss.backward();
-  DataParallel(comm_, params_.values(), params_.grads()).average_gradients();
+  data_parallel_.average_gradients();
   optimizer_.step(params_.values(), params_.grads());
   last_output_ = output.detach();
   return value;

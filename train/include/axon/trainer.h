@@ -15,6 +15,7 @@
 
 #include "axon/communicator.h"
 #include "axon/data.h"
+#include "axon/data_parallel.h"
 #include "axon/model.h"
 #include "axon/optimizers.h"
 
@@ -78,6 +79,7 @@ class Trainer {
   TrainOptions options_;
   LossFn loss_;
   Generator rng_;
+  DataParallel data_parallel_;
   bool synced_ = false;
   Tensor last_output_;
 };
