@@ -102,7 +102,9 @@ Tensor Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t>
   return x;
 }
 
-double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
+double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) { return run_step(x, labels).loss; }
+
+Trainer::StepResult Trainer::run_step(const Tensor& x, std::span<const int32_t> labels) {
   if (!synced_) {
     // Same model and same starting point on every rank, checked before the first collective.
     data_parallel_.verify_layout(layout_fingerprint(params_));
@@ -116,8 +118,7 @@ double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
   loss.backward();
   data_parallel_.average_gradients();
   optimizer_.step(params_.values(), params_.grads());
-  last_output_ = output.detach();
-  return value;
+  return {value, output.detach()};
 }
 
 TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) {
@@ -138,9 +139,9 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       const size_t begin = step * options_.batch_size;
       const size_t n = std::min(options_.batch_size, indices.size() - begin);
       Tensor x = make_batch(train, std::span<const size_t>(indices).subspan(begin, n), labels);
-      const double loss = train_step(x, labels);
-      sums[0] += loss * static_cast<double>(n);
-      sums[1] += static_cast<double>(count_correct(last_output_, labels));
+      const StepResult result = run_step(x, labels);
+      sums[0] += result.loss * static_cast<double>(n);
+      sums[1] += static_cast<double>(count_correct(result.output, labels));
       sums[2] += static_cast<double>(n);
       // Rank 0's line shows its own shard; the epoch summary below is global.
       progress.update(step + 1, sums[0] / sums[2], sums[1] / sums[2],

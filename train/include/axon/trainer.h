@@ -70,6 +70,11 @@ class Trainer {
 
  private:
   Tensor make_batch(const data::Dataset& dataset, std::span<const size_t> indices, std::vector<int32_t>& labels) const;
+  struct StepResult {
+    double loss;
+    Tensor output;  // the model's output for the batch, detached (for metrics)
+  };
+  StepResult run_step(const Tensor& x, std::span<const int32_t> labels);
 
   Model model_;
   ModelPlan plan_;
@@ -81,7 +86,6 @@ class Trainer {
   Generator rng_;
   DataParallel data_parallel_;
   bool synced_ = false;
-  Tensor last_output_;
 };
 
 // A hash of the parameter names and shapes, equal on ranks that built the same model.
