@@ -160,12 +160,12 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
 
 // ---- parameters ----
 
-Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout) {
+Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device) : device_(device) {
   for (const auto& [name, shape] : layout) total_ += static_cast<size_t>(shape_numel(shape));
-  values_ = std::make_shared<Storage>(total_);
-  grads_ = std::make_shared<Storage>(total_);
-  std::fill_n(values_->data(), total_, 0.0f);
-  std::fill_n(grads_->data(), total_, 0.0f);
+  values_ = std::make_shared<Storage>(total_ * sizeof(float), device);
+  grads_ = std::make_shared<Storage>(total_ * sizeof(float), device);
+  flat_values().fill(0.0);
+  flat_grads().fill(0.0);
   size_t offset = 0;
   for (const auto& [name, shape] : layout) {
     if (index_.count(name)) throw std::invalid_argument("parameters: duplicate name " + name);
@@ -184,23 +184,50 @@ const Tensor& Parameters::operator[](const std::string& name) const {
   return entries_[it->second].value;
 }
 
-std::span<float> Parameters::values() { return {values_ ? values_->data() : nullptr, total_}; }
-std::span<const float> Parameters::values() const { return {values_ ? values_->data() : nullptr, total_}; }
-std::span<float> Parameters::grads() { return {grads_ ? grads_->data() : nullptr, total_}; }
-std::span<const float> Parameters::grads() const { return {grads_ ? grads_->data() : nullptr, total_}; }
+void Parameters::check_host(const char* what) const {
+  if (!device_.is_cpu())
+    throw std::logic_error(fmt::format("parameters: {}() gives host memory, but the parameters live on {} (use flat_{}())",
+                                       what, device_.str(), what));
+}
+
+std::span<float> Parameters::values() {
+  check_host("values");
+  return {values_ ? values_->as<float>() : nullptr, total_};
+}
+std::span<const float> Parameters::values() const {
+  check_host("values");
+  return {values_ ? values_->as<float>() : nullptr, total_};
+}
+std::span<float> Parameters::grads() {
+  check_host("grads");
+  return {grads_ ? grads_->as<float>() : nullptr, total_};
+}
+std::span<const float> Parameters::grads() const {
+  check_host("grads");
+  return {grads_ ? grads_->as<float>() : nullptr, total_};
+}
+
+Tensor Parameters::flat_values() const {
+  return values_ ? Tensor::view_of(values_, 0, {static_cast<int64_t>(total_)}) : Tensor::empty({0}, {DType::f32, device_});
+}
+Tensor Parameters::flat_grads() const {
+  return grads_ ? Tensor::view_of(grads_, 0, {static_cast<int64_t>(total_)}) : Tensor::empty({0}, {DType::f32, device_});
+}
 
 void Parameters::zero_grad() {
-  if (grads_) std::fill_n(grads_->data(), total_, 0.0f);
+  if (grads_) flat_grads().fill(0.0);
 }
 
-Parameters Parameters::clone() const {
+Parameters Parameters::to(Device device) const {
   std::vector<std::pair<std::string, Shape>> layout;
   for (const Entry& e : entries_) layout.emplace_back(e.name, e.value.shape());
-  Parameters copy(layout);
-  std::copy_n(values().data(), total_, copy.values().data());
-  std::copy_n(grads().data(), total_, copy.grads().data());
+  Parameters copy(layout, device);
+  copy.flat_values().copy_from(flat_values());
+  copy.flat_grads().copy_from(flat_grads());
   return copy;
 }
+
+Parameters Parameters::clone() const { return to(device_); }
 
 // ---- init ----
 

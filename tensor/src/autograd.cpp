@@ -1,6 +1,8 @@
 // The backward engine: a topological walk over the recorded nodes.
 #include "axon/autograd.h"
 
+#include "axon/backend.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -20,9 +22,18 @@ void check_grad_shape(const char* op, const Shape& expected, const Shape& got) {
 }
 
 Tensor copy_of(const Tensor& t) {
-  Tensor out = Tensor::empty(t.shape());
-  std::copy_n(t.data(), t.numel(), out.data());
+  Tensor out = Tensor::empty(t.shape(), t.options());
+  copy_bytes(t.device(), out.raw_data(), t.device(), t.raw_data(), t.nbytes());
   return out;
+}
+
+// dst += src, on their device (the same shape, dtype and device).
+void accumulate(Tensor& dst, const Tensor& src, const char* what) {
+  if (dst.device() != src.device() || dst.dtype() != src.dtype())
+    throw std::logic_error(fmt::format("autograd: {}: a gradient of {} on {} added to one of {} on {}", what,
+                                       dtype_name(src.dtype()), src.device().str(), dtype_name(dst.dtype()),
+                                       dst.device().str()));
+  if (dst.numel() > 0) backend(dst.device()).binary(BinaryOp::add, dst, src, dst);
 }
 }  // namespace
 
@@ -54,20 +65,18 @@ void GradSlots::add(size_t i, const Tensor& g) {
     slot->value = copy_of(slot->value);
     slot->writable = true;
   }
-  float* dst = slot->value.data();
-  const float* src = g.data();
-  const int64_t n = g.numel();
-  for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
+  accumulate(slot->value, g, "gradient accumulation");
 }
 
-float* GradSlots::target(size_t i, const Shape& shape, float& beta) {
+Tensor GradSlots::target(size_t i, const Tensor& like, float& beta) {
+  const Shape& shape = like.shape();
   GradSlot* slot = slots_.at(i);
   if (!slot) throw std::logic_error("autograd: target() for an input that needs no gradient");
   if (!slot->value.defined()) {
-    slot->value = Tensor::empty(shape);
+    slot->value = Tensor::empty(shape, like.options());
     slot->writable = true;
     beta = 0.0f;
-    return slot->value.data();
+    return slot->value;
   }
   if (slot->value.shape() != shape)
     throw std::logic_error(fmt::format("autograd: gradient target of shape {} for one of shape {}", shape_str(shape),
@@ -77,7 +86,7 @@ float* GradSlots::target(size_t i, const Shape& shape, float& beta) {
     slot->writable = true;
   }
   beta = 1.0f;
-  return slot->value.data();
+  return slot->value;
 }
 
 // ---- nodes ----
@@ -161,13 +170,13 @@ void finish_leaf(TensorImpl* leaf, SlotInfo* info) {
       if (leaf->grad) {
         // A grad set by the user that the slot did not start from: add to it.
         Tensor existing(leaf->grad);
-        for (int64_t k = 0; k < g.numel(); ++k) existing.data()[k] += g.data()[k];
+        accumulate(existing, g, "leaf gradient");
       } else {
         leaf->grad = g.impl_ptr();
       }
     }
   } else if (!leaf->grad) {
-    leaf->grad = Tensor::zeros(leaf->shape).impl_ptr();
+    leaf->grad = Tensor::zeros(leaf->shape, {leaf->dtype, leaf->storage->device()}).impl_ptr();
   }
   Tensor grad(leaf->grad);
   for (auto& hook : leaf->grad_ready_hooks) hook(grad);
@@ -178,6 +187,10 @@ void run_backward(const Tensor& root, const Tensor& root_grad) {
     throw std::logic_error(
         "backward: the tensor does not require grad (no input of its computation has requires_grad set, or it was "
         "computed under NoGradGuard)");
+  if (root_grad.dtype() != root.dtype() || root_grad.device() != root.device())
+    throw std::invalid_argument(fmt::format("backward: output gradient of {} on {} for a tensor of {} on {}",
+                                            dtype_name(root_grad.dtype()), root_grad.device().str(),
+                                            dtype_name(root.dtype()), root.device().str()));
   if (root_grad.shape() != root.shape())
     throw std::invalid_argument(fmt::format("backward: output gradient of shape {} for a tensor of shape {}",
                                             shape_str(root_grad.shape()), shape_str(root.shape())));
@@ -246,7 +259,7 @@ void Tensor::backward() const {
   if (numel() != 1)
     throw std::invalid_argument("backward: an output gradient is needed for a non-scalar tensor of shape " +
                                 shape_str(shape()));
-  run_backward(*this, Tensor::ones(shape()));
+  run_backward(*this, Tensor::ones(shape(), options()));
 }
 
 void Tensor::backward(const Tensor& grad_output) const { run_backward(*this, grad_output); }

@@ -13,8 +13,12 @@ namespace {
 using SgemmFn = void (*)(CBLAS_ORDER, CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, int, int, int, float, const float*, int,
                          const float*, int, float, float*, int);
 
+using DgemmFn = void (*)(CBLAS_ORDER, CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, int, int, int, double, const double*, int,
+                         const double*, int, double, double*, int);
+
 struct OpenBlas {
   SgemmFn sgemm = nullptr;
+  DgemmFn dgemm = nullptr;
   void (*set_num_threads)(int) = nullptr;
   int (*get_num_threads)() = nullptr;
   char* (*get_corename)() = nullptr;
@@ -53,6 +57,7 @@ OpenBlas load() {
     throw std::runtime_error(fmt::format("axon: cannot load OpenBLAS ({}); install the libopenblas0 package", dlerror()));
   OpenBlas b;
   b.sgemm = symbol<SgemmFn>(handle, "cblas_sgemm", path);
+  b.dgemm = symbol<DgemmFn>(handle, "cblas_dgemm", path);
   b.set_num_threads = symbol<void (*)(int)>(handle, "openblas_set_num_threads", path);
   b.get_num_threads = symbol<int (*)()>(handle, "openblas_get_num_threads", path);
   b.get_corename = symbol<char* (*)()>(handle, "openblas_get_corename", path);
@@ -69,6 +74,11 @@ const OpenBlas& openblas() {
 void sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int m, int n, int k, float alpha,
            const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   openblas().sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void dgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int m, int n, int k, double alpha,
+           const double* a, int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+  openblas().dgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void set_num_threads(int threads) { openblas().set_num_threads(threads); }

@@ -15,6 +15,8 @@ namespace axon::blas {
 
 void sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int m, int n, int k, float alpha,
            const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
+void dgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int m, int n, int k, double alpha,
+           const double* a, int lda, const double* b, int ldb, double beta, double* c, int ldc);
 void set_num_threads(int threads);
 int num_threads();
 // The kernel family OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...).

@@ -91,14 +91,14 @@ TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
 
 TEST(Autograd, GradientWritesIntoAnExistingGradBuffer) {
   // Parameters keep their gradients in views of one flat buffer; backward must fill that buffer.
-  auto grads = std::make_shared<Storage>(8);
+  auto grads = std::make_shared<Storage>(8 * sizeof(float), Device::cpu());
   Tensor w = Tensor::from_vector({2, 2}, {1, 2, 3, 4}).set_requires_grad();
   Tensor g = Tensor::view_of(grads, 2, {2, 2});
   g.fill(0.0f);
   w.set_grad(g);
   Tensor x = Tensor::from_vector({1, 2}, {1, 1});
   sum(matmul(x, w)).backward();
-  EXPECT_EQ(w.grad().data(), grads->data() + 2);
+  EXPECT_EQ(w.grad().data(), grads->as<float>() + 2);
   EXPECT_EQ(w.grad().to_vector(), (std::vector<float>{1, 1, 1, 1}));
 }
 

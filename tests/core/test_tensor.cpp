@@ -37,13 +37,13 @@ TEST(Tensor, ReshapeIsAViewAndInfersOneDimension) {
 }
 
 TEST(Tensor, ViewOfFlatStorage) {
-  auto storage = std::make_shared<Storage>(10);
+  auto storage = std::make_shared<Storage>(10 * sizeof(float), Device::cpu());
   Tensor a = Tensor::view_of(storage, 0, {2, 2});
   Tensor b = Tensor::view_of(storage, 4, {6});
   a.fill(1.0f);
   b.fill(2.0f);
-  EXPECT_EQ(storage->data()[3], 1.0f);
-  EXPECT_EQ(storage->data()[4], 2.0f);
+  EXPECT_EQ(storage->as<float>()[3], 1.0f);
+  EXPECT_EQ(storage->as<float>()[4], 2.0f);
   EXPECT_THROW(Tensor::view_of(storage, 8, {3}), std::out_of_range);
 }
 

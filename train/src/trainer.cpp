@@ -73,7 +73,7 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
       optimizer_(optimizer),
       comm_(comm),
       options_(options),
-      loss_(loss ? std::move(loss) : LossFn(softmax_cross_entropy)),
+      loss_(loss ? std::move(loss) : LossFn([](const Tensor& output, std::span<const int32_t> labels) { return softmax_cross_entropy(output, labels); })),
       rng_(options.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm.rank() + 1)),
       data_parallel_(comm, params.values(), params.grads()) {
   if (options_.epochs < 1) throw std::invalid_argument(fmt::format("trainer: epochs must be >= 1, got {}", options_.epochs));

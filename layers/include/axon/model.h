@@ -91,8 +91,9 @@ class Parameters {
   };
 
   Parameters() = default;
-  // Lays out parameters of these names and shapes contiguously, in this order, zero-filled.
-  Parameters(const std::vector<std::pair<std::string, Shape>>& layout);
+  // Lays out parameters of these names and shapes contiguously, in this order, zero-filled, as f32
+  // on `device`. Throws when the device cannot be used (see axon/allocator.h).
+  Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device = Device::cpu());
 
   size_t size() const { return entries_.size(); }       // number of tensors
   size_t count() const { return total_; }              // number of floats
@@ -100,20 +101,30 @@ class Parameters {
   const Tensor& operator[](const std::string& name) const;  // throws naming the missing entry
   const Tensor& at(size_t index) const { return entries_.at(index).value; }
 
-  // The flat buffers that data-parallel training all-reduces and optimizers update in one pass.
+  Device device() const { return device_; }
+
+  // The flat buffers that data-parallel training all-reduces and optimizers update in one pass,
+  // as host spans (std::logic_error naming the device when the parameters live on a GPU) ...
   std::span<float> values();
   std::span<const float> values() const;
   std::span<float> grads();
   std::span<const float> grads() const;
+  // ... or as f32 tensors {count()} on the parameters' device, sharing the buffers.
+  Tensor flat_values() const;
+  Tensor flat_grads() const;
   void zero_grad();
-  // A deep copy with its own buffers.
+  // A deep copy with its own buffers, on the same device or on another one.
   Parameters clone() const;
+  Parameters to(Device device) const;
 
  private:
   std::vector<Entry> entries_;
   std::map<std::string, size_t> index_;
+  void check_host(const char* what) const;
+
   std::shared_ptr<Storage> values_, grads_;
   size_t total_ = 0;
+  Device device_ = Device::cpu();
 };
 
 Parameters init(const Model& model, uint64_t seed);

@@ -2,6 +2,10 @@
 //
 // Binary element-wise ops broadcast like NumPy: shapes are aligned at the right, and a dimension of
 // size 1 (or a missing one) stretches to match the other.
+//
+// Every op runs on its operands' device (axon/backend.h) in their dtype: f32, f64 or bf16 (bf16
+// computes in f32 and rounds each result once). Operands of two dtypes or two devices, and integer
+// operands, are errors (std::invalid_argument) naming the op and both dtypes or devices.
 #pragma once
 
 #include <cstdint>
@@ -46,8 +50,13 @@ Tensor sum(const Tensor& x);                                      // all element
 Tensor sum(const Tensor& x, int64_t axis, bool keepdim = false);
 Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, int64_t axis, bool keepdim = false);
-// Index of the largest value along the last axis of a 2-d tensor (not differentiable).
+// Index of the largest value in each row of x {rows, cols}: i64 {rows} on x's device (the first
+// index on ties). Not differentiable.
+Tensor argmax(const Tensor& x);
+// The same, copied to the host.
 std::vector<int64_t> argmax_rows(const Tensor& x);
+// One f32 element on x's device: 1 when every element of x is finite, else 0 (no host sync).
+Tensor all_finite(const Tensor& x);
 
 // ---- linear algebra (OpenBLAS) ----
 Tensor matmul(const Tensor& a, const Tensor& b);  // {m, k} x {k, n} -> {m, n}

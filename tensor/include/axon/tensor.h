@@ -1,8 +1,11 @@
-// Axon's tensor: an n-d fp32 array with shared, contiguous storage and reverse-mode autograd.
+// Axon's tensor: an n-d array of one dtype on one device, with shared, contiguous storage and
+// reverse-mode autograd.
 //
 // A Tensor is a cheap handle (a shared pointer) to a TensorImpl. Copying a Tensor shares the data,
 // like PyTorch. Views (reshape, flat-buffer slices) share the Storage at an offset; every tensor is
-// row-major contiguous, which keeps kernels simple and fast.
+// row-major contiguous, which keeps kernels simple and fast (docs/architecture.md, "Strides", says
+// why there are no strided views). Ops dispatch on the device to one kernel per device
+// (axon/backend.h); the default dtype is f32 and the default device the CPU.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "axon/dtype.h"
+
 namespace axon {
 
 using Shape = std::vector<int64_t>;
@@ -22,21 +27,36 @@ std::string shape_str(const Shape& shape);
 // Number of elements; throws on a negative dimension.
 int64_t shape_numel(const Shape& shape);
 
-// A block of 64-byte aligned floats. Owned by every tensor that views it.
+// A block of device memory (64-byte aligned on the CPU, 256 on CUDA) from the device's caching
+// allocator (axon/allocator.h). Owned by every tensor that views it. Throws std::bad_alloc, or
+// std::runtime_error naming the device when the device does not exist or is out of memory.
 class Storage {
  public:
-  explicit Storage(size_t size);
+  Storage(size_t bytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
-  float* data() { return data_; }
-  const float* data() const { return data_; }
-  size_t size() const { return size_; }
+  void* data() { return data_; }
+  const void* data() const { return data_; }
+  // Typed access without checks, for code that owns a buffer of known type (flat parameters).
+  template <class T>
+  T* as() { return static_cast<T*>(data_); }
+  template <class T>
+  const T* as() const { return static_cast<const T*>(data_); }
+  size_t bytes() const { return bytes_; }
+  Device device() const { return device_; }
 
  private:
-  float* data_ = nullptr;
-  size_t size_ = 0;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Device device_;
+};
+
+// What a new tensor is made of: element type and device (f32 on the CPU unless told).
+struct TensorOptions {
+  DType dtype = DType::f32;
+  Device device = Device::cpu();
 };
 
 class Tensor;
@@ -46,8 +66,9 @@ using GradHook = std::function<void(const Tensor& grad)>;
 
 struct TensorImpl {
   Shape shape;
-  std::shared_ptr<Storage> storage;
-  size_t offset = 0;  // in floats, into storage
+  DType dtype = DType::f32;
+  std::shared_ptr<Storage> storage;  // its device is the tensor's device
+  size_t offset = 0;                 // in elements of dtype, into storage
 
   // Autograd state. A leaf is a tensor without grad_fn; only leaves accumulate into `grad`.
   bool requires_grad = false;
@@ -64,14 +85,20 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   // ---- creation ----
-  static Tensor empty(const Shape& shape);  // uninitialized
-  static Tensor zeros(const Shape& shape);
-  static Tensor ones(const Shape& shape);
-  static Tensor full(const Shape& shape, float value);
-  static Tensor scalar(float value);
-  static Tensor from_vector(const Shape& shape, const std::vector<float>& values);
-  // A view of `storage` starting at `offset` (used for parameters living in one flat buffer).
-  static Tensor view_of(std::shared_ptr<Storage> storage, size_t offset, const Shape& shape);
+  static Tensor empty(const Shape& shape, TensorOptions options = {});  // uninitialized
+  static Tensor zeros(const Shape& shape, TensorOptions options = {});
+  static Tensor ones(const Shape& shape, TensorOptions options = {});
+  // `value` is converted to the dtype (rounded for bf16, truncated toward zero for integers).
+  static Tensor full(const Shape& shape, double value, TensorOptions options = {});
+  static Tensor scalar(double value, TensorOptions options = {});
+  // Host values, converted to options.dtype and copied to options.device.
+  static Tensor from_vector(const Shape& shape, const std::vector<float>& values, TensorOptions options = {});
+  static Tensor from_vector(const Shape& shape, const std::vector<double>& values, TensorOptions options);
+  static Tensor from_vector(const Shape& shape, const std::vector<int32_t>& values, TensorOptions options);
+  static Tensor from_vector(const Shape& shape, const std::vector<int64_t>& values, TensorOptions options);
+  // A view of `storage` starting at `offset` elements (parameters living in one flat buffer).
+  // Throws std::out_of_range when the view does not fit the storage.
+  static Tensor view_of(std::shared_ptr<Storage> storage, size_t offset, const Shape& shape, DType dtype = DType::f32);
 
   // ---- metadata ----
   bool defined() const { return impl_ != nullptr; }
@@ -79,14 +106,40 @@ class Tensor {
   int64_t dim() const { return static_cast<int64_t>(shape().size()); }
   int64_t size(int64_t axis) const;  // negative axis counts from the end
   int64_t numel() const;
+  DType dtype() const;
+  Device device() const;
+  TensorOptions options() const { return {dtype(), device()}; }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
 
   // ---- data ----
+  // Host access to f32 values: throws std::logic_error naming the dtype or device when the tensor
+  // is not f32 on the CPU (use .to() first).
   float* data();
   const float* data() const;
+  // Host access to values of type T (float, double, bf16, int32_t, int64_t); checked likewise.
+  template <class T>
+  T* data_as();
+  template <class T>
+  const T* data_as() const;
+  // The first element's address on the tensor's device, for kernels (no checks).
+  void* raw_data();
+  const void* raw_data() const;
   std::span<float> values();
   std::span<const float> values() const;
-  float item() const;  // the single value of a one-element tensor
+  // The single value of a one-element tensor, converted to float (copied from the device).
+  float item() const;
+  double item_double() const;
+  // All values converted to float (copied from the device).
   std::vector<float> to_vector() const;
+  std::vector<double> to_double_vector() const;
+
+  // ---- conversion ----
+  // A copy on `device` (this tensor itself when it already lives there). Differentiable: the
+  // gradient flows back to the source device.
+  Tensor to(Device device) const;
+  // A copy converted to `dtype` (this tensor itself when it already has it). Differentiable for
+  // floating dtypes. Float to integer truncates toward zero.
+  Tensor to(DType dtype) const;
   const std::shared_ptr<Storage>& storage() const;
   size_t offset() const;
 
@@ -98,7 +151,7 @@ class Tensor {
   Tensor detach() const;
   // Copies values from `other` (same number of elements) into this tensor's storage; not recorded.
   void copy_from(const Tensor& other);
-  void fill(float value);
+  void fill(double value);
 
   // ---- autograd ----
   bool requires_grad() const;

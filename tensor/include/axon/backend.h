@@ -1,0 +1,98 @@
+// The kernel interface: one implementation per device type (ggml's backend tables, flashlight's
+// TensorBackend). Op front ends (ops.h, autograd, losses, optimizers) check shapes, dtypes and
+// devices, allocate outputs and record autograd; then they call backend(device).<kernel>. Kernels
+// check nothing: every tensor they get is contiguous, on the backend's device, of one floating
+// dtype unless the kernel says otherwise, and outputs are allocated by the caller.
+//
+// CPU kernels run on the calling thread (BLAS uses its own threads). CUDA kernels are queued on the
+// device's compute stream and return before they finish; reading a value back (Tensor::item, .to(cpu))
+// waits for them.
+#pragma once
+
+#include <cstdint>
+
+#include "axon/tensor.h"
+
+namespace axon {
+
+enum class BinaryOp : uint8_t { add, sub, mul, div };
+// add_scalar and mul_scalar take their operand in `scalar`.
+enum class UnaryOp : uint8_t { neg, exp, log, relu, sigmoid, tanh, square, add_scalar, mul_scalar };
+
+// A shape viewed as {outer, n, inner} around one axis, the layout every axis-wise kernel uses:
+// the lane starting at base = o·n·inner + i holds the elements base + k·inner, k < n.
+struct AxisSplit {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+AxisSplit split_at(const Shape& shape, int64_t axis);
+
+// Hyperparameters of one Adam/AdamW step (PyTorch's torch.optim.Adam / AdamW formulas).
+struct AdamStep {
+  float lr, beta1, beta2, eps, weight_decay;
+  bool decoupled;  // AdamW: decay the weights directly instead of adding to the gradient
+  bool amsgrad;
+  float bias_correction1, bias_correction2;  // 1 - beta^t, computed by the caller in double
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // out = value (any dtype).
+  virtual void fill(Tensor& out, double value) = 0;
+  // dst = src, any two dtypes (a copy when equal; float to integer truncates toward zero).
+  virtual void cast(Tensor& dst, const Tensor& src) = 0;
+  // out = a op b, broadcasting a and b to out's shape (NumPy rules, checked by the caller).
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // out = op(x); out may be x.
+  virtual void unary(UnaryOp op, const Tensor& x, double scalar, Tensor& out) = 0;
+  // out = g · op'(…), where `saved` is the op's output for exp, relu, sigmoid, tanh and its input
+  // for log and square.
+  virtual void unary_backward(UnaryOp op, const Tensor& g, const Tensor& saved, Tensor& out) = 0;
+  // out = g summed over the dimensions in which out's shape broadcasts to g's shape.
+  virtual void reduce_to(const Tensor& g, Tensor& out) = 0;
+  // out (one element) = the sum of all of x, accumulated in double.
+  virtual void sum_all(const Tensor& x, Tensor& out) = 0;
+  // out {outer, inner} = beta·out + Σ_k x {outer, n, inner}; beta is 0 or 1.
+  virtual void sum_axis(const Tensor& x, const AxisSplit& s, float beta, Tensor& out) = 0;
+  // C {m, n} = alpha·op(A)·op(B) + beta·C, row-major; op transposes when asked. A is {m, k}
+  // ({k, m} when trans_a), B is {k, n} ({n, k} when trans_b). bf16 accumulates in f32.
+  virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a,
+                    const Tensor& b, float beta, Tensor& c) = 0;
+  // out {cols, rows} = the transpose of x {rows, cols}.
+  virtual void transpose2d(const Tensor& x, Tensor& out) = 0;
+  // out = (log-)softmax of x along the axis described by s.
+  virtual void softmax(const Tensor& x, const AxisSplit& s, bool log_space, Tensor& out) = 0;
+  // out = the input gradient given the forward output y and the output gradient g.
+  virtual void softmax_backward(const Tensor& y, const Tensor& g, const AxisSplit& s, bool log_space, Tensor& out) = 0;
+  // Fused softmax cross-entropy over logits {batch, classes} and i32 labels {batch}: writes
+  // probs {batch, classes} and loss (f32, one element) = mean over rows of −log softmax[label].
+  // Labels outside [0, classes) make the loss NaN (checked on the host by the front end when the
+  // labels live there).
+  virtual void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) = 0;
+  // out = beta·out + g·(probs − onehot(labels))/batch, g the loss gradient (one element, f32).
+  virtual void cross_entropy_backward(const Tensor& probs, const Tensor& labels, const Tensor& g, float beta,
+                                      Tensor& out) = 0;
+  // out (i64 {rows}) = the index of the largest value in each row of x {rows, cols}.
+  virtual void argmax_rows(const Tensor& x, Tensor& out) = 0;
+  // out (f64, one element) += the number of rows of scores {rows, cols} whose argmax equals the
+  // i32 label: accuracy counts stay on the device until read once per epoch.
+  virtual void accumulate_correct(const Tensor& scores, const Tensor& labels, Tensor& out) = 0;
+  // out (f32, one element) = 1 when every element of x is finite, else 0.
+  virtual void all_finite(const Tensor& x, Tensor& out) = 0;
+  // One fused Adam/AdamW step over f32 flat buffers (param, grad, m, v, and vmax with amsgrad).
+  virtual void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax) = 0;
+  // Waits until every kernel queued on this device has finished (a no-op on the CPU).
+  virtual void synchronize() = 0;
+};
+
+// The backend of `device`. Throws std::runtime_error when Axon was built without CUDA and a CUDA
+// device is asked for.
+Backend& backend(Device device);
+
+// Copies `bytes` between two blocks on any devices (host↔device, device↔device). Waits for the
+// copy when either side is the host.
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t bytes);
+
+}  // namespace axon

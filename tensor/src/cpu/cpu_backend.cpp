@@ -1,0 +1,483 @@
+// The CPU kernels: plain loops over contiguous memory, GEMM through OpenBLAS.
+//
+// Each kernel is written once as a template over the element type T and instantiated for f32,
+// f64 and bf16. Arithmetic happens in Acc<T>: float for f32 and bf16 (bf16 is a storage format;
+// values are widened, computed on and rounded back once), double for f64.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "axon/backend.h"
+#include "blas.h"
+
+namespace axon {
+
+namespace {
+
+template <class T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+template <class T>
+using Acc = typename AccOf<T>::type;
+
+template <class T>
+inline Acc<T> load(const T* p, int64_t i) {
+  return static_cast<Acc<T>>(p[i]);
+}
+template <class T>
+inline void store(T* p, int64_t i, Acc<T> v) {
+  p[i] = T(v);
+}
+
+template <class T>
+T* ptr(Tensor& t) {
+  return static_cast<T*>(t.raw_data());
+}
+template <class T>
+const T* ptr(const Tensor& t) {
+  return static_cast<const T*>(t.raw_data());
+}
+
+// Calls f.template operator()<T>() with T the C++ type of a floating dtype.
+template <class F>
+void dispatch_floating(DType dtype, const char* kernel, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f.template operator()<float>();
+    case DType::f64: return f.template operator()<double>();
+    case DType::bf16: return f.template operator()<bf16>();
+    default:
+      throw std::invalid_argument(fmt::format("cpu kernel {}: dtype {} is not supported (f32, f64 or bf16)", kernel,
+                                              dtype_name(dtype)));
+  }
+}
+
+template <class F>
+void dispatch_any(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f.template operator()<float>();
+    case DType::f64: return f.template operator()<double>();
+    case DType::bf16: return f.template operator()<bf16>();
+    case DType::i32: return f.template operator()<int32_t>();
+    case DType::i64: return f.template operator()<int64_t>();
+  }
+}
+
+// Strides of `shape` aligned to the last dims of `out`, 0 where `shape` broadcasts.
+std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
+  std::vector<int64_t> strides(out.size(), 0);
+  int64_t stride = 1;
+  for (int64_t i = static_cast<int64_t>(shape.size()) - 1, o = static_cast<int64_t>(out.size()) - 1; i >= 0; --i, --o) {
+    strides[o] = shape[i] == 1 ? 0 : stride;
+    stride *= shape[i];
+  }
+  return strides;
+}
+
+// Calls f(out_index, a_offset, b_offset) for every element of `out`, walking the inner dimension
+// in a tight loop. Used by broadcasting kernels and by their gradient reductions.
+template <class F>
+void for_each_broadcast(const Shape& out, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, F f) {
+  const int64_t total = shape_numel(out);
+  if (total == 0) return;
+  if (out.empty()) {
+    f(0, 0, 0);
+    return;
+  }
+  const size_t d = out.size();
+  const int64_t inner = out[d - 1];
+  const int64_t ia = sa[d - 1], ib = sb[d - 1];
+  std::vector<int64_t> index(d - 1, 0);
+  int64_t oa = 0, ob = 0;
+  for (int64_t o = 0; o < total; o += inner) {
+    for (int64_t j = 0; j < inner; ++j) f(o + j, oa + j * ia, ob + j * ib);
+    for (int64_t k = static_cast<int64_t>(d) - 2; k >= 0; --k) {
+      oa += sa[k];
+      ob += sb[k];
+      if (++index[k] < out[k]) break;
+      oa -= sa[k] * out[k];
+      ob -= sb[k] * out[k];
+      index[k] = 0;
+    }
+  }
+}
+
+template <class T, class F>
+void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
+  const T* pa = ptr<T>(a);
+  const T* pb = ptr<T>(b);
+  T* o = ptr<T>(out);
+  const int64_t n = out.numel();
+  if (a.shape() == out.shape() && b.shape() == out.shape()) {
+    for (int64_t i = 0; i < n; ++i) store(o, i, f(load(pa, i), load(pb, i)));
+  } else if (b.numel() == 1 && a.shape() == out.shape()) {
+    const Acc<T> s = load(pb, 0);
+    for (int64_t i = 0; i < n; ++i) store(o, i, f(load(pa, i), s));
+  } else if (a.numel() == 1 && b.shape() == out.shape()) {
+    const Acc<T> s = load(pa, 0);
+    for (int64_t i = 0; i < n; ++i) store(o, i, f(s, load(pb, i)));
+  } else {
+    for_each_broadcast(out.shape(), broadcast_strides(a.shape(), out.shape()), broadcast_strides(b.shape(), out.shape()),
+                       [&](int64_t i, int64_t ja, int64_t jb) { store(o, i, f(load(pa, ja), load(pb, jb))); });
+  }
+}
+
+template <class T, class F>
+void map_loop(const Tensor& x, Tensor& out, F f) {
+  const T* px = ptr<T>(x);
+  T* po = ptr<T>(out);
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) store(po, i, f(load(px, i)));
+}
+
+template <class T, class F>
+void zip_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
+  const T* pa = ptr<T>(a);
+  const T* pb = ptr<T>(b);
+  T* po = ptr<T>(out);
+  const int64_t n = a.numel();
+  for (int64_t i = 0; i < n; ++i) store(po, i, f(load(pa, i), load(pb, i)));
+}
+
+template <class F>
+void for_each_lane(const AxisSplit& s, F f) {
+  for (int64_t o = 0; o < s.outer; ++o)
+    for (int64_t i = 0; i < s.inner; ++i) f(o * s.n * s.inner + i);
+}
+
+int blas_int(int64_t v) {
+  if (v > std::numeric_limits<int>::max()) throw std::length_error(fmt::format("BLAS dimension {} is too large", v));
+  return static_cast<int>(v);
+}
+
+template <class T>
+std::vector<float> widen(const Tensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  const T* p = ptr<T>(t);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(p[i]);
+  return out;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  void fill(Tensor& out, double value) override {
+    dispatch_any(out.dtype(), [&]<class T>() {
+      T v;
+      if constexpr (std::is_same_v<T, bf16>) v = bf16(static_cast<float>(value));
+      else v = static_cast<T>(value);
+      std::fill_n(ptr<T>(out), out.numel(), v);
+    });
+  }
+
+  void cast(Tensor& dst, const Tensor& src) override {
+    const int64_t n = src.numel();
+    dispatch_any(src.dtype(), [&]<class S>() {
+      dispatch_any(dst.dtype(), [&]<class D>() {
+        const S* ps = ptr<S>(src);
+        D* pd = ptr<D>(dst);
+        for (int64_t i = 0; i < n; ++i) {
+          if constexpr (std::is_same_v<S, bf16> || std::is_same_v<D, bf16>)
+            pd[i] = D(static_cast<float>(ps[i]));
+          else
+            pd[i] = static_cast<D>(ps[i]);
+        }
+      });
+    });
+  }
+
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override {
+    dispatch_floating(out.dtype(), "binary", [&]<class T>() {
+      using A = Acc<T>;
+      switch (op) {
+        case BinaryOp::add: return binary_loop<T>(a, b, out, [](A x, A y) { return x + y; });
+        case BinaryOp::sub: return binary_loop<T>(a, b, out, [](A x, A y) { return x - y; });
+        case BinaryOp::mul: return binary_loop<T>(a, b, out, [](A x, A y) { return x * y; });
+        case BinaryOp::div: return binary_loop<T>(a, b, out, [](A x, A y) { return x / y; });
+      }
+    });
+  }
+
+  void unary(UnaryOp op, const Tensor& x, double scalar, Tensor& out) override {
+    dispatch_floating(out.dtype(), "unary", [&]<class T>() {
+      using A = Acc<T>;
+      const A s = static_cast<A>(scalar);
+      switch (op) {
+        case UnaryOp::neg: return map_loop<T>(x, out, [](A v) { return -v; });
+        case UnaryOp::exp: return map_loop<T>(x, out, [](A v) { return std::exp(v); });
+        case UnaryOp::log: return map_loop<T>(x, out, [](A v) { return std::log(v); });
+        case UnaryOp::relu: return map_loop<T>(x, out, [](A v) { return v > A(0) ? v : A(0); });
+        case UnaryOp::sigmoid: return map_loop<T>(x, out, [](A v) { return A(1) / (A(1) + std::exp(-v)); });
+        case UnaryOp::tanh: return map_loop<T>(x, out, [](A v) { return std::tanh(v); });
+        case UnaryOp::square: return map_loop<T>(x, out, [](A v) { return v * v; });
+        case UnaryOp::add_scalar: return map_loop<T>(x, out, [s](A v) { return v + s; });
+        case UnaryOp::mul_scalar: return map_loop<T>(x, out, [s](A v) { return v * s; });
+      }
+    });
+  }
+
+  void unary_backward(UnaryOp op, const Tensor& g, const Tensor& saved, Tensor& out) override {
+    dispatch_floating(out.dtype(), "unary_backward", [&]<class T>() {
+      using A = Acc<T>;
+      switch (op) {
+        case UnaryOp::exp: return zip_loop<T>(g, saved, out, [](A gv, A y) { return gv * y; });
+        case UnaryOp::log: return zip_loop<T>(g, saved, out, [](A gv, A x) { return gv / x; });
+        case UnaryOp::relu: return zip_loop<T>(g, saved, out, [](A gv, A y) { return y > A(0) ? gv : A(0); });
+        case UnaryOp::sigmoid: return zip_loop<T>(g, saved, out, [](A gv, A y) { return gv * y * (A(1) - y); });
+        case UnaryOp::tanh: return zip_loop<T>(g, saved, out, [](A gv, A y) { return gv * (A(1) - y * y); });
+        case UnaryOp::square: return zip_loop<T>(g, saved, out, [](A gv, A x) { return A(2) * x * gv; });
+        default: throw std::logic_error("cpu kernel unary_backward: op has no saved-tensor gradient");
+      }
+    });
+  }
+
+  void reduce_to(const Tensor& g, Tensor& out) override {
+    dispatch_floating(out.dtype(), "reduce_to", [&]<class T>() {
+      // Accumulate in Acc<T> (a float buffer for bf16), then store once.
+      std::vector<Acc<T>> acc(static_cast<size_t>(out.numel()), Acc<T>(0));
+      const T* pg = ptr<T>(g);
+      const std::vector<int64_t> so = broadcast_strides(out.shape(), g.shape());
+      const std::vector<int64_t> unit = broadcast_strides(g.shape(), g.shape());
+      for_each_broadcast(g.shape(), so, unit, [&](int64_t, int64_t jo, int64_t jg) { acc[jo] += load(pg, jg); });
+      T* po = ptr<T>(out);
+      for (size_t i = 0; i < acc.size(); ++i) store(po, static_cast<int64_t>(i), acc[i]);
+    });
+  }
+
+  void sum_all(const Tensor& x, Tensor& out) override {
+    dispatch_floating(x.dtype(), "sum_all", [&]<class T>() {
+      double total = 0.0;  // double accumulator: sums of many floats lose digits otherwise
+      const T* p = ptr<T>(x);
+      const int64_t n = x.numel();
+      for (int64_t i = 0; i < n; ++i) total += static_cast<double>(load(p, i));
+      store(ptr<T>(out), 0, static_cast<Acc<T>>(total));
+    });
+  }
+
+  void sum_axis(const Tensor& x, const AxisSplit& s, float beta, Tensor& out) override {
+    dispatch_floating(x.dtype(), "sum_axis", [&]<class T>() {
+      const T* px = ptr<T>(x);
+      T* po = ptr<T>(out);
+      std::vector<Acc<T>> row(static_cast<size_t>(s.inner));
+      for (int64_t o = 0; o < s.outer; ++o) {
+        for (int64_t i = 0; i < s.inner; ++i) row[i] = beta != 0.0f ? load(po, o * s.inner + i) : Acc<T>(0);
+        for (int64_t k = 0; k < s.n; ++k)
+          for (int64_t i = 0; i < s.inner; ++i) row[i] += load(px, (o * s.n + k) * s.inner + i);
+        for (int64_t i = 0; i < s.inner; ++i) store(po, o * s.inner + i, row[i]);
+      }
+    });
+  }
+
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a, const Tensor& b,
+            float beta, Tensor& c) override {
+    if (m == 0 || n == 0) return;
+    const int M = blas_int(m), N = blas_int(n), K = blas_int(k);
+    const int lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+    if (k == 0) {  // BLAS leaves C alone when k == 0 only for some implementations
+      if (beta == 0.0f) fill(c, 0.0);
+      return;
+    }
+    switch (c.dtype()) {
+      case DType::f32:
+        blas::sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, ptr<float>(a), lda, ptr<float>(b), ldb, beta, ptr<float>(c), N);
+        return;
+      case DType::f64:
+        blas::dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, ptr<double>(a), lda, ptr<double>(b), ldb, beta,
+                    ptr<double>(c), N);
+        return;
+      case DType::bf16: {
+        // Widened to f32 for OpenBLAS's sgemm; the f32 result is rounded once.
+        std::vector<float> fa = widen<bf16>(a), fb = widen<bf16>(b), fc = widen<bf16>(c);
+        blas::sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, fa.data(), lda, fb.data(), ldb, beta, fc.data(), N);
+        bf16* pc = ptr<bf16>(c);
+        for (size_t i = 0; i < fc.size(); ++i) pc[i] = bf16(fc[i]);
+        return;
+      }
+      default:
+        throw std::invalid_argument(fmt::format("cpu kernel gemm: dtype {} is not supported", dtype_name(c.dtype())));
+    }
+  }
+
+  void transpose2d(const Tensor& x, Tensor& out) override {
+    dispatch_floating(x.dtype(), "transpose2d", [&]<class T>() {
+      const int64_t r = x.size(0), c = x.size(1);
+      const T* px = ptr<T>(x);
+      T* po = ptr<T>(out);
+      for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < c; ++j) po[j * r + i] = px[i * c + j];
+    });
+  }
+
+  void softmax(const Tensor& x, const AxisSplit& s, bool log_space, Tensor& out) override {
+    dispatch_floating(x.dtype(), "softmax", [&]<class T>() {
+      using A = Acc<T>;
+      const T* px = ptr<T>(x);
+      T* po = ptr<T>(out);
+      for_each_lane(s, [&](int64_t base) {
+        A max_v = -std::numeric_limits<A>::infinity();
+        for (int64_t k = 0; k < s.n; ++k) max_v = std::max(max_v, load(px, base + k * s.inner));
+        double total = 0.0;
+        for (int64_t k = 0; k < s.n; ++k) total += std::exp(static_cast<double>(load(px, base + k * s.inner) - max_v));
+        if (log_space) {
+          const A log_total = static_cast<A>(std::log(total));
+          for (int64_t k = 0; k < s.n; ++k) store(po, base + k * s.inner, load(px, base + k * s.inner) - max_v - log_total);
+        } else {
+          const double inv = 1.0 / total;
+          for (int64_t k = 0; k < s.n; ++k)
+            store(po, base + k * s.inner,
+                  static_cast<A>(std::exp(static_cast<double>(load(px, base + k * s.inner) - max_v)) * inv));
+        }
+      });
+    });
+  }
+
+  void softmax_backward(const Tensor& y, const Tensor& g, const AxisSplit& s, bool log_space, Tensor& out) override {
+    dispatch_floating(y.dtype(), "softmax_backward", [&]<class T>() {
+      using A = Acc<T>;
+      const T* py = ptr<T>(y);
+      const T* pg = ptr<T>(g);
+      T* po = ptr<T>(out);
+      for_each_lane(s, [&](int64_t base) {
+        double total = 0.0;  // softmax: Σ g⊙y; log-softmax: Σ g
+        for (int64_t k = 0; k < s.n; ++k) {
+          const int64_t j = base + k * s.inner;
+          total += log_space ? static_cast<double>(load(pg, j)) : static_cast<double>(load(pg, j)) * load(py, j);
+        }
+        const A t = static_cast<A>(total);
+        for (int64_t k = 0; k < s.n; ++k) {
+          const int64_t j = base + k * s.inner;
+          // softmax: dx = y ⊙ (g − Σ g⊙y); log-softmax: dx = g − exp(y) ⊙ Σ g
+          store(po, j, log_space ? load(pg, j) - std::exp(load(py, j)) * t : load(py, j) * (load(pg, j) - t));
+        }
+      });
+    });
+  }
+
+  void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
+    dispatch_floating(logits.dtype(), "cross_entropy", [&]<class T>() {
+      using A = Acc<T>;
+      const int64_t batch = logits.size(0), classes = logits.size(1);
+      const T* x = ptr<T>(logits);
+      const int32_t* lab = ptr<int32_t>(labels);
+      T* p = ptr<T>(probs);
+      double total = 0.0;
+      std::vector<A> scratch;
+      for (int64_t r = 0; r < batch; ++r) {
+        const int32_t label = lab[r];
+        const T* row = x + r * classes;
+        T* prow = p + r * classes;
+        A max_v = -std::numeric_limits<A>::infinity();
+        for (int64_t c = 0; c < classes; ++c) max_v = std::max(max_v, load(row, c));
+        double denom = 0.0;
+        std::vector<A>& e = scratch;  // exponentials in the compute type, summed in double
+        e.resize(static_cast<size_t>(classes));
+        for (int64_t c = 0; c < classes; ++c) {
+          e[c] = std::exp(load(row, c) - max_v);
+          denom += static_cast<double>(e[c]);
+        }
+        const A inv = static_cast<A>(1.0 / denom);
+        for (int64_t c = 0; c < classes; ++c) store(prow, c, e[c] * inv);
+        total += (label < 0 || label >= classes) ? std::numeric_limits<double>::quiet_NaN()
+                                                 : std::log(denom) - static_cast<double>(load(row, label) - max_v);
+      }
+      *ptr<float>(loss) = static_cast<float>(total / static_cast<double>(batch));
+    });
+  }
+
+  void cross_entropy_backward(const Tensor& probs, const Tensor& labels, const Tensor& g, float beta,
+                              Tensor& out) override {
+    dispatch_floating(probs.dtype(), "cross_entropy_backward", [&]<class T>() {
+      using A = Acc<T>;
+      const int64_t batch = probs.size(0), classes = probs.size(1);
+      const A scale = static_cast<A>(*ptr<float>(g)) / static_cast<A>(batch);
+      const T* pp = ptr<T>(probs);
+      const int32_t* lab = ptr<int32_t>(labels);
+      T* po = ptr<T>(out);
+      for (int64_t r = 0; r < batch; ++r)
+        for (int64_t c = 0; c < classes; ++c) {
+          const int64_t i = r * classes + c;
+          const A d = (load(pp, i) - (c == lab[r] ? A(1) : A(0))) * scale;
+          store(po, i, beta == 0.0f ? d : load(po, i) + d);
+        }
+    });
+  }
+
+  void argmax_rows(const Tensor& x, Tensor& out) override {
+    dispatch_floating(x.dtype(), "argmax_rows", [&]<class T>() {
+      const int64_t rows = x.size(0), cols = x.size(1);
+      const T* p = ptr<T>(x);
+      int64_t* o = ptr<int64_t>(out);
+      for (int64_t r = 0; r < rows; ++r) {
+        int64_t best = 0;
+        for (int64_t c = 1; c < cols; ++c)
+          if (load(p, r * cols + c) > load(p, r * cols + best)) best = c;
+        o[r] = best;
+      }
+    });
+  }
+
+  void accumulate_correct(const Tensor& scores, const Tensor& labels, Tensor& out) override {
+    Tensor predicted = Tensor::empty({scores.size(0)}, {DType::i64, Device::cpu()});
+    argmax_rows(scores, predicted);
+    const int64_t* p = ptr<int64_t>(predicted);
+    const int32_t* lab = ptr<int32_t>(labels);
+    int64_t correct = 0;
+    for (int64_t r = 0; r < predicted.numel(); ++r) correct += p[r] == lab[r];
+    *ptr<double>(out) += static_cast<double>(correct);
+  }
+
+  void all_finite(const Tensor& x, Tensor& out) override {
+    dispatch_floating(x.dtype(), "all_finite", [&]<class T>() {
+      const T* p = ptr<T>(x);
+      bool finite = true;
+      const int64_t n = x.numel();
+      for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(load(p, i));
+      *ptr<float>(out) = finite ? 1.0f : 0.0f;
+    });
+  }
+
+  void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax) override {
+    float* __restrict pp = ptr<float>(param);
+    const float* __restrict pg = ptr<float>(grad);
+    float* __restrict pm = ptr<float>(m);
+    float* __restrict pv = ptr<float>(v);
+    float* __restrict px = vmax ? ptr<float>(*vmax) : nullptr;
+    const int64_t n = param.numel();
+    const float step_size = h.lr / h.bias_correction1;
+    const float inv_sqrt_bc2 = 1.0f / std::sqrt(h.bias_correction2);
+    const float decay = h.decoupled ? 1.0f - h.lr * h.weight_decay : 1.0f;
+    const float l2 = h.decoupled ? 0.0f : h.weight_decay;
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = pg[i] + l2 * pp[i];
+      pm[i] = h.beta1 * pm[i] + (1.0f - h.beta1) * g;
+      pv[i] = h.beta2 * pv[i] + (1.0f - h.beta2) * g * g;
+      float second = pv[i];
+      if (px) {
+        px[i] = std::max(px[i], pv[i]);
+        second = px[i];
+      }
+      pp[i] = pp[i] * decay - step_size * pm[i] / (std::sqrt(second) * inv_sqrt_bc2 + h.eps);
+    }
+  }
+
+  void synchronize() override {}
+};
+
+}  // namespace
+
+Backend& cpu_backend() {
+  static CpuBackend* backend = new CpuBackend;  // never destroyed, like the block cache
+  return *backend;
+}
+
+}  // namespace axon

@@ -1,0 +1,27 @@
+// The CUDA entry points of a build without CUDA: each says so, naming the device asked for.
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+#include "cuda_hooks.h"
+
+namespace axon::cuda_detail {
+
+namespace {
+[[noreturn]] void no_cuda(int device) {
+  throw std::runtime_error(fmt::format(
+      "device cuda:{}: this Axon was built without CUDA (configure with -DAXON_WITH_CUDA=ON where nvcc is installed)",
+      device));
+}
+}  // namespace
+
+void* allocate(int device, size_t) { no_cuda(device); }
+void free(int, void*, size_t) noexcept {}
+AllocatorStats stats(int device) { no_cuda(device); }
+void empty_cache(int device) { no_cuda(device); }
+Backend& backend(int device) { no_cuda(device); }
+void copy(Device dst_device, void*, Device src_device, const void*, size_t) {
+  no_cuda(dst_device.is_cuda() ? dst_device.index : src_device.index);
+}
+
+}  // namespace axon::cuda_detail
