@@ -44,13 +44,14 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
 
   // Keep the probabilities for backward: they are the gradient up to the one-hot and the scale.
   Tensor probs = Tensor::empty(logits.shape(), logits.options());
-  Tensor loss = Tensor::empty({}, {DType::f32, logits.device()});
+  // f32 (f64 for f64 logits, which gradient checks use) whatever the logits' dtype: a bf16 loss
+  // would lose the digits that show training progress.
+  Tensor loss = Tensor::empty({}, {logits.dtype() == DType::f64 ? DType::f64 : DType::f32, logits.device()});
   backend(logits.device()).cross_entropy(logits, labels, probs, loss);
-  if (logits.dtype() != DType::f32) loss = loss.detach();  // the graph joins below, in the logits' dtype
   return record("softmax_cross_entropy", loss, {logits}, [probs, labels](const Tensor& g, GradSlots& grads) {
     float beta = 0.0f;
     Tensor gx = grads.target(0, probs, beta);
-    backend(probs.device()).cross_entropy_backward(probs, labels, g, beta, gx);
+    backend(probs.device()).cross_entropy_backward(probs, labels, g.to(DType::f32), beta, gx);
   });
 }
 

@@ -67,7 +67,7 @@ class Backend {
   // out = the input gradient given the forward output y and the output gradient g.
   virtual void softmax_backward(const Tensor& y, const Tensor& g, const AxisSplit& s, bool log_space, Tensor& out) = 0;
   // Fused softmax cross-entropy over logits {batch, classes} and i32 labels {batch}: writes
-  // probs {batch, classes} and loss (f32, one element) = mean over rows of −log softmax[label].
+  // probs {batch, classes} and loss (one f32 or f64 element) = mean over rows of −log softmax[label].
   // Labels outside [0, classes) make the loss NaN (checked on the host by the front end when the
   // labels live there).
   virtual void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) = 0;

@@ -390,7 +390,9 @@ class CpuBackend final : public Backend {
         total += (label < 0 || label >= classes) ? std::numeric_limits<double>::quiet_NaN()
                                                  : std::log(denom) - static_cast<double>(load(row, label) - max_v);
       }
-      *ptr<float>(loss) = static_cast<float>(total / static_cast<double>(batch));
+      const double mean = total / static_cast<double>(batch);
+      if (loss.dtype() == DType::f64) *ptr<double>(loss) = mean;
+      else *ptr<float>(loss) = static_cast<float>(mean);
     });
   }
 

@@ -25,3 +25,18 @@ void copy(Device dst_device, void*, Device src_device, const void*, size_t) {
 }
 
 }  // namespace axon::cuda_detail
+
+#include "axon/cuda.h"
+
+namespace axon::cuda {
+
+int device_count() { return 0; }
+bool built_with_cuda() { return false; }
+std::string device_name(int device) { cuda_detail::backend(device); return {}; }
+void synchronize(int device) { cuda_detail::backend(device); }
+void* compute_stream(int device) { cuda_detail::backend(device); return nullptr; }
+int device_for_local_rank(int local_rank) {
+  throw std::runtime_error(fmt::format("local rank {}: this Axon was built without CUDA", local_rank));
+}
+
+}  // namespace axon::cuda

@@ -1,0 +1,667 @@
+// The CUDA kernels: element-wise and reduction kernels written here, GEMM through cuBLAS.
+//
+// Like the CPU backend, each kernel is a template over the element type T (float, double,
+// __nv_bfloat16) computing in Acc<T> (float, or double for f64). Every kernel is queued on the
+// device's compute stream; reductions use a fixed order (no floating-point atomics), so results
+// are reproducible run to run.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "cuda_hooks.h"
+#include "runtime.h"
+
+namespace axon::cuda_detail {
+
+namespace {
+
+using bf16_t = __nv_bfloat16;
+
+template <class T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+template <class T>
+using Acc = typename AccOf<T>::type;
+
+template <class T>
+__device__ __forceinline__ Acc<T> ld(const T* p, int64_t i) {
+  return static_cast<Acc<T>>(p[i]);
+}
+template <>
+__device__ __forceinline__ float ld<bf16_t>(const bf16_t* p, int64_t i) {
+  return __bfloat162float(p[i]);
+}
+template <class T>
+__device__ __forceinline__ void st(T* p, int64_t i, Acc<T> v) {
+  p[i] = static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ void st<bf16_t>(bf16_t* p, int64_t i, float v) {
+  p[i] = __float2bfloat16(v);
+}
+
+constexpr int kThreads = 256;
+constexpr int kMaxDims = 8;
+
+int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 8)); }
+
+#define AXON_GRID_STRIDE(i, n) \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// Shapes and broadcast strides passed to kernels by value.
+struct Dims {
+  int rank = 0;
+  int64_t size[kMaxDims] = {};
+  int64_t stride_a[kMaxDims] = {};
+  int64_t stride_b[kMaxDims] = {};
+};
+
+std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
+  std::vector<int64_t> strides(out.size(), 0);
+  int64_t stride = 1;
+  for (int64_t i = static_cast<int64_t>(shape.size()) - 1, o = static_cast<int64_t>(out.size()) - 1; i >= 0; --i, --o) {
+    strides[o] = shape[i] == 1 ? 0 : stride;
+    stride *= shape[i];
+  }
+  return strides;
+}
+
+Dims make_dims(const Shape& out, const Shape& a, const Shape& b, const char* kernel) {
+  if (out.size() > kMaxDims)
+    throw std::invalid_argument(cat("cuda kernel ", kernel, ": shape ", shape_str(out), " has more than ", kMaxDims, " dimensions"));
+  Dims d;
+  d.rank = static_cast<int>(out.size());
+  const auto sa = broadcast_strides(a, out), sb = broadcast_strides(b, out);
+  for (int k = 0; k < d.rank; ++k) {
+    d.size[k] = out[k];
+    d.stride_a[k] = sa[k];
+    d.stride_b[k] = sb[k];
+  }
+  return d;
+}
+
+// ---- kernels ----
+
+template <class T>
+__global__ void fill_kernel(T* out, int64_t n, T value) {
+  AXON_GRID_STRIDE(i, n) out[i] = value;
+}
+
+template <class D, class S>
+__global__ void cast_kernel(D* dst, const S* src, int64_t n) {
+  AXON_GRID_STRIDE(i, n) {
+    if constexpr (std::is_same_v<S, bf16_t>) {
+      const float v = __bfloat162float(src[i]);
+      if constexpr (std::is_same_v<D, bf16_t>) dst[i] = src[i];
+      else dst[i] = static_cast<D>(v);
+    } else if constexpr (std::is_same_v<D, bf16_t>) {
+      dst[i] = __float2bfloat16(static_cast<float>(src[i]));
+    } else {
+      dst[i] = static_cast<D>(src[i]);
+    }
+  }
+}
+
+template <class A>
+__device__ __forceinline__ A apply_binary(BinaryOp op, A x, A y) {
+  switch (op) {
+    case BinaryOp::add: return x + y;
+    case BinaryOp::sub: return x - y;
+    case BinaryOp::mul: return x * y;
+    case BinaryOp::div: return x / y;
+  }
+  return x;
+}
+
+template <class T>
+__global__ void binary_same_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
+  AXON_GRID_STRIDE(i, n) st(out, i, apply_binary(op, ld(a, i), ld(b, i)));
+}
+
+template <class T>
+__global__ void binary_broadcast_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n, Dims d) {
+  AXON_GRID_STRIDE(i, n) {
+    int64_t rest = i, ja = 0, jb = 0;
+    for (int k = d.rank - 1; k >= 0; --k) {
+      const int64_t c = rest % d.size[k];
+      rest /= d.size[k];
+      ja += c * d.stride_a[k];
+      jb += c * d.stride_b[k];
+    }
+    st(out, i, apply_binary(op, ld(a, ja), ld(b, jb)));
+  }
+}
+
+template <class A>
+__device__ __forceinline__ A apply_unary(UnaryOp op, A v, A s) {
+  switch (op) {
+    case UnaryOp::neg: return -v;
+    case UnaryOp::exp: return exp(v);
+    case UnaryOp::log: return log(v);
+    case UnaryOp::relu: return v > A(0) ? v : A(0);
+    case UnaryOp::sigmoid: return A(1) / (A(1) + exp(-v));
+    case UnaryOp::tanh: return tanh(v);
+    case UnaryOp::square: return v * v;
+    case UnaryOp::add_scalar: return v + s;
+    case UnaryOp::mul_scalar: return v * s;
+  }
+  return v;
+}
+
+template <class T>
+__global__ void unary_kernel(UnaryOp op, const T* x, T* out, int64_t n, Acc<T> s) {
+  AXON_GRID_STRIDE(i, n) st(out, i, apply_unary(op, ld(x, i), s));
+}
+
+template <class T>
+__global__ void unary_backward_kernel(UnaryOp op, const T* g, const T* saved, T* out, int64_t n) {
+  using A = Acc<T>;
+  AXON_GRID_STRIDE(i, n) {
+    const A gv = ld(g, i), v = ld(saved, i);
+    A r = A(0);
+    switch (op) {
+      case UnaryOp::exp: r = gv * v; break;
+      case UnaryOp::log: r = gv / v; break;
+      case UnaryOp::relu: r = v > A(0) ? gv : A(0); break;
+      case UnaryOp::sigmoid: r = gv * v * (A(1) - v); break;
+      case UnaryOp::tanh: r = gv * (A(1) - v * v); break;
+      case UnaryOp::square: r = A(2) * v * gv; break;
+      default: break;
+    }
+    st(out, i, r);
+  }
+}
+
+// One thread per output element; it walks the reduced dimensions in a fixed order.
+// d.size: g's shape; d.stride_a: g's strides; d.stride_b: 1 where the dim is reduced, else 0.
+template <class T>
+__global__ void reduce_to_kernel(const T* g, T* out, int64_t out_n, int64_t reduced_n, Dims d) {
+  using A = Acc<T>;
+  AXON_GRID_STRIDE(o, out_n) {
+    // Coordinates of this output element in the kept dims.
+    int64_t base = 0, rest = o;
+    for (int k = d.rank - 1; k >= 0; --k) {
+      if (d.stride_b[k]) continue;
+      const int64_t c = rest % d.size[k];
+      rest /= d.size[k];
+      base += c * d.stride_a[k];
+    }
+    A total = A(0);
+    for (int64_t r = 0; r < reduced_n; ++r) {
+      int64_t off = base, rr = r;
+      for (int k = d.rank - 1; k >= 0; --k) {
+        if (!d.stride_b[k]) continue;
+        const int64_t c = rr % d.size[k];
+        rr /= d.size[k];
+        off += c * d.stride_a[k];
+      }
+      total += ld(g, off);
+    }
+    st(out, o, total);
+  }
+}
+
+// Deterministic sum: each block sums a fixed slice in double, then one block sums the partials.
+template <class T>
+__global__ void partial_sums_kernel(const T* x, int64_t n, double* partial) {
+  __shared__ double shared[kThreads];
+  double total = 0.0;
+  AXON_GRID_STRIDE(i, n) total += static_cast<double>(ld(x, i));
+  shared[threadIdx.x] = total;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s /= 2) {
+    if (static_cast<int>(threadIdx.x) < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+}
+
+template <class T>
+__global__ void finish_sum_kernel(const double* partial, int blocks, T* out, double scale) {
+  __shared__ double shared[kThreads];
+  double total = 0.0;
+  for (int i = threadIdx.x; i < blocks; i += kThreads) total += partial[i];
+  shared[threadIdx.x] = total;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s /= 2) {
+    if (static_cast<int>(threadIdx.x) < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) st(out, 0, static_cast<Acc<T>>(shared[0] * scale));
+}
+
+template <class T>
+__global__ void sum_axis_kernel(const T* x, T* out, AxisSplit s, float beta) {
+  using A = Acc<T>;
+  AXON_GRID_STRIDE(lane, s.outer * s.inner) {
+    const int64_t o = lane / s.inner, i = lane % s.inner;
+    A total = beta != 0.0f ? ld(out, lane) : A(0);
+    for (int64_t k = 0; k < s.n; ++k) total += ld(x, (o * s.n + k) * s.inner + i);
+    st(out, lane, total);
+  }
+}
+
+template <class T>
+__global__ void transpose_kernel(const T* x, T* out, int64_t rows, int64_t cols) {
+  AXON_GRID_STRIDE(idx, rows * cols) {
+    const int64_t i = idx / cols, j = idx % cols;
+    out[j * rows + i] = x[idx];
+  }
+}
+
+// One thread per lane along the axis (softmax over small axes, such as classes).
+template <class T>
+__global__ void softmax_kernel(const T* x, T* out, AxisSplit s, bool log_space) {
+  using A = Acc<T>;
+  AXON_GRID_STRIDE(lane, s.outer * s.inner) {
+    const int64_t base = (lane / s.inner) * s.n * s.inner + lane % s.inner;
+    A max_v = ld(x, base);
+    for (int64_t k = 1; k < s.n; ++k) max_v = max(max_v, ld(x, base + k * s.inner));
+    double total = 0.0;
+    for (int64_t k = 0; k < s.n; ++k) total += exp(static_cast<double>(ld(x, base + k * s.inner) - max_v));
+    if (log_space) {
+      const A log_total = static_cast<A>(log(total));
+      for (int64_t k = 0; k < s.n; ++k) st(out, base + k * s.inner, ld(x, base + k * s.inner) - max_v - log_total);
+    } else {
+      const double inv = 1.0 / total;
+      for (int64_t k = 0; k < s.n; ++k)
+        st(out, base + k * s.inner, static_cast<A>(exp(static_cast<double>(ld(x, base + k * s.inner) - max_v)) * inv));
+    }
+  }
+}
+
+template <class T>
+__global__ void softmax_backward_kernel(const T* y, const T* g, T* out, AxisSplit s, bool log_space) {
+  using A = Acc<T>;
+  AXON_GRID_STRIDE(lane, s.outer * s.inner) {
+    const int64_t base = (lane / s.inner) * s.n * s.inner + lane % s.inner;
+    double total = 0.0;
+    for (int64_t k = 0; k < s.n; ++k) {
+      const int64_t j = base + k * s.inner;
+      total += log_space ? static_cast<double>(ld(g, j)) : static_cast<double>(ld(g, j)) * ld(y, j);
+    }
+    const A t = static_cast<A>(total);
+    for (int64_t k = 0; k < s.n; ++k) {
+      const int64_t j = base + k * s.inner;
+      st(out, j, log_space ? ld(g, j) - exp(ld(y, j)) * t : ld(y, j) * (ld(g, j) - t));
+    }
+  }
+}
+
+// One thread per row: probabilities, and the row's loss for the deterministic mean below.
+template <class T>
+__global__ void cross_entropy_rows_kernel(const T* logits, const int32_t* labels, T* probs, double* row_loss,
+                                          int64_t batch, int64_t classes) {
+  using A = Acc<T>;
+  AXON_GRID_STRIDE(r, batch) {
+    const T* row = logits + r * classes;
+    T* prow = probs + r * classes;
+    A max_v = ld(row, 0);
+    for (int64_t c = 1; c < classes; ++c) max_v = max(max_v, ld(row, c));
+    double denom = 0.0;
+    for (int64_t c = 0; c < classes; ++c) denom += static_cast<double>(exp(ld(row, c) - max_v));
+    const A inv = static_cast<A>(1.0 / denom);
+    for (int64_t c = 0; c < classes; ++c) st(prow, c, exp(ld(row, c) - max_v) * inv);
+    const int32_t label = labels[r];
+    row_loss[r] = (label < 0 || label >= classes) ? __longlong_as_double(0x7ff8000000000000ll)
+                                                  : log(denom) - static_cast<double>(ld(row, label) - max_v);
+  }
+}
+
+template <class T>
+__global__ void cross_entropy_backward_kernel(const T* probs, const int32_t* labels, const float* g, T* out,
+                                              int64_t batch, int64_t classes, float beta) {
+  using A = Acc<T>;
+  const A scale = static_cast<A>(g[0]) / static_cast<A>(batch);
+  AXON_GRID_STRIDE(i, batch * classes) {
+    const int64_t r = i / classes, c = i % classes;
+    const A d = (ld(probs, i) - (c == labels[r] ? A(1) : A(0))) * scale;
+    st(out, i, beta == 0.0f ? d : ld(out, i) + d);
+  }
+}
+
+template <class T>
+__device__ int64_t row_argmax(const T* x, int64_t r, int64_t cols) {
+  int64_t best = 0;
+  for (int64_t c = 1; c < cols; ++c)
+    if (ld(x, r * cols + c) > ld(x, r * cols + best)) best = c;
+  return best;
+}
+
+template <class T>
+__global__ void argmax_kernel(const T* x, int64_t* out, int64_t rows, int64_t cols) {
+  AXON_GRID_STRIDE(r, rows) out[r] = row_argmax(x, r, cols);
+}
+
+// Integer counts are exact in a double and addition of integers is order-independent, so the
+// atomic keeps the result deterministic.
+template <class T>
+__global__ void correct_kernel(const T* x, const int32_t* labels, double* out, int64_t rows, int64_t cols) {
+  AXON_GRID_STRIDE(r, rows) {
+    if (row_argmax(x, r, cols) == labels[r]) atomicAdd(out, 1.0);
+  }
+}
+
+template <class T>
+__global__ void finite_kernel(const T* x, int64_t n, float* out) {
+  AXON_GRID_STRIDE(i, n) {
+    if (!isfinite(static_cast<double>(ld(x, i)))) *out = 0.0f;  // every writer writes the same value
+  }
+}
+
+__global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, float* v, float* vmax, int64_t n) {
+  const float step_size = h.lr / h.bias_correction1;
+  const float inv_sqrt_bc2 = 1.0f / sqrtf(h.bias_correction2);
+  const float decay = h.decoupled ? 1.0f - h.lr * h.weight_decay : 1.0f;
+  const float l2 = h.decoupled ? 0.0f : h.weight_decay;
+  AXON_GRID_STRIDE(i, n) {
+    const float gi = g[i] + l2 * p[i];
+    const float mi = h.beta1 * m[i] + (1.0f - h.beta1) * gi;
+    const float vi = h.beta2 * v[i] + (1.0f - h.beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float second = vi;
+    if (vmax) {
+      second = fmaxf(vmax[i], vi);
+      vmax[i] = second;
+    }
+    p[i] = p[i] * decay - step_size * mi / (sqrtf(second) * inv_sqrt_bc2 + h.eps);
+  }
+}
+
+// ---- dispatch ----
+
+template <class T>
+T* dp(Tensor& t) {
+  return static_cast<T*>(t.raw_data());
+}
+template <class T>
+const T* dp(const Tensor& t) {
+  return static_cast<const T*>(t.raw_data());
+}
+
+template <class F>
+void floating(DType dtype, const char* kernel, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f.template operator()<float>();
+    case DType::f64: return f.template operator()<double>();
+    case DType::bf16: return f.template operator()<bf16_t>();
+    default:
+      throw std::invalid_argument(cat("cuda kernel ", kernel, ": dtype ", dtype_name(dtype), " is not supported (f32, f64 or bf16)"));
+  }
+}
+
+template <class F>
+void any_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f.template operator()<float>();
+    case DType::f64: return f.template operator()<double>();
+    case DType::bf16: return f.template operator()<bf16_t>();
+    case DType::i32: return f.template operator()<int32_t>();
+    case DType::i64: return f.template operator()<int64_t>();
+  }
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device), stream_(state(device).stream), cublas_(state(device).cublas) {}
+
+  const char* name() const override { return "cuda"; }
+
+  void fill(Tensor& out, double value) override {
+    DeviceGuard guard(device_);
+    const int64_t n = out.numel();
+    any_dtype(out.dtype(), [&]<class T>() {
+      T v;
+      if constexpr (std::is_same_v<T, bf16_t>) v = __float2bfloat16(static_cast<float>(value));
+      else v = static_cast<T>(value);
+      fill_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(dp<T>(out), n, v);
+    });
+    check_launch("fill kernel launch", device_);
+  }
+
+  void cast(Tensor& dst, const Tensor& src) override {
+    DeviceGuard guard(device_);
+    const int64_t n = src.numel();
+    if (n == 0) return;
+    any_dtype(src.dtype(), [&]<class S>() {
+      any_dtype(dst.dtype(), [&]<class D>() {
+        cast_kernel<D, S><<<blocks_for(n), kThreads, 0, stream_>>>(dp<D>(dst), dp<S>(src), n);
+      });
+    });
+    check_launch("cast kernel launch", device_);
+  }
+
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t n = out.numel();
+    floating(out.dtype(), "binary", [&]<class T>() {
+      if (a.shape() == out.shape() && b.shape() == out.shape()) {
+        binary_same_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(op, dp<T>(a), dp<T>(b), dp<T>(out), n);
+      } else {
+        const Dims d = make_dims(out.shape(), a.shape(), b.shape(), "binary");
+        binary_broadcast_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(op, dp<T>(a), dp<T>(b), dp<T>(out), n, d);
+      }
+    });
+    check_launch("binary kernel launch", device_);
+  }
+
+  void unary(UnaryOp op, const Tensor& x, double scalar, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t n = x.numel();
+    floating(x.dtype(), "unary", [&]<class T>() {
+      unary_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(op, dp<T>(x), dp<T>(out), n, static_cast<Acc<T>>(scalar));
+    });
+    check_launch("unary kernel launch", device_);
+  }
+
+  void unary_backward(UnaryOp op, const Tensor& g, const Tensor& saved, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t n = g.numel();
+    floating(g.dtype(), "unary_backward", [&]<class T>() {
+      unary_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(op, dp<T>(g), dp<T>(saved), dp<T>(out), n);
+    });
+    check_launch("unary_backward kernel launch", device_);
+  }
+
+  void reduce_to(const Tensor& g, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const Shape& gs = g.shape();
+    // stride_a: g's own strides; stride_b: 1 where out broadcasts (the dim is summed away).
+    Dims d = make_dims(gs, gs, gs, "reduce_to");
+    const auto so = broadcast_strides(out.shape(), gs);
+    int64_t reduced = 1;
+    for (int k = 0; k < d.rank; ++k) {
+      d.stride_b[k] = (so[k] == 0 && gs[k] != 1) ? 1 : 0;
+      if (d.stride_b[k]) reduced *= gs[k];
+    }
+    const int64_t n = out.numel();
+    floating(g.dtype(), "reduce_to", [&]<class T>() {
+      reduce_to_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(dp<T>(g), dp<T>(out), n, reduced, d);
+    });
+    check_launch("reduce_to kernel launch", device_);
+  }
+
+  void sum_all(const Tensor& x, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t n = x.numel();
+    const int blocks = static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 1024));
+    Tensor partial = Tensor::empty({blocks}, {DType::f64, Device::cuda(device_)});
+    floating(x.dtype(), "sum_all", [&]<class T>() {
+      partial_sums_kernel<T><<<blocks, kThreads, 0, stream_>>>(dp<T>(x), n, dp<double>(partial));
+      finish_sum_kernel<T><<<1, kThreads, 0, stream_>>>(dp<double>(partial), blocks, dp<T>(out), 1.0);
+    });
+    check_launch("sum kernel launch", device_);
+  }
+
+  void sum_axis(const Tensor& x, const AxisSplit& s, float beta, Tensor& out) override {
+    DeviceGuard guard(device_);
+    floating(x.dtype(), "sum_axis", [&]<class T>() {
+      sum_axis_kernel<T><<<blocks_for(s.outer * s.inner), kThreads, 0, stream_>>>(dp<T>(x), dp<T>(out), s, beta);
+    });
+    check_launch("sum_axis kernel launch", device_);
+  }
+
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a, const Tensor& b,
+            float beta, Tensor& c) override {
+    if (m == 0 || n == 0) return;
+    DeviceGuard guard(device_);
+    if (k == 0) {
+      if (beta == 0.0f) fill(c, 0.0);
+      return;
+    }
+    if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
+      throw std::length_error(cat("cuBLAS gemm on cuda:", device_, ": dimensions ", m, "x", n, "x", k, " exceed int"));
+    // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands.
+    const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
+    const int lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cudaDataType_t type = CUDA_R_32F;
+    cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+    double alpha64 = alpha, beta64 = beta;
+    const void* pa = &alpha;
+    const void* pb = &beta;
+    switch (c.dtype()) {
+      case DType::f32: break;
+      case DType::bf16: type = CUDA_R_16BF; break;  // f32 accumulation, f32 scalars
+      case DType::f64:
+        type = CUDA_R_64F;
+        compute = CUBLAS_COMPUTE_64F;
+        pa = &alpha64;
+        pb = &beta64;
+        break;
+      default:
+        throw std::invalid_argument(cat("cuda kernel gemm: dtype ", dtype_name(c.dtype()), " is not supported"));
+    }
+    check_cublas(cublasGemmEx(cublas_, tb, ta, N, M, K, pa, b.raw_data(), type, ldb, a.raw_data(), type, lda, pb,
+                              c.raw_data(), type, N, compute, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx", device_);
+  }
+
+  void transpose2d(const Tensor& x, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t r = x.size(0), c = x.size(1);
+    floating(x.dtype(), "transpose2d", [&]<class T>() {
+      transpose_kernel<T><<<blocks_for(r * c), kThreads, 0, stream_>>>(dp<T>(x), dp<T>(out), r, c);
+    });
+    check_launch("transpose kernel launch", device_);
+  }
+
+  void softmax(const Tensor& x, const AxisSplit& s, bool log_space, Tensor& out) override {
+    DeviceGuard guard(device_);
+    floating(x.dtype(), "softmax", [&]<class T>() {
+      softmax_kernel<T><<<blocks_for(s.outer * s.inner), kThreads, 0, stream_>>>(dp<T>(x), dp<T>(out), s, log_space);
+    });
+    check_launch("softmax kernel launch", device_);
+  }
+
+  void softmax_backward(const Tensor& y, const Tensor& g, const AxisSplit& s, bool log_space, Tensor& out) override {
+    DeviceGuard guard(device_);
+    floating(y.dtype(), "softmax_backward", [&]<class T>() {
+      softmax_backward_kernel<T><<<blocks_for(s.outer * s.inner), kThreads, 0, stream_>>>(dp<T>(y), dp<T>(g), dp<T>(out),
+                                                                                         s, log_space);
+    });
+    check_launch("softmax_backward kernel launch", device_);
+  }
+
+  void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
+    DeviceGuard guard(device_);
+    const int64_t batch = logits.size(0), classes = logits.size(1);
+    Tensor row_loss = Tensor::empty({batch}, {DType::f64, Device::cuda(device_)});
+    const int blocks = static_cast<int>(std::min<int64_t>((batch + kThreads - 1) / kThreads, 1024));
+    Tensor partial = Tensor::empty({blocks}, {DType::f64, Device::cuda(device_)});
+    floating(logits.dtype(), "cross_entropy", [&]<class T>() {
+      cross_entropy_rows_kernel<T><<<blocks_for(batch), kThreads, 0, stream_>>>(
+          dp<T>(logits), dp<int32_t>(labels), dp<T>(probs), dp<double>(row_loss), batch, classes);
+    });
+    partial_sums_kernel<double><<<blocks, kThreads, 0, stream_>>>(dp<double>(row_loss), batch, dp<double>(partial));
+    if (loss.dtype() == DType::f64)
+      finish_sum_kernel<double><<<1, kThreads, 0, stream_>>>(dp<double>(partial), blocks, dp<double>(loss),
+                                                             1.0 / static_cast<double>(batch));
+    else
+      finish_sum_kernel<float><<<1, kThreads, 0, stream_>>>(dp<double>(partial), blocks, dp<float>(loss),
+                                                            1.0 / static_cast<double>(batch));
+    check_launch("cross_entropy kernel launch", device_);
+  }
+
+  void cross_entropy_backward(const Tensor& probs, const Tensor& labels, const Tensor& g, float beta,
+                              Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t batch = probs.size(0), classes = probs.size(1);
+    floating(probs.dtype(), "cross_entropy_backward", [&]<class T>() {
+      cross_entropy_backward_kernel<T><<<blocks_for(batch * classes), kThreads, 0, stream_>>>(
+          dp<T>(probs), dp<int32_t>(labels), dp<float>(g), dp<T>(out), batch, classes, beta);
+    });
+    check_launch("cross_entropy_backward kernel launch", device_);
+  }
+
+  void argmax_rows(const Tensor& x, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t rows = x.size(0), cols = x.size(1);
+    floating(x.dtype(), "argmax_rows", [&]<class T>() {
+      argmax_kernel<T><<<blocks_for(rows), kThreads, 0, stream_>>>(dp<T>(x), dp<int64_t>(out), rows, cols);
+    });
+    check_launch("argmax kernel launch", device_);
+  }
+
+  void accumulate_correct(const Tensor& scores, const Tensor& labels, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t rows = scores.size(0), cols = scores.size(1);
+    floating(scores.dtype(), "accumulate_correct", [&]<class T>() {
+      correct_kernel<T><<<blocks_for(rows), kThreads, 0, stream_>>>(dp<T>(scores), dp<int32_t>(labels), dp<double>(out),
+                                                                    rows, cols);
+    });
+    check_launch("accuracy kernel launch", device_);
+  }
+
+  void all_finite(const Tensor& x, Tensor& out) override {
+    DeviceGuard guard(device_);
+    fill(out, 1.0);
+    const int64_t n = x.numel();
+    floating(x.dtype(), "all_finite", [&]<class T>() {
+      finite_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(dp<T>(x), n, dp<float>(out));
+    });
+    check_launch("all_finite kernel launch", device_);
+  }
+
+  void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax) override {
+    DeviceGuard guard(device_);
+    const int64_t n = param.numel();
+    adam_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), dp<float>(m), dp<float>(v),
+                                                         vmax ? dp<float>(*vmax) : nullptr, n);
+    check_launch("adam kernel launch", device_);
+  }
+
+  void synchronize() override {
+    DeviceGuard guard(device_);
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", device_);
+  }
+
+ private:
+  int device_;
+  cudaStream_t stream_;
+  cublasHandle_t cublas_;
+};
+
+}  // namespace
+
+Backend& backend(int device) {
+  static std::mutex mutex;
+  static auto* backends = new std::vector<CudaBackend*>;  // never destroyed
+  state(device);  // validates the index
+  std::lock_guard<std::mutex> lock(mutex);
+  if (backends->size() <= static_cast<size_t>(device)) backends->resize(static_cast<size_t>(device) + 1, nullptr);
+  CudaBackend*& b = (*backends)[static_cast<size_t>(device)];
+  if (!b) b = new CudaBackend(device);
+  return *b;
+}
+
+}  // namespace axon::cuda_detail

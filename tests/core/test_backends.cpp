@@ -1,0 +1,285 @@
+// Every op on every available device and dtype (ggml's test-backend-ops): each op's forward and
+// backward in f32 and bf16, on the CPU and on every visible GPU, against the CPU f64 result; and
+// each op's f64 gradient against central finite differences.
+//
+// Inputs are multiples of 1/32 in [-2, 2] (and in [0.5, 2.5] for log and div's divisor), exact in
+// every dtype, so a dtype's error is its own arithmetic, not the rounding of its inputs.
+// Tolerances: f32 1e-5 relative (plus 1e-5 absolute for values near 0), bf16 3e-2 relative
+// (8 significant bits, one rounding per op result).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "axon/autograd.h"
+#include "axon/cuda.h"
+#include "axon/losses.h"
+#include "axon/ops.h"
+#include "axon/random.h"
+
+namespace axon {
+namespace {
+
+using Inputs = std::vector<Tensor>;
+
+struct InputSpec {
+  Shape shape;
+  bool positive = false;  // in [0.5, 2.5]: for log, and div's divisor
+};
+
+struct OpCase {
+  std::string name;
+  std::vector<InputSpec> inputs;
+  std::function<Tensor(const Inputs&)> f;
+  bool smooth = true;  // false for relu: finite differences are skipped (kink at 0)
+};
+
+void PrintTo(const OpCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<OpCase> op_cases() {
+  std::vector<OpCase> cases = {
+      {"add", {{{2, 3}}, {{2, 3}}}, [](const Inputs& x) { return add(x[0], x[1]); }},
+      {"add_broadcast", {{{2, 3}}, {{3}}}, [](const Inputs& x) { return add(x[0], x[1]); }},
+      {"add_broadcast_both", {{{2, 1, 4}}, {{3, 1}}}, [](const Inputs& x) { return add(x[0], x[1]); }},
+      {"sub_broadcast", {{{2, 1}}, {{2, 3}}}, [](const Inputs& x) { return sub(x[0], x[1]); }},
+      {"mul_broadcast", {{{4, 3}}, {{1, 3}}}, [](const Inputs& x) { return mul(x[0], x[1]); }},
+      {"mul_scalar_tensor", {{{4, 3}}, {{}}}, [](const Inputs& x) { return mul(x[0], x[1]); }},
+      {"div", {{{2, 3}}, {{2, 3}, true}}, [](const Inputs& x) { return div(x[0], x[1]); }},
+      {"add_scalar", {{{5}}}, [](const Inputs& x) { return add_scalar(x[0], 0.75f); }},
+      {"mul_scalar", {{{5}}}, [](const Inputs& x) { return mul_scalar(x[0], -1.5f); }},
+      {"neg", {{{2, 2}}}, [](const Inputs& x) { return neg(x[0]); }},
+      {"exp", {{{3, 2}}}, [](const Inputs& x) { return exp(x[0]); }},
+      {"log", {{{3, 2}, true}}, [](const Inputs& x) { return log(x[0]); }},
+      {"relu", {{{4, 4}}}, [](const Inputs& x) { return relu(x[0]); }, false},
+      {"sigmoid", {{{3, 3}}}, [](const Inputs& x) { return sigmoid(x[0]); }},
+      {"tanh", {{{3, 3}}}, [](const Inputs& x) { return tanh(x[0]); }},
+      {"square", {{{3, 3}}}, [](const Inputs& x) { return square(x[0]); }},
+      {"sum", {{{3, 4}}}, [](const Inputs& x) { return sum(x[0]); }},
+      {"sum_axis0", {{{3, 4}}}, [](const Inputs& x) { return sum(x[0], 0); }},
+      {"sum_axis1_keepdim", {{{2, 3, 4}}}, [](const Inputs& x) { return sum(x[0], 1, true); }},
+      {"mean", {{{3, 4}}}, [](const Inputs& x) { return mean(x[0]); }},
+      {"mean_axis", {{{3, 4}}}, [](const Inputs& x) { return mean(x[0], -1); }},
+      {"matmul", {{{3, 4}}, {{4, 5}}}, [](const Inputs& x) { return matmul(x[0], x[1]); }},
+      {"transpose", {{{3, 5}}}, [](const Inputs& x) { return transpose(x[0]); }},
+      {"linear", {{{4, 3}}, {{3, 5}}, {{5}}}, [](const Inputs& x) { return linear(x[0], x[1], x[2]); }},
+      {"linear_no_bias", {{{4, 3}}, {{3, 2}}}, [](const Inputs& x) { return linear(x[0], x[1], Tensor()); }},
+      {"softmax", {{{3, 5}}}, [](const Inputs& x) { return softmax(x[0]); }},
+      {"softmax_axis0", {{{3, 5}}}, [](const Inputs& x) { return softmax(x[0], 0); }},
+      {"log_softmax", {{{2, 3, 4}}}, [](const Inputs& x) { return log_softmax(x[0], 1); }},
+      {"reshape", {{{2, 6}}}, [](const Inputs& x) { return square(x[0].reshape({3, 4})); }},
+      {"softmax_cross_entropy", {{{4, 5}}}, [](const Inputs& x) {
+         Tensor labels = Tensor::from_vector({4}, std::vector<int32_t>{0, 4, 2, 2}, {DType::i32, Device::cpu()});
+         return softmax_cross_entropy(x[0], labels.to(x[0].device()));
+       }},
+  };
+  return cases;
+}
+
+// Deterministic inputs exact in bf16: multiples of 1/32.
+Inputs make_inputs(const OpCase& c, uint64_t seed, DType dtype, Device device, bool requires_grad) {
+  Inputs out;
+  Generator gen(seed);
+  for (const InputSpec& spec : c.inputs) {
+    std::vector<double> v(static_cast<size_t>(shape_numel(spec.shape)));
+    for (double& x : v) {
+      const double u = std::round(static_cast<double>(gen.uniform(-2.0f, 2.0f)) * 32.0) / 32.0;
+      x = spec.positive ? 1.5 + u / 2.0 : u;
+      if (spec.positive && x < 0.5) x = 0.5;
+    }
+    Tensor t = Tensor::from_vector(spec.shape, v, {dtype, device});
+    if (requires_grad) t.set_requires_grad();
+    out.push_back(t);
+  }
+  return out;
+}
+
+struct Result {
+  std::vector<double> output;
+  std::vector<std::vector<double>> grads;
+};
+
+// Forward, then backward of sum(output · w) with fixed weights w in the same dtype and device.
+Result run(const OpCase& c, DType dtype, Device device) {
+  Inputs x = make_inputs(c, 7, dtype, device, true);
+  Tensor y = c.f(x);
+  Generator gen(99);
+  std::vector<double> w(static_cast<size_t>(y.numel()));
+  for (double& v : w) v = std::round(static_cast<double>(gen.uniform(-1.0f, 1.0f)) * 16.0) / 16.0;
+  Tensor weights = Tensor::from_vector(y.shape(), w, {y.dtype(), device});
+  sum(mul(y, weights)).backward();
+  Result r;
+  r.output = y.to_double_vector();
+  for (const Tensor& t : x) r.grads.push_back(t.grad().to_double_vector());
+  return r;
+}
+
+void expect_close(const std::vector<double>& got, const std::vector<double>& want, double rtol, double atol,
+                  const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], atol + rtol * std::abs(want[i])) << what << " element " << i;
+}
+
+std::vector<Device> devices() {
+  std::vector<Device> d{Device::cpu()};
+  for (int k = 0; k < cuda::device_count(); ++k) d.push_back(Device::cuda(k));
+  return d;
+}
+
+class EveryOp : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(EveryOp, MatchesTheCpuF64ResultOnEveryDeviceAndDtype) {
+  const OpCase& c = GetParam();
+  const Result reference = run(c, DType::f64, Device::cpu());
+  if (cuda::device_count() == 0) std::printf("[ note ] no CUDA device: checking the CPU only\n");
+  for (Device device : devices()) {
+    for (DType dtype : {DType::f32, DType::bf16, DType::f64}) {
+      if (dtype == DType::f64 && device.is_cpu()) continue;
+      const double rtol = dtype == DType::bf16 ? 3e-2 : 1e-5;
+      const double atol = dtype == DType::bf16 ? 3e-2 : 1e-5;
+      const std::string where = c.name + " " + dtype_name(dtype) + " on " + device.str();
+      const Result r = run(c, dtype, device);
+      expect_close(r.output, reference.output, rtol, atol, where + " output");
+      for (size_t i = 0; i < r.grads.size(); ++i)
+        expect_close(r.grads[i], reference.grads[i], rtol, atol, where + " gradient of input " + std::to_string(i));
+    }
+  }
+}
+
+TEST_P(EveryOp, F64GradientMatchesFiniteDifferences) {
+  const OpCase& c = GetParam();
+  if (!c.smooth) GTEST_SKIP() << c.name << " has a kink at 0; its gradient is checked against the f64 reference above";
+  Inputs x = make_inputs(c, 7, DType::f64, Device::cpu(), true);
+  Tensor probe = c.f(x);
+  Generator gen(5);
+  std::vector<double> w(static_cast<size_t>(probe.numel()));
+  for (double& v : w) v = gen.uniform(-1.0f, 1.0f);
+  Tensor weights = Tensor::from_vector(probe.shape(), w, {DType::f64, Device::cpu()});
+  auto objective = [&](const Inputs& xs) { return sum(mul(c.f(xs), weights)); };
+  objective(x).backward();
+  const double eps = 1e-6;
+  for (size_t i = 0; i < x.size(); ++i) {
+    std::vector<double> analytic = x[i].grad().to_double_vector();
+    NoGradGuard no_grad;
+    double* v = x[i].data_as<double>();
+    for (int64_t k = 0; k < x[i].numel(); ++k) {
+      const double saved = v[k];
+      v[k] = saved + eps;
+      const double up = objective(x).item_double();
+      v[k] = saved - eps;
+      const double down = objective(x).item_double();
+      v[k] = saved;
+      const double numeric = (up - down) / (2 * eps);
+      EXPECT_NEAR(analytic[k], numeric, 1e-6 + 1e-6 * std::abs(numeric)) << c.name << " input " << i << " element " << k;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, EveryOp, ::testing::ValuesIn(op_cases()),
+                         [](const ::testing::TestParamInfo<OpCase>& info) { return info.param.name; });
+
+// ---- dtype and device rules ----
+
+TEST(DTypes, MixedDtypesAreErrorsNamingBoth) {
+  Tensor a = Tensor::ones({2}, {DType::f32, Device::cpu()});
+  Tensor b = Tensor::ones({2}, {DType::f64, Device::cpu()});
+  try {
+    add(a, b);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), ::testing::AllOf(::testing::HasSubstr("add"), ::testing::HasSubstr("f32"),
+                                           ::testing::HasSubstr("f64")));
+  }
+  EXPECT_THROW(matmul(Tensor::ones({2, 2}), Tensor::ones({2, 2}, {DType::bf16, Device::cpu()})), std::invalid_argument);
+}
+
+TEST(DTypes, IntegerTensorsCarryDataButNoArithmetic) {
+  Tensor ids = Tensor::from_vector({3}, std::vector<int64_t>{1, -2, 3}, {DType::i64, Device::cpu()});
+  EXPECT_EQ(ids.dtype(), DType::i64);
+  EXPECT_EQ(ids.to(DType::f32).to_vector(), (std::vector<float>{1, -2, 3}));
+  EXPECT_EQ(Tensor::from_vector({2}, std::vector<float>{2.9f, -2.9f}).to(DType::i32).data_as<int32_t>()[1], -2);
+  try {
+    exp(ids);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), ::testing::AllOf(::testing::HasSubstr("exp"), ::testing::HasSubstr("i64")));
+  }
+}
+
+TEST(DTypes, HostAccessChecksTheDtype) {
+  Tensor t = Tensor::zeros({2}, {DType::f64, Device::cpu()});
+  EXPECT_THROW(t.data(), std::logic_error);
+  EXPECT_NO_THROW(t.data_as<double>());
+  EXPECT_THROW(t.data_as<int32_t>(), std::logic_error);
+}
+
+TEST(DTypes, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(static_cast<float>(bf16(1.0f)), 1.0f);
+  // 1 + 2^-8 is exactly halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1).
+  EXPECT_EQ(static_cast<float>(bf16(1.0f + 0x1.0p-8f)), 1.0f);
+  EXPECT_EQ(static_cast<float>(bf16(1.0f + 3 * 0x1.0p-8f)), 1.0f + 0x1.0p-6f);
+  EXPECT_TRUE(std::isnan(static_cast<float>(bf16(std::nanf("")))));
+  EXPECT_TRUE(std::isinf(static_cast<float>(bf16(INFINITY))));
+}
+
+TEST(DTypes, ConversionIsDifferentiable) {
+  Tensor x = Tensor::from_vector({3}, std::vector<float>{1, 2, 3}).set_requires_grad();
+  sum(square(x.to(DType::f64))).backward();
+  EXPECT_EQ(x.grad().dtype(), DType::f32);
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{2, 4, 6}));
+}
+
+TEST(DTypes, ParsingNamesTheBadText) {
+  EXPECT_EQ(parse_dtype("bf16"), DType::bf16);
+  EXPECT_THROW(parse_dtype("float16"), std::invalid_argument);
+  EXPECT_EQ(parse_device("cuda:3"), Device::cuda(3));
+  EXPECT_EQ(parse_device("cuda"), Device::cuda(0));
+  EXPECT_EQ(parse_device("cpu"), Device::cpu());
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1x", "cuda:+1", "CPU"}) {
+    try {
+      parse_device(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(std::string("'") + bad + "'"));
+    }
+  }
+}
+
+TEST(Devices, AMissingDeviceIsAnErrorNamingIt) {
+  const int count = cuda::device_count();
+  try {
+    Tensor::zeros({2}, {DType::f32, Device::cuda(count)});
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("cuda:" + std::to_string(count)));
+  }
+}
+
+TEST(Devices, OperandsOnTwoDevicesAreErrorsNamingBoth) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: a second device cannot be made";
+  Tensor a = Tensor::ones({2});
+  Tensor b = Tensor::ones({2}, {DType::f32, Device::cuda(0)});
+  try {
+    add(a, b);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), ::testing::AllOf(::testing::HasSubstr("add"), ::testing::HasSubstr("cpu"),
+                                           ::testing::HasSubstr("cuda:0")));
+  }
+}
+
+TEST(Devices, CopiesRoundTripAndCarryGradients) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  Tensor x = Tensor::from_vector({4}, std::vector<float>{1, -2, 3, -4}).set_requires_grad();
+  Tensor y = x.to(Device::cuda(0));
+  EXPECT_EQ(y.device(), Device::cuda(0));
+  sum(mul_scalar(y, 3.0f)).backward();
+  EXPECT_EQ(x.grad().device(), Device::cpu());
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{3, 3, 3, 3}));
+}
+
+}  // namespace
+}  // namespace axon
