@@ -6,6 +6,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "axon/backend.h"
 #include "axon/tensor.h"
 
 namespace axon {
@@ -24,21 +25,41 @@ void Optimizer::set_steps(int64_t steps) {
 }
 
 void Optimizer::step(std::span<float> params, std::span<const float> grads) {
-  if (params.size() != grads.size())
-    throw std::invalid_argument(fmt::format("{}: {} parameters but {} gradients", name(), params.size(), grads.size()));
-  if (size_ == 0) size_ = params.size();
-  else if (params.size() != size_)
+  Tensor p = Tensor::from_blob(params.data(), {static_cast<int64_t>(params.size())});
+  const Tensor g = Tensor::from_blob(const_cast<float*>(grads.data()), {static_cast<int64_t>(grads.size())});
+  step(p, g);
+}
+
+void Optimizer::step(Tensor& params, const Tensor& grads) {
+  if (params.numel() != grads.numel())
+    throw std::invalid_argument(fmt::format("{}: {} parameters but {} gradients", name(), params.numel(), grads.numel()));
+  if (params.dtype() != DType::f32 || grads.dtype() != DType::f32)
+    throw std::invalid_argument(fmt::format("{}: parameters and gradients must be f32 (master weights), got {} and {}",
+                                            name(), dtype_name(params.dtype()), dtype_name(grads.dtype())));
+  if (params.device() != grads.device())
+    throw std::invalid_argument(fmt::format("{}: parameters on {} but gradients on {}", name(), params.device().str(),
+                                            grads.device().str()));
+  const size_t n = static_cast<size_t>(params.numel());
+  if (size_ == 0) size_ = n;
+  else if (n != size_)
     throw std::invalid_argument(
-        fmt::format("{}: stepped with {} parameters, but its state was made for {}", name(), params.size(), size_));
+        fmt::format("{}: stepped with {} parameters, but its state was made for {}", name(), n, size_));
   ++steps_;
   FlushDenormalsGuard flush_denormals;
   update(params, grads);
 }
 
-void Optimizer::check_state(const std::vector<float>& buffer, size_t n, const char* what) const {
-  if (!buffer.empty() && buffer.size() != n)
-    throw std::invalid_argument(
-        fmt::format("{}: state '{}' holds {} values for {} parameters", name(), what, buffer.size(), n));
+Tensor& Optimizer::state_like(Tensor& buffer, const Tensor& params, const char* what) const {
+  if (!buffer.defined()) {
+    buffer = Tensor::zeros(params.shape(), params.options());
+    return buffer;
+  }
+  if (buffer.numel() != params.numel() || buffer.dtype() != DType::f32 || buffer.device() != params.device())
+    throw std::invalid_argument(fmt::format("{}: state '{}' holds {} {} values on {} for {} f32 parameters on {}", name(),
+                                            what, buffer.numel(), dtype_name(buffer.dtype()), buffer.device().str(),
+                                            params.numel(), params.device().str()));
+  if (buffer.shape() != params.shape()) buffer = buffer.reshape(params.shape());
+  return buffer;
 }
 
 namespace {
@@ -52,39 +73,27 @@ class Sgd final : public Optimizer {
           "sgd: need momentum, weight_decay >= 0 and 0 <= dampening <= 1; nesterov needs momentum > 0 and dampening 0");
   }
   std::string name() const override { return "sgd"; }
-  std::vector<std::pair<std::string, std::vector<float>*>> state() override {
-    if (o_.momentum == 0.0f) return {};
+  std::vector<std::pair<std::string, Tensor*>> state() override {
+    if (o_.momentum == 0.0) return {};
     return {{"momentum_buffer", &buf_}};
   }
 
  protected:
-  void update(std::span<float> p, std::span<const float> g) override {
-    const size_t n = p.size();
-    const float lr = static_cast<float>(lr_), wd = static_cast<float>(o_.weight_decay);
-    const float mom = static_cast<float>(o_.momentum), keep = static_cast<float>(1.0 - o_.dampening);
-    if (o_.momentum == 0.0) {
-      for (size_t i = 0; i < n; ++i) {
-        const float d = g[i] + wd * p[i];
-        p[i] -= lr * d;
-      }
-      return;
-    }
-    check_state(buf_, n, "momentum_buffer");
-    const bool first = buf_.empty();
-    if (first) buf_.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      float d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+  void update(Tensor& p, const Tensor& g) override {
+    SgdStep h{static_cast<float>(lr_), static_cast<float>(o_.weight_decay), static_cast<float>(o_.momentum),
+              static_cast<float>(1.0 - o_.dampening), o_.nesterov, false};
+    Tensor* buf = nullptr;
+    if (o_.momentum != 0.0) {
       // PyTorch starts the buffer as a copy of the first gradient (no dampening on step 1).
-      const float b = first ? d : buf_[i] * mom + keep * d;
-      buf_[i] = b;
-      d = o_.nesterov ? d + mom * b : b;
-      p[i] -= lr * d;
+      h.first = !buf_.defined();
+      buf = &state_like(buf_, p, "momentum_buffer");
     }
+    backend(p.device()).sgd_step(h, p, g, buf);
   }
 
  private:
   SgdOptions o_;
-  std::vector<float> buf_;
+  Tensor buf_;
 };
 
 class Adam final : public Optimizer {
@@ -94,65 +103,36 @@ class Adam final : public Optimizer {
       throw std::invalid_argument(fmt::format("{}: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0", name()));
   }
   std::string name() const override { return decoupled_ ? "adamw" : "adam"; }
-  std::vector<std::pair<std::string, std::vector<float>*>> state() override {
-    std::vector<std::pair<std::string, std::vector<float>*>> s{{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
+  std::vector<std::pair<std::string, Tensor*>> state() override {
+    std::vector<std::pair<std::string, Tensor*>> s{{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
     if (o_.amsgrad) s.push_back({"max_exp_avg_sq", &vmax_});
     return s;
   }
 
  protected:
-  void update(std::span<float> p, std::span<const float> g) override {
-    const size_t n = p.size();
-    check_state(m_, n, "exp_avg");
-    check_state(v_, n, "exp_avg_sq");
-    if (o_.amsgrad) check_state(vmax_, n, "max_exp_avg_sq");
-    if (m_.empty()) m_.assign(n, 0.0f);
-    if (v_.empty()) v_.assign(n, 0.0f);
-    if (o_.amsgrad && vmax_.empty()) vmax_.assign(n, 0.0f);
+  void update(Tensor& p, const Tensor& g) override {
+    Tensor& m = state_like(m_, p, "exp_avg");
+    Tensor& v = state_like(v_, p, "exp_avg_sq");
+    Tensor* vmax = o_.amsgrad ? &state_like(vmax_, p, "max_exp_avg_sq") : nullptr;
     // Scalars as PyTorch derives them: in double from the double hyperparameters, then rounded.
     const double t = static_cast<double>(steps_);
-    const float b1 = static_cast<float>(o_.beta1), b2 = static_cast<float>(o_.beta2);
-    const float one_minus_b1 = static_cast<float>(1.0 - o_.beta1), one_minus_b2 = static_cast<float>(1.0 - o_.beta2);
-    const float eps = static_cast<float>(o_.eps);
-    const float step_size = static_cast<float>(lr_ / (1.0 - std::pow(o_.beta1, t)));
-    const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(o_.beta2, t)));
-    const float decay = decoupled_ ? static_cast<float>(1.0 - lr_ * o_.weight_decay) : 1.0f;
-    const float l2 = decoupled_ ? 0.0f : static_cast<float>(o_.weight_decay);
-    // Local restrict pointers and one loop per variant, so the compiler vectorizes each.
-    float* __restrict pp = p.data();
-    const float* __restrict pg = g.data();
-    float* __restrict pm = m_.data();
-    float* __restrict pv = v_.data();
-    if (!o_.amsgrad) {
-      for (size_t i = 0; i < n; ++i) {
-        const float grad = pg[i] + l2 * pp[i];
-        const float m = pm[i] * b1 + one_minus_b1 * grad;
-        const float v = pv[i] * b2 + one_minus_b2 * grad * grad;
-        pm[i] = m;
-        pv[i] = v;
-        const float denom = std::sqrt(v) / bc2_sqrt + eps;
-        pp[i] = pp[i] * decay - step_size * (m / denom);
-      }
-      return;
-    }
-    float* __restrict pmax = vmax_.data();
-    for (size_t i = 0; i < n; ++i) {
-      const float grad = pg[i] + l2 * pp[i];
-      const float m = pm[i] * b1 + one_minus_b1 * grad;
-      const float v = pv[i] * b2 + one_minus_b2 * grad * grad;
-      pm[i] = m;
-      pv[i] = v;
-      const float vmax = std::max(pmax[i], v);
-      pmax[i] = vmax;
-      const float denom = std::sqrt(vmax) / bc2_sqrt + eps;
-      pp[i] = pp[i] * decay - step_size * (m / denom);
-    }
+    AdamStep h;
+    h.beta1 = static_cast<float>(o_.beta1);
+    h.beta2 = static_cast<float>(o_.beta2);
+    h.one_minus_beta1 = static_cast<float>(1.0 - o_.beta1);
+    h.one_minus_beta2 = static_cast<float>(1.0 - o_.beta2);
+    h.eps = static_cast<float>(o_.eps);
+    h.step_size = static_cast<float>(lr_ / (1.0 - std::pow(o_.beta1, t)));
+    h.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(o_.beta2, t)));
+    h.decay = decoupled_ ? static_cast<float>(1.0 - lr_ * o_.weight_decay) : 1.0f;
+    h.l2 = decoupled_ ? 0.0f : static_cast<float>(o_.weight_decay);
+    backend(p.device()).adam_step(h, p, g, m, v, vmax);
   }
 
  private:
   AdamOptions o_;
   bool decoupled_;
-  std::vector<float> m_, v_, vmax_;
+  Tensor m_, v_, vmax_;
 };
 
 }  // namespace

@@ -49,7 +49,13 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   data_ = device_allocate(device, bytes);
 }
 
-Storage::~Storage() { device_free(device_, data_, bytes_); }
+Storage::~Storage() {
+  if (owned_) device_free(device_, data_, bytes_);
+}
+
+std::shared_ptr<Storage> Storage::borrowed(void* data, size_t bytes, Device device) {
+  return std::shared_ptr<Storage>(new Storage(data, bytes, device, false));
+}
 
 // ---- dtypes and devices ----
 
@@ -145,6 +151,11 @@ Tensor Tensor::from_vector(const Shape& shape, const std::vector<int32_t>& value
 }
 Tensor Tensor::from_vector(const Shape& shape, const std::vector<int64_t>& values, TensorOptions options) {
   return from_host(shape, values, options, DType::i64);
+}
+
+Tensor Tensor::from_blob(void* data, const Shape& shape, TensorOptions options) {
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype);
+  return view_of(Storage::borrowed(data, bytes, options.device), 0, shape, options.dtype);
 }
 
 Tensor Tensor::view_of(std::shared_ptr<Storage> storage, size_t offset, const Shape& shape, DType dtype) {

@@ -78,13 +78,13 @@ TEST(Optimizers, StateOfTheWrongSizeIsRejected) {
   // As when a checkpoint for another model is loaded into the optimizer's state.
   std::vector<float> p(1000, 1.0f), g(1000, 0.1f);
   auto momentum = sgd({.lr = 0.1, .momentum = 0.9});
-  momentum->state()[0].second->assign(2, 0.0f);
+  *momentum->state()[0].second = Tensor::zeros({2});
   EXPECT_THROW(momentum->step(p, g), std::invalid_argument);
 
   auto ams = adam({.amsgrad = true});
   for (auto& [name, buffer] : ams->state())
-    if (name != "max_exp_avg_sq") buffer->assign(1000, 0.0f);
-  ams->state()[2].second->assign(3, 0.0f);
+    if (name != "max_exp_avg_sq") *buffer = Tensor::zeros({1000});
+  *ams->state()[2].second = Tensor::zeros({3});
   try {
     ams->step(p, g);
     FAIL();
@@ -99,7 +99,7 @@ TEST(Optimizers, RestoredStateAndStepCountContinueTheTrajectory) {
   for (int t = 0; t < 3; ++t) first->step(a, g);
   std::vector<float> b = a;
   auto resumed = adam({.lr = 0.01});
-  for (size_t i = 0; i < 2; ++i) *resumed->state()[i].second = *first->state()[i].second;
+  for (size_t i = 0; i < 2; ++i) *resumed->state()[i].second = first->state()[i].second->clone();
   resumed->set_steps(first->steps());
   first->step(a, g);
   resumed->step(b, g);

@@ -1,4 +1,5 @@
-// Optimizers update a flat parameter buffer from a flat gradient buffer of the same layout.
+// Optimizers update a flat parameter buffer from a flat gradient buffer of the same layout, on
+// the buffers' device (one fused kernel per step: axon/backend.h), with their state beside them.
 //
 // Working on flat spans (not per-tensor) makes each update one fused loop over memory, lets
 // data-parallel training reduce one buffer, and lets a ZeRO-style optimizer own just a slice
@@ -15,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "axon/tensor.h"
+
 namespace axon {
 
 class Optimizer {
@@ -22,23 +25,29 @@ class Optimizer {
   virtual ~Optimizer() = default;
   virtual std::string name() const = 0;
 
-  // One update. params and grads have equal length; the first call fixes that length.
+  // One update of f32 tensors of equal size on one device (any shape; flat buffers in practice).
+  // The first call fixes the size and the device; the state lives on that device. Throws
+  // std::invalid_argument naming the optimizer, the sizes, dtypes or devices that do not fit.
+  void step(Tensor& params, const Tensor& grads);
+  // The same over host memory.
   void step(std::span<float> params, std::span<const float> grads);
 
   double learning_rate() const { return lr_; }
   void set_learning_rate(double lr);
   int64_t steps() const { return steps_; }
-  // Named state buffers (momentum, moments), for checkpoints and sharding. A buffer filled from
-  // a checkpoint must hold one value per parameter; set_steps restores the step count with it.
-  virtual std::vector<std::pair<std::string, std::vector<float>*>> state() = 0;
+  // Named state buffers (momentum, moments), for checkpoints and sharding: f32 tensors, undefined
+  // until the first step. A buffer set from a checkpoint must hold one value per parameter, on the
+  // parameters' device; set_steps restores the step count with it.
+  virtual std::vector<std::pair<std::string, Tensor*>> state() = 0;
   void set_steps(int64_t steps);
 
  protected:
   explicit Optimizer(double lr);
-  // Called with steps() already incremented.
-  virtual void update(std::span<float> params, std::span<const float> grads) = 0;
-  // State buffers are empty (not yet made) or hold one value per parameter; throws otherwise.
-  void check_state(const std::vector<float>& buffer, size_t n, const char* what) const;
+  // Called with steps() already incremented and the arguments checked.
+  virtual void update(Tensor& params, const Tensor& grads) = 0;
+  // Returns the state buffer `what`, made (zero-filled, like params) when undefined; throws when it
+  // does not hold one f32 value per parameter on the parameters' device.
+  Tensor& state_like(Tensor& buffer, const Tensor& params, const char* what) const;
   double lr_;
   int64_t steps_ = 0;
   size_t size_ = 0;

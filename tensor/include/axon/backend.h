@@ -26,12 +26,21 @@ struct AxisSplit {
 };
 AxisSplit split_at(const Shape& shape, int64_t axis);
 
-// Hyperparameters of one Adam/AdamW step (PyTorch's torch.optim.Adam / AdamW formulas).
+// The scalars of one Adam/AdamW step as PyTorch derives them (in double, then rounded to float):
+//   g' = g + l2·p;  m = m·beta1 + one_minus_beta1·g';  v = v·beta2 + one_minus_beta2·g'²
+//   (amsgrad: vmax = max(vmax, v), used in place of v)
+//   p = p·decay − step_size · m / (sqrt(v)/bc2_sqrt + eps)
+// with step_size = lr/(1 − beta1^t), bc2_sqrt = sqrt(1 − beta2^t), decay = 1 − lr·wd for AdamW
+// (else 1) and l2 = wd for Adam (else 0). Kingma & Ba 2015; Loshchilov & Hutter 2019.
 struct AdamStep {
-  float lr, beta1, beta2, eps, weight_decay;
-  bool decoupled;  // AdamW: decay the weights directly instead of adding to the gradient
-  bool amsgrad;
-  float bias_correction1, bias_correction2;  // 1 - beta^t, computed by the caller in double
+  float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, step_size, bc2_sqrt, decay, l2;
+};
+
+// One SGD step as torch.optim.SGD: d = g + wd·p; with momentum, buf = first ? d : buf·momentum +
+// keep·d (keep = 1 − dampening) and d = nesterov ? d + momentum·buf : buf; then p −= lr·d.
+struct SgdStep {
+  float lr, weight_decay, momentum, keep;
+  bool nesterov, first;
 };
 
 class Backend {
@@ -83,6 +92,8 @@ class Backend {
   virtual void all_finite(const Tensor& x, Tensor& out) = 0;
   // One fused Adam/AdamW step over f32 flat buffers (param, grad, m, v, and vmax with amsgrad).
   virtual void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax) = 0;
+  // One fused SGD step over f32 flat buffers; buf is null without momentum.
+  virtual void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf) = 0;
   // Waits until every kernel queued on this device has finished (a no-op on the CPU).
   virtual void synchronize() = 0;
 };

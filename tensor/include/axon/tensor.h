@@ -33,6 +33,8 @@ int64_t shape_numel(const Shape& shape);
 class Storage {
  public:
   Storage(size_t bytes, Device device);
+  // Memory owned by someone else (a caller's buffer), never freed here: it must outlive the storage.
+  static std::shared_ptr<Storage> borrowed(void* data, size_t bytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -49,8 +51,12 @@ class Storage {
 
  private:
   void* data_ = nullptr;
+  Storage(void* data, size_t bytes, Device device, bool owned)
+      : data_(data), bytes_(bytes), device_(device), owned_(owned) {}
+
   size_t bytes_ = 0;
   Device device_;
+  bool owned_ = true;
 };
 
 // What a new tensor is made of: element type and device (f32 on the CPU unless told).
@@ -96,6 +102,8 @@ class Tensor {
   static Tensor from_vector(const Shape& shape, const std::vector<double>& values, TensorOptions options);
   static Tensor from_vector(const Shape& shape, const std::vector<int32_t>& values, TensorOptions options);
   static Tensor from_vector(const Shape& shape, const std::vector<int64_t>& values, TensorOptions options);
+  // A tensor over memory the caller owns and keeps alive (PyTorch's from_blob): no copy is made.
+  static Tensor from_blob(void* data, const Shape& shape, TensorOptions options = {});
   // A view of `storage` starting at `offset` elements (parameters living in one flat buffer).
   // Throws std::out_of_range when the view does not fit the storage.
   static Tensor view_of(std::shared_ptr<Storage> storage, size_t offset, const Shape& shape, DType dtype = DType::f32);

@@ -455,20 +455,35 @@ class CpuBackend final : public Backend {
     float* __restrict pv = ptr<float>(v);
     float* __restrict px = vmax ? ptr<float>(*vmax) : nullptr;
     const int64_t n = param.numel();
-    const float step_size = h.lr / h.bias_correction1;
-    const float inv_sqrt_bc2 = 1.0f / std::sqrt(h.bias_correction2);
-    const float decay = h.decoupled ? 1.0f - h.lr * h.weight_decay : 1.0f;
-    const float l2 = h.decoupled ? 0.0f : h.weight_decay;
     for (int64_t i = 0; i < n; ++i) {
-      const float g = pg[i] + l2 * pp[i];
-      pm[i] = h.beta1 * pm[i] + (1.0f - h.beta1) * g;
-      pv[i] = h.beta2 * pv[i] + (1.0f - h.beta2) * g * g;
-      float second = pv[i];
+      const float g = pg[i] + h.l2 * pp[i];
+      const float mi = pm[i] * h.beta1 + h.one_minus_beta1 * g;
+      const float vi = pv[i] * h.beta2 + h.one_minus_beta2 * g * g;
+      pm[i] = mi;
+      pv[i] = vi;
+      float second = vi;
       if (px) {
-        px[i] = std::max(px[i], pv[i]);
-        second = px[i];
+        second = std::max(px[i], vi);
+        px[i] = second;
       }
-      pp[i] = pp[i] * decay - step_size * pm[i] / (std::sqrt(second) * inv_sqrt_bc2 + h.eps);
+      const float denom = std::sqrt(second) / h.bc2_sqrt + h.eps;
+      pp[i] = pp[i] * h.decay - h.step_size * (mi / denom);
+    }
+  }
+
+  void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf) override {
+    float* __restrict pp = ptr<float>(param);
+    const float* __restrict pg = ptr<float>(grad);
+    float* __restrict pb = buf ? ptr<float>(*buf) : nullptr;
+    const int64_t n = param.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      float d = h.weight_decay != 0.0f ? pg[i] + h.weight_decay * pp[i] : pg[i];
+      if (pb) {
+        const float b = h.first ? d : pb[i] * h.momentum + h.keep * d;
+        pb[i] = b;
+        d = h.nesterov ? d + h.momentum * b : b;
+      }
+      pp[i] -= h.lr * d;
     }
   }
 

@@ -358,14 +358,10 @@ __global__ void finite_kernel(const T* x, int64_t n, float* out) {
 }
 
 __global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, float* v, float* vmax, int64_t n) {
-  const float step_size = h.lr / h.bias_correction1;
-  const float inv_sqrt_bc2 = 1.0f / sqrtf(h.bias_correction2);
-  const float decay = h.decoupled ? 1.0f - h.lr * h.weight_decay : 1.0f;
-  const float l2 = h.decoupled ? 0.0f : h.weight_decay;
   AXON_GRID_STRIDE(i, n) {
-    const float gi = g[i] + l2 * p[i];
-    const float mi = h.beta1 * m[i] + (1.0f - h.beta1) * gi;
-    const float vi = h.beta2 * v[i] + (1.0f - h.beta2) * gi * gi;
+    const float gi = g[i] + h.l2 * p[i];
+    const float mi = m[i] * h.beta1 + h.one_minus_beta1 * gi;
+    const float vi = v[i] * h.beta2 + h.one_minus_beta2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
     float second = vi;
@@ -373,7 +369,21 @@ __global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, floa
       second = fmaxf(vmax[i], vi);
       vmax[i] = second;
     }
-    p[i] = p[i] * decay - step_size * mi / (sqrtf(second) * inv_sqrt_bc2 + h.eps);
+    // The same operations in the same order as the CPU loop (IEEE sqrt and division in CUDA).
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(second), h.bc2_sqrt), h.eps);
+    p[i] = p[i] * h.decay - h.step_size * __fdiv_rn(mi, denom);
+  }
+}
+
+__global__ void sgd_kernel(SgdStep h, float* p, const float* g, float* buf, int64_t n) {
+  AXON_GRID_STRIDE(i, n) {
+    float d = h.weight_decay != 0.0f ? g[i] + h.weight_decay * p[i] : g[i];
+    if (buf) {
+      const float b = h.first ? d : buf[i] * h.momentum + h.keep * d;
+      buf[i] = b;
+      d = h.nesterov ? d + h.momentum * b : b;
+    }
+    p[i] -= h.lr * d;
   }
 }
 
@@ -638,6 +648,13 @@ class CudaBackend final : public Backend {
     adam_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), dp<float>(m), dp<float>(v),
                                                          vmax ? dp<float>(*vmax) : nullptr, n);
     check_launch("adam kernel launch", device_);
+  }
+
+  void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf) override {
+    DeviceGuard guard(device_);
+    const int64_t n = param.numel();
+    sgd_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), buf ? dp<float>(*buf) : nullptr, n);
+    check_launch("sgd kernel launch", device_);
   }
 
   void synchronize() override {
