@@ -1,5 +1,8 @@
+#include <fmt/format.h>
+
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "axon/communicator.h"
 
@@ -36,6 +39,45 @@ int env_int(const char* name, int fallback) {
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
 
+namespace {
+
+void check_collective_tensor(const char* op, const Tensor& t, const Communicator& comm) {
+  if (!is_floating(t.dtype()))
+    throw CommError(fmt::format("{} on rank {} of {}: dtype {} is not supported (f32, f64 or bf16)", op, comm.rank(),
+                                comm.size(), dtype_name(t.dtype())));
+}
+
+// Host f32 or f64 memory holding t's values: t itself, or a converted host copy.
+Tensor host_staging(const Tensor& t) {
+  Tensor host = t.detach().to(Device::cpu());
+  return host.dtype() == DType::bf16 ? host.to(DType::f32) : host;
+}
+
+void copy_back(Tensor& t, const Tensor& host) {
+  if (host.raw_data() == t.raw_data()) return;
+  t.copy_from(host.to(t.dtype()).to(t.device()));
+}
+
+}  // namespace
+
+void Communicator::allreduce(Tensor& data, ReduceOp op) {
+  check_collective_tensor("allreduce", data, *this);
+  if (size() == 1 || data.numel() == 0) return;
+  Tensor host = host_staging(data);
+  const size_t n = static_cast<size_t>(host.numel());
+  if (host.dtype() == DType::f64) allreduce(std::span<double>(host.data_as<double>(), n), op);
+  else allreduce(std::span<float>(host.data_as<float>(), n), op);
+  copy_back(data, host);
+}
+
+void Communicator::broadcast(Tensor& data, int root) {
+  check_collective_tensor("broadcast", data, *this);
+  if (size() == 1 || data.numel() == 0) return;
+  Tensor host = data.detach().to(Device::cpu());
+  broadcast(std::span<std::byte>(static_cast<std::byte*>(host.raw_data()), host.nbytes()), root);
+  copy_back(data, host);
+}
+
 bool launched_with_ranks() {
   // Open MPI's mpirun, Slurm's srun (PMI) and MPICH's Hydra each set one of these.
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_NTASKS"})
@@ -54,6 +96,14 @@ int local_world_size() {
 std::unique_ptr<Communicator> make_communicator() {
   return launched_with_ranks() ? make_mpi_communicator() : make_local_communicator();
 }
+
+#ifndef AXON_HAS_NCCL
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Device device) {
+  throw CommError(fmt::format("nccl on rank {} ({}): this Axon was built without NCCL (it needs CUDA and NCCL at build time)",
+                              bootstrap.rank(), device.str()));
+}
+std::string nccl_version() { return ""; }
+#endif
 
 #ifndef AXON_HAS_MPI
 std::unique_ptr<Communicator> make_mpi_communicator() {

@@ -160,18 +160,21 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
 
 // ---- parameters ----
 
-Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device) : device_(device) {
+Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device, DType dtype)
+    : device_(device), dtype_(dtype) {
+  if (!is_floating(dtype))
+    throw std::invalid_argument(fmt::format("parameters: dtype {} cannot be trained (f32, f64 or bf16)", dtype_name(dtype)));
   for (const auto& [name, shape] : layout) total_ += static_cast<size_t>(shape_numel(shape));
-  values_ = std::make_shared<Storage>(total_ * sizeof(float), device);
-  grads_ = std::make_shared<Storage>(total_ * sizeof(float), device);
+  values_ = std::make_shared<Storage>(total_ * dtype_size(dtype), device);
+  grads_ = std::make_shared<Storage>(total_ * dtype_size(dtype), device);
   flat_values().fill(0.0);
   flat_grads().fill(0.0);
   size_t offset = 0;
   for (const auto& [name, shape] : layout) {
     if (index_.count(name)) throw std::invalid_argument("parameters: duplicate name " + name);
-    Tensor value = Tensor::view_of(values_, offset, shape);
+    Tensor value = Tensor::view_of(values_, offset, shape, dtype);
     value.set_requires_grad(true);
-    value.set_grad(Tensor::view_of(grads_, offset, shape));
+    value.set_grad(Tensor::view_of(grads_, offset, shape, dtype));
     index_[name] = entries_.size();
     entries_.push_back({name, value});
     offset += static_cast<size_t>(shape_numel(shape));
@@ -185,9 +188,9 @@ const Tensor& Parameters::operator[](const std::string& name) const {
 }
 
 void Parameters::check_host(const char* what) const {
-  if (!device_.is_cpu())
-    throw std::logic_error(fmt::format("parameters: {}() gives host memory, but the parameters live on {} (use flat_{}())",
-                                       what, device_.str(), what));
+  if (!device_.is_cpu() || dtype_ != DType::f32)
+    throw std::logic_error(fmt::format("parameters: {}() gives host f32 memory, but the parameters are {} on {} (use flat_{}())",
+                                       what, dtype_name(dtype_), device_.str(), what));
 }
 
 std::span<float> Parameters::values() {
@@ -208,26 +211,27 @@ std::span<const float> Parameters::grads() const {
 }
 
 Tensor Parameters::flat_values() const {
-  return values_ ? Tensor::view_of(values_, 0, {static_cast<int64_t>(total_)}) : Tensor::empty({0}, {DType::f32, device_});
+  return values_ ? Tensor::view_of(values_, 0, {static_cast<int64_t>(total_)}, dtype_) : Tensor::empty({0}, {dtype_, device_});
 }
 Tensor Parameters::flat_grads() const {
-  return grads_ ? Tensor::view_of(grads_, 0, {static_cast<int64_t>(total_)}) : Tensor::empty({0}, {DType::f32, device_});
+  return grads_ ? Tensor::view_of(grads_, 0, {static_cast<int64_t>(total_)}, dtype_) : Tensor::empty({0}, {dtype_, device_});
 }
 
 void Parameters::zero_grad() {
   if (grads_) flat_grads().fill(0.0);
 }
 
-Parameters Parameters::to(Device device) const {
+Parameters Parameters::to(Device device, DType dtype) const {
   std::vector<std::pair<std::string, Shape>> layout;
   for (const Entry& e : entries_) layout.emplace_back(e.name, e.value.shape());
-  Parameters copy(layout, device);
-  copy.flat_values().copy_from(flat_values());
-  copy.flat_grads().copy_from(flat_grads());
+  Parameters copy(layout, device, dtype);
+  copy.flat_values().copy_from(flat_values().to(dtype).to(device));
+  copy.flat_grads().copy_from(flat_grads().to(dtype).to(device));
   return copy;
 }
 
-Parameters Parameters::clone() const { return to(device_); }
+Parameters Parameters::to(Device device) const { return to(device, dtype_); }
+Parameters Parameters::clone() const { return to(device_, dtype_); }
 
 // ---- init ----
 

@@ -1,6 +1,6 @@
 // The communicator: the one small interface every collective goes through (like PyTorch's
-// ProcessGroup). Backends: "local" (a single process, collectives are no-ops) and "mpi".
-// A NCCL backend for GPU buffers plugs in behind the same interface.
+// ProcessGroup). Backends: "local" (a single process, collectives are no-ops), "mpi", and "nccl"
+// (GPU tensors through NCCL; host buffers through the MPI communicator it was bootstrapped from).
 //
 // Every failure throws axon::CommError naming the operation, this rank, the world size and the
 // element count, so a broken job says which rank and which collective went wrong.
@@ -11,6 +11,8 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+
+#include "axon/tensor.h"
 
 namespace axon {
 
@@ -36,6 +38,14 @@ class Communicator {
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;
 
+  // Collectives on a contiguous f32, f64 or bf16 tensor on any device, in place. The default
+  // implementation runs host tensors through the span versions and stages GPU tensors through
+  // host memory (a CUDA-aware MPI is not assumed); bf16 is reduced in f32 and rounded once. The
+  // NCCL backend reduces GPU tensors on the GPU. Throws CommError naming the op, the dtype and the
+  // device it cannot handle.
+  virtual void allreduce(Tensor& data, ReduceOp op = ReduceOp::sum);
+  virtual void broadcast(Tensor& data, int root);
+
   bool is_root() const { return rank() == 0; }
 };
 
@@ -46,6 +56,14 @@ std::unique_ptr<Communicator> make_local_communicator();
 std::unique_ptr<Communicator> make_mpi_communicator();
 // MPI when the process was started by mpirun/srun (rank variables are set), local otherwise.
 std::unique_ptr<Communicator> make_communicator();
+// NCCL over the GPU `device` (cuda:k), bootstrapped through `bootstrap` (its rank 0 makes the
+// ncclUniqueId and broadcasts it; a local communicator gives a world of one). Host collectives
+// are forwarded to `bootstrap`, which must outlive the result. Throws CommError naming the rank
+// and device when NCCL is missing from this build or cannot start.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Device device);
+// The NCCL version linked in ("2.27.3"); "" when built without NCCL.
+std::string nccl_version();
+
 // Whether this process was started by a launcher that runs several ranks.
 bool launched_with_ranks();
 

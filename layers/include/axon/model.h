@@ -91,9 +91,11 @@ class Parameters {
   };
 
   Parameters() = default;
-  // Lays out parameters of these names and shapes contiguously, in this order, zero-filled, as f32
-  // on `device`. Throws when the device cannot be used (see axon/allocator.h).
-  Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device = Device::cpu());
+  // Lays out parameters of these names and shapes contiguously, in this order, zero-filled, of
+  // `dtype` (f32, f64 or bf16) on `device`. Throws when the device cannot be used (see
+  // axon/allocator.h) or the dtype is not floating.
+  Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device = Device::cpu(),
+             DType dtype = DType::f32);
 
   size_t size() const { return entries_.size(); }       // number of tensors
   size_t count() const { return total_; }              // number of floats
@@ -102,20 +104,24 @@ class Parameters {
   const Tensor& at(size_t index) const { return entries_.at(index).value; }
 
   Device device() const { return device_; }
+  DType dtype() const { return dtype_; }
 
   // The flat buffers that data-parallel training all-reduces and optimizers update in one pass,
-  // as host spans (std::logic_error naming the device when the parameters live on a GPU) ...
+  // as host f32 spans (std::logic_error naming the device and dtype for parameters that are not
+  // f32 on the CPU) ...
   std::span<float> values();
   std::span<const float> values() const;
   std::span<float> grads();
   std::span<const float> grads() const;
-  // ... or as f32 tensors {count()} on the parameters' device, sharing the buffers.
+  // ... or as tensors {count()} of the parameters' dtype and device, sharing the buffers.
   Tensor flat_values() const;
   Tensor flat_grads() const;
   void zero_grad();
-  // A deep copy with its own buffers, on the same device or on another one.
+  // A deep copy with its own buffers, on the same device or on another one, converted to `dtype`
+  // (a bf16 compute copy of f32 master weights, for mixed precision).
   Parameters clone() const;
   Parameters to(Device device) const;
+  Parameters to(Device device, DType dtype) const;
 
  private:
   std::vector<Entry> entries_;
@@ -125,6 +131,7 @@ class Parameters {
   std::shared_ptr<Storage> values_, grads_;
   size_t total_ = 0;
   Device device_ = Device::cpu();
+  DType dtype_ = DType::f32;
 };
 
 Parameters init(const Model& model, uint64_t seed);
