@@ -117,6 +117,9 @@ class MpiCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_communicator() { return std::make_unique<MpiCommunicator>(); }
+std::unique_ptr<Communicator> make_mpi_communicator() {
+  std::unique_ptr<Communicator> comm = std::make_unique<MpiCommunicator>();
+  return distributed_debug_enabled() ? with_collective_checks(std::move(comm)) : std::move(comm);
+}
 
 }  // namespace axon
