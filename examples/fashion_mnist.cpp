@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "axon/agreement.h"
 #include "axon/communicator.h"
 #include "axon/data.h"
 #include "axon/model.h"
@@ -113,8 +114,14 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const NonFiniteError& e) {
     // Its own exit status, so scripts can tell a diverged run from bad input (docs/getting-started.md).
+    // Every rank stops at the same step, so MPI can finalize instead of aborting the job.
     std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    mark_failure_collective();
     return kExitNonFinite;
+  } catch (const DisagreementError& e) {
+    std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    mark_failure_collective();
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
     // A non-zero exit under MPI stops the whole job (see distributed/src/mpi_communicator.cpp).

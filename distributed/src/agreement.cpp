@@ -91,7 +91,7 @@ void Agreement::verify(Communicator& comm, std::string_view context) const {
   comm.allreduce(header, ReduceOp::sum);
   for (size_t r = 1; r < n; ++r) {
     if (header[r * 3] != header[0] || get(header, r * 3 + 1) != get(header, 1))
-      throw CommError(fmt::format(
+      throw DisagreementError(fmt::format(
           "{}: ranks check different lists of facts before training (rank 0: {} facts, rank {}: {} facts, or their "
           "names differ); are all ranks running the same Axon build? (seen on rank {})",
           context, header[0], r, header[r * 3], me));
@@ -151,7 +151,7 @@ void Agreement::verify(Communicator& comm, std::string_view context) const {
     message += fmt::format("{}ranks disagree on {}: {}", i ? "; " : "", facts_[f].name, describe(values));
   }
   message += fmt::format(" (seen on rank {}; every rank must run with the same data and options)", me);
-  throw CommError(message);
+  throw DisagreementError(message);
 }
 
 }  // namespace axon

@@ -18,6 +18,12 @@
 
 namespace axon {
 
+// Thrown by Agreement::verify, on every rank alike.
+class DisagreementError : public CommError {
+ public:
+  using CommError::CommError;
+};
+
 class Agreement {
  public:
   // Facts are compared in the order added. Names are for messages ("train dataset size").
@@ -33,7 +39,7 @@ class Agreement {
 
   // Collective: every rank of `comm` must call it, with facts of the same names in the same
   // order. Costs two small all-reduces (n × 3 and n × 2·facts doubles for n ranks) when the ranks
-  // agree. Throws CommError on every rank when they do not, e.g.
+  // agree. Throws DisagreementError (a CommError) on every rank when they do not, e.g.
   //   "<context>: ranks disagree on train dataset size: rank 0 has 60000, rank 1 has 1000"
   // (one clause per differing fact), or when the ranks check different lists of facts.
   void verify(Communicator& comm, std::string_view context) const;

@@ -64,6 +64,14 @@ std::unique_ptr<Communicator> with_collective_checks(std::unique_ptr<Communicato
 // Whether this process was started by a launcher that runs several ranks.
 bool launched_with_ranks();
 
+// A program that is about to exit with a failure that every rank hit at the same point (an error
+// decided from values all ranks share, such as axon::DisagreementError or a NonFiniteError)
+// calls this first: MPI is then finalized at exit instead of aborting the job, so every rank's
+// message is printed and the job's exit status is the ranks' own. Never call it for a failure
+// that other ranks may not share: they would wait for this rank in their next collective.
+void mark_failure_collective();
+bool failure_is_collective();
+
 // How many ranks share this machine (from the launcher's environment; 1 when unknown).
 int local_world_size();
 
