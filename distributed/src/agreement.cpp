@@ -63,6 +63,11 @@ Agreement& Agreement::add_uint(std::string name, uint64_t value) {
   return *this;
 }
 
+Agreement& Agreement::add_hash(std::string name, uint64_t value) {
+  facts_.push_back({std::move(name), Kind::hash, value, {}});
+  return *this;
+}
+
 Agreement& Agreement::add_double(std::string name, double value) {
   facts_.push_back({std::move(name), Kind::real, std::bit_cast<uint64_t>(value), {}});
   return *this;
@@ -146,6 +151,7 @@ void Agreement::verify(Communicator& comm, std::string_view context) const {
         case Kind::uint: values[r] = std::to_string(bits); break;
         case Kind::real: values[r] = fmt::format("{}", std::bit_cast<double>(bits)); break;
         case Kind::text: values[r] = texts[f][r]; break;
+        case Kind::hash: values[r] = fmt::format("{:#018x}", bits); break;
       }
     }
     message += fmt::format("{}ranks disagree on {}: {}", i ? "; " : "", facts_[f].name, describe(values));

@@ -212,6 +212,7 @@ TEST(Trainer, RanksWithDifferentDatasetsFailOnBothRanksBeforeTheFirstCollective)
   const std::string msg = comm_error_of([&] { trainer.fit(train); });
   EXPECT_THAT(msg, HasSubstr("ranks disagree on train dataset size: rank 0 has 640, rank 1 has 100"));
   EXPECT_THAT(msg, HasSubstr("ranks disagree on steps per epoch: rank 0 has 20, rank 1 has 4"));
+  EXPECT_THAT(msg, ::testing::ContainsRegex("ranks disagree on train label checksum: rank 0 has 0x[0-9a-f]{16}, rank 1 has 0x"));
   EXPECT_EQ(opt->steps(), 0);
 }
 

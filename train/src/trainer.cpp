@@ -132,7 +132,7 @@ uint64_t label_checksum(const data::Dataset& ds) { return fnv1a64(ds.labels.data
 void add_dataset_facts(Agreement& facts, const std::string& which, const data::Dataset& ds) {
   facts.add_uint(which + " dataset size", ds.count)
       .add_string(which + " sample shape", shape_text(ds.sample_shape))
-      .add_uint(which + " label checksum", label_checksum(ds));
+      .add_hash(which + " label checksum", label_checksum(ds));
 }
 
 // Steps per epoch from the sampler's arithmetic, without making one (it throws on empty data).
@@ -201,7 +201,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("drop_last", options_.drop_last)
       .add_uint("seed", options_.seed)
       .add_uint("parameter count", params_.count())
-      .add_uint("parameter layout fingerprint", layout_fingerprint(params_))
+      .add_hash("parameter layout fingerprint", layout_fingerprint(params_))
       .add_string("optimizer", optimizer_.config())
       .add_uint("optimizer steps taken", static_cast<uint64_t>(optimizer_.steps()));
   facts.verify(comm_, "trainer");
@@ -262,7 +262,7 @@ EvalResult Trainer::evaluate(const data::Dataset& dataset) {
   Agreement facts;
   add_dataset_facts(facts, "evaluation", dataset);
   facts.add_uint("eval batch size", options_.eval_batch_size)
-      .add_uint("parameter layout fingerprint", layout_fingerprint(params_));
+      .add_hash("parameter layout fingerprint", layout_fingerprint(params_));
   facts.verify(comm_, "trainer: evaluate");
   return evaluate_agreed(dataset, 0);
 }

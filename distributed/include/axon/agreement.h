@@ -29,6 +29,8 @@ class Agreement {
   // Facts are compared in the order added. Names are for messages ("train dataset size").
   // Returns *this, so facts can be chained.
   Agreement& add_uint(std::string name, uint64_t value);
+  // A checksum or fingerprint: compared like add_uint, shown in hex (0x...).
+  Agreement& add_hash(std::string name, uint64_t value);
   // Compared bit for bit (so NaN agrees with the same NaN, and 0.0 differs from -0.0).
   Agreement& add_double(std::string name, double value);
   // Compared by a 64-bit hash; on a mismatch the strings themselves are exchanged for the message
@@ -45,7 +47,7 @@ class Agreement {
   void verify(Communicator& comm, std::string_view context) const;
 
  private:
-  enum class Kind { uint, real, text };
+  enum class Kind { uint, real, text, hash };
   struct Fact {
     std::string name;
     Kind kind;
