@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "axon/agreement.h"
