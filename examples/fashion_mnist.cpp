@@ -11,8 +11,10 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
+#include "axon/agreement.h"
 #include "axon/communicator.h"
 #include "axon/data.h"
 #include "axon/model.h"
@@ -82,16 +84,24 @@ static int run(int argc, char** argv) {
   TrainResult result = trainer.fit(train, &test);
 
   if (comm->is_root()) {
+    // Metrics over 0 samples were not measured: said on stderr, null in the JSON, never 0.
+    auto metric = [](const std::optional<double>& v) { return v ? fmt::format("{:.4f}", *v) : std::string("n/a"); };
     for (const EpochResult& e : result.epochs)
-      std::fprintf(stderr, "epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.2fs\n", e.epoch,
-                   e.train_loss, e.train_accuracy, e.test.loss, e.test.accuracy, e.train_seconds);
+      std::fprintf(stderr, "epoch %d: train loss %.4f acc %.4f | test loss %s acc %s | %.2fs\n", e.epoch,
+                   e.train_loss, e.train_accuracy, metric(e.test.loss).c_str(), metric(e.test.accuracy).c_str(),
+                   e.train_seconds);
     const EpochResult& last = result.epochs.back();
+    if (last.test.samples == 0)
+      std::fprintf(stderr, "fashion_mnist: note: test split is empty (%s): test metrics not measured\n",
+                   test.source.c_str());
+    auto json_metric = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
     nlohmann::json out = {{"model", model_name},
                           {"world_size", comm->size()},
                           {"epochs", epochs},
                           {"batch_size", batch_size},
-                          {"test_accuracy", last.test.accuracy},
-                          {"test_loss", last.test.loss},
+                          {"test_accuracy", json_metric(last.test.accuracy)},
+                          {"test_loss", json_metric(last.test.loss)},
+                          {"test_samples", last.test.samples},
                           {"train_samples_per_s", result.samples_per_second()},
                           {"params_sha256", parameters_sha256(params)}};
     std::cout << out.dump() << std::endl;
@@ -102,6 +112,16 @@ static int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
+  } catch (const NonFiniteError& e) {
+    // Its own exit status, so scripts can tell a diverged run from bad input (docs/getting-started.md).
+    // Every rank stops at the same step, so MPI can finalize instead of aborting the job.
+    std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    mark_failure_collective();
+    return kExitNonFinite;
+  } catch (const DisagreementError& e) {
+    std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    mark_failure_collective();
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
     // A non-zero exit under MPI stops the whole job (see distributed/src/mpi_communicator.cpp).

@@ -92,6 +92,7 @@ Dataset load_fashion_mnist(const std::string& dir, Split split) {
   ds.sample_shape = {images.dims[1], images.dims[2]};
   ds.sample_size = ds.sample_shape[0] * ds.sample_shape[1];
   ds.num_classes = fashion_mnist_classes;
+  ds.source = *images_path;
 
   // Pixels: checked (the file may not be ubyte) and scaled to [0, 1] in place.
   ds.images = std::move(images.values);

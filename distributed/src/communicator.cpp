@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -36,6 +37,13 @@ int env_int(const char* name, int fallback) {
 }
 
 }  // namespace
+
+namespace {
+std::atomic<bool> collective_failure{false};
+}
+
+void mark_failure_collective() { collective_failure = true; }
+bool failure_is_collective() { return collective_failure; }
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
 

@@ -16,12 +16,15 @@ namespace {
 // MPI stays initialized until the process exits, and how it ends depends on how the process
 // exits: a success finalizes; a failure (exit status != 0, e.g. main returning 1 after catching
 // an error) aborts the whole job, so the other ranks do not wait in a collective for this one.
-// glibc's on_exit() hands us the exit status, which atexit() does not.
+// glibc's on_exit() hands us the exit status, which atexit() does not. A failure that every rank
+// shares (mark_failure_collective) finalizes as well.
 void finish_mpi(int status, void*) {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
-  if (status == 0) {
+  if (status == 0 || failure_is_collective()) {
+    // Every rank is exiting here too (a failure they all decided alike): a clean finalize keeps
+    // each rank's message and exit status, where an abort would kill ranks mid-sentence.
     MPI_Finalize();
   } else {
     int rank = -1;
@@ -117,6 +120,9 @@ class MpiCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_communicator() { return std::make_unique<MpiCommunicator>(); }
+std::unique_ptr<Communicator> make_mpi_communicator() {
+  std::unique_ptr<Communicator> comm = std::make_unique<MpiCommunicator>();
+  return distributed_debug_enabled() ? with_collective_checks(std::move(comm)) : std::move(comm);
+}
 
 }  // namespace axon

@@ -73,6 +73,10 @@ class Sgd final : public Optimizer {
           "sgd: need momentum, weight_decay >= 0 and 0 <= dampening <= 1; nesterov needs momentum > 0 and dampening 0");
   }
   std::string name() const override { return "sgd"; }
+  std::string config() const override {
+    return fmt::format("sgd(lr={}, momentum={}, dampening={}, weight_decay={}, nesterov={})", lr_, o_.momentum,
+                       o_.dampening, o_.weight_decay, o_.nesterov);
+  }
   std::vector<std::pair<std::string, Tensor*>> state() override {
     if (o_.momentum == 0.0) return {};
     return {{"momentum_buffer", &buf_}};
@@ -103,6 +107,10 @@ class Adam final : public Optimizer {
       throw std::invalid_argument(fmt::format("{}: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0", name()));
   }
   std::string name() const override { return decoupled_ ? "adamw" : "adam"; }
+  std::string config() const override {
+    return fmt::format("{}(lr={}, beta1={}, beta2={}, eps={}, weight_decay={}, amsgrad={})", name(), lr_, o_.beta1,
+                       o_.beta2, o_.eps, o_.weight_decay, o_.amsgrad);
+  }
   std::vector<std::pair<std::string, Tensor*>> state() override {
     std::vector<std::pair<std::string, Tensor*>> s{{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
     if (o_.amsgrad) s.push_back({"max_exp_avg_sq", &vmax_});

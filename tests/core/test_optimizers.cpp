@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -104,4 +105,14 @@ TEST(Optimizers, RestoredStateAndStepCountContinueTheTrajectory) {
   first->step(a, g);
   resumed->step(b, g);
   EXPECT_EQ(a, b);
+}
+
+TEST(Optimizers, ConfigNamesEveryHyperparameter) {
+  EXPECT_EQ(adam({.lr = 1e-3})->config(), "adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0, amsgrad=false)");
+  EXPECT_EQ(sgd({.lr = 0.1, .momentum = 0.9})->config(),
+            "sgd(lr=0.1, momentum=0.9, dampening=0, weight_decay=0, nesterov=false)");
+  EXPECT_EQ(make_optimizer("adamw", 0.01)->config(),
+            "adamw(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.01, amsgrad=false)");
+  // Learning rates that differ in the last bit still describe differently.
+  EXPECT_NE(adam({.lr = 0.1})->config(), adam({.lr = std::nextafter(0.1, 1.0)})->config());
 }

@@ -31,3 +31,17 @@ TEST(Jobs, ARankReturningAnErrorStopsTheJobInsteadOfHanging) {
   EXPECT_THAT(r.output, HasSubstr("axonrun: job failed"));
   EXPECT_LT(r.seconds, 60.0) << r.output;
 }
+
+TEST(Jobs, MismatchedCollectiveCountsUnderDistributedDebugAreAnErrorOnEveryRank) {
+  // Rank 0 all-reduces 4 floats, rank 1 five: with AXON_DISTRIBUTED_DEBUG=1 both ranks fail with
+  // a message naming both calls, before MPI can write 5 values into a 4-value buffer.
+  Result r = run_command("AXON_DISTRIBUTED_DEBUG=1 timeout -k 10 90 " + std::string(AXON_BIN_DIR) + "/axonrun -n 2 " +
+                         AXON_BIN_DIR + "/collective_mismatch");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.code, 124) << "the job hung:\n" << r.output;
+  EXPECT_THAT(r.output, HasSubstr("collective mismatch (AXON_DISTRIBUTED_DEBUG) at call 1 of rank 0"));
+  EXPECT_THAT(r.output, HasSubstr("collective mismatch (AXON_DISTRIBUTED_DEBUG) at call 1 of rank 1"));
+  EXPECT_THAT(r.output, HasSubstr("rank 0 calls allreduce(float, sum) of 4 elements, rank 1 calls allreduce(float, sum) of 5 elements"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("reduced")));
+  EXPECT_LT(r.seconds, 60.0) << r.output;
+}

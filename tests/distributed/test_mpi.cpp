@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 
+#include "axon/agreement.h"
 #include "axon/communicator.h"
 #include "axon/data_parallel.h"
+#include "axon/losses.h"
+#include "axon/ops.h"
 #include "axon/trainer.h"
 
 using namespace axon;
@@ -149,6 +153,163 @@ TEST_P(Equivalence, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
 INSTANTIATE_TEST_SUITE_P(Optimizers, Equivalence,
                          ::testing::Values(EquivalenceCase{"sgd", 16, 2}, EquivalenceCase{"adam", 16, 2},
                                            EquivalenceCase{"adamw", 8, 1}));
+
+// ---- Ranks that disagree (docs/reliability.md) ----
+
+// Runs f on every rank and returns the CommError's message (failing when f does not throw).
+template <class F>
+static std::string comm_error_of(F&& f) {
+  try {
+    f();
+  } catch (const CommError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a CommError on rank " << world().rank();
+  return "";
+}
+
+TEST(Agreement, RanksThatAgreePass) {
+  Agreement facts;
+  facts.add_uint("train dataset size", 60000).add_double("lr", 1e-3).add_string("optimizer", "adam(lr=0.001)");
+  facts.verify(world(), "test");
+  Agreement none;
+  none.verify(world(), "test");
+}
+
+TEST(Agreement, EveryDifferingFactIsNamedWithEveryRanksValueOnEveryRank) {
+  const int r = world().rank();
+  Agreement facts;
+  facts.add_uint("train dataset size", r == 0 ? 60000 : 1000)
+      .add_uint("epochs", 2)
+      .add_double("lr", r == 0 ? 1e-3 : 0.5)
+      .add_string("optimizer", r == 0 ? "adam(lr=0.001)" : "sgd(lr=0.5)");
+  const std::string msg = comm_error_of([&] { facts.verify(world(), "trainer"); });
+  EXPECT_THAT(msg, HasSubstr("trainer: ranks disagree on train dataset size: rank 0 has 60000, rank 1 has 1000"));
+  EXPECT_THAT(msg, HasSubstr("ranks disagree on lr: rank 0 has 0.001, rank 1 has 0.5"));
+  EXPECT_THAT(msg, HasSubstr("ranks disagree on optimizer: rank 0 has 'adam(lr=0.001)', rank 1 has 'sgd(lr=0.5)'"));
+  EXPECT_THAT(msg, ::testing::Not(HasSubstr("epochs")));
+  EXPECT_THAT(msg, HasSubstr("seen on rank " + std::to_string(r)));
+  // The ranks are still in step: a following collective matches.
+  std::vector<double> one{1.0};
+  world().allreduce(one);
+  EXPECT_EQ(one[0], 2.0);
+}
+
+TEST(Agreement, DifferentListsOfFactsAreAnErrorNotAMismatchedCollective) {
+  Agreement facts;
+  facts.add_uint("a", 1);
+  if (world().rank() == 1) facts.add_uint("b", 2);
+  const std::string msg = comm_error_of([&] { facts.verify(world(), "trainer"); });
+  EXPECT_THAT(msg, HasSubstr("ranks check different lists of facts"));
+}
+
+TEST(Trainer, RanksWithDifferentDatasetsFailOnBothRanksBeforeTheFirstCollective) {
+  const data::Dataset train = synthetic(world().rank() == 0 ? 640 : 100);
+  Model model = input({-1, 12}) | dense(16, Activation::tanh) | dense(3);
+  Parameters params = init(model, 3);
+  auto opt = make_optimizer("adam", 0.01);
+  Trainer trainer(model, params, *opt, world(), {.epochs = 1, .batch_size = 16, .progress = false});
+  const std::string msg = comm_error_of([&] { trainer.fit(train); });
+  EXPECT_THAT(msg, HasSubstr("ranks disagree on train dataset size: rank 0 has 640, rank 1 has 100"));
+  EXPECT_THAT(msg, HasSubstr("ranks disagree on steps per epoch: rank 0 has 20, rank 1 has 4"));
+  EXPECT_THAT(msg, ::testing::ContainsRegex("ranks disagree on train label checksum: rank 0 has 0x[0-9a-f]{16}, rank 1 has 0x"));
+  EXPECT_EQ(opt->steps(), 0);
+}
+
+TEST(Trainer, RanksWithDifferentOptionsOrOptimizersFailOnBothRanks) {
+  const data::Dataset train = synthetic(64);
+  Model model = input({-1, 12}) | dense(3);
+  const int r = world().rank();
+  {
+    Parameters params = init(model, 3);
+    auto opt = make_optimizer("adam", 0.01);
+    Trainer trainer(model, params, *opt, world(), {.epochs = 1 + r, .batch_size = 16, .progress = false});
+    EXPECT_THAT(comm_error_of([&] { trainer.fit(train); }), HasSubstr("ranks disagree on epochs: rank 0 has 1, rank 1 has 2"));
+  }
+  {
+    Parameters params = init(model, 3);
+    auto opt = r == 0 ? make_optimizer("adam", 0.01) : make_optimizer("sgd", 0.01);
+    Trainer trainer(model, params, *opt, world(), {.epochs = 1, .batch_size = 16, .progress = false});
+    EXPECT_THAT(comm_error_of([&] { trainer.fit(train); }),
+                HasSubstr("ranks disagree on optimizer: rank 0 has 'adam(lr=0.01,"));
+  }
+}
+
+TEST(Trainer, EvaluateOnDifferentDatasetsFailsOnBothRanks) {
+  const data::Dataset test = synthetic(world().rank() == 0 ? 50 : 60);
+  Model model = input({-1, 12}) | dense(3);
+  Parameters params = init(model, 3);
+  auto opt = make_optimizer("adam", 0.01);
+  Trainer trainer(model, params, *opt, world(), {.progress = false});
+  EXPECT_THAT(comm_error_of([&] { trainer.evaluate(test); }),
+              HasSubstr("ranks disagree on evaluation dataset size: rank 0 has 50, rank 1 has 60"));
+}
+
+// ---- Non-finite numbers stop every rank at the same step ----
+
+TEST(Trainer, NaNLossOnOneRankStopsBothRanksAtTheSameStep) {
+  const data::Dataset train = synthetic(640);
+  Model model = input({-1, 12}) | dense(16, Activation::tanh) | dense(3);
+  for (int bad_step : {1, 3}) {
+    SCOPED_TRACE("NaN from step " + std::to_string(bad_step) + " on rank 1");
+    Parameters params = init(model, 3);
+    auto opt = make_optimizer("sgd", 0.01);
+    int calls = 0;
+    LossFn loss = [&](const Tensor& out, std::span<const int32_t> labels) {
+      Tensor l = softmax_cross_entropy(out, labels);
+      return (world().rank() == 1 && ++calls >= bad_step) ? l * std::numeric_limits<float>::quiet_NaN() : l;
+    };
+    Trainer trainer(model, params, *opt, world(), {.epochs = 2, .batch_size = 16, .progress = false}, loss);
+    int epoch = -1;
+    int64_t step = -1;
+    std::string msg;
+    try {
+      trainer.fit(train);
+      ADD_FAILURE() << "rank " << world().rank() << " did not stop";
+    } catch (const NonFiniteError& e) {
+      epoch = e.epoch;
+      step = e.step;
+      msg = e.what();
+    }
+    EXPECT_EQ(epoch, 1);
+    EXPECT_EQ(step, bad_step);
+    EXPECT_EQ(opt->steps(), bad_step - 1);
+    if (world().rank() == 1) EXPECT_THAT(msg, HasSubstr("non-finite loss nan"));
+    else EXPECT_THAT(msg, HasSubstr("non-finite gradient"));
+    EXPECT_THAT(msg, HasSubstr("try a lower one"));
+    // Both ranks stopped in step: the next collective matches.
+    std::vector<double> one{1.0};
+    world().allreduce(one);
+    EXPECT_EQ(one[0], 2.0);
+  }
+}
+
+// ---- AXON_DISTRIBUTED_DEBUG: per-collective checks ----
+
+TEST(CollectiveChecks, MismatchedCountsThrowOnBothRanksWithoutWritingPastTheBuffer) {
+  auto checked = with_collective_checks(make_mpi_communicator());
+  const int r = world().rank();
+  std::vector<float> buf(static_cast<size_t>(4 + r), 1.0f);
+  const std::string msg = comm_error_of([&] { checked->allreduce(buf); });
+  EXPECT_THAT(msg, HasSubstr("rank 0 calls allreduce(float, sum) of 4 elements, rank 1 calls allreduce(float, sum) of 5 elements"));
+  EXPECT_THAT(msg, HasSubstr("of rank " + std::to_string(r)));
+  EXPECT_EQ(buf, std::vector<float>(static_cast<size_t>(4 + r), 1.0f)) << "the mismatched call must not be made";
+
+  // Different operations and dtypes are caught too.
+  std::vector<double> d(3, 1.0);
+  std::vector<float> f(3, 1.0f);
+  const std::string msg2 = comm_error_of([&] {
+    if (r == 0) checked->allreduce(d, ReduceOp::max);
+    else checked->broadcast(f, 0);
+  });
+  EXPECT_THAT(msg2, HasSubstr("rank 0 calls allreduce(double, max) of 3 elements, rank 1 calls broadcast(float, root 0) of 3 elements"));
+
+  // Matching calls go through.
+  std::vector<float> ok{static_cast<float>(r)};
+  checked->allreduce(ok);
+  EXPECT_EQ(ok[0], 1.0f);
+  checked->barrier();
+}
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);

@@ -1,7 +1,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "../support/gradcheck.h"
@@ -102,12 +104,14 @@ TEST(Trainer, LearnsASeparableProblemAndReportsConsistentNumbers) {
   ASSERT_EQ(result.epochs.size(), 5u);
   EXPECT_EQ(result.train_samples, 5 * 2000);
   EXPECT_LT(result.epochs.back().train_loss, result.epochs.front().train_loss);
-  EXPECT_GT(result.epochs.back().test.accuracy, 0.9);
-  EXPECT_GT(result.epochs.back().test.accuracy, before.accuracy);
+  ASSERT_TRUE(result.epochs.back().test.accuracy && before.accuracy);
+  EXPECT_GT(*result.epochs.back().test.accuracy, 0.9);
+  EXPECT_GT(*result.epochs.back().test.accuracy, *before.accuracy);
   EXPECT_EQ(result.epochs.back().test.samples, 500);
   EXPECT_GT(result.samples_per_second(), 0);
   EvalResult after = trainer.evaluate(test);
-  EXPECT_DOUBLE_EQ(after.accuracy, result.epochs.back().test.accuracy);
+  ASSERT_TRUE(after.accuracy);
+  EXPECT_DOUBLE_EQ(*after.accuracy, *result.epochs.back().test.accuracy);
 }
 
 TEST(Trainer, SameSeedIsBitIdentical) {
@@ -169,5 +173,112 @@ TEST(Trainer, DatasetWhoseShapeFieldsDisagreeIsAnErrorNotACrash) {
     FAIL();
   } catch (const std::invalid_argument& e) {
     EXPECT_THAT(e.what(), HasSubstr("do not fill a batch"));
+  }
+}
+
+// ---- Non-finite numbers stop training (docs/reliability.md) ----
+
+static bool all_finite(const Parameters& params) {
+  for (float v : const_cast<Parameters&>(params).values())
+    if (!std::isfinite(v)) return false;
+  return true;
+}
+
+TEST(Trainer, LossThatIsNaNFromStepOneStopsBeforeAnyUpdate) {
+  data::Dataset train = synthetic(64, 1);
+  Model model = input({-1, 8}) | dense(4);
+  Parameters params = init(model, 0);
+  const std::string before = parameters_sha256(params);
+  auto opt = sgd({.lr = 0.1});
+  auto comm = make_local_communicator();
+  LossFn nan_loss = [](const Tensor& out, std::span<const int32_t> labels) {
+    return softmax_cross_entropy(out, labels) * std::numeric_limits<float>::quiet_NaN();
+  };
+  Trainer trainer(model, params, *opt, *comm, {.epochs = 2, .batch_size = 16, .progress = false}, nan_loss);
+  try {
+    trainer.fit(train);
+    FAIL() << "a NaN loss must stop training";
+  } catch (const NonFiniteError& e) {
+    EXPECT_EQ(e.epoch, 1);
+    EXPECT_EQ(e.step, 1);
+    EXPECT_TRUE(std::isnan(e.value));
+    EXPECT_THAT(e.what(), HasSubstr("non-finite loss nan at epoch 1, step 1"));
+    EXPECT_THAT(e.what(), HasSubstr("try a lower one"));
+  }
+  EXPECT_EQ(parameters_sha256(params), before) << "no optimizer step may apply a non-finite gradient";
+  EXPECT_EQ(opt->steps(), 0);
+}
+
+TEST(Trainer, HugeLearningRateStopsAtTheFirstNonFiniteLossWithFiniteParameters) {
+  data::Dataset train = synthetic(256, 1);
+  Model model = input({-1, 8}) | dense(32, Activation::relu) | dense(32, Activation::relu) | dense(4);
+  Parameters params = init(model, 0);
+  auto opt = adam({.lr = 1e30});
+  auto comm = make_local_communicator();
+  Trainer trainer(model, params, *opt, *comm, {.epochs = 3, .batch_size = 16, .progress = false});
+  try {
+    trainer.fit(train);
+    FAIL() << "lr 1e30 must diverge";
+  } catch (const NonFiniteError& e) {
+    EXPECT_EQ(e.epoch, 1);
+    EXPECT_GE(e.step, 2);
+    EXPECT_FALSE(std::isfinite(e.value));
+    EXPECT_THAT(e.what(), HasSubstr("learning rate (1e+30) is probably too high"));
+  }
+  EXPECT_TRUE(all_finite(params));
+}
+
+TEST(Trainer, NonFiniteEvaluationLossIsAnErrorNotANumber) {
+  data::Dataset test = synthetic(20, 2);
+  test.source = "/data/t10k-images";
+  Model model = input({-1, 8}) | dense(4);
+  Parameters params = init(model, 0);
+  params.values()[0] = std::numeric_limits<float>::infinity();
+  params.values()[1] = -std::numeric_limits<float>::infinity();
+  auto opt = adam();
+  auto comm = make_local_communicator();
+  Trainer trainer(model, params, *opt, *comm, {.progress = false});
+  try {
+    trainer.evaluate(test);
+    FAIL();
+  } catch (const NonFiniteError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("non-finite evaluation loss"));
+    EXPECT_THAT(e.what(), HasSubstr("/data/t10k-images"));
+  }
+}
+
+// ---- Metrics over zero samples are not measured ----
+
+TEST(Trainer, EmptyTestSetIsReportedAsNotMeasured) {
+  data::Dataset train = synthetic(64, 1), test = synthetic(0, 2);
+  Model model = input({-1, 8}) | dense(4);
+  Parameters params = init(model, 0);
+  auto opt = adam();
+  auto comm = make_local_communicator();
+  Trainer trainer(model, params, *opt, *comm, {.batch_size = 16, .progress = false});
+  TrainResult result = trainer.fit(train, &test);
+  ASSERT_EQ(result.epochs.size(), 1u);
+  EXPECT_EQ(result.epochs[0].test.samples, 0);
+  EXPECT_FALSE(result.epochs[0].test.loss.has_value());
+  EXPECT_FALSE(result.epochs[0].test.accuracy.has_value());
+  EvalResult direct = trainer.evaluate(test);
+  EXPECT_FALSE(direct.loss.has_value());
+  EXPECT_FALSE(direct.accuracy.has_value());
+}
+
+TEST(Trainer, EmptyTrainingSetNamesItsSourceNotOurInternals) {
+  data::Dataset train = synthetic(0, 1);
+  train.source = "/data/fmnist/train-images-idx3-ubyte.gz";
+  Model model = input({-1, 8}) | dense(4);
+  Parameters params = init(model, 0);
+  auto opt = adam();
+  auto comm = make_local_communicator();
+  Trainer trainer(model, params, *opt, *comm, {.progress = false});
+  try {
+    trainer.fit(train);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("training set /data/fmnist/train-images-idx3-ubyte.gz has no samples"));
+    EXPECT_THAT(e.what(), ::testing::Not(HasSubstr("DistributedSampler")));
   }
 }

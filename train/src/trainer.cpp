@@ -6,11 +6,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
+#include "axon/agreement.h"
 #include "axon/autograd.h"
 #include "axon/losses.h"
 #include "axon/metrics.h"
@@ -102,62 +105,152 @@ Tensor Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t>
   return x;
 }
 
-double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) { return run_step(x, labels).loss; }
+double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
+  return run_step(x, labels, 0, optimizer_.steps() + 1).loss;
+}
 
-Trainer::StepResult Trainer::run_step(const Tensor& x, std::span<const int32_t> labels) {
-  if (!synced_) {
-    // Same model and same starting point on every rank, checked before the first collective.
-    data_parallel_.verify_layout(layout_fingerprint(params_));
-    data_parallel_.broadcast_parameters();
-    synced_ = true;
-  }
+void Trainer::sync_parameters() {
+  if (synced_) return;
+  // Same model and same starting point on every rank, checked before the first collective.
+  data_parallel_.verify_layout(layout_fingerprint(params_));
+  data_parallel_.broadcast_parameters();
+  synced_ = true;
+}
+
+namespace {
+
+std::string where_from(const data::Dataset& ds) { return ds.source.empty() ? "(in memory)" : ds.source; }
+
+std::string shape_text(const std::vector<size_t>& shape) {
+  std::string out;
+  for (size_t d : shape) out += fmt::format("{}{}", out.empty() ? "" : "x", d);
+  return out.empty() ? "scalar" : out;
+}
+
+uint64_t label_checksum(const data::Dataset& ds) { return fnv1a64(ds.labels.data(), ds.labels.size() * sizeof(int32_t)); }
+
+void add_dataset_facts(Agreement& facts, const std::string& which, const data::Dataset& ds) {
+  facts.add_uint(which + " dataset size", ds.count)
+      .add_string(which + " sample shape", shape_text(ds.sample_shape))
+      .add_hash(which + " label checksum", label_checksum(ds));
+}
+
+// Steps per epoch from the sampler's arithmetic, without making one (it throws on empty data).
+size_t steps_per_epoch(size_t count, size_t world, size_t batch, bool drop_last) {
+  const size_t per_rank = drop_last ? count / world : (count + world - 1) / world;
+  return (per_rank + batch - 1) / batch;
+}
+
+std::string lr_hint(double lr) {
+  return fmt::format("the learning rate ({}) is probably too high: try a lower one", lr);
+}
+
+}  // namespace
+
+Trainer::StepResult Trainer::run_step(const Tensor& x, std::span<const int32_t> labels, int epoch, int64_t step) {
+  sync_parameters();
   params_.zero_grad();
   Tensor output = forward(plan_, params_, x, ForwardContext{true, &rng_});
   Tensor loss = loss_(output, labels);
   const double value = loss.item();
   loss.backward();
+  // A non-finite loss on one rank must stop every rank at this same step, without a collective
+  // of its own: it poisons this rank's gradient, and the gradient all-reduce below carries it to
+  // every rank, which then all see the same non-finite averaged gradient.
+  std::span<float> grads = params_.grads();
+  const bool loss_finite = std::isfinite(value);
+  if (!loss_finite && !grads.empty()) grads[0] = std::numeric_limits<float>::quiet_NaN();
   data_parallel_.average_gradients();
+  // The squared norm in double cannot overflow for finite floats, so it is finite exactly when
+  // every averaged gradient is; all ranks hold the same averaged gradient, so all decide alike.
+  double norm2 = 0.0;
+  for (float g : grads) norm2 += static_cast<double>(g) * static_cast<double>(g);
+  const std::string at = epoch > 0 ? fmt::format("epoch {}, step {}", epoch, step) : fmt::format("step {}", step);
+  if (!loss_finite)
+    throw NonFiniteError(fmt::format("trainer: non-finite loss {} at {} on rank {}; training stopped on every rank "
+                                     "before the optimizer step; {}",
+                                     value, at, comm_.rank(), lr_hint(optimizer_.learning_rate())),
+                         epoch, step, value);
+  if (!std::isfinite(norm2))
+    throw NonFiniteError(fmt::format("trainer: non-finite gradient (norm {}) at {}, averaged over {} rank(s) (rank {}'s "
+                                     "loss was {}); training stopped on every rank before the optimizer step; {}",
+                                     std::sqrt(norm2), at, comm_.size(), comm_.rank(), value,
+                                     lr_hint(optimizer_.learning_rate())),
+                         epoch, step, std::sqrt(norm2));
   optimizer_.step(params_.values(), params_.grads());
   return {value, output.detach()};
 }
 
 TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) {
   FlushDenormalsGuard flush_denormals;
+  const size_t world = static_cast<size_t>(comm_.size());
+  const size_t steps = steps_per_epoch(train.count, world, options_.batch_size, options_.drop_last);
+
+  // Everything that decides how many collectives this rank makes and of what size, agreed on
+  // before the first one: a rank with other data or options would otherwise post a different
+  // collective than its peers (memory corruption in MPI) or stop early (a hang).
+  Agreement facts;
+  add_dataset_facts(facts, "train", train);
+  facts.add_uint("test set given", test ? 1 : 0);
+  add_dataset_facts(facts, "test", test ? *test : data::Dataset{});
+  facts.add_uint("batch size", options_.batch_size)
+      .add_uint("eval batch size", options_.eval_batch_size)
+      .add_uint("epochs", static_cast<uint64_t>(options_.epochs))
+      .add_uint("steps per epoch", steps)
+      .add_uint("shuffle", options_.shuffle)
+      .add_uint("drop_last", options_.drop_last)
+      .add_uint("seed", options_.seed)
+      .add_uint("parameter count", params_.count())
+      .add_hash("parameter layout fingerprint", layout_fingerprint(params_))
+      .add_string("optimizer", optimizer_.config())
+      .add_uint("optimizer steps taken", static_cast<uint64_t>(optimizer_.steps()));
+  facts.verify(comm_, "trainer");
+
+  // The ranks agree on these, so they all fail here alike.
+  if (train.count == 0)
+    throw std::invalid_argument(
+        fmt::format("trainer: the training set {} has no samples: nothing to train on", where_from(train)));
+  if (options_.drop_last && train.count < world)
+    throw std::invalid_argument(fmt::format(
+        "trainer: the training set {} has {} samples, fewer than the {} ranks: drop_last leaves every rank nothing",
+        where_from(train), train.count, world));
+  if (params_.count() == 0) throw std::invalid_argument("trainer: the model has no parameters to train");
+
   data::DistributedSampler sampler(train.count, comm_.rank(), comm_.size(), options_.seed, options_.shuffle,
                                    options_.drop_last);
+  sync_parameters();
   TrainResult result;
   std::vector<int32_t> labels;
   for (int epoch = 0; epoch < options_.epochs; ++epoch) {
     const std::vector<size_t> indices = sampler.indices(static_cast<uint64_t>(epoch));
-    const size_t steps = (indices.size() + options_.batch_size - 1) / options_.batch_size;
     ProgressLine progress(options_.progress && comm_.is_root(), epoch + 1, options_.epochs, steps);
 
-    // Local sums: [loss × samples, correct, samples]; reduced over ranks at the end of the epoch.
-    std::vector<double> sums(3, 0.0);
+    // Local sums [loss × samples, correct, samples], then each rank's seconds in its own slot:
+    // one all-reduce per epoch whose size depends only on the world size.
+    std::vector<double> totals(3 + world, 0.0);
     const auto start = Clock::now();
     for (size_t step = 0; step < steps; ++step) {
       const size_t begin = step * options_.batch_size;
       const size_t n = std::min(options_.batch_size, indices.size() - begin);
       Tensor x = make_batch(train, std::span<const size_t>(indices).subspan(begin, n), labels);
-      const StepResult result = run_step(x, labels);
-      sums[0] += result.loss * static_cast<double>(n);
-      sums[1] += static_cast<double>(count_correct(result.output, labels));
-      sums[2] += static_cast<double>(n);
+      const StepResult result = run_step(x, labels, epoch + 1, static_cast<int64_t>(step + 1));
+      totals[0] += result.loss * static_cast<double>(n);
+      totals[1] += static_cast<double>(count_correct(result.output, labels));
+      totals[2] += static_cast<double>(n);
       // Rank 0's line shows its own shard; the epoch summary below is global.
-      progress.update(step + 1, sums[0] / sums[2], sums[1] / sums[2],
-                      static_cast<int64_t>(sums[2]) * comm_.size(), step + 1 == steps);
+      progress.update(step + 1, totals[0] / totals[2], totals[1] / totals[2],
+                      static_cast<int64_t>(totals[2]) * comm_.size(), step + 1 == steps);
     }
-    std::vector<double> elapsed{seconds_since(start)};
-    comm_.allreduce(elapsed, ReduceOp::max);
-    comm_.allreduce(sums, ReduceOp::sum);
+    totals[3 + static_cast<size_t>(comm_.rank())] = seconds_since(start);
+    comm_.allreduce(totals, ReduceOp::sum);
 
     EpochResult er;
     er.epoch = epoch + 1;
-    er.train_loss = sums[0] / sums[2];
-    er.train_accuracy = sums[1] / sums[2];
-    er.train_seconds = elapsed[0];
-    er.train_samples = static_cast<int64_t>(sums[2]);
-    if (test) er.test = evaluate(*test);
+    er.train_loss = totals[0] / totals[2];
+    er.train_accuracy = totals[1] / totals[2];
+    er.train_seconds = *std::max_element(totals.begin() + 3, totals.end());
+    er.train_samples = static_cast<int64_t>(totals[2]);
+    if (test) er.test = evaluate_agreed(*test, epoch + 1);
     result.train_seconds += er.train_seconds;
     result.train_samples += er.train_samples;
     result.epochs.push_back(er);
@@ -166,9 +259,19 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
 }
 
 EvalResult Trainer::evaluate(const data::Dataset& dataset) {
+  Agreement facts;
+  add_dataset_facts(facts, "evaluation", dataset);
+  facts.add_uint("eval batch size", options_.eval_batch_size)
+      .add_hash("parameter layout fingerprint", layout_fingerprint(params_));
+  facts.verify(comm_, "trainer: evaluate");
+  return evaluate_agreed(dataset, 0);
+}
+
+EvalResult Trainer::evaluate_agreed(const data::Dataset& dataset, int epoch) {
   NoGradGuard no_grad;
   FlushDenormalsGuard flush_denormals;
-  // A contiguous, disjoint slice per rank: no sample is counted twice, none is skipped.
+  // A contiguous, disjoint slice per rank: no sample is counted twice, none is skipped. The one
+  // all-reduce below has a fixed size, however many batches (maybe none) this rank's slice has.
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const size_t begin = dataset.count * rank / world, end = dataset.count * (rank + 1) / world;
   std::vector<double> sums(3, 0.0);
@@ -187,10 +290,16 @@ EvalResult Trainer::evaluate(const data::Dataset& dataset) {
   comm_.allreduce(sums, ReduceOp::sum);
   EvalResult r;
   r.samples = static_cast<int64_t>(sums[2]);
-  if (r.samples > 0) {
-    r.loss = sums[0] / sums[2];
-    r.accuracy = sums[1] / sums[2];
-  }
+  if (r.samples == 0) return r;  // not measured: loss and accuracy stay empty
+  // The reduced sum is the same on every rank, so every rank throws here or none does.
+  if (!std::isfinite(sums[0]))
+    throw NonFiniteError(
+        fmt::format("trainer: non-finite evaluation loss {} over {} samples of {}{}; {}", sums[0] / sums[2], r.samples,
+                    where_from(dataset), epoch > 0 ? fmt::format(" after epoch {}", epoch) : "",
+                    lr_hint(optimizer_.learning_rate())),
+        epoch, 0, sums[0] / sums[2]);
+  r.loss = sums[0] / sums[2];
+  r.accuracy = sums[1] / sums[2];
   return r;
 }
 

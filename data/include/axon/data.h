@@ -38,6 +38,7 @@ struct Dataset {
   std::vector<size_t> sample_shape;  // e.g. {28, 28}
   size_t sample_size = 0;            // product of sample_shape
   int num_classes = 0;
+  std::string source;                // where it came from (the images file), for messages; "" in memory
 };
 
 enum class Split { train, test };
@@ -49,7 +50,9 @@ std::string default_fashion_mnist_dir();
 // Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte from `dir`, preferring the .gz file
 // when both exist. Pixels are scaled to [0, 1] (x / 255). Checks that the images are 3-d
 // with pixels in [0, 255], the labels 1-d with integer values in [0, 10), and that the
-// counts agree. Errors start with "fashion-mnist: " and name the directory or file.
+// counts agree. Errors start with "fashion-mnist: " and name the directory or file. A split
+// with 0 samples loads (count 0; the trainer decides what that means); `source` is set to the
+// images file's path.
 Dataset load_fashion_mnist(const std::string& dir, Split split);
 
 // Copies the samples at `indices` into caller buffers: images_out holds

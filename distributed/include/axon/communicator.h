@@ -55,6 +55,8 @@ std::unique_ptr<Communicator> make_local_communicator();
 // goes away. Throws CommError when Axon was built without MPI.
 std::unique_ptr<Communicator> make_mpi_communicator();
 // MPI when the process was started by mpirun/srun (rank variables are set), local otherwise.
+// Both MPI factories return a communicator wrapped by with_collective_checks when
+// distributed_debug_enabled().
 std::unique_ptr<Communicator> make_communicator();
 // NCCL over the GPU `device` (cuda:k), bootstrapped through `bootstrap` (its rank 0 makes the
 // ncclUniqueId and broadcasts it; a local communicator gives a world of one). Host collectives
@@ -64,8 +66,29 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, De
 // The NCCL version linked in ("2.27.3"); "" when built without NCCL.
 std::string nccl_version();
 
+
+// True when the environment variable AXON_DISTRIBUTED_DEBUG is "1" (like PyTorch's
+// TORCH_DISTRIBUTED_DEBUG=DETAIL). Set it on every rank (mpirun passes its environment on).
+bool distributed_debug_enabled();
+// Wraps `inner` so that before each collective the ranks compare what they are about to call:
+// the operation (allreduce, broadcast, barrier), the reduce op or root, the element count and the
+// dtype, with one extra 8-double all-reduce (min and max at once). When any differ, every rank
+// throws CommError naming the operation, each rank's call and this rank, e.g.
+//   "collective mismatch at call 3: rank 0 calls allreduce(float, sum) of 4 elements, rank 1
+//    calls allreduce(float, sum) of 5 elements"
+// and the real collective is not made, so no rank's buffer is written past its end. Costs a
+// latency-bound all-reduce per collective: for debugging, not for production runs.
+std::unique_ptr<Communicator> with_collective_checks(std::unique_ptr<Communicator> inner);
 // Whether this process was started by a launcher that runs several ranks.
 bool launched_with_ranks();
+
+// A program that is about to exit with a failure that every rank hit at the same point (an error
+// decided from values all ranks share, such as axon::DisagreementError or a NonFiniteError)
+// calls this first: MPI is then finalized at exit instead of aborting the job, so every rank's
+// message is printed and the job's exit status is the ranks' own. Never call it for a failure
+// that other ranks may not share: they would wait for this rank in their next collective.
+void mark_failure_collective();
+bool failure_is_collective();
 
 // How many ranks share this machine (from the launcher's environment; 1 when unknown).
 int local_world_size();

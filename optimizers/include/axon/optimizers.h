@@ -24,6 +24,11 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   virtual std::string name() const = 0;
+  // The name and every hyperparameter that changes the update, e.g.
+  // "adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0, amsgrad=false)".
+  // Numbers are written in their shortest exact form, so two optimizers that would update
+  // differently never describe themselves alike (data-parallel ranks compare these strings).
+  virtual std::string config() const = 0;
 
   // One update of f32 tensors of equal size on one device (any shape; flat buffers in practice).
   // The first call fixes the size and the device; the state lives on that device. Throws

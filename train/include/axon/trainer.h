@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -33,11 +35,27 @@ struct TrainOptions {
   size_t eval_batch_size = 1000;
 };
 
+// Metrics over zero samples were not measured: loss and accuracy are then empty, never 0.
 struct EvalResult {
-  double loss = 0.0;
-  double accuracy = 0.0;
-  int64_t samples = 0;
+  std::optional<double> loss;      // mean loss per sample; empty when samples == 0
+  std::optional<double> accuracy;  // fraction in [0, 1]; empty when samples == 0
+  int64_t samples = 0;             // all ranks
 };
+
+// Training or evaluation produced a non-finite loss or gradient. Thrown on every rank at the
+// same step (the decision is made from values all ranks share), before the optimizer step, so
+// the parameters hold the last finite values. Programs exit with kExitNonFinite on it.
+class NonFiniteError : public std::runtime_error {
+ public:
+  NonFiniteError(const std::string& message, int epoch, int64_t step, double value)
+      : std::runtime_error(message), epoch(epoch), step(step), value(value) {}
+  int epoch;      // 1-based; 0 outside fit
+  int64_t step;   // 1-based step within the epoch; 0 for an evaluation
+  double value;   // the non-finite loss or gradient norm
+};
+
+// Exit status of the example programs when training stops on a non-finite number.
+inline constexpr int kExitNonFinite = 3;
 
 struct EpochResult {
   int epoch = 0;
@@ -61,11 +79,22 @@ class Trainer {
   Trainer(Model model, Parameters& params, Optimizer& optimizer, Communicator& comm, TrainOptions options,
           LossFn loss = {});
 
+  // Trains for options.epochs epochs, evaluating `test` (when given) after each. Collective: every
+  // rank calls it. Before its first collective it checks that all ranks agree on everything
+  // that decides the collectives they will make (dataset sizes, sample shapes, label checksums,
+  // batch sizes, epochs, steps per epoch, shuffle, drop_last, seed, parameter layout, optimizer
+  // config and step count) and throws CommError on every rank naming each difference and each
+  // rank's value. Throws std::invalid_argument naming the dataset's source when the training set
+  // is empty (or smaller than the world with drop_last), and NonFiniteError when a loss or the
+  // averaged gradient is not finite. A test set with 0 samples is allowed: its metrics are empty.
   TrainResult fit(const data::Dataset& train, const data::Dataset* test = nullptr);
   // Loss and accuracy over the whole dataset; each rank evaluates a disjoint slice and the sums
-  // are reduced, so all ranks return the same numbers.
+  // are reduced, so all ranks return the same numbers. Collective; checks first that the ranks
+  // agree on the dataset (size, sample shape, label checksum), the eval batch size and the
+  // parameter layout. Empty loss/accuracy for 0 samples; NonFiniteError for a non-finite loss.
   EvalResult evaluate(const data::Dataset& dataset);
-  // One optimization step on a batch; returns this rank's loss.
+  // One optimization step on a batch; returns this rank's loss. Collective. Throws
+  // NonFiniteError (on every rank) when any rank's loss or the averaged gradient is not finite.
   double train_step(const Tensor& x, std::span<const int32_t> labels);
 
  private:
@@ -74,7 +103,9 @@ class Trainer {
     double loss;
     Tensor output;  // the model's output for the batch, detached (for metrics)
   };
-  StepResult run_step(const Tensor& x, std::span<const int32_t> labels);
+  StepResult run_step(const Tensor& x, std::span<const int32_t> labels, int epoch, int64_t step);
+  void sync_parameters();
+  EvalResult evaluate_agreed(const data::Dataset& dataset, int epoch);
 
   Model model_;
   ModelPlan plan_;
