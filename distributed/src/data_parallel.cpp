@@ -4,13 +4,23 @@
 
 #include <vector>
 
+#include "axon/backend.h"
+
 namespace axon {
 
 DataParallel::DataParallel(Communicator& comm, std::span<float> params, std::span<float> grads)
-    : comm_(comm), params_(params), grads_(grads) {
-  if (params.size() != grads.size())
+    : DataParallel(comm, Tensor::from_blob(params.data(), {static_cast<int64_t>(params.size())}),
+                   Tensor::from_blob(grads.data(), {static_cast<int64_t>(grads.size())})) {}
+
+DataParallel::DataParallel(Communicator& comm, Tensor params, Tensor grads)
+    : comm_(comm), params_(std::move(params)), grads_(std::move(grads)) {
+  if (params_.numel() != grads_.numel())
     throw std::invalid_argument(
-        fmt::format("data parallel: {} parameters but {} gradients", params.size(), grads.size()));
+        fmt::format("data parallel: {} parameters but {} gradients", params_.numel(), grads_.numel()));
+  if (params_.device() != grads_.device() || params_.dtype() != grads_.dtype())
+    throw std::invalid_argument(fmt::format("data parallel: parameters ({} on {}) and gradients ({} on {}) differ",
+                                            dtype_name(params_.dtype()), params_.device().str(),
+                                            dtype_name(grads_.dtype()), grads_.device().str()));
 }
 
 void DataParallel::verify_layout(uint64_t fingerprint) {
@@ -20,7 +30,7 @@ void DataParallel::verify_layout(uint64_t fingerprint) {
   std::vector<double> table(static_cast<size_t>(n) * 3, 0.0);
   table[me * 3 + 0] = static_cast<double>(fingerprint >> 32);
   table[me * 3 + 1] = static_cast<double>(fingerprint & 0xffffffffu);
-  table[me * 3 + 2] = static_cast<double>(params_.size());
+  table[me * 3 + 2] = static_cast<double>(params_.numel());
   comm_.allreduce(table, ReduceOp::sum);
   for (int r = 1; r < n; ++r) {
     if (table[r * 3 + 2] != table[2])
@@ -36,10 +46,10 @@ void DataParallel::verify_layout(uint64_t fingerprint) {
 void DataParallel::broadcast_parameters() { comm_.broadcast(params_, 0); }
 
 void DataParallel::average_gradients() {
-  if (comm_.size() == 1) return;
+  if (comm_.size() == 1 || grads_.numel() == 0) return;
   comm_.allreduce(grads_, ReduceOp::sum);
-  const float scale = 1.0f / static_cast<float>(comm_.size());
-  for (float& g : grads_) g *= scale;
+  // Scaled where the gradients live (an in-place kernel on their device).
+  backend(grads_.device()).unary(UnaryOp::mul_scalar, grads_, 1.0 / comm_.size(), grads_);
 }
 
 }  // namespace axon

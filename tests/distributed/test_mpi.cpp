@@ -255,7 +255,7 @@ TEST(Trainer, NaNLossOnOneRankStopsBothRanksAtTheSameStep) {
     Parameters params = init(model, 3);
     auto opt = make_optimizer("sgd", 0.01);
     int calls = 0;
-    LossFn loss = [&](const Tensor& out, std::span<const int32_t> labels) {
+    LossFn loss = [&](const Tensor& out, const Tensor& labels) {
       Tensor l = softmax_cross_entropy(out, labels);
       return (world().rank() == 1 && ++calls >= bad_step) ? l * std::numeric_limits<float>::quiet_NaN() : l;
     };

@@ -191,7 +191,7 @@ TEST(Trainer, LossThatIsNaNFromStepOneStopsBeforeAnyUpdate) {
   const std::string before = parameters_sha256(params);
   auto opt = sgd({.lr = 0.1});
   auto comm = make_local_communicator();
-  LossFn nan_loss = [](const Tensor& out, std::span<const int32_t> labels) {
+  LossFn nan_loss = [](const Tensor& out, const Tensor& labels) {
     return softmax_cross_entropy(out, labels) * std::numeric_limits<float>::quiet_NaN();
   };
   Trainer trainer(model, params, *opt, *comm, {.epochs = 2, .batch_size = 16, .progress = false}, nan_loss);

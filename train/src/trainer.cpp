@@ -15,6 +15,8 @@
 
 #include "axon/agreement.h"
 #include "axon/autograd.h"
+#include "axon/backend.h"
+#include "axon/ops.h"
 #include "axon/losses.h"
 #include "axon/metrics.h"
 
@@ -36,15 +38,18 @@ class ProgressLine {
     live_ = (tty && std::strcmp(tty, "1") == 0) || isatty(STDERR_FILENO);
   }
 
+  // Whether update() would print now: the caller reads the metrics (a device sync) only then.
+  bool due(size_t step, bool final_update) const {
+    if (!enabled_) return false;
+    if (final_update) return true;
+    if (live_) return Clock::now() - last_ >= std::chrono::milliseconds(100);
+    return (steps_ ? step * 10 / steps_ : 10) != last_decile_;
+  }
+
   void update(size_t step, double loss, double acc, int64_t samples, bool final_update = false) {
-    if (!enabled_) return;
+    if (!due(step, final_update)) return;
     const auto now = Clock::now();
     const size_t decile = steps_ ? step * 10 / steps_ : 10;
-    if (live_) {
-      if (!final_update && now - last_ < std::chrono::milliseconds(100)) return;
-    } else {
-      if (!final_update && decile == last_decile_) return;
-    }
     last_ = now;
     last_decile_ = decile;
     const double elapsed = std::chrono::duration<double>(now - start_).count();
@@ -76,16 +81,26 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
       optimizer_(optimizer),
       comm_(comm),
       options_(options),
-      loss_(loss ? std::move(loss) : LossFn([](const Tensor& output, std::span<const int32_t> labels) { return softmax_cross_entropy(output, labels); })),
+      loss_(loss ? std::move(loss)
+                 : LossFn([](const Tensor& output, const Tensor& labels) { return softmax_cross_entropy(output, labels); })),
       rng_(options.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm.rank() + 1)),
-      data_parallel_(comm, params.values(), params.grads()) {
+      data_parallel_(comm, params.flat_values(), params.flat_grads()) {
+  if (params_.dtype() != DType::f32)
+    throw std::invalid_argument(fmt::format("trainer: parameters must be f32 master weights, got {} (set "
+                                            "TrainOptions::compute_dtype for mixed precision)",
+                                            dtype_name(params_.dtype())));
+  if (!is_floating(options_.compute_dtype))
+    throw std::invalid_argument(fmt::format("trainer: compute dtype {} is not floating", dtype_name(options_.compute_dtype)));
+  if (options_.compute_dtype != DType::f32) compute_params_ = params_.to(params_.device(), options_.compute_dtype);
+  if (options_.check_every < 0)
+    throw std::invalid_argument(fmt::format("trainer: check_every must be >= 0, got {}", options_.check_every));
+  if (options_.check_every == 0) options_.check_every = params_.device().is_cpu() ? 1 : 50;
   if (options_.epochs < 1) throw std::invalid_argument(fmt::format("trainer: epochs must be >= 1, got {}", options_.epochs));
   if (options_.batch_size < 1) throw std::invalid_argument("trainer: batch size must be >= 1");
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
 }
 
-Tensor Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t> indices,
-                           std::vector<int32_t>& labels) const {
+Trainer::Batch Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t> indices) const {
   // The model's input declares either flat samples {batch, features} or {batch, ...sample shape}.
   const Shape& declared = plan_.layers[plan_.input_layers.at(0)].output_shape;
   Shape shape{static_cast<int64_t>(indices.size())};
@@ -100,13 +115,17 @@ Tensor Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t>
         shape_str(Shape(dataset.sample_shape.begin(), dataset.sample_shape.end())), dataset.sample_size,
         shape_str(shape), shape_str(declared)));
   Tensor x = Tensor::empty(shape);
-  labels.resize(indices.size());
-  data::gather(dataset, indices, x.data(), labels.data());
-  return x;
+  Tensor labels = Tensor::empty({static_cast<int64_t>(indices.size())}, {DType::i32, Device::cpu()});
+  data::gather(dataset, indices, x.data(), labels.data_as<int32_t>());
+  const Device device = params_.device();
+  return {x.to(device), labels.to(device)};
 }
 
 double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
-  return run_step(x, labels, 0, optimizer_.steps() + 1).loss;
+  const int64_t step = optimizer_.steps() + 1;
+  Tensor host_labels = Tensor::from_vector({static_cast<int64_t>(labels.size())},
+                                           std::vector<int32_t>(labels.begin(), labels.end()), {DType::i32, Device::cpu()});
+  return run_step({x.to(params_.device()), host_labels.to(params_.device())}, true, 0, step, step).loss.item_double();
 }
 
 void Trainer::sync_parameters() {
@@ -147,38 +166,61 @@ std::string lr_hint(double lr) {
 
 }  // namespace
 
-Trainer::StepResult Trainer::run_step(const Tensor& x, std::span<const int32_t> labels, int epoch, int64_t step) {
+Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch, int64_t step,
+                                      int64_t first_unchecked) {
   sync_parameters();
   params_.zero_grad();
-  Tensor output = forward(plan_, params_, x, ForwardContext{true, &rng_});
-  Tensor loss = loss_(output, labels);
-  const double value = loss.item();
+  const bool mixed = compute_params_.size() > 0;
+  if (mixed) {
+    // This step's compute copy of the master weights: one cast kernel over the flat buffer.
+    Tensor compute = compute_params_.flat_values();
+    backend(compute.device()).cast(compute, params_.flat_values());
+    compute_params_.zero_grad();
+  }
+  const Parameters& weights = mixed ? compute_params_ : params_;
+  Tensor x = mixed ? batch.x.to(options_.compute_dtype) : batch.x;
+  Tensor output = forward(plan_, weights, x, ForwardContext{true, &rng_});
+  if (output.dtype() != DType::f32) output = output.to(DType::f32);  // the loss is computed in f32
+  Tensor loss = loss_(output, batch.labels);
   loss.backward();
-  // A non-finite loss on one rank must stop every rank at this same step, without a collective
-  // of its own: it poisons this rank's gradient, and the gradient all-reduce below carries it to
-  // every rank, which then all see the same non-finite averaged gradient.
-  std::span<float> grads = params_.grads();
-  const bool loss_finite = std::isfinite(value);
-  if (!loss_finite && !grads.empty()) grads[0] = std::numeric_limits<float>::quiet_NaN();
+  Tensor grads = params_.flat_grads();
+  if (mixed) backend(grads.device()).cast(grads, compute_params_.flat_grads());
+
+  const std::string at = epoch > 0 ? (first_unchecked < step ? fmt::format("epoch {}, steps {}-{}", epoch, first_unchecked, step)
+                                                             : fmt::format("epoch {}, step {}", epoch, step))
+                                   : fmt::format("step {}", step);
+  double value = 0.0;
+  bool loss_finite = true;
+  if (check) {
+    value = loss.item_double();
+    loss_finite = std::isfinite(value);
+    // A non-finite loss on one rank must stop every rank at this same step, without a collective
+    // of its own: it poisons this rank's gradient, and the gradient all-reduce below carries it to
+    // every rank, which then all see the same non-finite averaged gradient.
+    if (!loss_finite && grads.numel() > 0) Tensor::view_of(grads.storage(), grads.offset(), {1}).fill(NAN);
+  }
   data_parallel_.average_gradients();
-  // The squared norm in double cannot overflow for finite floats, so it is finite exactly when
-  // every averaged gradient is; all ranks hold the same averaged gradient, so all decide alike.
-  double norm2 = 0.0;
-  for (float g : grads) norm2 += static_cast<double>(g) * static_cast<double>(g);
-  const std::string at = epoch > 0 ? fmt::format("epoch {}, step {}", epoch, step) : fmt::format("step {}", step);
-  if (!loss_finite)
-    throw NonFiniteError(fmt::format("trainer: non-finite loss {} at {} on rank {}; training stopped on every rank "
-                                     "before the optimizer step; {}",
-                                     value, at, comm_.rank(), lr_hint(optimizer_.learning_rate())),
-                         epoch, step, value);
-  if (!std::isfinite(norm2))
-    throw NonFiniteError(fmt::format("trainer: non-finite gradient (norm {}) at {}, averaged over {} rank(s) (rank {}'s "
-                                     "loss was {}); training stopped on every rank before the optimizer step; {}",
-                                     std::sqrt(norm2), at, comm_.size(), comm_.rank(), value,
-                                     lr_hint(optimizer_.learning_rate())),
-                         epoch, step, std::sqrt(norm2));
-  optimizer_.step(params_.values(), params_.grads());
-  return {value, output.detach()};
+  if (check) {
+    // All ranks hold the same averaged gradient, so all decide alike.
+    const bool grads_finite = all_finite(grads).item() != 0.0f;
+    if (!loss_finite)
+      throw NonFiniteError(fmt::format("trainer: non-finite loss {} at {} on rank {}; training stopped on every rank "
+                                       "before the optimizer step; {}",
+                                       value, at, comm_.rank(), lr_hint(optimizer_.learning_rate())),
+                           epoch, step, value);
+    if (!grads_finite) {
+      double norm2 = 0.0;
+      for (double g : grads.to_double_vector()) norm2 += g * g;
+      throw NonFiniteError(fmt::format("trainer: non-finite gradient (norm {}) at {}, averaged over {} rank(s) (rank {}'s "
+                                       "loss was {}); training stopped on every rank before the optimizer step; {}",
+                                       std::sqrt(norm2), at, comm_.size(), comm_.rank(), value,
+                                       lr_hint(optimizer_.learning_rate())),
+                           epoch, step, std::sqrt(norm2));
+    }
+  }
+  Tensor values = params_.flat_values();
+  optimizer_.step(values, grads);
+  return {loss.detach(), output.detach()};
 }
 
 TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) {
@@ -220,27 +262,41 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
                                    options_.drop_last);
   sync_parameters();
   TrainResult result;
-  std::vector<int32_t> labels;
   for (int epoch = 0; epoch < options_.epochs; ++epoch) {
     const std::vector<size_t> indices = sampler.indices(static_cast<uint64_t>(epoch));
     ProgressLine progress(options_.progress && comm_.is_root(), epoch + 1, options_.epochs, steps);
 
-    // Local sums [loss × samples, correct, samples], then each rank's seconds in its own slot:
-    // one all-reduce per epoch whose size depends only on the world size.
+    // Local sums [loss × samples, correct, samples], kept on the device and read back only at
+    // checks; then each rank's seconds in its own slot: one all-reduce per epoch whose size
+    // depends only on the world size.
+    const Device device = params_.device();
+    Tensor loss_sum = Tensor::zeros({}, {DType::f64, device});
+    Tensor correct = Tensor::zeros({}, {DType::f64, device});
+    Backend& be = backend(device);
     std::vector<double> totals(3 + world, 0.0);
+    int64_t first_unchecked = 1;
     const auto start = Clock::now();
     for (size_t step = 0; step < steps; ++step) {
       const size_t begin = step * options_.batch_size;
       const size_t n = std::min(options_.batch_size, indices.size() - begin);
-      Tensor x = make_batch(train, std::span<const size_t>(indices).subspan(begin, n), labels);
-      const StepResult result = run_step(x, labels, epoch + 1, static_cast<int64_t>(step + 1));
-      totals[0] += result.loss * static_cast<double>(n);
-      totals[1] += static_cast<double>(count_correct(result.output, labels));
+      const Batch batch = make_batch(train, std::span<const size_t>(indices).subspan(begin, n));
+      const bool last = step + 1 == steps;
+      const bool check = last || (step + 1) % static_cast<size_t>(options_.check_every) == 0;
+      const StepResult result = run_step(batch, check, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked);
+      if (check) first_unchecked = static_cast<int64_t>(step + 2);
+      Tensor weighted = result.loss.to(DType::f64);
+      be.unary(UnaryOp::mul_scalar, weighted, static_cast<double>(n), weighted);
+      be.binary(BinaryOp::add, loss_sum, weighted, loss_sum);
+      be.accumulate_correct(result.output, batch.labels, correct);
       totals[2] += static_cast<double>(n);
-      // Rank 0's line shows its own shard; the epoch summary below is global.
-      progress.update(step + 1, totals[0] / totals[2], totals[1] / totals[2],
-                      static_cast<int64_t>(totals[2]) * comm_.size(), step + 1 == steps);
+      if (check && progress.due(step + 1, last)) {
+        // Rank 0's line shows its own shard; the epoch summary below is global.
+        progress.update(step + 1, loss_sum.item_double() / totals[2], correct.item_double() / totals[2],
+                        static_cast<int64_t>(totals[2]) * comm_.size(), last);
+      }
     }
+    totals[0] = loss_sum.item_double();
+    totals[1] = correct.item_double();
     totals[3 + static_cast<size_t>(comm_.rank())] = seconds_since(start);
     comm_.allreduce(totals, ReduceOp::sum);
 
@@ -276,17 +332,20 @@ EvalResult Trainer::evaluate_agreed(const data::Dataset& dataset, int epoch) {
   const size_t begin = dataset.count * rank / world, end = dataset.count * (rank + 1) / world;
   std::vector<double> sums(3, 0.0);
   std::vector<size_t> indices;
-  std::vector<int32_t> labels;
+  const Device device = params_.device();
+  Tensor correct = Tensor::zeros({}, {DType::f64, device});
   for (size_t b = begin; b < end; b += options_.eval_batch_size) {
     const size_t n = std::min(options_.eval_batch_size, end - b);
     indices.resize(n);
     for (size_t i = 0; i < n; ++i) indices[i] = b + i;
-    Tensor x = make_batch(dataset, indices, labels);
-    Tensor output = forward(plan_, params_, x, ForwardContext{});
-    sums[0] += loss_(output, labels).item() * static_cast<double>(n);
-    sums[1] += static_cast<double>(count_correct(output, labels));
+    const Batch batch = make_batch(dataset, indices);
+    // Evaluation runs in f32 on the master weights, whatever the training precision.
+    Tensor output = forward(plan_, params_, batch.x, ForwardContext{});
+    sums[0] += loss_(output, batch.labels).item_double() * static_cast<double>(n);
+    backend(device).accumulate_correct(output, batch.labels, correct);
     sums[2] += static_cast<double>(n);
   }
+  sums[1] = correct.item_double();
   comm_.allreduce(sums, ReduceOp::sum);
   EvalResult r;
   r.samples = static_cast<int64_t>(sums[2]);
@@ -318,7 +377,7 @@ uint64_t layout_fingerprint(const Parameters& params) {
 
 std::string parameters_sha256(const Parameters& params) {
   static_assert(sizeof(float) == 4);
-  auto values = params.values();
+  const std::vector<float> values = params.flat_values().to_vector();
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   // x86-64 and aarch64 are little-endian, so the in-memory bytes are the canonical bytes.

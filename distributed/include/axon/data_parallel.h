@@ -15,7 +15,10 @@ namespace axon {
 
 class DataParallel {
  public:
+  // Host f32 buffers, or flat tensors of one dtype and device (GPU buffers are reduced by the
+  // communicator: NCCL on the GPU, or MPI staged through host memory).
   DataParallel(Communicator& comm, std::span<float> params, std::span<float> grads);
+  DataParallel(Communicator& comm, Tensor params, Tensor grads);
 
   // Checks that every rank has a model of the same layout (fingerprint: a hash of the parameter
   // names and shapes) and the same parameter count; throws naming the first mismatching rank.
@@ -29,7 +32,7 @@ class DataParallel {
 
  private:
   Communicator& comm_;
-  std::span<float> params_, grads_;
+  Tensor params_, grads_;
 };
 
 }  // namespace axon

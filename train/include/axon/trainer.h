@@ -23,7 +23,9 @@
 
 namespace axon {
 
-using LossFn = std::function<Tensor(const Tensor& output, std::span<const int32_t> labels)>;
+// output: the model's output, f32 {batch, ...} on the parameters' device; labels: i32 {batch} on
+// the same device. Returns a one-element loss.
+using LossFn = std::function<Tensor(const Tensor& output, const Tensor& labels)>;
 
 struct TrainOptions {
   int epochs = 1;
@@ -33,6 +35,15 @@ struct TrainOptions {
   bool drop_last = false;
   bool progress = true;  // a live progress line on rank 0 (stderr)
   size_t eval_batch_size = 1000;
+  // Mixed precision (the seed's policy): the parameters stay the optimizer's f32 master weights;
+  // forward and backward run on a copy of them in compute_dtype (bf16), the model output is
+  // converted to f32 before the loss, and the gradients back to f32 before the all-reduce.
+  DType compute_dtype = DType::f32;
+  // How often (in steps) the loss is read back to the host and checked for non-finite values.
+  // 0: every step on the CPU (free there), every 50 steps on a GPU, where each read waits for the
+  // device. Between checks a non-finite loss or gradient is still caught at the next check, by
+  // then possibly after optimizer steps; the error names the range of steps.
+  int check_every = 0;
 };
 
 // Metrics over zero samples were not measured: loss and accuracy are then empty, never 0.
@@ -98,12 +109,18 @@ class Trainer {
   double train_step(const Tensor& x, std::span<const int32_t> labels);
 
  private:
-  Tensor make_batch(const data::Dataset& dataset, std::span<const size_t> indices, std::vector<int32_t>& labels) const;
-  struct StepResult {
-    double loss;
-    Tensor output;  // the model's output for the batch, detached (for metrics)
+  // A batch on the parameters' device: inputs (f32) and i32 labels.
+  struct Batch {
+    Tensor x, labels;
   };
-  StepResult run_step(const Tensor& x, std::span<const int32_t> labels, int epoch, int64_t step);
+  Batch make_batch(const data::Dataset& dataset, std::span<const size_t> indices) const;
+  struct StepResult {
+    Tensor loss;    // one f32 element on the device, detached
+    Tensor output;  // the model's output for the batch, f32, detached (for metrics)
+  };
+  // One step. With check = true the loss is read on the host and the averaged gradient checked
+  // for non-finite values (NonFiniteError naming `at`); otherwise nothing waits for the device.
+  StepResult run_step(const Batch& batch, bool check, int epoch, int64_t step, int64_t first_unchecked);
   void sync_parameters();
   EvalResult evaluate_agreed(const data::Dataset& dataset, int epoch);
 
@@ -116,12 +133,14 @@ class Trainer {
   LossFn loss_;
   Generator rng_;
   DataParallel data_parallel_;
+  Parameters compute_params_;  // the compute-dtype copy under mixed precision; empty otherwise
   bool synced_ = false;
 };
 
 // A hash of the parameter names and shapes, equal on ranks that built the same model.
 uint64_t layout_fingerprint(const Parameters& params);
-// SHA-256 (hex) of the parameter values in canonical order, as little-endian fp32 bytes.
+// SHA-256 (hex) of the parameter values in canonical order, as little-endian fp32 bytes (copied
+// from the device first).
 std::string parameters_sha256(const Parameters& params);
 
 }  // namespace axon
