@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -25,6 +26,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "axon/cpu_budget.h"
 
 extern char** environ;
 
@@ -66,7 +69,12 @@ void print_usage(std::FILE* out) {
       "  --             end of axonrun options (needed if the program name starts with '-')\n"
       "\n"
       "Everything from the program name on is passed to the program untouched.\n"
-      "When N exceeds the CPU cores, --oversubscribe --bind-to none is added.\n"
+      "When N exceeds the CPU cores (or the cgroup CPU quota), --oversubscribe --bind-to none is added.\n"
+      "\n"
+      "Threads: each Axon program runs OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS BLAS threads per\n"
+      "rank; unset, the CPUs it may use (affinity mask, cgroup quota) / ranks on the machine.\n"
+      "An invalid value of either variable is an error (exit code 2).\n"
+      "\n"
       "The exit code is the job's; 2 means axonrun could not start the job.\n",
       out);
 }
@@ -213,7 +221,11 @@ int available_slots() {
 
 std::vector<std::string> build_mpirun_argv(const std::string& mpirun, const Options& opts) {
   std::vector<std::string> args = {mpirun, "-np", std::to_string(opts.ranks)};
-  if (opts.ranks > available_slots()) {
+  // The CPUs counted the way Axon programs count them (affinity mask and cgroup quota, shared
+  // code in axon/cpu_budget.h): under a quota of fewer CPUs than ranks, binding each rank to its
+  // own core gains nothing.
+  const int slots = std::min(available_slots(), usable_cpus().cpus);
+  if (opts.ranks > slots) {
     // Open MPI refuses more ranks than cores unless told; binding would pile ranks on one core.
     args.insert(args.end(), {"--oversubscribe", "--bind-to", "none"});
   }
@@ -321,6 +333,8 @@ int run(int argc, char** argv) {
 
   std::string mpirun = resolve_mpirun(opts);
   check_program(opts.command[0]);
+  // A bad OMP_NUM_THREADS / OPENBLAS_NUM_THREADS fails here once, not once per rank.
+  (void)cpu_budget(opts.ranks);
   std::vector<std::string> args = build_mpirun_argv(mpirun, opts);
   if (opts.dry_run) {
     std::printf("%s\n", join_quoted(args).c_str());
