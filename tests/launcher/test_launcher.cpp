@@ -432,6 +432,15 @@ TEST(Axonrun, ReportsMissingMpirun) {
   EXPECT_TRUE(contains(bad.err, "mpirun '/no/such/mpirun' (from --mpirun) is not an executable file")) << bad.err;
 }
 
+TEST(Axonrun, MpirunThatCannotBeExecutedIsReported) {
+  // Executable, but exec fails (no such interpreter): the error comes back from the child.
+  TempFile bad_interpreter("#!/no/such/interpreter\n", 0700);
+  Result r = run({"-n", "1", "--mpirun", bad_interpreter.path, "/bin/true"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.err, "axonrun: error: cannot start '" + bad_interpreter.path + "': No such file or directory"))
+      << r.err;
+}
+
 // ---- dry run, overrides, help -----------------------------------------------------
 
 TEST(Axonrun, DryRunPrintsTheQuotedCommand) {
