@@ -16,6 +16,7 @@
 
 #include "axon/agreement.h"
 #include "axon/communicator.h"
+#include "axon/cpu_budget.h"
 #include "axon/data.h"
 #include "axon/model.h"
 #include "axon/optimizers.h"
@@ -57,9 +58,13 @@ static int run(int argc, char** argv) {
 
   auto comm = make_communicator();
   // Each rank gets its share of the cores: oversubscribed BLAS threads are a classic slowdown.
+  // Without --threads: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the usable CPUs (affinity
+  // mask, cgroup quota) divided by the ranks on this node; see axon/cpu_budget.h.
+  std::string threads_source = "from --threads";
   if (threads == 0) {
-    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    threads = std::max(1, static_cast<int>(cores) / std::max(1, local_world_size()));
+    CpuBudget budget = cpu_budget(local_world_size());
+    threads = budget.threads;
+    threads_source = budget.source;
   }
   set_num_threads(threads);
 
@@ -70,9 +75,9 @@ static int run(int argc, char** argv) {
   Parameters params = init(model, seed);
   auto optimizer = make_optimizer(optimizer_name, lr);
   if (comm->is_root()) {
-    std::fprintf(stderr, "axon: %s, %zu parameters, %s, %d rank(s) × %d thread(s) (OpenBLAS %s kernels), batch %zu per rank\n",
+    std::fprintf(stderr, "axon: %s, %zu parameters, %s, %d rank(s) × %d thread(s) (%s; OpenBLAS %s kernels), batch %zu per rank\n",
                  model_name.c_str(), params.count(), optimizer_name.c_str(), comm->size(), threads,
-                 blas_kernels().c_str(), batch_size);
+                 threads_source.c_str(), blas_kernels().c_str(), batch_size);
   }
 
   TrainOptions options;

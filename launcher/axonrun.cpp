@@ -5,12 +5,14 @@
 // The arguments are parsed by hand: everything from the program name on must reach
 // the program untouched, even words that look like axonrun options.
 #include <sched.h>
+#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -25,6 +27,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "axon/cpu_budget.h"
 
 extern char** environ;
 
@@ -66,8 +70,19 @@ void print_usage(std::FILE* out) {
       "  --             end of axonrun options (needed if the program name starts with '-')\n"
       "\n"
       "Everything from the program name on is passed to the program untouched.\n"
-      "When N exceeds the CPU cores, --oversubscribe --bind-to none is added.\n"
-      "The exit code is the job's; 2 means axonrun could not start the job.\n",
+      "When N exceeds the CPU cores (or the cgroup CPU quota), --oversubscribe --bind-to none is added.\n"
+      "Open MPI's own banners are off (OMPI_MCA_orte_execute_quiet=1 unless set); when the job\n"
+      "fails, axonrun's last line says how.\n"
+      "\n"
+      "Threads: each Axon program runs OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS BLAS threads per\n"
+      "rank; unset, the CPUs it may use (affinity mask, cgroup quota) / ranks on the machine.\n"
+      "An invalid value of either variable is an error (exit code 2).\n"
+      "\n"
+      "Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM stop the whole job;\n"
+      "axonrun then exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM). If axonrun\n"
+      "is killed (even by SIGKILL), mpirun gets SIGTERM and stops the ranks.\n"
+      "\n"
+      "Exit code: the job's; 128 + N when stopped by signal N; 2 when axonrun could not start the job.\n",
       out);
 }
 
@@ -213,7 +228,11 @@ int available_slots() {
 
 std::vector<std::string> build_mpirun_argv(const std::string& mpirun, const Options& opts) {
   std::vector<std::string> args = {mpirun, "-np", std::to_string(opts.ranks)};
-  if (opts.ranks > available_slots()) {
+  // The CPUs counted the way Axon programs count them (affinity mask and cgroup quota, shared
+  // code in axon/cpu_budget.h): under a quota of fewer CPUs than ranks, binding each rank to its
+  // own core gains nothing.
+  const int slots = std::min(available_slots(), usable_cpus().cpus);
+  if (opts.ranks > slots) {
     // Open MPI refuses more ranks than cores unless told; binding would pile ranks on one core.
     args.insert(args.end(), {"--oversubscribe", "--bind-to", "none"});
   }
@@ -248,50 +267,110 @@ std::string signal_name(int signo) {
   return abbrev ? std::string("SIG") + abbrev : std::to_string(signo);
 }
 
+// Signals that stop the job. Each would terminate axonrun by default; caught, it stops the
+// job instead and axonrun exits 128 + its number. SIGINT goes on to mpirun as SIGINT (what a
+// terminal's Ctrl-C sends the whole foreground group anyway); the others become SIGTERM, the one
+// signal mpirun documents as "kill the job" (it forwards SIGUSR1/2 to the ranks, which would
+// die of them or ignore them, and its handling of SIGHUP/SIGQUIT is not a documented contract).
+// SIGKILL cannot be caught: see start_mpirun for how the job still ends with axonrun.
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM};
+
 // The running mpirun, for the signal handler; 0 when there is none.
 std::atomic<pid_t> g_child{0};
+// The first stop signal axonrun received; 0 when none. It, not mpirun's status, sets the exit code.
+std::atomic<int> g_stop_signal{0};
 static_assert(std::atomic<pid_t>::is_always_lock_free, "signal handler needs a lock-free pid");
+static_assert(std::atomic<int>::is_always_lock_free, "signal handler needs a lock-free int");
 
-extern "C" void forward_signal(int signo) {
+extern "C" void stop_job(int signo) {
   int saved_errno = errno;
-  pid_t child = g_child.load();
-  if (child > 0) ::kill(child, signo);
+  int none = 0;
+  // Only the first signal goes on: mpirun treats a second one within seconds as "terminate at
+  // once", which could skip stopping the ranks.
+  if (g_stop_signal.compare_exchange_strong(none, signo)) {
+    pid_t child = g_child.load();
+    if (child > 0) ::kill(child, signo == SIGINT ? SIGINT : SIGTERM);
+  }
   errno = saved_errno;
 }
 
-// Starts mpirun, forwards SIGINT/SIGTERM to it, and returns its wait status.
-int run_and_wait(const std::vector<std::string>& args) {
-  sigset_t forwarded, previous;
-  sigemptyset(&forwarded);
-  for (int signo : {SIGINT, SIGTERM}) {
-    struct sigaction current {};
-    ::sigaction(signo, nullptr, &current);
-    if (current.sa_handler == SIG_IGN) continue;  // e.g. a background job: keep ignoring it
-    struct sigaction action {};
-    action.sa_handler = forward_signal;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESTART;
-    ::sigaction(signo, &action, nullptr);
-    sigaddset(&forwarded, signo);
-  }
-
-  // Hold the signals until g_child is set, so none can arrive with nowhere to go.
-  ::sigprocmask(SIG_BLOCK, &forwarded, &previous);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setsigmask(&attr, &previous);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-
+// Starts mpirun with fork + exec so that the child can bind its lifetime to ours before exec:
+// PR_SET_PDEATHSIG makes the kernel send mpirun SIGTERM when axonrun dies, even of SIGKILL, and
+// mpirun answers SIGTERM by killing its ranks. The getppid() check closes the race where axonrun
+// died between fork and prctl (the child would already belong to another parent). Only
+// async-signal-safe calls run in the child; an exec failure comes back through a CLOEXEC pipe.
+pid_t start_mpirun(const std::vector<std::string>& args, const sigset_t& handled, const sigset_t& child_mask) {
   std::vector<char*> argv;
   for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
 
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe failed: ") + std::strerror(errno));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    throw std::runtime_error("cannot start '" + args[0] + "': fork failed: " + std::strerror(err));
+  }
+  if (pid == 0) {
+    ::close(report[0]);
+    if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || ::getppid() != parent) ::_exit(kLaunchError);
+    // Default actions before unblocking: a SIGTERM from the parent-death signal that is already
+    // pending must end this child, not run axonrun's handler here and be lost. The mask survives
+    // exec, and mpirun must see its signals.
+    for (int signo : kStopSignals) {
+      if (::sigismember(&handled, signo) == 1) ::signal(signo, SIG_DFL);
+    }
+    ::sigprocmask(SIG_SETMASK, &child_mask, nullptr);
+    ::execve(argv[0], argv.data(), environ);
+    int err = errno;
+    ssize_t written = ::write(report[1], &err, sizeof err);
+    (void)written;  // nothing more to do if even this fails: the parent sees exit code 127
+    ::_exit(127);
+  }
+  ::close(report[1]);
+  int err = 0;
+  ssize_t got;
+  while ((got = ::read(report[0], &err, sizeof err)) < 0 && errno == EINTR) {
+  }
+  ::close(report[0]);
+  if (got == static_cast<ssize_t>(sizeof err)) {
+    ::waitpid(pid, nullptr, 0);
+    throw std::runtime_error("cannot start '" + args[0] + "': " + std::strerror(err));
+  }
+  return pid;
+}
+
+// Starts mpirun, stops it on any of kStopSignals, and returns its wait status.
+int run_and_wait(const std::vector<std::string>& args) {
+  sigset_t handled, previous;
+  sigemptyset(&handled);
+  for (int signo : kStopSignals) {
+    struct sigaction current {};
+    ::sigaction(signo, nullptr, &current);
+    if (current.sa_handler == SIG_IGN) continue;  // e.g. nohup, a background job: keep ignoring it
+    struct sigaction action {};
+    action.sa_handler = stop_job;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    ::sigaction(signo, &action, nullptr);
+    sigaddset(&handled, signo);
+  }
+
+  // Hold the signals until g_child is set, so none can arrive with nowhere to go; one that
+  // arrives meanwhile is delivered at the unblock below and stops the fresh mpirun.
+  ::sigprocmask(SIG_BLOCK, &handled, &previous);
   pid_t pid = 0;
-  int err = ::posix_spawn(&pid, args[0].c_str(), nullptr, &attr, argv.data(), environ);
-  posix_spawnattr_destroy(&attr);
-  if (err == 0) g_child.store(pid);
+  try {
+    pid = start_mpirun(args, handled, previous);
+  } catch (...) {
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    throw;
+  }
+  g_child.store(pid);
   ::sigprocmask(SIG_SETMASK, &previous, nullptr);
-  if (err != 0) throw std::runtime_error("cannot start '" + args[0] + "': " + std::strerror(err));
 
   // Wait without reaping first: until it is reaped the pid cannot be reused, so the
   // handler can never signal an unrelated process.
@@ -321,6 +400,8 @@ int run(int argc, char** argv) {
 
   std::string mpirun = resolve_mpirun(opts);
   check_program(opts.command[0]);
+  // A bad OMP_NUM_THREADS / OPENBLAS_NUM_THREADS fails here once, not once per rank.
+  (void)cpu_budget(opts.ranks);
   std::vector<std::string> args = build_mpirun_argv(mpirun, opts);
   if (opts.dry_run) {
     std::printf("%s\n", join_quoted(args).c_str());
@@ -336,7 +417,18 @@ int run(int argc, char** argv) {
   // mpirun hands the ranks pipes, not our terminal; tell them when a live progress line will show.
   if (::isatty(STDERR_FILENO)) ::setenv("AXON_PROGRESS_TTY", "1", 1);
 
+  // Open MPI's banners ("MPI_ABORT was invoked...", "Primary job terminated normally, but...")
+  // repeat what axonrun's last line says and bury the failing rank's own message. Quiet unless
+  // the user chose otherwise (set it to 0 to see them).
+  ::setenv("OMPI_MCA_orte_execute_quiet", "1", 0);
+
   int status = run_and_wait(args);
+  if (int signo = g_stop_signal.load(); signo != 0) {
+    // A cancel, not a crash: whatever mpirun returned while stopping, report the signal.
+    std::fprintf(stderr, "axonrun: job stopped by %s (sent to axonrun); exit code %d\n", signal_name(signo).c_str(),
+                 128 + signo);
+    return 128 + signo;
+  }
   if (WIFSIGNALED(status)) {
     int signo = WTERMSIG(status);
     std::fprintf(stderr, "axonrun: job killed by signal %s\n", signal_name(signo).c_str());

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -89,7 +91,17 @@ class Axonrun {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&actions, 1, out_.path.c_str(), O_WRONLY | O_TRUNC, 0);
     posix_spawn_file_actions_addopen(&actions, 2, err_.path.c_str(), O_WRONLY | O_TRUNC, 0);
-    int rc = ::posix_spawn(&pid_, kAxonrun.c_str(), &actions, nullptr, argv.data(), envp.data());
+    // Default dispositions for the signals under test: a shell that ran us in the background
+    // may have left SIGINT/SIGQUIT ignored, and axonrun keeps ignoring what it inherits ignored.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    for (int signo : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&defaults, signo);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    int rc = ::posix_spawn(&pid_, kAxonrun.c_str(), &actions, &attr, argv.data(), envp.data());
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) throw std::runtime_error("cannot start " + kAxonrun + ": " + std::strerror(rc));
   }
@@ -103,6 +115,7 @@ class Axonrun {
 
   pid_t pid() const { return pid_; }
   std::string out_so_far() const { return out_.read(); }
+  std::string err_so_far() const { return err_.read(); }
 
   // Waits for axonrun to end; a run that outlives the timeout is killed and fails the test.
   Result wait(std::chrono::seconds timeout = 120s) {
@@ -223,6 +236,132 @@ TEST(Axonrun, ForwardsSigintAndSigtermToTheJob) {
   }
 }
 
+// ---- the job's lifetime and the cause of a stop ----------------------------------------
+
+#ifdef AXON_HAS_RANK_PROGRAM
+const std::string kRankProgram = std::string(AXON_BIN_DIR) + "/rank_program";
+
+// Every live process whose environment holds AXON_TEST_JOB=marker: axonrun, mpirun and the
+// ranks all inherit it, and a process re-parented to init keeps it.
+std::vector<pid_t> job_processes(const std::string& marker) {
+  const std::string entry = "AXON_TEST_JOB=" + marker;
+  std::vector<pid_t> found;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return found;
+  while (dirent* d = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(d->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::ifstream environ_file("/proc/" + std::string(d->d_name) + "/environ", std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(environ_file)), std::istreambuf_iterator<char>());
+    // A zombie's environment reads empty: it no longer runs, so it does not count.
+    size_t at = text.find(entry);
+    if (at != std::string::npos && (at == 0 || text[at - 1] == '\0') &&
+        (at + entry.size() == text.size() || text[at + entry.size()] == '\0')) {
+      found.push_back(static_cast<pid_t>(pid));
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+// Waits (bounded) until no process of the job is left; kills any that are, so a failure
+// does not leave ranks running.
+bool job_gone_within(const std::string& marker, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (job_processes(marker).empty()) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  for (pid_t pid : job_processes(marker)) ::kill(pid, SIGKILL);
+  return false;
+}
+
+// A two-rank MPI job that has started and is sleeping, tagged with a unique marker.
+struct SleepingJob {
+  explicit SleepingJob(const std::string& name)
+      : marker(name + "-" + std::to_string(::getpid())),
+        job({"-n", "2", kRankProgram, "sleep"}, {.set = {{"AXON_TEST_JOB", marker}}}) {}
+
+  // True once both ranks report ready (bounded).
+  bool started() {
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::string out = job.out_so_far();
+      if (contains(out, "rank 0 ready") && contains(out, "rank 1 ready")) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
+  std::string marker;
+  Axonrun job;
+};
+
+class StopSignal : public ::testing::TestWithParam<int> {};
+
+// A catchable signal sent to axonrun alone stops every process of the job, and axonrun exits
+// 128 + the signal's number with one line naming it: a scheduler can tell a cancel from a crash.
+TEST_P(StopSignal, EndsTheWholeJobAndExitsWithTheSignalsCode) {
+  const int signo = GetParam();
+  const std::string name = std::string("SIG") + ::sigabbrev_np(signo);
+  SleepingJob sleeping("stop-" + name);
+  ASSERT_TRUE(sleeping.started()) << "the job never started: " << sleeping.job.err_so_far();
+  // axonrun, mpirun and two ranks.
+  ASSERT_GE(job_processes(sleeping.marker).size(), 4u) << "cannot see the job's processes";
+
+  ::kill(sleeping.job.pid(), signo);
+  Result r = sleeping.job.wait(60s);
+  EXPECT_EQ(r.code, 128 + signo) << r.err;
+  const std::string summary =
+      "axonrun: job stopped by " + name + " (sent to axonrun); exit code " + std::to_string(128 + signo) + "\n";
+  EXPECT_TRUE(r.err.ends_with(summary)) << "expected the last line to be: " << summary << "err: " << r.err;
+  EXPECT_FALSE(contains(r.err, "job failed")) << r.err;
+  EXPECT_TRUE(job_gone_within(sleeping.marker, 15s)) << "processes of the job outlived axonrun after " << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Axonrun, StopSignal, ::testing::Values(SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string("SIG") + ::sigabbrev_np(info.param);
+                         });
+
+// SIGKILL cannot be caught: the kernel's parent-death signal still stops mpirun and its ranks.
+TEST(Axonrun, KilledLauncherTakesItsJobWithIt) {
+  SleepingJob sleeping("sigkill");
+  ASSERT_TRUE(sleeping.started()) << "the job never started: " << sleeping.job.err_so_far();
+  ASSERT_GE(job_processes(sleeping.marker).size(), 4u) << "cannot see the job's processes";
+
+  ::kill(sleeping.job.pid(), SIGKILL);
+  Result r = sleeping.job.wait(60s);
+  EXPECT_EQ(r.code, -SIGKILL);
+  EXPECT_TRUE(job_gone_within(sleeping.marker, 15s)) << "mpirun or ranks outlived a SIGKILLed axonrun";
+}
+
+// Open MPI's banners stay out of the way: the failing rank's own line is there, and axonrun's
+// summary is the last line.
+TEST(Axonrun, FailingRankMessageIsNotBuriedInBanners) {
+  Result r = run({"-n", "2", kRankProgram, "fail", "7"});
+  EXPECT_EQ(r.code, 7) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 1: error: simulated failure for the launcher test\n")) << r.err;
+  for (const char* banner : {"MPI_ABORT was invoked", "NOTE: invoking MPI_ABORT", "has exited due to",
+                             "Primary job", "-----------"}) {
+    EXPECT_FALSE(contains(r.err, banner)) << "Open MPI banner '" << banner << "' in: " << r.err;
+  }
+  EXPECT_TRUE(r.err.ends_with("axonrun: job failed with exit code 7 (2 ranks, command: " + kRankProgram + " fail 7)\n"))
+      << r.err;
+}
+#endif
+
+TEST(Axonrun, NonMpiRankFailureHasNoBanner) {
+  Result r = run({"-n", "2", "sh", "-c", "echo 'rank failed: bad input' >&2; exit 3"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_TRUE(contains(r.err, "rank failed: bad input")) << r.err;
+  EXPECT_FALSE(contains(r.err, "Primary job")) << r.err;
+  EXPECT_FALSE(contains(r.err, "-----------")) << r.err;
+  EXPECT_TRUE(r.err.ends_with("axonrun: job failed with exit code 3 (2 ranks, command: sh -c 'echo '\\''rank failed: bad input'\\'' >&2; exit 3')\n"))
+      << r.err;
+}
+
 // ---- command-line errors (exit code 2) ------------------------------------------
 
 TEST(Axonrun, RejectsInvalidRankCounts) {
@@ -291,6 +430,15 @@ TEST(Axonrun, ReportsMissingMpirun) {
   Result bad = run({"-n", "2", "--mpirun", "/no/such/mpirun", "/bin/true"});
   EXPECT_EQ(bad.code, 2);
   EXPECT_TRUE(contains(bad.err, "mpirun '/no/such/mpirun' (from --mpirun) is not an executable file")) << bad.err;
+}
+
+TEST(Axonrun, MpirunThatCannotBeExecutedIsReported) {
+  // Executable, but exec fails (no such interpreter): the error comes back from the child.
+  TempFile bad_interpreter("#!/no/such/interpreter\n", 0700);
+  Result r = run({"-n", "1", "--mpirun", bad_interpreter.path, "/bin/true"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.err, "axonrun: error: cannot start '" + bad_interpreter.path + "': No such file or directory"))
+      << r.err;
 }
 
 // ---- dry run, overrides, help -----------------------------------------------------
