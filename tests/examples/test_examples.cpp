@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "../support/process.h"
 
@@ -25,6 +28,53 @@ static nlohmann::json last_json_line(const std::string& output) {
 
 static const char* kFashion = "/usr/share/datasets/fashion-mnist";
 
+// Occurrences of `part` in `text`.
+static size_t count(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++n;
+  return n;
+}
+
+static void write_idx(const fs::path& path, const std::vector<uint32_t>& dims, const std::vector<unsigned char>& data) {
+  std::vector<unsigned char> bytes = {0, 0, 0x08, static_cast<unsigned char>(dims.size())};
+  for (uint32_t d : dims)
+    for (int shift : {24, 16, 8, 0}) bytes.push_back(static_cast<unsigned char>(d >> shift));
+  bytes.insert(bytes.end(), data.begin(), data.end());
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                              static_cast<std::streamsize>(bytes.size()));
+}
+
+// A tiny Fashion-MNIST look-alike (64 train, 32 test samples) in a fresh folder: runs take
+// well under a second and need no installed data set.
+class TinyData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("axon_tiny_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+    for (auto [prefix, n] : {std::pair<const char*, uint32_t>{"train", 64}, {"t10k", 32}}) {
+      std::vector<unsigned char> pixels(size_t{n} * 784), labels(n);
+      for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<unsigned char>((i * 37 + i / 784) % 256);
+      for (uint32_t i = 0; i < n; ++i) labels[i] = static_cast<unsigned char>(i % 10);
+      write_idx(dir_ / (std::string(prefix) + "-images-idx3-ubyte"), {n, 28, 28}, pixels);
+      write_idx(dir_ / (std::string(prefix) + "-labels-idx1-ubyte"), {n}, labels);
+    }
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string tiny_run(const std::string& extra) const {
+    return bin("fashion_mnist") + " --no-progress --epochs 1 --batch-size 16 --threads 1 --data " + dir_.string() +
+           " " + extra;
+  }
+  fs::path dir_;
+};
+
+static std::string mpirun(int np, const std::string& command) {
+  return std::string(AXON_MPIEXEC) + " -np " + std::to_string(np) + " " + command;
+}
+
 TEST(ReadmeModel, PrintsTheSummaryTable) {
   Result r = run_command(bin("readme_model"));
   EXPECT_EQ(r.code, 0);
@@ -40,11 +90,34 @@ TEST(FashionMnist, UnknownFlagValuesAreRejected) {
   for (const char* args : {"--model resnet9000", "--optimizer lbfgs", "--epochs 0", "--batch-size -3", "--lr abc",
                            "--threads 0", "--no-such-flag"}) {
     Result r = run_command(bin("fashion_mnist") + " " + args);
-    EXPECT_NE(r.code, 0) << args;
+    EXPECT_EQ(r.code, 2) << args;  // usage errors, like axonrun's
     EXPECT_FALSE(r.output.empty()) << args;
   }
   Result r = run_command(bin("fashion_mnist") + " --model resnet9000");
   EXPECT_THAT(r.output, HasSubstr("resnet9000"));
+}
+
+// Every numeric option is checked while parsing, before MPI or data loading, with one exact
+// message and exit code 2 (usage error). --data points nowhere: a value that slipped through
+// parsing would fail later, with exit code 1 and another message.
+TEST(FashionMnist, BadNumbersAreUsageErrorsNamingOptionAndValue) {
+  const std::string lr = "expected a finite number > 0", epochs = "expected an integer in [1, 100000]",
+                    batch = "expected an integer in [1, 1048576]", threads = "expected an integer in [1, 1024]",
+                    seed = "expected an integer in [0, 18446744073709551615]";
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"--lr", "nan", lr},       {"--lr", "0", lr},         {"--lr", "abc", lr},        {"--lr", "inf", lr},
+      {"--lr", "1e999", lr},     {"--lr", "0x10", lr},      {"--lr", "-1", lr},         {"--lr", "1e-3x", lr},
+      {"--epochs", "0x10", epochs}, {"--epochs", "010", epochs}, {"--epochs", "1.5", epochs},
+      {"--epochs", "4294967297", epochs}, {"--epochs", "0", epochs},
+      {"--batch-size", "-3", batch}, {"--batch-size", "18446744073709551615", batch},
+      {"--threads", "0", threads}, {"--threads", "2x", threads},
+      {"--seed", "-1", seed},    {"--seed", "18446744073709551616", seed}, {"--seed", "1e3", seed}};
+  for (const auto& [option, value, expected] : cases) {
+    Result r = run_command(bin("fashion_mnist") + " --data /nonexistent/fmnist " + option + " '" + value + "'");
+    EXPECT_EQ(r.code, 2) << option << " " << value << "\n" << r.output;
+    EXPECT_EQ(r.output, "fashion_mnist: error: " + option + ": " + expected + ", got '" + value +
+                            "'\nRun 'fashion_mnist --help' for usage.\n");
+  }
 }
 
 TEST(FashionMnist, MissingDatasetNamesTheFolder) {
@@ -105,4 +178,38 @@ TEST(FashionMnist, AFailedRankStopsTheWholeJobWithAnExplanation) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("axonrun: job failed with exit code"));
   EXPECT_LT(r.seconds, 120.0) << "the job should stop when a rank fails, not hang";
+}
+
+// ---- under mpirun: what is the same on every rank is printed once -----------------------
+
+TEST(FashionMnistUnderMpirun, HelpAndUsageErrorsArePrintedOnce) {
+  Result help = run_command(mpirun(2, bin("fashion_mnist") + " --help"));
+  EXPECT_EQ(help.code, 0) << help.output;
+  EXPECT_EQ(count(help.output, "Usage: fashion_mnist"), 1u) << help.output;
+
+  Result bad = run_command(mpirun(2, bin("fashion_mnist") + " --lr nan"));
+  EXPECT_NE(bad.code, 0) << bad.output;
+  EXPECT_EQ(count(bad.output, "fashion_mnist: error: --lr: expected a finite number > 0, got 'nan'\n"), 1u)
+      << bad.output;
+  EXPECT_EQ(count(bad.output, "Run 'fashion_mnist --help' for usage."), 1u) << bad.output;
+}
+
+TEST(FashionMnistUnderMpirun, ADataErrorOnEveryRankIsPrintedOnce) {
+  Result r = run_command(mpirun(2, bin("fashion_mnist") + " --threads 1 --no-progress --data /nonexistent/fmnist"));
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: fashion-mnist: /nonexistent/fmnist: missing"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "rank 0: fashion-mnist"), 0u) << r.output;
+}
+
+TEST_F(TinyData, ADataErrorOnOneRankIsPrintedByThatRankWithItsNumber) {
+  // Rank 0 has the data, rank 1 looks in a folder that does not exist.
+  const std::string command = "sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && exec " +
+                              bin("fashion_mnist") + " --threads 1 --no-progress --data /nonexistent/rank1; exec " +
+                              tiny_run("") + "'";
+  Result r = run_command(mpirun(2, command));
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: rank 1: fashion-mnist: /nonexistent/rank1: missing"), 1u)
+      << r.output;
+  EXPECT_EQ(count(r.output, "fashion-mnist: /nonexistent/rank1"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "rank 0:"), 0u) << r.output;
 }
