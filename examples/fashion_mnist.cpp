@@ -4,6 +4,7 @@
 //
 // The last line of stdout is one JSON object with the results, for scripts and benchmarks.
 #include <CLI/CLI.hpp>
+#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -28,6 +29,21 @@ static Model build_model(const std::string& name) {
   if (name == "mlp_big")
     return input({-1, 784}) | dense(1024, Activation::relu) | dense(1024, Activation::relu) | dense(10);
   throw std::invalid_argument(fmt::format("unknown model '{}'", name));
+}
+
+// "OpenBLAS 0.3.26": the BLAS library in this process and its version, from the copy Axon loaded
+// (RTLD_NOLOAD: find it, never load another). Different versions may sum in different orders.
+static std::string blas_library() {
+  std::string name = "OpenBLAS";
+  if (void* handle = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD)) {
+    using ConfigFn = char* (*)();
+    if (auto config = reinterpret_cast<ConfigFn>(dlsym(handle, "openblas_get_config"))) {
+      const std::string text = config();  // "OpenBLAS 0.3.26 DYNAMIC_ARCH NO_AFFINITY Haswell ..."
+      if (text.starts_with("OpenBLAS ")) name = text.substr(0, text.find(' ', 9));
+    }
+    dlclose(handle);
+  }
+  return name;
 }
 
 static int run(int argc, char** argv) {
@@ -99,6 +115,16 @@ static int run(int argc, char** argv) {
                           {"world_size", comm->size()},
                           {"epochs", epochs},
                           {"batch_size", batch_size},
+                          // Everything else params_sha256 depends on (docs/getting-started.md).
+                          {"optimizer", optimizer_name},
+                          {"lr", lr},
+                          {"seed", seed},
+                          {"threads", threads},
+                          {"blas", blas_library()},
+                          {"blas_kernels", blas_kernels()},
+                          {"device", "cpu"},
+                          {"dtype", "f32"},
+                          {"axon_version", AXON_VERSION},
                           {"test_accuracy", last.test.accuracy},
                           {"test_loss", last.test.loss},
                           {"train_samples_per_s", result.samples_per_second()},

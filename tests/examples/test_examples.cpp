@@ -180,6 +180,42 @@ TEST(FashionMnist, AFailedRankStopsTheWholeJobWithAnExplanation) {
   EXPECT_LT(r.seconds, 120.0) << "the job should stop when a rank fails, not hang";
 }
 
+// ---- the result JSON: what params_sha256 depends on ---------------------------------------
+
+TEST_F(TinyData, ResultJsonRecordsEverythingTheHashDependsOn) {
+  Result r = run_command(tiny_run("--seed 7 --lr 0.01 --optimizer sgd --model mlp"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = last_json_line(r.output);
+  EXPECT_EQ(j["model"], "mlp");
+  EXPECT_EQ(j["optimizer"], "sgd");
+  EXPECT_EQ(j["lr"], 0.01);
+  EXPECT_EQ(j["seed"], 7);
+  EXPECT_EQ(j["epochs"], 1);
+  EXPECT_EQ(j["batch_size"], 16);
+  EXPECT_EQ(j["world_size"], 1);
+  EXPECT_EQ(j["threads"], 1);
+  EXPECT_THAT(j["blas"].get<std::string>(), ::testing::StartsWith("OpenBLAS"));
+  EXPECT_FALSE(j["blas_kernels"].get<std::string>().empty());
+  EXPECT_EQ(j["device"], "cpu");
+  EXPECT_EQ(j["dtype"], "f32");
+  EXPECT_FALSE(j["axon_version"].get<std::string>().empty());
+  EXPECT_EQ(j["params_sha256"].get<std::string>().size(), 64u);
+}
+
+TEST_F(TinyData, SameRecordedSettingsGiveTheSameHash) {
+  Result a = run_command(tiny_run("--seed 3"));
+  Result b = run_command(tiny_run("--seed 3"));
+  Result other = run_command(tiny_run("--seed 4"));
+  ASSERT_EQ(a.code, 0) << a.output;
+  ASSERT_EQ(b.code, 0) << b.output;
+  ASSERT_EQ(other.code, 0) << other.output;
+  nlohmann::json ja = last_json_line(a.output), jb = last_json_line(b.output), jo = last_json_line(other.output);
+  ja.erase("train_samples_per_s");  // timing: the only key that may differ between equal runs
+  jb.erase("train_samples_per_s");
+  EXPECT_EQ(ja, jb);
+  EXPECT_NE(jo["params_sha256"], ja["params_sha256"]);  // and the hash does depend on the seed
+}
+
 // ---- under mpirun: what is the same on every rank is printed once -----------------------
 
 TEST(FashionMnistUnderMpirun, HelpAndUsageErrorsArePrintedOnce) {
