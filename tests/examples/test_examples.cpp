@@ -20,10 +20,20 @@ using axon::testing::run_command;
 
 static std::string bin(const std::string& name) { return std::string(AXON_BIN_DIR) + "/" + name; }
 
+// The last line that is a JSON object. Not simply the last line: under mpirun, stdout and
+// stderr reach us through separate pipes, so rank 0's stderr lines (epoch summaries) may arrive
+// after its final JSON line on stdout.
 static nlohmann::json last_json_line(const std::string& output) {
-  size_t end = output.find_last_not_of('\n');
-  size_t start = output.rfind('\n', end);
-  return nlohmann::json::parse(output.substr(start == std::string::npos ? 0 : start + 1, end - start));
+  size_t end = output.size();
+  while (end > 0) {
+    const size_t start = output.rfind('\n', end - 1);
+    const size_t from = start == std::string::npos ? 0 : start + 1;
+    if (output.compare(from, 1, "{") == 0) return nlohmann::json::parse(output.substr(from, end - from));
+    if (start == std::string::npos) break;
+    end = start;
+  }
+  ADD_FAILURE() << "no JSON line in:\n" << output;
+  return nlohmann::json::object();
 }
 
 static const char* kFashion = "/usr/share/datasets/fashion-mnist";
