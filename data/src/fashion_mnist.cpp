@@ -96,7 +96,6 @@ Dataset load_fashion_mnist(const std::string& dir, Split split) {
   if (images.dims[1] != fashion_mnist_side || images.dims[2] != fashion_mnist_side) {
     fail(*images_path, "expected 28x28 images, got " + join_dims(images.dims));
   }
-  if (images.dims[0] == 0) fail(*images_path, "no samples (header says " + join_dims(images.dims) + ")");
   if (images.dims[0] != labels.dims[0]) {
     fail(dir, images_name + " has " + std::to_string(images.dims[0]) + " samples but " +
                   labels_name + " has " + std::to_string(labels.dims[0]));

@@ -517,14 +517,18 @@ TEST_F(DataTest, FashionMnistRejectsTypesOtherThanUbyte) {
                 ": expected IDX type ubyte (0x08), found type code 0x09");
 }
 
-TEST_F(DataTest, FashionMnistRejectsOtherImageSizesAndNoSamples) {
+TEST_F(DataTest, FashionMnistRejectsOtherImageSizes) {
   write_fashion(dir_, "train", idx_ubyte({2, 28, 27}, Bytes(2 * 28 * 27, 0)), idx_ubyte({2}, {1, 2}), false);
   EXPECT_EQ(error_of([&] { load_fashion_mnist(dir_.string(), Split::train); }),
             "fashion-mnist: " + path("train-images-idx3-ubyte") + ": expected 28x28 images, got 2x28x27");
 
-  write_fashion(dir_, "train", idx_ubyte({0, 28, 28}, {}), idx_ubyte({0}, {}), false);
+  write_fashion(dir_, "train", idx_ubyte({2, 32, 32}, Bytes(2 * 32 * 32, 0)), idx_ubyte({2}, {1, 2}), true);
   EXPECT_EQ(error_of([&] { load_fashion_mnist(dir_.string(), Split::train); }),
-            "fashion-mnist: " + path("train-images-idx3-ubyte") + ": no samples (header says 0x28x28)");
+            "fashion-mnist: " + path("train-images-idx3-ubyte.gz") + ": expected 28x28 images, got 2x32x32");
+
+  // An empty split is well-formed: what it means is the trainer's business.
+  write_fashion(dir_, "t10k", idx_ubyte({0, 28, 28}, {}), idx_ubyte({0}, {}), false);
+  EXPECT_EQ(load_fashion_mnist(dir_.string(), Split::test).count, 0u);
 }
 
 TEST(FashionMnist, DefaultDirHonoursEnvironment) {

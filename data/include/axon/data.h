@@ -53,8 +53,9 @@ std::string default_fashion_mnist_dir();
 
 // Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte from `dir`, preferring the .gz file
 // when both exist. Pixels are scaled to [0, 1] (x / 255). Checks what the format defines:
-// both files of type ubyte (0x08), the images count x 28 x 28 with count > 0, the labels 1-d
-// with values in [0, 10), and the same count in both. Errors start with "fashion-mnist: " and
+// both files of type ubyte (0x08), the images count x 28 x 28, the labels 1-d with values in
+// [0, 10), and the same count in both. A count of 0 is valid here; the trainer decides what an
+// empty split means. Errors start with "fashion-mnist: " and
 // name the directory or file.
 Dataset load_fashion_mnist(const std::string& dir, Split split);
 
