@@ -130,6 +130,24 @@ TEST(FashionMnist, BadNumbersAreUsageErrorsNamingOptionAndValue) {
   }
 }
 
+// bench/compare_pytorch.sh checks its numbers with the same rules before building or running.
+TEST(ComparePytorch, BadNumbersAreUsageErrorsBeforeAnythingRuns) {
+  const std::string script = std::string("bash ") + AXON_SOURCE_DIR + "/bench/compare_pytorch.sh";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--seed -1", "--seed: expected an integer in [0, 18446744073709551615], got '-1'"},
+      {"--seed 18446744073709551616", "--seed: expected an integer in [0, 18446744073709551615], got '18446744073709551616'"},
+      {"--seed 0x10", "--seed: expected an integer in [0, 18446744073709551615], got '0x10'"},
+      {"--threads '1 0'", "--threads: expected integers in [1, 1024], got '0'"},
+      {"--threads 2x", "--threads: expected integers in [1, 1024], got '2x'"},
+      {"--epochs 010", "--epochs: expected an integer in [1, 100000], got '010'"},
+      {"--repeat -1", "--repeat: expected an integer in [1, 999999], got '-1'"}};
+  for (const auto& [args, message] : cases) {
+    Result r = run_command(script + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output, "compare_pytorch: error: " + message + "\n") << args;
+  }
+}
+
 TEST(FashionMnist, MissingDatasetNamesTheFolder) {
   Result r = run_command(bin("fashion_mnist") + " --data /nonexistent/fmnist --no-progress");
   EXPECT_NE(r.code, 0);
