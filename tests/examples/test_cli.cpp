@@ -1,12 +1,15 @@
 // Unit tests of axon/cli.h: strict number parsing for the programs' options.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "axon/cli.h"
+#include "axon/communicator.h"
 
 using namespace axon::cli;
 
@@ -163,4 +166,27 @@ TEST(CliOptions, BadValuesFailAtParseTimeAndGoodOnesAreStored) {
     EXPECT_EQ(std::string(e.what()), "--batch-size: expected an integer in [1, 64], got '-1'");
   }
   EXPECT_EQ(batch, 8u);
+}
+
+// ---- axon::launcher_rank: which rank prints what is the same everywhere --------------------
+
+TEST(LauncherRank, ReadsTheLauncherVariablesBeforeMpiAndRejectsMalformedValues) {
+  const char* names[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+  for (const char* name : names) unsetenv(name);
+  EXPECT_EQ(axon::launcher_rank(), 0);  // no launcher: a single process is rank 0
+  for (const char* name : names) {
+    SCOPED_TRACE(name);
+    setenv(name, "3", 1);
+    EXPECT_EQ(axon::launcher_rank(), 3);
+    // Not a plain decimal rank: treated as unknown (0) rather than misread.
+    for (const char* bad : {"-1", " 1", "1x", "0x1", "99999999999"}) {
+      setenv(name, bad, 1);
+      EXPECT_EQ(axon::launcher_rank(), 0) << bad;
+    }
+    unsetenv(name);
+  }
+  setenv("PMIX_RANK", "5", 1);  // Open MPI sets both; its own variable comes first
+  setenv("OMPI_COMM_WORLD_RANK", "2", 1);
+  EXPECT_EQ(axon::launcher_rank(), 2);
+  for (const char* name : names) unsetenv(name);
 }
