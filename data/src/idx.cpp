@@ -51,6 +51,8 @@ class Reader {
     const auto status = std::filesystem::status(path, ec);
     if (!std::filesystem::exists(status)) fail(path, "no such file");
     if (std::filesystem::is_directory(status)) fail(path, "is a directory, not an IDX file");
+    // Sizes and offsets in messages come from the file's size: a pipe or device has none.
+    if (!std::filesystem::is_regular_file(status)) fail(path, "not a regular file");
     errno = 0;
     file_ = std::fopen(path.c_str(), "rb");
     if (file_ == nullptr) fail(path, std::string("cannot open: ") + std::strerror(errno));

@@ -197,6 +197,8 @@ TEST_F(DataTest, RejectsMissingFileAndDirectory) {
   msg = error_of([&] { read_idx(dir_.string()); });
   EXPECT_CONTAINS(msg, dir_.string());
   EXPECT_CONTAINS(msg, "directory");
+
+  EXPECT_EQ(error_of([] { read_idx("/dev/null"); }), "/dev/null: not a regular file");
 }
 
 TEST_F(DataTest, RejectsEmptyFilePlainAndGzip) {
