@@ -40,8 +40,19 @@ while (($#)); do
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
-[[ "$repeat" =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a positive integer (got '$repeat')"
-[[ "$epochs" =~ ^[1-9][0-9]*$ ]] || die "--epochs must be a positive integer (got '$epochs')"
+# Numbers are checked here, before anything is built or run, with the rules and messages of
+# Axon's examples/cli; usage errors exit 2.
+usage_error() { echo "compare_pytorch: error: $*" >&2; exit 2; }
+[[ "$repeat" =~ ^[1-9][0-9]*$ && ${#repeat} -le 6 ]] || usage_error "--repeat: expected an integer in [1, 999999], got '$repeat'"
+[[ "$epochs" =~ ^[1-9][0-9]*$ && ${#epochs} -le 6 && $epochs -le 100000 ]] ||
+  usage_error "--epochs: expected an integer in [1, 100000], got '$epochs'"
+[[ -n "$threads_list" ]] || usage_error "--threads: expected integers in [1, 1024], got ''"
+for t in $threads_list; do
+  [[ "$t" =~ ^[1-9][0-9]*$ && ${#t} -le 4 && $t -le 1024 ]] || usage_error "--threads: expected integers in [1, 1024], got '$t'"
+done
+# Up to 2^64 - 1: compared as strings of equal length, since bash arithmetic is 64-bit signed.
+[[ "$seed" =~ ^(0|[1-9][0-9]*)$ ]] && { ((${#seed} < 20)) || [[ ${#seed} -eq 20 && ! "$seed" > "18446744073709551615" ]]; } ||
+  usage_error "--seed: expected an integer in [0, 18446744073709551615], got '$seed'"
 
 # --- dependencies and build ---------------------------------------------------------------
 scripts/install-deps.sh --bench

@@ -15,9 +15,32 @@ Usage: /usr/bin/python3 bench/torch_fashion_mnist.py --model mlp_big --threads 1
 import argparse
 import gzip
 import json
+import math
 import os
+import re
 import sys
 import time
+
+
+_DECIMAL_INT = re.compile(r"\+?(0|[1-9][0-9]*)")
+_DECIMAL_REAL = re.compile(r"\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def integer(low, high):
+    """An argparse type: a plain decimal integer in [low, high], checked like Axon's
+    examples/cli (no 0x/leading zeros, no '_' or spaces, no minus for counts; argparse exits 2)."""
+    def parse(text):
+        if not _DECIMAL_INT.fullmatch(text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got '{text}'")
+        return int(text)
+    return parse
+
+
+def positive_real(text):
+    """An argparse type: a finite decimal number > 0 (no nan/inf, no hex, no trailing text)."""
+    if not _DECIMAL_REAL.fullmatch(text) or not math.isfinite(float(text)) or float(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got '{text}'")
+    return float(text)
 
 
 def _pin_blas_threads():
@@ -26,7 +49,7 @@ def _pin_blas_threads():
     It must happen before libopenblas is loaded, i.e. before importing numpy/torch. An explicitly
     set environment wins (bench/compare_pytorch.sh sets both variables to T)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--threads", type=int, default=1)
+    pre.add_argument("--threads", type=integer(1, 1024), default=1)
     threads = pre.parse_known_args()[0].threads
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -45,12 +68,12 @@ DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["mlp", "mlp_big"], default="mlp")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--epochs", type=integer(1, 100000), default=1)
+    ap.add_argument("--batch-size", type=integer(1, 1 << 20), default=128)
     ap.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--lr", type=positive_real, default=1e-3)
+    ap.add_argument("--threads", type=integer(1, 1024), default=1)
+    ap.add_argument("--seed", type=integer(0, 2**64 - 1), default=42)
     ap.add_argument("--data-dir", default=os.environ.get("AXON_FASHION_MNIST_DIR", DEFAULT_DATA_DIR))
     ap.add_argument("--no-progress", action="store_true", help="no per-epoch lines (only the final JSON)")
     return ap.parse_args()
@@ -72,7 +95,13 @@ def read_idx(path):
 
 def load_split(data_dir, prefix):
     images = read_idx(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"))
-    labels = read_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
+    labels_path = os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz")
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"{data_dir}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+    if labels.size and labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise ValueError(f"{labels_path}: label {labels[bad]} at index {bad} is not a class in [0, 10)")
     x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0))
     y = torch.from_numpy(labels.astype(np.int64))
     return x.contiguous(), y

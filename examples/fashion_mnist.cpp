@@ -4,17 +4,20 @@
 //
 // The last line of stdout is one JSON object with the results, for scripts and benchmarks.
 #include <CLI/CLI.hpp>
+#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
 
 #include "axon/agreement.h"
+#include "axon/cli.h"
 #include "axon/communicator.h"
 #include "axon/cpu_budget.h"
 #include "axon/data.h"
@@ -31,8 +34,23 @@ static Model build_model(const std::string& name) {
   throw std::invalid_argument(fmt::format("unknown model '{}'", name));
 }
 
+// "OpenBLAS 0.3.26": the BLAS library in this process and its version, from the copy Axon loaded
+// (RTLD_NOLOAD: find it, never load another). Different versions may sum in different orders.
+static std::string blas_library() {
+  std::string name = "OpenBLAS";
+  if (void* handle = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD)) {
+    using ConfigFn = char* (*)();
+    if (auto config = reinterpret_cast<ConfigFn>(dlsym(handle, "openblas_get_config"))) {
+      const std::string text = config();  // "OpenBLAS 0.3.26 DYNAMIC_ARCH NO_AFFINITY Haswell ..."
+      if (text.starts_with("OpenBLAS ")) name = text.substr(0, text.find(' ', 9));
+    }
+    dlclose(handle);
+  }
+  return name;
+}
+
 static int run(int argc, char** argv) {
-  CLI::App app{"Train a classifier on Fashion-MNIST with Axon (data-parallel over MPI ranks)"};
+  CLI::App app{"Train a classifier on Fashion-MNIST with Axon (data-parallel over MPI ranks)", "fashion_mnist"};
   std::string model_name = "mlp", optimizer_name = "adam", data_dir = data::default_fashion_mnist_dir();
   int epochs = 1, threads = 0;
   size_t batch_size = 128;
@@ -40,20 +58,23 @@ static int run(int argc, char** argv) {
   uint64_t seed = 0;
   bool no_progress = false;
   app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big"}));
-  app.add_option("--epochs", epochs, "Passes over the training set")->check(CLI::Range(1, 100000));
-  app.add_option("--batch-size", batch_size, "Samples per rank per step (global batch = this × ranks)")
-      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  cli::add_integer(app, "--epochs", epochs, 1, 100000, "Passes over the training set");
+  cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
+                   "Samples per rank per step (global batch = this × ranks)");
   app.add_option("--optimizer", optimizer_name, "Optimizer")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  app.add_option("--lr", lr, "Learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--threads", threads, "Threads per rank (default: cores / ranks on this machine)")
-      ->check(CLI::Range(1, 1024));
-  app.add_option("--seed", seed, "Seed for initialization and shuffling");
+  cli::add_real(app, "--lr", lr, cli::greater_than(0), "Learning rate");
+  cli::add_integer(app, "--threads", threads, 1, 1024, "Threads per rank (default: cores / ranks on this machine)")
+      ->default_str("auto");
+  cli::add_integer(app, "--seed", seed, uint64_t{0}, std::numeric_limits<uint64_t>::max(),
+                   "Seed for initialization and shuffling");
   app.add_option("--data", data_dir, "Folder with the Fashion-MNIST IDX files");
   app.add_flag("--no-progress", no_progress, "No live progress line");
+  // Before MPI starts: the command line is the same on every rank, so only rank 0 reports on it.
+  const int launcher_rank = axon::launcher_rank();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return cli::exit_on_parse_error(app, e, launcher_rank);
   }
 
   auto comm = make_communicator();
@@ -68,8 +89,12 @@ static int run(int argc, char** argv) {
   }
   set_num_threads(threads);
 
-  const data::Dataset train = data::load_fashion_mnist(data_dir, data::Split::train);
-  const data::Dataset test = data::load_fashion_mnist(data_dir, data::Split::test);
+  // A data error is reported once when every rank has it, by each rank that has it otherwise.
+  data::Dataset train, test;
+  cli::run_on_all_ranks(*comm, "fashion_mnist", [&] {
+    train = data::load_fashion_mnist(data_dir, data::Split::train);
+    test = data::load_fashion_mnist(data_dir, data::Split::test);
+  });
 
   Model model = build_model(model_name);
   Parameters params = init(model, seed);
@@ -104,6 +129,16 @@ static int run(int argc, char** argv) {
                           {"world_size", comm->size()},
                           {"epochs", epochs},
                           {"batch_size", batch_size},
+                          // Everything else params_sha256 depends on (docs/getting-started.md).
+                          {"optimizer", optimizer_name},
+                          {"lr", lr},
+                          {"seed", seed},
+                          {"threads", threads},
+                          {"blas", blas_library()},
+                          {"blas_kernels", blas_kernels()},
+                          {"device", "cpu"},
+                          {"dtype", "f32"},
+                          {"axon_version", AXON_VERSION},
                           {"test_accuracy", json_metric(last.test.accuracy)},
                           {"test_loss", json_metric(last.test.loss)},
                           {"test_samples", last.test.samples},
@@ -119,16 +154,26 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const NonFiniteError& e) {
     // Its own exit status, so scripts can tell a diverged run from bad input (docs/getting-started.md).
-    // Every rank stops at the same step, so MPI can finalize instead of aborting the job.
-    std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    // Every rank stops at the same step with the same message: rank 0 prints it, and MPI can
+    // finalize instead of aborting the job.
+    if (launcher_rank() == 0) std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
     mark_failure_collective();
     return kExitNonFinite;
   } catch (const DisagreementError& e) {
-    std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    // Every rank sees the same table of differences; rank 0 prints it.
+    if (launcher_rank() == 0) std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    mark_failure_collective();
+    return 1;
+  } catch (const cli::ReportedError&) {
+    // Already printed, once or by the rank that had it; every rank throws it together.
     mark_failure_collective();
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
+    // Anything else may differ between ranks: say which rank it is.
+    if (launched_with_ranks())
+      std::fprintf(stderr, "fashion_mnist: error: rank %d: %s\n", launcher_rank(), e.what());
+    else
+      std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());
     // A non-zero exit under MPI stops the whole job (see distributed/src/mpi_communicator.cpp).
     return 1;
   }

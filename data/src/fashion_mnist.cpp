@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <optional>
 #include <sstream>
+#include <utility>
 #include <stdexcept>
 
 #include "axon/data.h"
@@ -16,6 +17,8 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int fashion_mnist_classes = 10;
+constexpr uint32_t fashion_mnist_side = 28;  // images are 28 x 28 pixels
+constexpr uint8_t ubyte_code = 0x08;
 
 // dir/name.gz if it exists, else dir/name if it exists, else nothing.
 std::optional<std::string> find_file(const fs::path& dir, const std::string& name) {
@@ -82,6 +85,17 @@ Dataset load_fashion_mnist(const std::string& dir, Split split) {
     fail(*labels_path, "expected 1-d labels, got " + std::to_string(labels.dims.size()) +
                            "-d " + join_dims(labels.dims));
   }
+  // The format stores both as unsigned bytes: another type code means another file.
+  for (const auto& [array, path] : {std::pair{&images, &*images_path}, std::pair{&labels, &*labels_path}}) {
+    if (array->type_code != ubyte_code) {
+      std::ostringstream code;
+      code << "0x" << std::hex << std::uppercase << (array->type_code < 16 ? "0" : "") << int{array->type_code};
+      fail(*path, "expected IDX type ubyte (0x08), found type code " + code.str());
+    }
+  }
+  if (images.dims[1] != fashion_mnist_side || images.dims[2] != fashion_mnist_side) {
+    fail(*images_path, "expected 28x28 images, got " + join_dims(images.dims));
+  }
   if (images.dims[0] != labels.dims[0]) {
     fail(dir, images_name + " has " + std::to_string(images.dims[0]) + " samples but " +
                   labels_name + " has " + std::to_string(labels.dims[0]));
@@ -100,7 +114,7 @@ Dataset load_fashion_mnist(const std::string& dir, Split split) {
     const float pixel = ds.images[i];
     if (!(pixel >= 0.0f && pixel <= 255.0f)) {  // also rejects NaN
       fail(*images_path, "pixel " + number(pixel) + " at element " + std::to_string(i) +
-                             " is outside [0, 255]");
+                             " is outside [0, 255]");  // unreachable for ubyte, kept as a guard
     }
     ds.images[i] = pixel / 255.0f;
   }
@@ -109,8 +123,9 @@ Dataset load_fashion_mnist(const std::string& dir, Split split) {
   for (size_t i = 0; i < ds.count; ++i) {
     const float label = labels.values[i];
     if (!(label >= 0.0f && label < fashion_mnist_classes) || label != std::floor(label)) {
-      fail(*labels_path, "label " + number(label) + " at index " + std::to_string(i) +
-                             " is not a class in [0, 10)");
+      // Byte offset in the (decompressed) IDX content: 8 header bytes, then one byte per label.
+      fail(*labels_path, "label " + number(label) + " at index " + std::to_string(i) + " (byte " +
+                             std::to_string(8 + i) + ") is not a class in [0, 10)");
     }
     ds.labels[i] = static_cast<int32_t>(label);
   }

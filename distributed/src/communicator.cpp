@@ -101,6 +101,21 @@ int local_world_size() {
   return 1;
 }
 
+int launcher_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) continue;
+    // Digits only: strtol would accept "-1", " 1" or "1x", and a wrong rank 0 prints twice.
+    long n = 0;
+    for (const char* p = v; *p; ++p) {
+      if (*p < '0' || *p > '9' || n > 1'000'000'000) return 0;
+      n = n * 10 + (*p - '0');
+    }
+    return n <= 1'000'000'000 ? static_cast<int>(n) : 0;
+  }
+  return 0;
+}
+
 std::unique_ptr<Communicator> make_communicator() {
   return launched_with_ranks() ? make_mpi_communicator() : make_local_communicator();
 }

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <bit>
 #include <cstdlib>
 #include <filesystem>
@@ -196,13 +197,25 @@ TEST_F(DataTest, RejectsMissingFileAndDirectory) {
   msg = error_of([&] { read_idx(dir_.string()); });
   EXPECT_CONTAINS(msg, dir_.string());
   EXPECT_CONTAINS(msg, "directory");
+
+  EXPECT_EQ(error_of([] { read_idx("/dev/null"); }), "/dev/null: not a regular file");
+}
+
+TEST_F(DataTest, RejectsEmptyFilePlainAndGzip) {
+  write_plain(path("empty.idx"), {});
+  std::string msg = error_of([&] { read_idx(path("empty.idx")); });
+  EXPECT_EQ(msg, path("empty.idx") + ": empty file (0 bytes): expected an IDX header");
+
+  write_gzip(path("empty.gz"), {});  // a valid gzip stream holding nothing
+  msg = error_of([&] { read_idx(path("empty.gz")); });
+  EXPECT_EQ(msg, path("empty.gz") +
+                     ": truncated: the decompressed gzip stream has 0 bytes, too short for the 4-byte IDX magic");
 }
 
 TEST_F(DataTest, RejectsTruncatedHeader) {
-  write_plain(path("empty.idx"), {});
-  std::string msg = error_of([&] { read_idx(path("empty.idx")); });
-  EXPECT_CONTAINS(msg, path("empty.idx"));
-  EXPECT_CONTAINS(msg, "truncated");
+  write_plain(path("two.idx"), {0, 0});
+  std::string msg = error_of([&] { read_idx(path("two.idx")); });
+  EXPECT_EQ(msg, path("two.idx") + ": truncated: the file has 2 bytes, too short for the 4-byte IDX magic");
 
   Bytes short_dims = idx_header(0x08, {60000, 28, 28});
   short_dims.resize(short_dims.size() - 3);
@@ -261,51 +274,130 @@ TEST_F(DataTest, RejectsTruncatedData) {
   const Bytes bytes = concat(idx_header(0x0B, {2, 3}), encode(0x0B, {1, 2, 3, 4, 5}));
   write_plain(path("short.idx"), bytes);
   write_gzip(path("short.idx.gz"), bytes);
-  for (const char* name : {"short.idx", "short.idx.gz"}) {
-    SCOPED_TRACE(name);
-    const std::string msg = error_of([&] { read_idx(path(name)); });
-    EXPECT_CONTAINS(msg, path(name));
-    EXPECT_CONTAINS(msg, "truncated: header says 2x3 int16 = 12 bytes of data, file has 10");
-  }
+  // A plain file is judged by its size, before any data is read.
+  EXPECT_EQ(error_of([&] { read_idx(path("short.idx")); }),
+            path("short.idx") + ": truncated: header says 2x3 int16 = 12 bytes of data, file has 10 "
+                                "(the file is 22 bytes, expected 12 header + 12 data = 24)");
+  EXPECT_EQ(error_of([&] { read_idx(path("short.idx.gz")); }),
+            path("short.idx.gz") + ": truncated: header says 2x3 int16 = 12 bytes of data, file has 10 "
+                                   "(the decompressed gzip stream ends at byte 22)");
 }
 
-TEST_F(DataTest, RejectsTrailingBytes) {
+TEST_F(DataTest, RejectsTrailingBytesAfterTheIdxData) {
   const Bytes bytes = idx_ubyte({2}, {1, 2, 3, 4, 5});
   write_plain(path("long.idx"), bytes);
   write_gzip(path("long.idx.gz"), bytes);
-  for (const char* name : {"long.idx", "long.idx.gz"}) {
-    SCOPED_TRACE(name);
-    const std::string msg = error_of([&] { read_idx(path(name)); });
-    EXPECT_CONTAINS(msg, path(name));
-    EXPECT_CONTAINS(msg, "trailing garbage: 3 bytes after the data");
+  EXPECT_EQ(error_of([&] { read_idx(path("long.idx")); }),
+            path("long.idx") + ": trailing garbage: 3 bytes after the data, from byte 10 (header says 2 ubyte = "
+                               "2 bytes of data; the file is 13 bytes, expected 8 header + 2 data = 10)");
+  EXPECT_EQ(error_of([&] { read_idx(path("long.idx.gz")); }),
+            path("long.idx.gz") + ": trailing garbage: 3 bytes after the data, from byte 10 of the decompressed "
+                                  "gzip stream (header says 2 ubyte = 2 bytes of data)");
+}
+
+// A gzip file of `bytes`, as bytes.
+Bytes gzip_bytes(const fs::path& scratch, const Bytes& bytes) {
+  write_gzip(scratch, bytes);
+  Bytes out = read_file(scratch);
+  fs::remove(scratch);
+  return out;
+}
+
+Bytes counting_bytes(size_t n) {
+  Bytes data(n);
+  std::iota(data.begin(), data.end(), 0);  // wraps mod 256
+  return data;
+}
+
+TEST_F(DataTest, RejectsBytesAfterTheGzipStream) {
+  // zlib's gzread ignores what follows the last member; the data inside is complete and valid.
+  const Bytes good = gzip_bytes(path("tmp"), idx_ubyte({1000}, counting_bytes(1000)));
+  for (const Bytes& tail : {Bytes{0}, Bytes{0, 0, 0, 0}, Bytes{'h', 'e', 'l', 'l', 'o'}, Bytes{0x1f}}) {
+    write_plain(path("tail.gz"), concat(good, tail));
+    const std::string msg = error_of([&] { read_idx(path("tail.gz")); });
+    EXPECT_EQ(msg, path("tail.gz") + ": trailing garbage: " + std::to_string(tail.size()) +
+                       (tail.size() == 1 ? " byte" : " bytes") + " after the end of the gzip stream at byte " +
+                       std::to_string(good.size()) +
+                       " (expected the end of the file or another gzip member, which starts 1f 8b)");
   }
 }
 
-TEST_F(DataTest, RejectsCorruptGzip) {
-  Bytes data(1000);
-  std::iota(data.begin(), data.end(), 0);  // wraps mod 256
-  write_gzip(path("good.gz"), idx_ubyte({1000}, data));
-  const Bytes good = read_file(path("good.gz"));
-  ASSERT_GT(good.size(), 30u);
+TEST_F(DataTest, ReadsConcatenatedGzipMembersAsOneStream) {
+  // RFC 1952 allows several members; gunzip reads them as one stream, and so do we.
+  const Bytes idx = idx_ubyte({1000}, counting_bytes(1000));
+  const Bytes split = concat(gzip_bytes(path("a"), Bytes(idx.begin(), idx.begin() + 300)),
+                             gzip_bytes(path("b"), Bytes(idx.begin() + 300, idx.end())));
+  write_plain(path("two.gz"), split);
+  const IdxArray a = read_idx(path("two.gz"));
+  ASSERT_EQ(a.values.size(), 1000u);
+  for (size_t i = 0; i < 1000; ++i) ASSERT_EQ(a.values[i], static_cast<float>(i % 256)) << i;
+}
 
-  Bytes bad_crc = good;  // the trailer is CRC-32 then length, 4 bytes each
-  bad_crc[bad_crc.size() - 8] ^= 0xFF;
-  write_plain(path("bad_crc.gz"), bad_crc);
+TEST_F(DataTest, RejectsAConcatenatedGzipMemberAfterTheData) {
+  // e.g. a download appended to an older copy: the second member's bytes follow the data.
+  const Bytes member = gzip_bytes(path("tmp"), idx_ubyte({4}, {1, 2, 3, 4}));
+  write_plain(path("twice.gz"), concat(member, member));
+  EXPECT_EQ(error_of([&] { read_idx(path("twice.gz")); }),
+            path("twice.gz") + ": trailing garbage: 12 bytes after the data, from byte 12 of the decompressed gzip "
+                               "stream (header says 4 ubyte = 4 bytes of data)");
+}
 
-  Bytes cut = good;  // cut off mid-stream
-  cut.resize(good.size() / 2);
-  write_plain(path("cut.gz"), cut);
+TEST_F(DataTest, RejectsGzipCrcMismatch) {
+  const Bytes good = gzip_bytes(path("tmp"), idx_ubyte({1000}, counting_bytes(1000)));
+  Bytes bad = good;  // the trailer is CRC-32 then length, 4 bytes each, little-endian
+  const size_t crc_at = good.size() - 8;
+  bad[crc_at] ^= 0xFF;
+  write_plain(path("bad_crc.gz"), bad);
+  const uint32_t stored = bad[crc_at] | bad[crc_at + 1] << 8 | bad[crc_at + 2] << 16 | uint32_t{bad[crc_at + 3]} << 24;
+  const uint32_t actual = stored ^ 0xFF;
+  char expected[200];
+  std::snprintf(expected, sizeof expected,
+                ": corrupt gzip stream: CRC-32 mismatch in the gzip member that starts at byte 0: the trailer at "
+                "byte %zu says 0x%08X, the data has 0x%08X",
+                crc_at, stored, actual);
+  EXPECT_EQ(error_of([&] { read_idx(path("bad_crc.gz")); }), path("bad_crc.gz") + expected);
+}
 
+TEST_F(DataTest, RejectsGzipLengthMismatch) {
+  const Bytes good = gzip_bytes(path("tmp"), idx_ubyte({1000}, counting_bytes(1000)));
+  Bytes bad = good;
+  bad[good.size() - 4] ^= 0x01;  // ISIZE 1008 -> 1009
+  write_plain(path("bad_len.gz"), bad);
+  EXPECT_EQ(error_of([&] { read_idx(path("bad_len.gz")); }),
+            path("bad_len.gz") + ": corrupt gzip stream: length mismatch in the gzip member that starts at byte 0: "
+                                 "the trailer at byte " + std::to_string(good.size() - 4) +
+                                 " says 1009 bytes (mod 2^32), the member decompresses to 1008");
+}
+
+TEST_F(DataTest, RejectsTruncatedGzipStreamAnywhere) {
+  // Cut inside the header, the deflate data, and the 8-byte trailer (1, 4 and 8 bytes short):
+  // the decompressed IDX data may already be complete, the stream still is not.
+  const Bytes good = gzip_bytes(path("tmp"), idx_ubyte({1000}, counting_bytes(1000)));
+  for (size_t keep : {size_t{5}, good.size() / 2, good.size() - 8, good.size() - 4, good.size() - 1}) {
+    SCOPED_TRACE(keep);
+    write_plain(path("cut.gz"), Bytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(keep)));
+    const std::string msg = error_of([&] { read_idx(path("cut.gz")); });
+    EXPECT_CONTAINS(msg, path("cut.gz") + ": truncated gzip stream: the file ends at byte " + std::to_string(keep) +
+                             " inside the gzip member that starts at byte 0, after ");
+  }
+}
+
+TEST_F(DataTest, RejectsCorruptGzipData) {
   Bytes garbage = {0x1f, 0x8b};  // gzip magic, then nonsense
   for (int i = 0; i < 64; ++i) garbage.push_back(static_cast<unsigned char>(i * 37 + 11));
   write_plain(path("garbage.gz"), garbage);
+  std::string msg = error_of([&] { read_idx(path("garbage.gz")); });
+  EXPECT_CONTAINS(msg, path("garbage.gz") + ": corrupt gzip stream: ");
+  EXPECT_CONTAINS(msg, "in the gzip member that starts at byte 0");
 
-  for (const char* name : {"bad_crc.gz", "cut.gz", "garbage.gz"}) {
-    SCOPED_TRACE(name);
-    const std::string msg = error_of([&] { read_idx(path(name)); });
-    EXPECT_CONTAINS(msg, path(name));
-    EXPECT_CONTAINS(msg, "corrupt gzip stream");
-  }
+  // A damaged second member names where it starts.
+  const Bytes member = gzip_bytes(path("tmp"), Bytes{0, 0, 8, 1, 0, 0, 0, 1});
+  Bytes second = gzip_bytes(path("tmp"), Bytes{42});
+  second[3] = 0xE0;  // reserved header flag bits set
+  write_plain(path("second.gz"), concat(member, second));
+  msg = error_of([&] { read_idx(path("second.gz")); });
+  EXPECT_CONTAINS(msg, path("second.gz") + ": corrupt gzip stream: ");
+  EXPECT_CONTAINS(msg, "in the gzip member that starts at byte " + std::to_string(member.size()));
 }
 
 // ---- Fashion-MNIST -----------------------------------------------------------------------
@@ -383,7 +475,7 @@ TEST_F(DataTest, FashionMnistRejectsInconsistentFiles) {
   write_fashion(dir_, "train", images, idx_ubyte({2}, {1, 10}), false);
   msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
   EXPECT_CONTAINS(msg, labels_path);
-  EXPECT_CONTAINS(msg, "label 10 at index 1");
+  EXPECT_EQ(msg, "fashion-mnist: " + labels_path + ": label 10 at index 1 (byte 9) is not a class in [0, 10)");
 
   write_fashion(dir_, "train", images, idx_ubyte({2, 1}, {1, 2}), false);
   msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
@@ -400,6 +492,45 @@ TEST_F(DataTest, FashionMnistRejectsInconsistentFiles) {
   write_fashion(dir_, "train", truncated, idx_ubyte({2}, {1, 2}), true);
   msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
   EXPECT_CONTAINS(msg, "fashion-mnist: " + path("train-images-idx3-ubyte.gz") + ": truncated");
+}
+
+TEST_F(DataTest, FashionMnistRejectsLabelsOutOfRange) {
+  const Bytes images = idx_ubyte({2, 28, 28}, tiny_pixels(0));
+  for (unsigned char bad : {10, 11, 127, 255}) {
+    write_fashion(dir_, "t10k", images, idx_ubyte({2}, {bad, 0}), true);
+    EXPECT_EQ(error_of([&] { load_fashion_mnist(dir_.string(), Split::test); }),
+              "fashion-mnist: " + path("t10k-labels-idx1-ubyte.gz") + ": label " + std::to_string(bad) +
+                  " at index 0 (byte 8) is not a class in [0, 10)");
+  }
+}
+
+TEST_F(DataTest, FashionMnistRejectsTypesOtherThanUbyte) {
+  // Values that would pass the range checks, stored with another type code.
+  write_fashion(dir_, "train", concat(idx_header(0x0D, {2, 28, 28}), encode(0x0D, std::vector<double>(2 * 784, 1.0))),
+                idx_ubyte({2}, {1, 2}), false);
+  EXPECT_EQ(error_of([&] { load_fashion_mnist(dir_.string(), Split::train); }),
+            "fashion-mnist: " + path("train-images-idx3-ubyte") +
+                ": expected IDX type ubyte (0x08), found type code 0x0D");
+
+  write_fashion(dir_, "train", idx_ubyte({2, 28, 28}, tiny_pixels(0)),
+                concat(idx_header(0x09, {2}), encode(0x09, {1, 2})), false);
+  EXPECT_EQ(error_of([&] { load_fashion_mnist(dir_.string(), Split::train); }),
+            "fashion-mnist: " + path("train-labels-idx1-ubyte") +
+                ": expected IDX type ubyte (0x08), found type code 0x09");
+}
+
+TEST_F(DataTest, FashionMnistRejectsOtherImageSizes) {
+  write_fashion(dir_, "train", idx_ubyte({2, 28, 27}, Bytes(2 * 28 * 27, 0)), idx_ubyte({2}, {1, 2}), false);
+  EXPECT_EQ(error_of([&] { load_fashion_mnist(dir_.string(), Split::train); }),
+            "fashion-mnist: " + path("train-images-idx3-ubyte") + ": expected 28x28 images, got 2x28x27");
+
+  write_fashion(dir_, "train", idx_ubyte({2, 32, 32}, Bytes(2 * 32 * 32, 0)), idx_ubyte({2}, {1, 2}), true);
+  EXPECT_EQ(error_of([&] { load_fashion_mnist(dir_.string(), Split::train); }),
+            "fashion-mnist: " + path("train-images-idx3-ubyte.gz") + ": expected 28x28 images, got 2x32x32");
+
+  // An empty split is well-formed: what it means is the trainer's business.
+  write_fashion(dir_, "t10k", idx_ubyte({0, 28, 28}, {}), idx_ubyte({0}, {}), false);
+  EXPECT_EQ(load_fashion_mnist(dir_.string(), Split::test).count, 0u);
 }
 
 TEST(FashionMnist, DefaultDirHonoursEnvironment) {

@@ -9,6 +9,9 @@
 #include <fstream>
 #include <random>
 #include <nlohmann/json.hpp>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "../support/process.h"
 
@@ -20,13 +23,70 @@ using axon::testing::run_command;
 
 static std::string bin(const std::string& name) { return std::string(AXON_BIN_DIR) + "/" + name; }
 
+// The last line that is a JSON object. Not simply the last line: under mpirun, stdout and
+// stderr reach us through separate pipes, so rank 0's stderr lines (epoch summaries) may arrive
+// after its final JSON line on stdout.
 static nlohmann::json last_json_line(const std::string& output) {
-  size_t end = output.find_last_not_of('\n');
-  size_t start = output.rfind('\n', end);
-  return nlohmann::json::parse(output.substr(start == std::string::npos ? 0 : start + 1, end - start));
+  size_t end = output.size();
+  while (end > 0) {
+    const size_t start = output.rfind('\n', end - 1);
+    const size_t from = start == std::string::npos ? 0 : start + 1;
+    if (output.compare(from, 1, "{") == 0) return nlohmann::json::parse(output.substr(from, end - from));
+    if (start == std::string::npos) break;
+    end = start;
+  }
+  ADD_FAILURE() << "no JSON line in:\n" << output;
+  return nlohmann::json::object();
 }
 
 static const char* kFashion = "/usr/share/datasets/fashion-mnist";
+
+// Occurrences of `part` in `text`.
+static size_t count(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++n;
+  return n;
+}
+
+static void write_idx(const fs::path& path, const std::vector<uint32_t>& dims, const std::vector<unsigned char>& data) {
+  std::vector<unsigned char> bytes = {0, 0, 0x08, static_cast<unsigned char>(dims.size())};
+  for (uint32_t d : dims)
+    for (int shift : {24, 16, 8, 0}) bytes.push_back(static_cast<unsigned char>(d >> shift));
+  bytes.insert(bytes.end(), data.begin(), data.end());
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                              static_cast<std::streamsize>(bytes.size()));
+}
+
+// A tiny Fashion-MNIST look-alike (64 train, 32 test samples) in a fresh folder: runs take
+// well under a second and need no installed data set.
+class TinyData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("axon_tiny_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+    for (auto [prefix, n] : {std::pair<const char*, uint32_t>{"train", 64}, {"t10k", 32}}) {
+      std::vector<unsigned char> pixels(size_t{n} * 784), labels(n);
+      for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<unsigned char>((i * 37 + i / 784) % 256);
+      for (uint32_t i = 0; i < n; ++i) labels[i] = static_cast<unsigned char>(i % 10);
+      write_idx(dir_ / (std::string(prefix) + "-images-idx3-ubyte"), {n, 28, 28}, pixels);
+      write_idx(dir_ / (std::string(prefix) + "-labels-idx1-ubyte"), {n}, labels);
+    }
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string tiny_run(const std::string& extra) const {
+    return bin("fashion_mnist") + " --no-progress --epochs 1 --batch-size 16 --threads 1 --data " + dir_.string() +
+           " " + extra;
+  }
+  fs::path dir_;
+};
+
+static std::string mpirun(int np, const std::string& command) {
+  return std::string(AXON_MPIEXEC) + " -np " + std::to_string(np) + " " + command;
+}
 
 TEST(ReadmeModel, PrintsTheSummaryTable) {
   Result r = run_command(bin("readme_model"));
@@ -43,11 +103,52 @@ TEST(FashionMnist, UnknownFlagValuesAreRejected) {
   for (const char* args : {"--model resnet9000", "--optimizer lbfgs", "--epochs 0", "--batch-size -3", "--lr abc",
                            "--threads 0", "--no-such-flag"}) {
     Result r = run_command(bin("fashion_mnist") + " " + args);
-    EXPECT_NE(r.code, 0) << args;
+    EXPECT_EQ(r.code, 2) << args;  // usage errors, like axonrun's
     EXPECT_FALSE(r.output.empty()) << args;
   }
   Result r = run_command(bin("fashion_mnist") + " --model resnet9000");
   EXPECT_THAT(r.output, HasSubstr("resnet9000"));
+}
+
+// Every numeric option is checked while parsing, before MPI or data loading, with one exact
+// message and exit code 2 (usage error). --data points nowhere: a value that slipped through
+// parsing would fail later, with exit code 1 and another message.
+TEST(FashionMnist, BadNumbersAreUsageErrorsNamingOptionAndValue) {
+  const std::string lr = "expected a finite number > 0", epochs = "expected an integer in [1, 100000]",
+                    batch = "expected an integer in [1, 1048576]", threads = "expected an integer in [1, 1024]",
+                    seed = "expected an integer in [0, 18446744073709551615]";
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"--lr", "nan", lr},       {"--lr", "0", lr},         {"--lr", "abc", lr},        {"--lr", "inf", lr},
+      {"--lr", "1e999", lr},     {"--lr", "0x10", lr},      {"--lr", "-1", lr},         {"--lr", "1e-3x", lr},
+      {"--epochs", "0x10", epochs}, {"--epochs", "010", epochs}, {"--epochs", "1.5", epochs},
+      {"--epochs", "4294967297", epochs}, {"--epochs", "0", epochs},
+      {"--batch-size", "-3", batch}, {"--batch-size", "18446744073709551615", batch},
+      {"--threads", "0", threads}, {"--threads", "2x", threads},
+      {"--seed", "-1", seed},    {"--seed", "18446744073709551616", seed}, {"--seed", "1e3", seed}};
+  for (const auto& [option, value, expected] : cases) {
+    Result r = run_command(bin("fashion_mnist") + " --data /nonexistent/fmnist " + option + " '" + value + "'");
+    EXPECT_EQ(r.code, 2) << option << " " << value << "\n" << r.output;
+    EXPECT_EQ(r.output, "fashion_mnist: error: " + option + ": " + expected + ", got '" + value +
+                            "'\nRun 'fashion_mnist --help' for usage.\n");
+  }
+}
+
+// bench/compare_pytorch.sh checks its numbers with the same rules before building or running.
+TEST(ComparePytorch, BadNumbersAreUsageErrorsBeforeAnythingRuns) {
+  const std::string script = std::string("bash ") + AXON_SOURCE_DIR + "/bench/compare_pytorch.sh";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--seed -1", "--seed: expected an integer in [0, 18446744073709551615], got '-1'"},
+      {"--seed 18446744073709551616", "--seed: expected an integer in [0, 18446744073709551615], got '18446744073709551616'"},
+      {"--seed 0x10", "--seed: expected an integer in [0, 18446744073709551615], got '0x10'"},
+      {"--threads '1 0'", "--threads: expected integers in [1, 1024], got '0'"},
+      {"--threads 2x", "--threads: expected integers in [1, 1024], got '2x'"},
+      {"--epochs 010", "--epochs: expected an integer in [1, 100000], got '010'"},
+      {"--repeat -1", "--repeat: expected an integer in [1, 999999], got '-1'"}};
+  for (const auto& [args, message] : cases) {
+    Result r = run_command(script + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output, "compare_pytorch: error: " + message + "\n") << args;
+  }
 }
 
 TEST(FashionMnist, MissingDatasetNamesTheFolder) {
@@ -157,14 +258,15 @@ static Result two_ranks(const std::string& args0, const std::string& args1, cons
 }
 
 // A job whose ranks disagree must end (no hang, no crash in MPI) with an error that names both
-// ranks' values, printed by every rank.
+// ranks' values, printed once by rank 0.
 static void expect_clean_disagreement(const Result& r, const std::string& expected) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_NE(r.code, 124) << "the job hung:\n" << r.output;
   EXPECT_NE(r.code, 128 + SIGABRT) << r.output;
   EXPECT_THAT(r.output, HasSubstr(expected));
+  // The same message on every rank: printed once, by rank 0 (docs/reliability.md).
   EXPECT_THAT(r.output, HasSubstr("seen on rank 0"));
-  EXPECT_THAT(r.output, HasSubstr("seen on rank 1"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("seen on rank 1")));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("malloc")));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("double free")));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("\"test_loss\"")));
@@ -234,4 +336,74 @@ TEST(FashionMnist, EmptyTrainingSplitNamesTheFile) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr(data.dir() + "/train-images-idx3-ubyte has no samples"));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("DistributedSampler")));
+}
+
+// ---- the result JSON: what params_sha256 depends on ---------------------------------------
+
+TEST_F(TinyData, ResultJsonRecordsEverythingTheHashDependsOn) {
+  Result r = run_command(tiny_run("--seed 7 --lr 0.01 --optimizer sgd --model mlp"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = last_json_line(r.output);
+  EXPECT_EQ(j["model"], "mlp");
+  EXPECT_EQ(j["optimizer"], "sgd");
+  EXPECT_EQ(j["lr"], 0.01);
+  EXPECT_EQ(j["seed"], 7);
+  EXPECT_EQ(j["epochs"], 1);
+  EXPECT_EQ(j["batch_size"], 16);
+  EXPECT_EQ(j["world_size"], 1);
+  EXPECT_EQ(j["threads"], 1);
+  EXPECT_THAT(j["blas"].get<std::string>(), ::testing::StartsWith("OpenBLAS"));
+  EXPECT_FALSE(j["blas_kernels"].get<std::string>().empty());
+  EXPECT_EQ(j["device"], "cpu");
+  EXPECT_EQ(j["dtype"], "f32");
+  EXPECT_FALSE(j["axon_version"].get<std::string>().empty());
+  EXPECT_EQ(j["params_sha256"].get<std::string>().size(), 64u);
+}
+
+TEST_F(TinyData, SameRecordedSettingsGiveTheSameHash) {
+  Result a = run_command(tiny_run("--seed 3"));
+  Result b = run_command(tiny_run("--seed 3"));
+  Result other = run_command(tiny_run("--seed 4"));
+  ASSERT_EQ(a.code, 0) << a.output;
+  ASSERT_EQ(b.code, 0) << b.output;
+  ASSERT_EQ(other.code, 0) << other.output;
+  nlohmann::json ja = last_json_line(a.output), jb = last_json_line(b.output), jo = last_json_line(other.output);
+  ja.erase("train_samples_per_s");  // timing: the only key that may differ between equal runs
+  jb.erase("train_samples_per_s");
+  EXPECT_EQ(ja, jb);
+  EXPECT_NE(jo["params_sha256"], ja["params_sha256"]);  // and the hash does depend on the seed
+}
+
+// ---- under mpirun: what is the same on every rank is printed once -----------------------
+
+TEST(FashionMnistUnderMpirun, HelpAndUsageErrorsArePrintedOnce) {
+  Result help = run_command(mpirun(2, bin("fashion_mnist") + " --help"));
+  EXPECT_EQ(help.code, 0) << help.output;
+  EXPECT_EQ(count(help.output, "Usage: fashion_mnist"), 1u) << help.output;
+
+  Result bad = run_command(mpirun(2, bin("fashion_mnist") + " --lr nan"));
+  EXPECT_NE(bad.code, 0) << bad.output;
+  EXPECT_EQ(count(bad.output, "fashion_mnist: error: --lr: expected a finite number > 0, got 'nan'\n"), 1u)
+      << bad.output;
+  EXPECT_EQ(count(bad.output, "Run 'fashion_mnist --help' for usage."), 1u) << bad.output;
+}
+
+TEST(FashionMnistUnderMpirun, ADataErrorOnEveryRankIsPrintedOnce) {
+  Result r = run_command(mpirun(2, bin("fashion_mnist") + " --threads 1 --no-progress --data /nonexistent/fmnist"));
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: fashion-mnist: /nonexistent/fmnist: missing"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "rank 0: fashion-mnist"), 0u) << r.output;
+}
+
+TEST_F(TinyData, ADataErrorOnOneRankIsPrintedByThatRankWithItsNumber) {
+  // Rank 0 has the data, rank 1 looks in a folder that does not exist.
+  const std::string command = "sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && exec " +
+                              bin("fashion_mnist") + " --threads 1 --no-progress --data /nonexistent/rank1; exec " +
+                              tiny_run("") + "'";
+  Result r = run_command(mpirun(2, command));
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: rank 1: fashion-mnist: /nonexistent/rank1: missing"), 1u)
+      << r.output;
+  EXPECT_EQ(count(r.output, "fashion-mnist: /nonexistent/rank1"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "rank 0:"), 0u) << r.output;
 }

@@ -18,15 +18,20 @@ namespace axon::data {
 // An IDX file: big-endian magic 0x0000TTNN (TT type code, NN number of dims), the dims as
 // big-endian uint32, then the data, row-major and big-endian.
 struct IdxArray {
+  uint8_t type_code = 0;  // from the magic: 0x08 ubyte, ... (see read_idx)
   std::vector<uint32_t> dims;
   std::vector<float> values;  // converted to float, row-major
 };
 
 // Reads a plain or gzip-compressed IDX file. Gzip is detected by the 1f 8b magic, not by
-// the file name. Type codes: 0x08 ubyte, 0x09 sbyte, 0x0B int16, 0x0C int32, 0x0D float32,
-// 0x0E float64. Throws std::runtime_error("<path>: <problem>") for a missing or unreadable
-// file, bad magic, unknown type code, 0 or more than 8 dims, more than 2^32 elements,
-// truncated data, trailing bytes after the data, or a corrupt gzip stream.
+// the file name; several gzip members one after another are read as one stream (RFC 1952, as
+// gunzip does). Type codes: 0x08 ubyte, 0x09 sbyte, 0x0B int16, 0x0C int32, 0x0D float32,
+// 0x0E float64. Throws std::runtime_error("<path>: <problem>", with expected and found sizes
+// and byte offsets where they help) for a missing, unreadable or empty file, bad magic, unknown
+// type code, 0 or more than 8 dims, more than 2^32 elements, dims that do not match the
+// amount of data (truncated data, or trailing bytes after it), and for gzip: a truncated
+// stream, a corrupt block, a CRC-32 or length mismatch in a member's trailer, or bytes after
+// the last member that are not another member.
 IdxArray read_idx(const std::string& path);
 
 // ---- Fashion-MNIST -----------------------------------------------------------------------
@@ -48,11 +53,11 @@ enum class Split { train, test };
 std::string default_fashion_mnist_dir();
 
 // Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte from `dir`, preferring the .gz file
-// when both exist. Pixels are scaled to [0, 1] (x / 255). Checks that the images are 3-d
-// with pixels in [0, 255], the labels 1-d with integer values in [0, 10), and that the
-// counts agree. Errors start with "fashion-mnist: " and name the directory or file. A split
-// with 0 samples loads (count 0; the trainer decides what that means); `source` is set to the
-// images file's path.
+// when both exist. Pixels are scaled to [0, 1] (x / 255). Checks what the format defines:
+// both files of type ubyte (0x08), the images count x 28 x 28, the labels 1-d with values in
+// [0, 10), and the same count in both. A count of 0 is valid here; the trainer decides what an
+// empty split means. Errors start with "fashion-mnist: " and
+// name the directory or file; `source` is set to the images file's path.
 Dataset load_fashion_mnist(const std::string& dir, Split split);
 
 // Copies the samples at `indices` into caller buffers: images_out holds

@@ -93,4 +93,10 @@ bool failure_is_collective();
 // How many ranks share this machine (from the launcher's environment; 1 when unknown).
 int local_world_size();
 
+// This process's rank as the launcher announced it (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK,
+// SLURM_PROCID, first one set), readable before MPI starts, so a program can print what is the
+// same on every rank (usage errors, --help) from rank 0 only. 0 when no launcher set one, or
+// when the value is not a plain non-negative decimal number.
+int launcher_rank();
+
 }  // namespace axon

@@ -1,0 +1,148 @@
+// Command-line helpers shared by the programs in examples/ and bench/: strict number parsing
+// for CLI11 options, usage-error exits, and printing what is the same on every rank once.
+//
+// Numbers are checked once, while the command line is parsed, so a bad value stops the program
+// before MPI starts or data is loaded, with exit code 2 (usage error, as axonrun uses) and a
+// message naming the option, what it expects and what it got:
+//   fashion_mnist: error: --lr: expected a finite number > 0, got 'nan'
+// Nothing is reinterpreted: only plain decimal numbers are accepted. Rejected are empty values,
+// surrounding whitespace, trailing characters ("12abc", "1.5" for an integer), hex/octal/binary
+// forms ("0x10", "010", "0b1"), a minus sign for an unsigned option (no wrap-around), values
+// outside the option's range or the type's range (no saturation), and inf/nan/overflow for real
+// numbers. A single leading '+' is accepted: it cannot change the value.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <concepts>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace axon {
+class Communicator;
+}
+
+namespace axon::cli {
+
+// A bad command-line value; what() is the whole message, e.g.
+// "--lr: expected a finite number > 0, got 'nan'".
+class UsageError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// Parses `text` as a decimal integer in [min, max] (inclusive). Throws UsageError
+// "<option>: expected an integer in [min, max], got '<text>'" for anything else.
+template <std::integral T>
+T parse_integer(std::string_view option, std::string_view text, T min, T max);
+
+// Allowed values of a real-number option: a finite number within optional bounds; an open
+// bound excludes the bound itself (lr > 0).
+struct RealBounds {
+  double lower = -std::numeric_limits<double>::infinity();
+  bool lower_open = false;
+  double upper = std::numeric_limits<double>::infinity();
+  bool upper_open = false;
+};
+// Bounds for "> value".
+RealBounds greater_than(double value);
+// Bounds for "in [lower, upper]".
+RealBounds in_range(double lower, double upper);
+// "a finite number > 0", "a finite number in [0, 1]", ... as used in the error messages.
+std::string describe(const RealBounds& bounds);
+
+// Parses `text` as a finite decimal real number within `bounds`. Throws UsageError
+// "<option>: expected <describe(bounds)>, got '<text>'" for anything else.
+double parse_real(std::string_view option, std::string_view text, const RealBounds& bounds);
+
+// Adds `name` to `app` as an option whose value is parsed with parse_integer / parse_real into
+// `target` while app.parse() runs; a bad value makes app.parse() throw CLI::ValidationError
+// carrying the UsageError message. The help text shows the allowed range.
+template <std::integral T>
+CLI::Option* add_integer(CLI::App& app, const std::string& name, T& target, T min, T max,
+                         const std::string& description);
+CLI::Option* add_real(CLI::App& app, const std::string& name, double& target,
+                      const RealBounds& bounds, const std::string& description);
+
+// Handles a CLI::ParseError from app.parse() for a program run as rank `rank` (see
+// axon::launcher_rank()): --help goes to stdout (exit 0), anything else is a usage error,
+// "<program>: error: <message>" plus a hint on stderr (exit 2). Only rank 0 prints, since
+// every rank gets the same command line. Returns the exit code.
+int exit_on_parse_error(const CLI::App& app, const CLI::ParseError& error, int rank);
+
+// Thrown on every rank by run_on_all_ranks after the failure has been reported: the caller
+// exits non-zero without printing it again.
+class ReportedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Runs `step` (e.g. loading the data) on every rank of `comm`, then agrees on the outcome with
+// two tiny all-reduces. If every rank succeeded it returns. Otherwise each rank throws
+// ReportedError after the failure was printed to stderr as "<program>: error: <message>":
+// once, by rank 0, when every rank failed with the same message; else by each failing rank,
+// prefixed "rank R: ". All printing is done before any rank returns (a barrier), so the MPI
+// abort that follows a non-zero exit cannot cut off another rank's message. Every rank must call it.
+void run_on_all_ranks(Communicator& comm, const std::string& program,
+                      const std::function<void()>& step);
+
+// ---- implementation of the templates ------------------------------------------------------
+
+namespace detail {
+// The digits of a plain decimal integer, without an optional single leading '+' (or '-' for
+// signed types); empty if `text` is not of that form.
+std::string_view decimal_digits(std::string_view text, bool allow_minus, bool& negative);
+[[noreturn]] void throw_integer_error(std::string_view option, std::string_view text,
+                                      const std::string& min, const std::string& max);
+}  // namespace detail
+
+template <std::integral T>
+T parse_integer(std::string_view option, std::string_view text, T min, T max) {
+  bool negative = false;
+  const std::string_view digits = detail::decimal_digits(text, std::is_signed_v<T>, negative);
+  // Magnitude accumulated in the unsigned type, checked before each step: no overflow, ever.
+  using U = std::make_unsigned_t<T>;
+  const U limit = negative ? U(U(0) - static_cast<U>(std::numeric_limits<T>::min()))
+                           : static_cast<U>(std::numeric_limits<T>::max());
+  bool ok = !digits.empty();
+  U magnitude = 0;
+  for (char c : digits) {
+    const U d = static_cast<U>(c - '0');
+    if (magnitude > (limit - d) / 10) {
+      ok = false;
+      break;
+    }
+    magnitude = static_cast<U>(magnitude * 10 + d);
+  }
+  T value{};
+  if (ok) {
+    value = negative ? static_cast<T>(U(0) - magnitude) : static_cast<T>(magnitude);
+    ok = value >= min && value <= max;
+  }
+  if (!ok) detail::throw_integer_error(option, text, std::to_string(min), std::to_string(max));
+  return value;
+}
+
+template <std::integral T>
+CLI::Option* add_integer(CLI::App& app, const std::string& name, T& target, T min, T max,
+                         const std::string& description) {
+  CLI::Option* option = app.add_option_function<std::string>(
+      name,
+      [&target, name, min, max](const std::string& text) {
+        try {
+          target = parse_integer<T>(name, text, min, max);
+        } catch (const UsageError& e) {
+          throw CLI::ValidationError(e.what());
+        }
+      },
+      description + " (an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "])");
+  option->type_name("INT");
+  option->default_str(std::to_string(target));
+  return option;
+}
+
+}  // namespace axon::cli
