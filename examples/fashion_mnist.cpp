@@ -20,6 +20,7 @@
 #include "axon/cli.h"
 #include "axon/communicator.h"
 #include "axon/cpu_budget.h"
+#include "axon/cuda.h"
 #include "axon/data.h"
 #include "axon/model.h"
 #include "axon/optimizers.h"
@@ -56,7 +57,9 @@ static int run(int argc, char** argv) {
   size_t batch_size = 128;
   double lr = 1e-3;
   uint64_t seed = 0;
-  bool no_progress = false;
+  size_t synthetic = 0;
+  bool no_progress = false, cuda_graph = false;
+  std::string device_name = "cpu", precision = "f32", backend_name = "auto";
   app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big"}));
   cli::add_integer(app, "--epochs", epochs, 1, 100000, "Passes over the training set");
   cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
@@ -69,15 +72,46 @@ static int run(int argc, char** argv) {
                    "Seed for initialization and shuffling");
   app.add_option("--data", data_dir, "Folder with the Fashion-MNIST IDX files");
   app.add_flag("--no-progress", no_progress, "No live progress line");
+  app.add_option("--device", device_name,
+                 "cpu, cuda (GPU local_rank % GPUs, one per rank on a multi-GPU machine) or cuda:K")
+      ->default_str("cpu");
+  app.add_option("--precision", precision, "f32, or bf16: mixed precision (f32 master weights, bf16 compute)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--backend", backend_name,
+                 "Gradient all-reduce: mpi, nccl (GPU tensors on the GPU), or auto (nccl for cuda when built with it)")
+      ->check(CLI::IsMember({"auto", "mpi", "nccl"}));
+  cli::add_integer(app, "--synthetic", synthetic, size_t{1}, size_t{1} << 24,
+                   "Train on this many synthetic Fashion-MNIST-shaped samples (random, from --seed) instead of --data; "
+                   "no test set")
+      ->default_str("off");
+  app.add_flag("--cuda-graph", cuda_graph, "Capture the training step in a CUDA graph (not implemented yet)");
   // Before MPI starts: the command line is the same on every rank, so only rank 0 reports on it.
   const int launcher_rank = axon::launcher_rank();
+  Device device;
   try {
     app.parse(argc, argv);
+    try {
+      device = parse_device(device_name);
+    } catch (const std::invalid_argument& e) {
+      throw CLI::ValidationError("--device", e.what());
+    }
+    if (cuda_graph)
+      throw CLI::ValidationError("--cuda-graph", "capturing the training step in a CUDA graph is not implemented yet");
+    if (backend_name == "nccl" && !device.is_cuda())
+      throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
     return cli::exit_on_parse_error(app, e, launcher_rank);
   }
+  // "cuda" without an index: one GPU per rank on this machine.
+  if (device.is_cuda() && device_name == "cuda") device = Device::cuda(cuda::device_for_local_rank(local_rank()));
 
-  auto comm = make_communicator();
+  auto world = make_communicator();
+  // GPU gradients go through NCCL when asked (or by default where it is built in), else through
+  // the MPI communicator, staged through host memory.
+  std::unique_ptr<Communicator> nccl;
+  if (device.is_cuda() && (backend_name == "nccl" || (backend_name == "auto" && !nccl_version().empty())))
+    nccl = make_nccl_communicator(*world, device);
+  Communicator* comm = nccl ? nccl.get() : world.get();
   // Each rank gets its share of the cores: oversubscribed BLAS threads are a classic slowdown.
   // Without --threads: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the usable CPUs (affinity
   // mask, cgroup quota) divided by the ranks on this node; see axon/cpu_budget.h.
@@ -92,17 +126,26 @@ static int run(int argc, char** argv) {
   // A data error is reported once when every rank has it, by each rank that has it otherwise.
   data::Dataset train, test;
   cli::run_on_all_ranks(*comm, "fashion_mnist", [&] {
-    train = data::load_fashion_mnist(data_dir, data::Split::train);
-    test = data::load_fashion_mnist(data_dir, data::Split::test);
+    if (synthetic > 0) {
+      train = data::synthetic_fashion_mnist(synthetic, seed);
+    } else {
+      train = data::load_fashion_mnist(data_dir, data::Split::train);
+      test = data::load_fashion_mnist(data_dir, data::Split::test);
+    }
   });
 
   Model model = build_model(model_name);
-  Parameters params = init(model, seed);
+  Parameters params = init(model, seed).to(device);
   auto optimizer = make_optimizer(optimizer_name, lr);
   if (comm->is_root()) {
     std::fprintf(stderr, "axon: %s, %zu parameters, %s, %d rank(s) × %d thread(s) (%s; OpenBLAS %s kernels), batch %zu per rank\n",
                  model_name.c_str(), params.count(), optimizer_name.c_str(), comm->size(), threads,
                  threads_source.c_str(), blas_kernels().c_str(), batch_size);
+    if (device.is_cuda())
+      std::fprintf(stderr, "axon: rank 0 on %s (%s), %s precision, gradients through %s\n", device.str().c_str(),
+                   cuda::device_name(device.index).c_str(), precision.c_str(), comm->backend().c_str());
+    else if (precision != "f32")
+      std::fprintf(stderr, "axon: %s mixed precision on the CPU\n", precision.c_str());
   }
 
   TrainOptions options;
@@ -110,8 +153,9 @@ static int run(int argc, char** argv) {
   options.batch_size = batch_size;
   options.seed = seed;
   options.progress = !no_progress;
+  options.compute_dtype = parse_dtype(precision);
   Trainer trainer(model, params, *optimizer, *comm, options);
-  TrainResult result = trainer.fit(train, &test);
+  TrainResult result = trainer.fit(train, synthetic > 0 ? nullptr : &test);
 
   if (comm->is_root()) {
     // Metrics over 0 samples were not measured: said on stderr, null in the JSON, never 0.
@@ -121,7 +165,9 @@ static int run(int argc, char** argv) {
                    e.train_loss, e.train_accuracy, metric(e.test.loss).c_str(), metric(e.test.accuracy).c_str(),
                    e.train_seconds);
     const EpochResult& last = result.epochs.back();
-    if (last.test.samples == 0)
+    if (synthetic > 0)
+      std::fprintf(stderr, "fashion_mnist: note: synthetic data has no test split: test metrics not measured\n");
+    else if (last.test.samples == 0)
       std::fprintf(stderr, "fashion_mnist: note: test split is empty (%s): test metrics not measured\n",
                    test.source.c_str());
     auto json_metric = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
@@ -136,8 +182,10 @@ static int run(int argc, char** argv) {
                           {"threads", threads},
                           {"blas", blas_library()},
                           {"blas_kernels", blas_kernels()},
-                          {"device", "cpu"},
-                          {"dtype", "f32"},
+                          {"device", device.str()},
+                          {"dtype", precision},
+                          {"backend", comm->backend()},
+                          {"data", synthetic > 0 ? train.source : data_dir},
                           {"axon_version", AXON_VERSION},
                           {"test_accuracy", json_metric(last.test.accuracy)},
                           {"test_loss", json_metric(last.test.loss)},

@@ -407,3 +407,68 @@ TEST_F(TinyData, ADataErrorOnOneRankIsPrintedByThatRankWithItsNumber) {
   EXPECT_EQ(count(r.output, "fashion-mnist: /nonexistent/rank1"), 1u) << r.output;
   EXPECT_EQ(count(r.output, "rank 0:"), 0u) << r.output;
 }
+
+// ---- devices and precision (docs/gpu.md) ----------------------------------------------------
+
+TEST(FashionMnist, Bf16MixedPrecisionTrainsToTheTargetOnTheCpu) {
+  if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  Result r = run_command(bin("fashion_mnist") + " --model mlp --epochs 1 --batch-size 128 --threads 1 --no-progress"
+                         " --precision bf16");
+  ASSERT_EQ(r.code, 0) << r.output;
+  nlohmann::json j = last_json_line(r.output);
+  EXPECT_EQ(j["dtype"], "bf16");
+  EXPECT_EQ(j["device"], "cpu");
+  EXPECT_GE(j["test_accuracy"].get<double>(), 0.82);
+}
+
+TEST(FashionMnist, SyntheticDataHasNoTestMetrics) {
+  Result r = run_command(bin("fashion_mnist") + " --synthetic 300 --batch-size 32 --threads 1 --no-progress");
+  ASSERT_EQ(r.code, 0) << r.output;
+  nlohmann::json j = last_json_line(r.output);
+  EXPECT_TRUE(j["test_accuracy"].is_null());
+  EXPECT_EQ(j["test_samples"], 0);
+  EXPECT_EQ(j["data"], "synthetic(300 samples, seed 0)");
+  EXPECT_THAT(r.output, HasSubstr("synthetic data has no test split: test metrics not measured"));
+}
+
+TEST(FashionMnist, BadDeviceOrPrecisionIsAUsageError) {
+  for (const char* args : {"--device gpu", "--device cuda:-1", "--precision fp16", "--cuda-graph",
+                           "--backend nccl --device cpu"}) {
+    Result r = run_command(bin("fashion_mnist") + " --synthetic 10 " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_THAT(r.output, HasSubstr("fashion_mnist: error: --")) << args;
+  }
+}
+
+// These run where there is a GPU (scripts/gpu-check.sh); elsewhere they skip, saying why.
+static int visible_gpus() {
+  Result r = run_command("nvidia-smi -L 2>/dev/null | grep -c '^GPU'");
+  return r.code == 0 ? std::atoi(r.output.c_str()) : 0;
+}
+
+TEST(FashionMnistGpu, TrainsToTheTargetOnOneGpuInF32AndBf16) {
+  if (visible_gpus() < 1) GTEST_SKIP() << "no GPU (nvidia-smi lists none)";
+  if (!fs::exists(kFashion) && !std::getenv("AXON_FASHION_MNIST_DIR")) GTEST_SKIP() << "no Fashion-MNIST data";
+  for (const char* precision : {"f32", "bf16"}) {
+    for (const char* model : {"mlp", "mlp_big"}) {
+      Result r = run_command(bin("fashion_mnist") + " --device cuda --model " + model +
+                             " --epochs 1 --batch-size 128 --no-progress --precision " + precision);
+      ASSERT_EQ(r.code, 0) << precision << " " << model << "\n" << r.output;
+      nlohmann::json j = last_json_line(r.output);
+      EXPECT_EQ(j["device"], "cuda:0");
+      EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << precision << " " << model;
+    }
+  }
+}
+
+TEST(FashionMnistGpu, TwoRanksOnTwoGpusOverNcclAndMpi) {
+  if (visible_gpus() < 2) GTEST_SKIP() << "needs 2 GPUs, " << visible_gpus() << " visible";
+  for (const char* backend : {"nccl", "mpi"}) {
+    Result r = run_command("timeout -k 10 300 " + bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
+                           " --device cuda --epochs 1 --batch-size 128 --no-progress --backend " + backend);
+    ASSERT_EQ(r.code, 0) << backend << "\n" << r.output;
+    nlohmann::json j = last_json_line(r.output);
+    EXPECT_EQ(j["backend"], backend);
+    EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << backend;
+  }
+}

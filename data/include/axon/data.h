@@ -60,6 +60,10 @@ std::string default_fashion_mnist_dir();
 // name the directory or file; `source` is set to the images file's path.
 Dataset load_fashion_mnist(const std::string& dir, Split split);
 
+// `count` samples shaped like Fashion-MNIST ({28, 28} pixels k/255, labels in [0, 10)), random but
+// the same for the same seed on every platform; `source` says "synthetic(...)". For benchmarks.
+Dataset synthetic_fashion_mnist(size_t count, uint64_t seed);
+
 // Copies the samples at `indices` into caller buffers: images_out holds
 // indices.size() * ds.sample_size floats, labels_out indices.size() labels. Every index is
 // checked before anything is written.

@@ -92,6 +92,9 @@ bool failure_is_collective();
 
 // How many ranks share this machine (from the launcher's environment; 1 when unknown).
 int local_world_size();
+// This rank's index among the ranks on its machine (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID,
+// SLURM_LOCALID or LOCAL_RANK; 0 when unknown). Picks the GPU: local_rank % device_count.
+int local_rank();
 
 // This process's rank as the launcher announced it (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK,
 // SLURM_PROCID, first one set), readable before MPI starts, so a program can print what is the
