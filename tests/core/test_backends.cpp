@@ -283,3 +283,33 @@ TEST(Devices, CopiesRoundTripAndCarryGradients) {
 
 }  // namespace
 }  // namespace axon
+
+namespace axon {
+namespace {
+
+TEST(Indexing, GatherRowsOnEveryDeviceAndDtype) {
+  for (Device device : devices()) {
+    for (DType dtype : {DType::f32, DType::i32, DType::bf16, DType::f64}) {
+      Tensor src = Tensor::from_vector({4, 3}, std::vector<double>{0, 1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32},
+                                       {dtype, device});
+      Tensor idx = Tensor::from_vector({3}, std::vector<int64_t>{3, 0, 3}, {DType::i64, device});
+      Tensor out = gather_rows(src, idx);
+      EXPECT_EQ(out.shape(), (Shape{3, 3}));
+      EXPECT_EQ(out.to_double_vector(), (std::vector<double>{30, 31, 32, 0, 1, 2, 30, 31, 32}))
+          << dtype_name(dtype) << " on " << device.str();
+    }
+  }
+}
+
+TEST(Indexing, GatherRowsRejectsBadIndices) {
+  Tensor src = Tensor::zeros({4, 2});
+  EXPECT_THROW(gather_rows(src, Tensor::from_vector({1}, std::vector<int64_t>{4}, {DType::i64, Device::cpu()})),
+               std::out_of_range);
+  EXPECT_THROW(gather_rows(src, Tensor::from_vector({1}, std::vector<int64_t>{-1}, {DType::i64, Device::cpu()})),
+               std::out_of_range);
+  EXPECT_THROW(gather_rows(src, Tensor::from_vector({1}, std::vector<int32_t>{0}, {DType::i32, Device::cpu()})),
+               std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace axon

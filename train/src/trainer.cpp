@@ -100,7 +100,17 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
 }
 
-Trainer::Batch Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t> indices) const {
+Trainer::ResidentData Trainer::make_resident(const data::Dataset& dataset) const {
+  const Device device = params_.device();
+  if (device.is_cpu() || dataset.count == 0) return {};
+  const int64_t count = static_cast<int64_t>(dataset.count), size = static_cast<int64_t>(dataset.sample_size);
+  Tensor images = Tensor::from_blob(const_cast<float*>(dataset.images.data()), {count, size});
+  Tensor labels = Tensor::from_blob(const_cast<int32_t*>(dataset.labels.data()), {count}, {DType::i32, Device::cpu()});
+  return {images.to(device), labels.to(device)};
+}
+
+Trainer::Batch Trainer::make_batch(const data::Dataset& dataset, std::span<const size_t> indices,
+                                   const ResidentData& resident, const Tensor& device_indices) const {
   // The model's input declares either flat samples {batch, features} or {batch, ...sample shape}.
   const Shape& declared = plan_.layers[plan_.input_layers.at(0)].output_shape;
   Shape shape{static_cast<int64_t>(indices.size())};
@@ -114,6 +124,8 @@ Trainer::Batch Trainer::make_batch(const data::Dataset& dataset, std::span<const
         "trainer: dataset samples of shape {} ({} values) do not fill a batch of shape {} for input {}",
         shape_str(Shape(dataset.sample_shape.begin(), dataset.sample_shape.end())), dataset.sample_size,
         shape_str(shape), shape_str(declared)));
+  if (resident.images.defined() && device_indices.defined())
+    return {gather_rows(resident.images, device_indices).reshape(shape), gather_rows(resident.labels, device_indices)};
   Tensor x = Tensor::empty(shape);
   Tensor labels = Tensor::empty({static_cast<int64_t>(indices.size())}, {DType::i32, Device::cpu()});
   data::gather(dataset, indices, x.data(), labels.data_as<int32_t>());
@@ -261,9 +273,16 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
   data::DistributedSampler sampler(train.count, comm_.rank(), comm_.size(), options_.seed, options_.shuffle,
                                    options_.drop_last);
   sync_parameters();
+  const ResidentData resident = make_resident(train);
   TrainResult result;
   for (int epoch = 0; epoch < options_.epochs; ++epoch) {
     const std::vector<size_t> indices = sampler.indices(static_cast<uint64_t>(epoch));
+    // With a resident dataset, this epoch's sample order goes to the device in one copy.
+    Tensor epoch_indices;
+    if (resident.images.defined())
+      epoch_indices = Tensor::from_vector({static_cast<int64_t>(indices.size())},
+                                          std::vector<int64_t>(indices.begin(), indices.end()), {DType::i64, Device::cpu()})
+                          .to(params_.device());
     ProgressLine progress(options_.progress && comm_.is_root(), epoch + 1, options_.epochs, steps);
 
     // Local sums [loss × samples, correct, samples], kept on the device and read back only at
@@ -279,7 +298,10 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
     for (size_t step = 0; step < steps; ++step) {
       const size_t begin = step * options_.batch_size;
       const size_t n = std::min(options_.batch_size, indices.size() - begin);
-      const Batch batch = make_batch(train, std::span<const size_t>(indices).subspan(begin, n));
+      const Tensor step_indices = epoch_indices.defined()
+                                      ? Tensor::view_of(epoch_indices.storage(), begin, {static_cast<int64_t>(n)}, DType::i64)
+                                      : Tensor();
+      const Batch batch = make_batch(train, std::span<const size_t>(indices).subspan(begin, n), resident, step_indices);
       const bool last = step + 1 == steps;
       const bool check = last || (step + 1) % static_cast<size_t>(options_.check_every) == 0;
       const StepResult result = run_step(batch, check, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked);

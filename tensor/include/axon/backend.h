@@ -83,6 +83,9 @@ class Backend {
   // out = beta·out + g·(probs − onehot(labels))/batch, g the loss gradient (one element, f32).
   virtual void cross_entropy_backward(const Tensor& probs, const Tensor& labels, const Tensor& g, float beta,
                                       Tensor& out) = 0;
+  // out {k, row...} = the rows of src {n, row...} at the i64 indices {k} (any dtype; indices are
+  // trusted: the front end checks them where they live on the host).
+  virtual void gather_rows(const Tensor& src, const Tensor& indices, Tensor& out) = 0;
   // out (i64 {rows}) = the index of the largest value in each row of x {rows, cols}.
   virtual void argmax_rows(const Tensor& x, Tensor& out) = 0;
   // out (f64, one element) += the number of rows of scores {rows, cols} whose argmax equals the

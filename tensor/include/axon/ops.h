@@ -58,6 +58,12 @@ std::vector<int64_t> argmax_rows(const Tensor& x);
 // One f32 element on x's device: 1 when every element of x is finite, else 0 (no host sync).
 Tensor all_finite(const Tensor& x);
 
+// ---- indexing ----
+// The rows of src {n, ...} at the i64 indices {k} on src's device: {k, ...}, any dtype. Not
+// differentiable. Indices on the CPU are range-checked (std::out_of_range naming the index);
+// on a GPU they are trusted.
+Tensor gather_rows(const Tensor& src, const Tensor& indices);
+
 // ---- linear algebra (OpenBLAS) ----
 Tensor matmul(const Tensor& a, const Tensor& b);  // {m, k} x {k, n} -> {m, n}
 Tensor transpose(const Tensor& x);                // 2-d, copies

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <vector>
@@ -412,6 +413,15 @@ class CpuBackend final : public Backend {
           store(po, i, beta == 0.0f ? d : load(po, i) + d);
         }
     });
+  }
+
+  void gather_rows(const Tensor& src, const Tensor& indices, Tensor& out) override {
+    const size_t row_bytes = src.numel() == 0 ? 0 : src.nbytes() / static_cast<size_t>(src.size(0));
+    const int64_t* idx = ptr<int64_t>(indices);
+    const char* from = static_cast<const char*>(src.raw_data());
+    char* to = static_cast<char*>(out.raw_data());
+    for (int64_t k = 0; k < indices.numel(); ++k)
+      std::memcpy(to + static_cast<size_t>(k) * row_bytes, from + static_cast<size_t>(idx[k]) * row_bytes, row_bytes);
   }
 
   void argmax_rows(const Tensor& x, Tensor& out) override {

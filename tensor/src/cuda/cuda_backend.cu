@@ -328,6 +328,12 @@ __global__ void cross_entropy_backward_kernel(const T* probs, const int32_t* lab
   }
 }
 
+// One thread per element of the output; rows are copied in units of T (4 or 8 bytes, or 1).
+template <class T>
+__global__ void gather_rows_kernel(const T* src, const int64_t* idx, T* out, int64_t k, int64_t row) {
+  AXON_GRID_STRIDE(i, k * row) out[i] = src[idx[i / row] * row + i % row];
+}
+
 template <class T>
 __device__ int64_t row_argmax(const T* x, int64_t r, int64_t cols) {
   int64_t best = 0;
@@ -611,6 +617,23 @@ class CudaBackend final : public Backend {
           dp<T>(probs), dp<int32_t>(labels), dp<float>(g), dp<T>(out), batch, classes, beta);
     });
     check_launch("cross_entropy_backward kernel launch", device_);
+  }
+
+  void gather_rows(const Tensor& src, const Tensor& indices, Tensor& out) override {
+    DeviceGuard guard(device_);
+    const int64_t k = indices.numel();
+    if (k == 0 || src.numel() == 0) return;
+    const size_t row_bytes = src.nbytes() / static_cast<size_t>(src.size(0));
+    auto launch = [&](auto unit) {
+      using U = decltype(unit);
+      const int64_t row = static_cast<int64_t>(row_bytes / sizeof(U));
+      gather_rows_kernel<U><<<blocks_for(k * row), kThreads, 0, stream_>>>(
+          static_cast<const U*>(src.raw_data()), dp<int64_t>(indices), static_cast<U*>(out.raw_data()), k, row);
+    };
+    if (row_bytes % 8 == 0) launch(uint64_t{});
+    else if (row_bytes % 4 == 0) launch(uint32_t{});
+    else launch(uint8_t{});
+    check_launch("gather_rows kernel launch", device_);
   }
 
   void argmax_rows(const Tensor& x, Tensor& out) override {

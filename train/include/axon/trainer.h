@@ -113,7 +113,16 @@ class Trainer {
   struct Batch {
     Tensor x, labels;
   };
-  Batch make_batch(const data::Dataset& dataset, std::span<const size_t> indices) const;
+  // A dataset copied once to the parameters' device (GPUs: batches are then gathered there
+  // instead of copied over each step). Empty on the CPU, where batches are gathered directly.
+  struct ResidentData {
+    Tensor images, labels;  // {count, sample_size} f32 and {count} i32
+  };
+  ResidentData make_resident(const data::Dataset& dataset) const;
+  // The batch of `indices` (positions into the dataset); `device_indices` holds the same indices
+  // as i64 on the device when the dataset is resident.
+  Batch make_batch(const data::Dataset& dataset, std::span<const size_t> indices, const ResidentData& resident = {},
+                   const Tensor& device_indices = {}) const;
   struct StepResult {
     Tensor loss;    // one f32 element on the device, detached
     Tensor output;  // the model's output for the batch, f32, detached (for metrics)
