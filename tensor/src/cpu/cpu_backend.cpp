@@ -14,6 +14,7 @@
 
 #include "axon/backend.h"
 #include "blas.h"
+#include "../kernel_support.h"
 
 namespace axon {
 
@@ -39,48 +40,16 @@ inline void store(T* p, int64_t i, Acc<T> v) {
   p[i] = T(v);
 }
 
-template <class T>
-T* ptr(Tensor& t) {
-  return static_cast<T*>(t.raw_data());
-}
-template <class T>
-const T* ptr(const Tensor& t) {
-  return static_cast<const T*>(t.raw_data());
-}
+using kernels::broadcast_strides;
+using kernels::ptr;
 
-// Calls f.template operator()<T>() with T the C++ type of a floating dtype.
 template <class F>
 void dispatch_floating(DType dtype, const char* kernel, F&& f) {
-  switch (dtype) {
-    case DType::f32: return f.template operator()<float>();
-    case DType::f64: return f.template operator()<double>();
-    case DType::bf16: return f.template operator()<bf16>();
-    default:
-      throw std::invalid_argument(fmt::format("cpu kernel {}: dtype {} is not supported (f32, f64 or bf16)", kernel,
-                                              dtype_name(dtype)));
-  }
+  kernels::dispatch_floating<bf16>(dtype, "cpu", kernel, std::forward<F>(f));
 }
-
 template <class F>
 void dispatch_any(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32: return f.template operator()<float>();
-    case DType::f64: return f.template operator()<double>();
-    case DType::bf16: return f.template operator()<bf16>();
-    case DType::i32: return f.template operator()<int32_t>();
-    case DType::i64: return f.template operator()<int64_t>();
-  }
-}
-
-// Strides of `shape` aligned to the last dims of `out`, 0 where `shape` broadcasts.
-std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
-  std::vector<int64_t> strides(out.size(), 0);
-  int64_t stride = 1;
-  for (int64_t i = static_cast<int64_t>(shape.size()) - 1, o = static_cast<int64_t>(out.size()) - 1; i >= 0; --i, --o) {
-    strides[o] = shape[i] == 1 ? 0 : stride;
-    stride *= shape[i];
-  }
-  return strides;
+  kernels::dispatch_any<bf16>(dtype, std::forward<F>(f));
 }
 
 // Calls f(out_index, a_offset, b_offset) for every element of `out`, walking the inner dimension
@@ -463,37 +432,25 @@ class CpuBackend final : public Backend {
     const float* __restrict pg = ptr<float>(grad);
     float* __restrict pm = ptr<float>(m);
     float* __restrict pv = ptr<float>(v);
-    float* __restrict px = vmax ? ptr<float>(*vmax) : nullptr;
     const int64_t n = param.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = pg[i] + h.l2 * pp[i];
-      const float mi = pm[i] * h.beta1 + h.one_minus_beta1 * g;
-      const float vi = pv[i] * h.beta2 + h.one_minus_beta2 * g * g;
-      pm[i] = mi;
-      pv[i] = vi;
-      float second = vi;
-      if (px) {
-        second = std::max(px[i], vi);
-        px[i] = second;
-      }
-      const float denom = std::sqrt(second) / h.bc2_sqrt + h.eps;
-      pp[i] = pp[i] * h.decay - h.step_size * (mi / denom);
+    // Two loops, so the compiler vectorizes the common one without the amsgrad branch.
+    if (vmax) {
+      float* __restrict px = ptr<float>(*vmax);
+      for (int64_t i = 0; i < n; ++i) kernels::adam_element(h, pp[i], pg[i], pm[i], pv[i], &px[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) kernels::adam_element(h, pp[i], pg[i], pm[i], pv[i], nullptr);
     }
   }
 
   void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf) override {
     float* __restrict pp = ptr<float>(param);
     const float* __restrict pg = ptr<float>(grad);
-    float* __restrict pb = buf ? ptr<float>(*buf) : nullptr;
     const int64_t n = param.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      float d = h.weight_decay != 0.0f ? pg[i] + h.weight_decay * pp[i] : pg[i];
-      if (pb) {
-        const float b = h.first ? d : pb[i] * h.momentum + h.keep * d;
-        pb[i] = b;
-        d = h.nesterov ? d + h.momentum * b : b;
-      }
-      pp[i] -= h.lr * d;
+    if (buf) {
+      float* __restrict pb = ptr<float>(*buf);
+      for (int64_t i = 0; i < n; ++i) kernels::sgd_element(h, pp[i], pg[i], &pb[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) kernels::sgd_element(h, pp[i], pg[i], nullptr);
     }
   }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cuda_hooks.h"
+#include "../kernel_support.h"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
@@ -64,15 +65,7 @@ struct Dims {
   int64_t stride_b[kMaxDims] = {};
 };
 
-std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
-  std::vector<int64_t> strides(out.size(), 0);
-  int64_t stride = 1;
-  for (int64_t i = static_cast<int64_t>(shape.size()) - 1, o = static_cast<int64_t>(out.size()) - 1; i >= 0; --i, --o) {
-    strides[o] = shape[i] == 1 ? 0 : stride;
-    stride *= shape[i];
-  }
-  return strides;
-}
+using kernels::broadcast_strides;
 
 Dims make_dims(const Shape& out, const Shape& a, const Shape& b, const char* kernel) {
   if (out.size() > kMaxDims)
@@ -364,66 +357,31 @@ __global__ void finite_kernel(const T* x, int64_t n, float* out) {
 }
 
 __global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, float* v, float* vmax, int64_t n) {
-  AXON_GRID_STRIDE(i, n) {
-    const float gi = g[i] + h.l2 * p[i];
-    const float mi = m[i] * h.beta1 + h.one_minus_beta1 * gi;
-    const float vi = v[i] * h.beta2 + h.one_minus_beta2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    float second = vi;
-    if (vmax) {
-      second = fmaxf(vmax[i], vi);
-      vmax[i] = second;
-    }
-    // The same operations in the same order as the CPU loop (IEEE sqrt and division in CUDA).
-    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(second), h.bc2_sqrt), h.eps);
-    p[i] = p[i] * h.decay - h.step_size * __fdiv_rn(mi, denom);
-  }
+  AXON_GRID_STRIDE(i, n) kernels::adam_element(h, p[i], g[i], m[i], v[i], vmax ? &vmax[i] : nullptr);
 }
 
 __global__ void sgd_kernel(SgdStep h, float* p, const float* g, float* buf, int64_t n) {
-  AXON_GRID_STRIDE(i, n) {
-    float d = h.weight_decay != 0.0f ? g[i] + h.weight_decay * p[i] : g[i];
-    if (buf) {
-      const float b = h.first ? d : buf[i] * h.momentum + h.keep * d;
-      buf[i] = b;
-      d = h.nesterov ? d + h.momentum * b : b;
-    }
-    p[i] -= h.lr * d;
-  }
+  AXON_GRID_STRIDE(i, n) kernels::sgd_element(h, p[i], g[i], buf ? &buf[i] : nullptr);
 }
 
 // ---- dispatch ----
 
 template <class T>
 T* dp(Tensor& t) {
-  return static_cast<T*>(t.raw_data());
+  return kernels::ptr<T>(t);
 }
 template <class T>
 const T* dp(const Tensor& t) {
-  return static_cast<const T*>(t.raw_data());
+  return kernels::ptr<T>(t);
 }
 
 template <class F>
 void floating(DType dtype, const char* kernel, F&& f) {
-  switch (dtype) {
-    case DType::f32: return f.template operator()<float>();
-    case DType::f64: return f.template operator()<double>();
-    case DType::bf16: return f.template operator()<bf16_t>();
-    default:
-      throw std::invalid_argument(cat("cuda kernel ", kernel, ": dtype ", dtype_name(dtype), " is not supported (f32, f64 or bf16)"));
-  }
+  kernels::dispatch_floating<bf16_t>(dtype, "cuda", kernel, std::forward<F>(f));
 }
-
 template <class F>
 void any_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32: return f.template operator()<float>();
-    case DType::f64: return f.template operator()<double>();
-    case DType::bf16: return f.template operator()<bf16_t>();
-    case DType::i32: return f.template operator()<int32_t>();
-    case DType::i64: return f.template operator()<int64_t>();
-  }
+  kernels::dispatch_any<bf16_t>(dtype, std::forward<F>(f));
 }
 
 class CudaBackend final : public Backend {
