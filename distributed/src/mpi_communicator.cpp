@@ -6,7 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <string>
+#include <vector>
 
+#include "axon/agreement.h"
 #include "axon/communicator.h"
 
 namespace axon {
@@ -122,7 +125,25 @@ class MpiCommunicator final : public Communicator {
 
 std::unique_ptr<Communicator> make_mpi_communicator() {
   std::unique_ptr<Communicator> comm = std::make_unique<MpiCommunicator>();
-  return distributed_debug_enabled() ? with_collective_checks(std::move(comm)) : std::move(comm);
+  // The debug checks add a collective before every collective, so they decide the sequence of
+  // collectives themselves: all ranks must have them or none. One small all-reduce finds out.
+  const bool debug = distributed_debug_enabled();
+  std::vector<double> flags(static_cast<size_t>(comm->size()), 0.0);
+  flags[static_cast<size_t>(comm->rank())] = debug ? 1.0 : 0.0;
+  comm->allreduce(std::span<double>(flags), ReduceOp::sum);
+  std::string with, without;  // "0, 2" and "1"
+  for (size_t r = 0; r < flags.size(); ++r) {
+    std::string& list = flags[r] != 0.0 ? with : without;
+    list += (list.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (!with.empty() && !without.empty()) {
+    mark_failure_collective();  // every rank throws here alike
+    throw DisagreementError(fmt::format(
+        "mpi: AXON_DISTRIBUTED_DEBUG=1 is set on rank(s) {} but not on rank(s) {} (seen on rank {}); set it for the "
+        "whole job (mpirun -x AXON_DISTRIBUTED_DEBUG=1, or export it before axonrun)",
+        with, without, comm->rank()));
+  }
+  return debug ? with_collective_checks(std::move(comm)) : std::move(comm);
 }
 
 }  // namespace axon

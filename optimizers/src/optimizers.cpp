@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "axon/backend.h"
@@ -16,7 +17,19 @@ Optimizer::Optimizer(double lr) : lr_(lr) { set_learning_rate(lr); }
 void Optimizer::set_learning_rate(double lr) {
   if (!(lr >= 0.0) || !std::isfinite(lr))
     throw std::invalid_argument(fmt::format("{}: learning rate must be a finite number >= 0, got {}", "optimizer", lr));
+  check_float("learning rate", lr);
   lr_ = lr;
+}
+
+void Optimizer::check_float(const char* what, double value) {
+  // The update kernels compute in f32: a value that rounds to 0 or overflows to inf there would
+  // silently stop training or destroy the parameters.
+  const double magnitude = std::fabs(value);
+  if (magnitude != 0.0 && (magnitude < std::numeric_limits<float>::min() || magnitude > std::numeric_limits<float>::max()))
+    throw std::invalid_argument(fmt::format(
+        "optimizer: {} {} does not fit a 32-bit float, in which updates are computed (its magnitude must be 0 or "
+        "between {:.3g} and {:.3g})",
+        what, value, std::numeric_limits<float>::min(), std::numeric_limits<float>::max()));
 }
 
 void Optimizer::set_steps(int64_t steps) {
@@ -71,6 +84,8 @@ class Sgd final : public Optimizer {
         (o.nesterov && (o.momentum <= 0 || o.dampening != 0)))
       throw std::invalid_argument(
           "sgd: need momentum, weight_decay >= 0 and 0 <= dampening <= 1; nesterov needs momentum > 0 and dampening 0");
+    check_float("momentum", o.momentum);
+    check_float("weight_decay", o.weight_decay);
   }
   std::string name() const override { return "sgd"; }
   std::string config() const override {
@@ -105,6 +120,8 @@ class Adam final : public Optimizer {
   Adam(AdamOptions o, bool decoupled) : Optimizer(o.lr), o_(o), decoupled_(decoupled) {
     if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.weight_decay >= 0))
       throw std::invalid_argument(fmt::format("{}: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0", name()));
+    check_float("eps", o.eps);
+    check_float("weight_decay", o.weight_decay);
   }
   std::string name() const override { return decoupled_ ? "adamw" : "adam"; }
   std::string config() const override {

@@ -116,3 +116,22 @@ TEST(Optimizers, ConfigNamesEveryHyperparameter) {
   // Learning rates that differ in the last bit still describe differently.
   EXPECT_NE(adam({.lr = 0.1})->config(), adam({.lr = std::nextafter(0.1, 1.0)})->config());
 }
+
+TEST(Optimizers, HyperparametersThatDoNotFitAFloatAreRejected) {
+  // The update kernels compute in f32: 1e-50 would round to 0 (no training), 1e39 to inf.
+  for (double lr : {1e-50, 1e-39, 1e39}) {
+    try {
+      adam({.lr = lr});
+      ADD_FAILURE() << "accepted lr " << lr;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("learning rate"));
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("32-bit float"));
+    }
+  }
+  EXPECT_THROW(sgd({.lr = 0.1, .momentum = 1e-45}), std::invalid_argument);
+  EXPECT_THROW(adam({.eps = 1e-50}), std::invalid_argument);
+  EXPECT_NO_THROW(adam({.lr = 0.0}));
+  EXPECT_NO_THROW(adam({.lr = 1e-30, .eps = 1e-30}));
+  auto opt = sgd();
+  EXPECT_THROW(opt->set_learning_rate(1e-300), std::invalid_argument);
+}

@@ -301,6 +301,26 @@ TEST(FashionMnist, RanksWithDifferentLearningRatesOrOptimizersFailFastNamingBoth
   EXPECT_THAT(opt.output, HasSubstr("rank 1 has 'adamw(lr=0.001,"));
 }
 
+TEST(FashionMnist, RanksWithDifferentThreadCountsFailFastNamingBoth) {
+  // Threads change the order of BLAS sums and so params_sha256, which the result records once.
+  SmallFashion data(64, 16);
+  const std::string program = bin("fashion_mnist") + " --no-progress --data " + data.dir();
+  Result r = run_command("timeout -k 10 90 " + bin("axonrun") + " -n 2 sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec " +
+                         program + " --threads 2; else exec " + program + " --threads 1; fi'");
+  expect_clean_disagreement(r, "ranks disagree on BLAS threads per rank (--threads): rank 0 has 1, rank 1 has 2");
+}
+
+TEST(FashionMnist, DistributedDebugOnSomeRanksOnlyIsAClearError) {
+  SmallFashion data(64, 16);
+  const std::string program = bin("fashion_mnist") + " --threads 1 --no-progress --data " + data.dir();
+  Result r = run_command("timeout -k 10 90 " + bin("axonrun") + " -n 2 sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && " +
+                         "export AXON_DISTRIBUTED_DEBUG=1; exec " + program + "'");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.code, 124) << "the job hung:\n" << r.output;
+  EXPECT_THAT(r.output, HasSubstr("AXON_DISTRIBUTED_DEBUG=1 is set on rank(s) 1 but not on rank(s) 0"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("MPI_ERR_TRUNCATE")));
+}
+
 TEST(FashionMnist, HugeLearningRateStopsWithExitCode3OnOneAndTwoRanks) {
   SmallFashion data(256, 32);
   const std::string args = "--data " + data.dir() + " --optimizer adam --lr 1e30 --batch-size 16";

@@ -228,6 +228,24 @@ TEST(Trainer, HugeLearningRateStopsAtTheFirstNonFiniteLossWithFiniteParameters) 
   EXPECT_TRUE(all_finite(params));
 }
 
+TEST(Trainer, AnUpdateThatOverflowsTheParametersStopsEvenWithoutATestSet) {
+  // Finite loss and gradient, but lr 3e38 overflows the Adam update: without a test set nothing
+  // else would notice, and the run would end "successfully" with non-finite parameters.
+  data::Dataset train = synthetic(64, 1);
+  Model model = input({-1, 8}) | dense(4);
+  Parameters params = init(model, 0);
+  auto opt = adam({.lr = 3e38});
+  auto comm = make_local_communicator();
+  Trainer trainer(model, params, *opt, *comm, {.epochs = 1, .batch_size = 16, .progress = false});
+  try {
+    trainer.fit(train);
+    FAIL() << "an overflowing update must stop training";
+  } catch (const NonFiniteError& e) {
+    EXPECT_EQ(e.epoch, 1);
+    EXPECT_THAT(e.what(), HasSubstr("parameters are not finite after the optimizer step at epoch 1, step"));
+  }
+}
+
 TEST(Trainer, NonFiniteEvaluationLossIsAnErrorNotANumber) {
   data::Dataset test = synthetic(20, 2);
   test.source = "/data/t10k-images";

@@ -232,6 +232,13 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   }
   Tensor values = params_.flat_values();
   optimizer_.step(values, grads);
+  // A finite gradient can still overflow the update (a huge learning rate): every rank holds the
+  // same parameters, so every rank decides alike here too.
+  if (check && all_finite(values).item() == 0.0f)
+    throw NonFiniteError(fmt::format("trainer: the parameters are not finite after the optimizer step at {} (the loss "
+                                     "was {}, the averaged gradient finite); training stopped on every rank; {}",
+                                     at, value, lr_hint(optimizer_.learning_rate())),
+                         epoch, step, std::numeric_limits<double>::infinity());
   return {loss.detach(), output.detach()};
 }
 
@@ -257,6 +264,9 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("parameter count", params_.count())
       .add_hash("parameter layout fingerprint", layout_fingerprint(params_))
       .add_string("optimizer", optimizer_.config())
+      // Not a collective count, but params_sha256 depends on it (BLAS sums in another order), and
+      // the result records one value for the whole job.
+      .add_uint("BLAS threads per rank (--threads)", static_cast<uint64_t>(num_threads()))
       .add_uint("optimizer steps taken", static_cast<uint64_t>(optimizer_.steps()));
   facts.verify(comm_, "trainer");
 

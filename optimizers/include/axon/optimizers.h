@@ -38,6 +38,8 @@ class Optimizer {
   void step(std::span<float> params, std::span<const float> grads);
 
   double learning_rate() const { return lr_; }
+  // Throws std::invalid_argument for a negative or non-finite rate, or one that is not 0 and
+  // rounds to 0 or inf in f32 (the precision of the update kernels), e.g. 1e-50 or 1e39.
   void set_learning_rate(double lr);
   int64_t steps() const { return steps_; }
   // Named state buffers (momentum, moments), for checkpoints and sharding: f32 tensors, undefined
@@ -53,6 +55,8 @@ class Optimizer {
   // Returns the state buffer `what`, made (zero-filled, like params) when undefined; throws when it
   // does not hold one f32 value per parameter on the parameters' device.
   Tensor& state_like(Tensor& buffer, const Tensor& params, const char* what) const;
+  // Throws when a nonzero hyperparameter would round to 0 or inf as a float.
+  static void check_float(const char* what, double value);
   double lr_;
   int64_t steps_ = 0;
   size_t size_ = 0;

@@ -94,10 +94,10 @@ class Trainer {
   // rank calls it. Before its first collective it checks that all ranks agree on everything
   // that decides the collectives they will make (dataset sizes, sample shapes, label checksums,
   // batch sizes, epochs, steps per epoch, shuffle, drop_last, seed, parameter layout, optimizer
-  // config and step count) and throws CommError on every rank naming each difference and each
+  // config and step count, BLAS threads) and throws CommError on every rank naming each difference and each
   // rank's value. Throws std::invalid_argument naming the dataset's source when the training set
-  // is empty (or smaller than the world with drop_last), and NonFiniteError when a loss or the
-  // averaged gradient is not finite. A test set with 0 samples is allowed: its metrics are empty.
+  // is empty (or smaller than the world with drop_last), and NonFiniteError when a loss, the
+  // averaged gradient or the updated parameters are not finite (checked every check_every steps). A test set with 0 samples is allowed: its metrics are empty.
   TrainResult fit(const data::Dataset& train, const data::Dataset* test = nullptr);
   // Loss and accuracy over the whole dataset; each rank evaluates a disjoint slice and the sums
   // are reduced, so all ranks return the same numbers. Collective; checks first that the ranks
