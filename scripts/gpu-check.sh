@@ -58,7 +58,7 @@ failed_logs=()
 note() { echo "gpu-check: $*" >&2; }
 # record NAME STATUS SECONDS DETAIL   (STATUS: pass, fail, timeout, skipped)
 record() {
-  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(tr '\t\n' '  ' <<<"$4")" >>"$phases_tsv"
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(printf '%s' "$4" | tr '\t\n' '  ')" >>"$phases_tsv"
   note "phase $1: $2 (${3}s) $4"
   if [[ $2 == fail || $2 == timeout ]]; then failed_logs+=("$logs/$1.log"); fi
 }
@@ -94,7 +94,6 @@ phase() {
 }
 
 # ---- locate: tools, CUDA libraries, Python, the GPU ------------------------------------------------
-# first_file DIR... -- PATTERN...: the first existing file matching a pattern in the folders.
 find_lib() {  # find_lib NAME DIR... -> path of lib<NAME>.so or the highest lib<NAME>.so.N in the first folder having one
   local name=$1 d f; shift
   for d in "$@"; do
@@ -173,7 +172,7 @@ locate() {
     ((no_gpu_ok)) || problems+=("no GPU visible (nvidia-smi -L); --no-gpu-ok runs the CPU part of the check")
   fi
   echo "host: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), $(g++ --version | head -n 1), $(ldd --version | head -n 1), $(cmake --version | head -n 1), ninja $(ninja --version 2>/dev/null || echo MISSING), $(nproc) cores"
-  for tool in cmake ninja g++ timeout xz; do command -v $tool >/dev/null || problems+=("$tool not found on PATH"); done
+  for tool in cmake ninja g++ timeout python3; do command -v $tool >/dev/null || problems+=("$tool not found on PATH"); done
 
   # .gpu-deps, and symlinks that survived the copy (the unversioned .so names are links).
   if [[ ! -d $prefix ]]; then
@@ -197,7 +196,10 @@ unpack_deps() {
   local xzf; xzf=$(grep -m1 '\.so\.xz$' "$deps/MANIFEST" 2>/dev/null) || { echo "no compressed OpenBLAS listed in $deps/MANIFEST"; return 1; }
   [[ -f $deps/$xzf ]] || { echo "$deps/$xzf is missing"; return 1; }
   if [[ ! -f $deps_lib/libopenblas.so.0 || $deps/$xzf -nt $deps_lib/libopenblas.so.0 ]]; then
-    xz -dc "$deps/$xzf" >"$deps_lib/libopenblas.so.0.tmp" && mv "$deps_lib/libopenblas.so.0.tmp" "$deps_lib/libopenblas.so.0" || return 1
+    # xz, or Python's lzma where the machine has no xz.
+    if command -v xz >/dev/null; then xz -dc "$deps/$xzf"
+    else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$deps/$xzf"
+    fi >"$deps_lib/libopenblas.so.0.tmp" && mv "$deps_lib/libopenblas.so.0.tmp" "$deps_lib/libopenblas.so.0" || return 1
   fi
   ln -sf libopenblas.so.0 "$deps_lib/libopenblas.so"
   # OpenBLAS's own dependencies, next to it so one folder on LD_LIBRARY_PATH serves the dlopen.
@@ -342,7 +344,9 @@ train_phase train-f32
 train_phase train-bf16 --precision bf16
 train_phase train-graph --cuda-graph
 
-bench_dir="$repo/$build/bench"
+# Real results go where bench/compare_pytorch_gpu.sh always puts them; CPU smoke results (--no-gpu-ok
+# without a GPU) stay in the build folder, out of the tracked bench/results/.
+bench_dir="$repo/bench/results"
 if ((skip_bench)); then
   record bench skipped 0 "--skip-bench"
 elif ((!built)); then
@@ -351,7 +355,10 @@ elif [[ -z ${python:-} ]]; then
   record bench skipped 0 "no Python with torch"
 else
   bench_args=(--build "$build" --repeat 3 --python "$python" --results "$bench_dir" --axon-ld-path "$axon_ld_path")
-  [[ $device == cpu ]] && bench_args+=(--device cpu --samples 4096 --models mlp --batch-sizes 128 --repeat 1)
+  if [[ $device == cpu ]]; then
+    bench_dir="$repo/$build/bench-results"  # not $build/bench: that is CMake's folder for bench/
+    bench_args+=(--device cpu --samples 4096 --models mlp --batch-sizes 128 --repeat 1 --results "$bench_dir")
+  fi
   PHASE_DETAIL="table in $build/logs/bench.log"
   phase bench 180 bench/compare_pytorch_gpu.sh "${bench_args[@]}"
 fi
@@ -401,7 +408,7 @@ print("RESULT:", "PASS" if not bad else "FAIL (" + ", ".join(f"{p['phase']}: {p[
 EOF
 if [[ -n ${OUT:-} ]]; then
   mkdir -p "$OUT/gpu-check" && cp "$repo/gpu-check.json" "$OUT/" && cp -r "$logs" "$OUT/gpu-check/" \
-    && { [[ ! -d $bench_dir ]] || cp -r "$bench_dir" "$OUT/gpu-check/"; } \
+    && { [[ ! -d $bench_dir ]] || cp -r "$bench_dir" "$OUT/gpu-check/bench-results"; } \
     || note "could not copy the results under \$OUT=$OUT"
 fi
 echo "gpu-check: summary written to gpu-check.json${OUT:+ and \$OUT/gpu-check.json}"
