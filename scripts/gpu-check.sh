@@ -166,9 +166,11 @@ locate() {
   if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     gpu_name=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)
     echo "GPU: $gpu_name"
+  elif [[ -n $python ]] && gpu_name=$("$python" -c 'import torch; assert torch.cuda.is_available(); print(torch.cuda.get_device_name(0))' 2>/dev/null); then
+    echo "GPU: $gpu_name (from torch; nvidia-smi is missing or failed)"
   else
     gpu_name=""
-    echo "GPU: none visible (nvidia-smi -L failed or is missing)"
+    echo "GPU: none visible (nvidia-smi -L failed or is missing, and torch sees no CUDA device)"
     ((no_gpu_ok)) || problems+=("no GPU visible (nvidia-smi -L); --no-gpu-ok runs the CPU part of the check")
   fi
   echo "host: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), $(g++ --version | head -n 1), $(ldd --version | head -n 1), $(cmake --version | head -n 1), ninja $(ninja --version 2>/dev/null || echo MISSING), $(nproc) cores"
