@@ -235,7 +235,7 @@ locate_ok=$rc
 lib_dirs=("$deps_lib")
 for lib in "${cublas_lib:-}" "${cudnn_lib:-}" "${nccl_lib:-}"; do [[ -n $lib ]] && lib_dirs+=("$(dirname "$lib")"); done
 [[ -n ${cuda_root:-} ]] && lib_dirs+=("$cuda_root/lib64")
-axon_ld_path=$(IFS=:; echo "${lib_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+axon_ld_path=$(printf '%s\n' "${lib_dirs[@]}" | awk '!seen[$0]++' | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 with_axon_env() { LD_LIBRARY_PATH="$axon_ld_path" "$@"; }
 # Phases run in a child bash (under timeout): export what their functions use.

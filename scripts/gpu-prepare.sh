@@ -86,7 +86,7 @@ fi
 # rerun never mixes old and new files.
 work=$(mktemp -d)
 chmod 755 "$work"  # apt-get download runs as the unprivileged _apt user where it can
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$deps.new"' EXIT  # a failed run leaves no half-made tree
 echo "gpu-prepare: downloading ${#versions[@]} Debian packages"
 (cd "$work" && apt-get download -qq "${versions[@]}") || die "apt-get download failed for: ${versions[*]}"
 
@@ -96,9 +96,19 @@ for deb in "$work"/*.deb; do
   dpkg-deb -x "$deb" "$deps.new/root" || die "dpkg-deb -x failed on $(basename "$deb")"
 done
 
-# ---- prune what the build never reads ----------------------------------------------------------
 r=$deps.new/root
-rm -rf "$r/usr/share/doc" "$r/usr/share/man" "$r/usr/share/lintian" "$r/usr/share/bug"
+# Packages may hold absolute links (zlib1g-dev: usr/lib/.../libz.so -> /lib/.../libz.so.1.2.13). Unpacked
+# here they would point into this machine's own /lib and dangle on the GPU machine, so point them at
+# the unpacked file instead, relatively (the tree is copied elsewhere).
+while IFS= read -r link; do
+  target=$(readlink "$link")
+  [[ -e "$r$target" ]] || die "$link points at $target, which no unpacked package provides"
+  ln -sfn "$(realpath --relative-to="$(dirname "$link")" "$r$target")" "$link"
+done < <(find "$r" -type l -lname '/*')
+
+# ---- prune what the build never reads ----------------------------------------------------------
+# usr/src: libgtest-dev links usr/src/gtest into the googletest sources package, which is not needed.
+rm -rf "$r/usr/share/doc" "$r/usr/share/man" "$r/usr/share/lintian" "$r/usr/share/bug" "$r/usr/src"
 # Static OpenBLAS (58 MB), the reference BLAS/LAPACK wrappers and static OpenSSL: Axon links none.
 rm -f "$r/usr/lib/$multiarch/openblas-pthread/"*.a \
       "$r/usr/lib/$multiarch/openblas-pthread/libblas."* "$r/usr/lib/$multiarch/openblas-pthread/liblapack."* \
@@ -138,6 +148,9 @@ for f in usr/lib/$multiarch/cmake/fmt/fmt-config.cmake usr/share/cmake/CLI11/CLI
          usr/include/openssl/sha.h usr/lib/$multiarch/libcrypto.so; do
   [[ -e "$r/$f" ]] || die "expected $f in the unpacked packages, it is missing"
 done
+
+dangling=$(find "$r" -xtype l -print | grep -v 'openblas-pthread/libopenblas\.so' || true)  # those wait for the xz file
+[[ -z $dangling ]] || die "links that resolve nowhere in the unpacked tree: $dangling"
 
 size_kib=$(du -sk --apparent-size "$deps.new" | cut -f1)
 {
