@@ -266,10 +266,15 @@ cmake_args=(
   "-DAXON_CBLAS_INCLUDE_DIR=$prefix/include/$multiarch/openblas-pthread"
 )
 if [[ -n ${nvcc:-} ]]; then cmake_args+=("-DCMAKE_CUDA_COMPILER=$nvcc" "-DCUDAToolkit_ROOT=$cuda_root"); fi
+# Debian's multiarch header folder (openssl/configuration.h, opensslconf.h) is one g++ searches by
+# itself under /usr/include; the copy in .gpu-deps has to be named.
+extra_includes="-isystem $prefix/include/$multiarch"
 # cuBLAS outside the toolkit (pip wheel): hand FindCUDAToolkit the library and the compilers the headers.
 if [[ -n ${cublas_lib:-} && -n ${cuda_root:-} && $(dirname "$cublas_lib") != "$cuda_root"/* ]]; then
-  cmake_args+=("-DCUDA_cublas_LIBRARY=$cublas_lib" "-DCMAKE_CXX_FLAGS=-isystem $cublas_inc" "-DCMAKE_CUDA_FLAGS=-isystem $cublas_inc")
+  cmake_args+=("-DCUDA_cublas_LIBRARY=$cublas_lib")
+  extra_includes="$extra_includes -isystem $cublas_inc"
 fi
+cmake_args+=("-DCMAKE_CXX_FLAGS=$extra_includes" "-DCMAKE_CUDA_FLAGS=$extra_includes")
 if [[ -n ${nccl_inc:-} && -n ${nccl_lib:-} ]]; then
   cmake_args+=("-DAXON_NCCL_ROOT=$(dirname "$nccl_inc")" "-DAXON_NCCL_INCLUDE_DIR=$nccl_inc" "-DAXON_NCCL_LIBRARY=$nccl_lib")
 fi
