@@ -150,7 +150,7 @@ locate() {
     tk_libs=("$cuda_root/lib64" "$cuda_root/targets/x86_64-linux/lib" "$cuda_root/lib")
     tk_incs=("$cuda_root/include" "$cuda_root/targets/x86_64-linux/include")
   fi
-  local sys_libs=(/usr/lib/$multiarch /usr/lib64 /usr/lib) sys_incs=(/usr/include)
+  local sys_libs=("/usr/lib/$multiarch" /usr/lib64 /usr/lib) sys_incs=(/usr/include)
 
   # cuBLAS (linked), cuDNN and NCCL (found and put on the library path; no target links them yet).
   cublas_lib=$(find_lib cublas "${tk_libs[@]}" "${sys_libs[@]}" "${wheel_libs[@]}") || problems+=("cuBLAS (libcublas.so*) not found in the CUDA toolkit, system or pip wheels")
