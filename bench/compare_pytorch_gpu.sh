@@ -75,9 +75,10 @@ axon_run() {
     out=$(LD_LIBRARY_PATH="${axon_ld_path:-${LD_LIBRARY_PATH:-}}" timeout 300 "${cmd[@]}" 2>"$tmp/axon.err") || rc=$?
     if ((rc != 0)); then
       local msg; msg=$(grep -v '^[[:space:]]*$' "$tmp/axon.err" | head -n 3 | tr '\n' ' ')
-      msg=${msg%%Run with --help*}  # CLI11's hint adds nothing to a table cell
-      # CLI11 parse errors exit with 100-127 ("The following arguments were not expected", ...).
-      if ((rc >= 100 && rc <= 127)) || grep -qiE 'not expected|unknown (flag|option)|not supported' "$tmp/axon.err"; then
+      msg=${msg%%Run with --help*}; msg=${msg%%Run \'*}  # the usage hint adds nothing to a table cell
+      # A rejected flag: a usage error (exit 2 with "Run '... --help' for usage", or CLI11's own codes
+      # 100-127, "The following arguments were not expected"), or a message saying so.
+      if ((rc == 2 || (rc >= 100 && rc <= 127))) || grep -qiE 'not expected|unknown (flag|option)|not supported|not implemented|for usage' "$tmp/axon.err"; then
         "$python" -c 'import json, sys; print(json.dumps({"not_supported": sys.argv[1]}))' "$msg (exit $rc)"
       else
         "$python" -c 'import json, sys; print(json.dumps({"error": sys.argv[1]}))' "exit $rc: $msg"
