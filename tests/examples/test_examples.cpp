@@ -15,6 +15,15 @@
 
 #include "../support/process.h"
 
+// Tests that start MPI jobs skip where Axon was built without MPI (the GPU machine's check).
+#ifdef AXON_TESTS_WITH_MPI
+#define AXON_REQUIRE_MPI() \
+  do {                     \
+  } while (0)
+#else
+#define AXON_REQUIRE_MPI() GTEST_SKIP() << "built without MPI (AXON_WITH_MPI=OFF)"
+#endif
+
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
@@ -100,6 +109,7 @@ TEST(ReadmeModel, PrintsTheSummaryTable) {
 }
 
 TEST(FashionMnist, UnknownFlagValuesAreRejected) {
+  AXON_REQUIRE_MPI();
   for (const char* args : {"--model resnet9000", "--optimizer lbfgs", "--epochs 0", "--batch-size -3", "--lr abc",
                            "--threads 0", "--no-such-flag"}) {
     Result r = run_command(bin("fashion_mnist") + " " + args);
@@ -182,6 +192,7 @@ TEST(FashionMnist, TruncatedDatasetIsAClearError) {
 }
 
 TEST(FashionMnist, TwoRanksThroughTheLauncherTrainToTheTarget) {
+  AXON_REQUIRE_MPI();
   if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   Result r = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
                  " --model mlp --epochs 1 --batch-size 128 --optimizer adam --threads 1 --no-progress");
@@ -202,6 +213,7 @@ TEST(FashionMnist, TwoRanksThroughTheLauncherTrainToTheTarget) {
 }
 
 TEST(FashionMnist, AFailedRankStopsTheWholeJobWithAnExplanation) {
+  AXON_REQUIRE_MPI();
   if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   // Rank 1 dies before joining; rank 0 would wait for it in its first collective forever.
   const std::string program = bin("fashion_mnist") + " --threads 1 --no-progress";
@@ -274,24 +286,28 @@ static void expect_clean_disagreement(const Result& r, const std::string& expect
 }
 
 TEST(FashionMnist, RanksWithDifferentDatasetsFailFastNamingBothSizes) {
+  AXON_REQUIRE_MPI();
   SmallFashion big(200, 20, 1), small(100, 20, 2);
   Result r = two_ranks("--data " + big.dir(), "--data " + small.dir());
   expect_clean_disagreement(r, "ranks disagree on train dataset size: rank 0 has 200, rank 1 has 100");
 }
 
 TEST(FashionMnist, RanksWithDifferentEpochsFailFastNamingBoth) {
+  AXON_REQUIRE_MPI();
   SmallFashion data(64, 16);
   Result r = two_ranks("--data " + data.dir() + " --epochs 1", "--data " + data.dir() + " --epochs 2");
   expect_clean_disagreement(r, "ranks disagree on epochs: rank 0 has 1, rank 1 has 2");
 }
 
 TEST(FashionMnist, RanksWithDifferentBatchSizesFailFastNamingBoth) {
+  AXON_REQUIRE_MPI();
   SmallFashion data(64, 16);
   Result r = two_ranks("--data " + data.dir() + " --batch-size 8", "--data " + data.dir() + " --batch-size 16");
   expect_clean_disagreement(r, "ranks disagree on batch size: rank 0 has 8, rank 1 has 16");
 }
 
 TEST(FashionMnist, RanksWithDifferentLearningRatesOrOptimizersFailFastNamingBoth) {
+  AXON_REQUIRE_MPI();
   SmallFashion data(64, 16);
   Result lr = two_ranks("--data " + data.dir() + " --lr 0.001", "--data " + data.dir() + " --lr 0.01");
   expect_clean_disagreement(lr, "ranks disagree on optimizer: rank 0 has 'adam(lr=0.001,");
@@ -302,6 +318,7 @@ TEST(FashionMnist, RanksWithDifferentLearningRatesOrOptimizersFailFastNamingBoth
 }
 
 TEST(FashionMnist, RanksWithDifferentThreadCountsFailFastNamingBoth) {
+  AXON_REQUIRE_MPI();
   // Threads change the order of BLAS sums and so params_sha256, which the result records once.
   SmallFashion data(64, 16);
   const std::string program = bin("fashion_mnist") + " --no-progress --data " + data.dir();
@@ -311,6 +328,7 @@ TEST(FashionMnist, RanksWithDifferentThreadCountsFailFastNamingBoth) {
 }
 
 TEST(FashionMnist, DistributedDebugOnSomeRanksOnlyIsAClearError) {
+  AXON_REQUIRE_MPI();
   SmallFashion data(64, 16);
   const std::string program = bin("fashion_mnist") + " --threads 1 --no-progress --data " + data.dir();
   Result r = run_command("timeout -k 10 90 " + bin("axonrun") + " -n 2 sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && " +
@@ -322,6 +340,7 @@ TEST(FashionMnist, DistributedDebugOnSomeRanksOnlyIsAClearError) {
 }
 
 TEST(FashionMnist, HugeLearningRateStopsWithExitCode3OnOneAndTwoRanks) {
+  AXON_REQUIRE_MPI();
   SmallFashion data(256, 32);
   const std::string args = "--data " + data.dir() + " --optimizer adam --lr 1e30 --batch-size 16";
   Result one = run_command("timeout -k 10 90 " + bin("fashion_mnist") + " --threads 1 --no-progress " + args);
@@ -397,6 +416,7 @@ TEST_F(TinyData, SameRecordedSettingsGiveTheSameHash) {
 // ---- under mpirun: what is the same on every rank is printed once -----------------------
 
 TEST(FashionMnistUnderMpirun, HelpAndUsageErrorsArePrintedOnce) {
+  AXON_REQUIRE_MPI();
   Result help = run_command(mpirun(2, bin("fashion_mnist") + " --help"));
   EXPECT_EQ(help.code, 0) << help.output;
   EXPECT_EQ(count(help.output, "Usage: fashion_mnist"), 1u) << help.output;
@@ -409,6 +429,7 @@ TEST(FashionMnistUnderMpirun, HelpAndUsageErrorsArePrintedOnce) {
 }
 
 TEST(FashionMnistUnderMpirun, ADataErrorOnEveryRankIsPrintedOnce) {
+  AXON_REQUIRE_MPI();
   Result r = run_command(mpirun(2, bin("fashion_mnist") + " --threads 1 --no-progress --data /nonexistent/fmnist"));
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_EQ(count(r.output, "fashion_mnist: error: fashion-mnist: /nonexistent/fmnist: missing"), 1u) << r.output;
@@ -416,6 +437,7 @@ TEST(FashionMnistUnderMpirun, ADataErrorOnEveryRankIsPrintedOnce) {
 }
 
 TEST_F(TinyData, ADataErrorOnOneRankIsPrintedByThatRankWithItsNumber) {
+  AXON_REQUIRE_MPI();
   // Rank 0 has the data, rank 1 looks in a folder that does not exist.
   const std::string command = "sh -c '[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && exec " +
                               bin("fashion_mnist") + " --threads 1 --no-progress --data /nonexistent/rank1; exec " +
@@ -482,6 +504,7 @@ TEST(FashionMnistGpu, TrainsToTheTargetOnOneGpuInF32AndBf16) {
 }
 
 TEST(FashionMnistGpu, TwoRanksOnTwoGpusOverNcclAndMpi) {
+  AXON_REQUIRE_MPI();
   if (visible_gpus() < 2) GTEST_SKIP() << "needs 2 GPUs, " << visible_gpus() << " visible";
   for (const char* backend : {"nccl", "mpi"}) {
     Result r = run_command("timeout -k 10 300 " + bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
