@@ -65,7 +65,8 @@ static int run(int argc, char** argv) {
   cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
                    "Samples per rank per step (global batch = this × ranks)");
   app.add_option("--optimizer", optimizer_name, "Optimizer")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  cli::add_real(app, "--lr", lr, cli::greater_than(0), "Learning rate");
+  // The optimizers compute in float: a double such as 1e-50 would become 0 there (no training).
+  cli::add_real(app, "--lr", lr, cli::positive_float(), "Learning rate");
   cli::add_integer(app, "--threads", threads, 1, 1024, "Threads per rank (default: cores / ranks on this machine)")
       ->default_str("auto");
   cli::add_integer(app, "--seed", seed, uint64_t{0}, std::numeric_limits<uint64_t>::max(),

@@ -6,7 +6,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <span>
+#include <vector>
 
 #include "axon/communicator.h"
 
@@ -50,14 +52,48 @@ RealBounds in_range(double lower, double upper) {
   return b;
 }
 
+RealBounds as_float(RealBounds bounds) {
+  bounds.as_float = true;
+  return bounds;
+}
+
+RealBounds positive_float() { return as_float(greater_than(0)); }
+
+namespace {
+
+bool allows(const RealBounds& b, double value) {
+  return (b.lower_open ? value > b.lower : value >= b.lower) &&
+         (b.upper_open ? value < b.upper : value <= b.upper);
+}
+
+// 0, or a normal float: the cast to float neither flushes it to 0 nor makes it inf.
+bool fits_float(double value) {
+  const double magnitude = std::fabs(value);
+  return value == 0.0 || (magnitude >= std::numeric_limits<float>::min() &&
+                          magnitude <= std::numeric_limits<float>::max());
+}
+
+}  // namespace
+
 std::string describe(const RealBounds& b) {
   const bool has_lower = std::isfinite(b.lower), has_upper = std::isfinite(b.upper);
+  std::string text = "a finite number";
   if (has_lower && has_upper)
-    return fmt::format("a finite number in {}{}, {}{}", b.lower_open ? '(' : '[', b.lower, b.upper,
+    text = fmt::format("a finite number in {}{}, {}{}", b.lower_open ? '(' : '[', b.lower, b.upper,
                        b.upper_open ? ')' : ']');
-  if (has_lower) return fmt::format("a finite number {} {}", b.lower_open ? ">" : ">=", b.lower);
-  if (has_upper) return fmt::format("a finite number {} {}", b.upper_open ? "<" : "<=", b.upper);
-  return "a finite number";
+  else if (has_lower)
+    text = fmt::format("a finite number {} {}", b.lower_open ? ">" : ">=", b.lower);
+  else if (has_upper)
+    text = fmt::format("a finite number {} {}", b.upper_open ? "<" : "<=", b.upper);
+  if (b.as_float) {
+    // The magnitudes of the normal floats; "or 0" / "in magnitude" only where they apply.
+    const bool negatives = allows(b, -1.0) || b.lower < 0;
+    text += " that fits a 32-bit float (1.2e-38 to 3.4e38";
+    if (negatives) text += " in magnitude";
+    if (allows(b, 0.0)) text += ", or 0";
+    text += ")";
+  }
+  return text;
 }
 
 double parse_real(std::string_view option, std::string_view text, const RealBounds& bounds) {
@@ -71,10 +107,7 @@ double parse_real(std::string_view option, std::string_view text, const RealBoun
     const auto [end, ec] = std::from_chars(body.data(), body.data() + body.size(), value);
     ok = ec == std::errc() && end == body.data() + body.size() && std::isfinite(value);
   }
-  if (ok) {
-    ok = (bounds.lower_open ? value > bounds.lower : value >= bounds.lower) &&
-         (bounds.upper_open ? value < bounds.upper : value <= bounds.upper);
-  }
+  if (ok) ok = allows(bounds, value) && (!bounds.as_float || fits_float(value));
   if (!ok) throw UsageError(fmt::format("{}: expected {}, got '{}'", option, describe(bounds), text));
   return value;
 }

@@ -4,7 +4,7 @@
 // Numbers are checked once, while the command line is parsed, so a bad value stops the program
 // before MPI starts or data is loaded, with exit code 2 (usage error, as axonrun uses) and a
 // message naming the option, what it expects and what it got:
-//   fashion_mnist: error: --lr: expected a finite number > 0, got 'nan'
+//   fashion_mnist: error: --lr: expected a finite number > 0 that fits a 32-bit float (1.2e-38 to 3.4e38), got 'nan'
 // Nothing is reinterpreted: only plain decimal numbers are accepted. Rejected are empty values,
 // surrounding whitespace, trailing characters ("12abc", "1.5" for an integer), hex/octal/binary
 // forms ("0x10", "010", "0b1"), a minus sign for an unsigned option (no wrap-around), values
@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -47,12 +48,23 @@ struct RealBounds {
   bool lower_open = false;
   double upper = std::numeric_limits<double>::infinity();
   bool upper_open = false;
+  // The program computes with the value as a 32-bit float (an optimizer's learning rate): it must
+  // also be 0 (when the bounds allow it) or a normal float, 1.17549435e-38 <= |x| <= 3.40282347e38.
+  // A double outside that range would become 0 or inf in the cast, silently; subnormal floats
+  // are refused too, since they carry fewer significant bits than the user wrote and arithmetic
+  // on them may be flushed to zero.
+  bool as_float = false;
 };
 // Bounds for "> value".
 RealBounds greater_than(double value);
 // Bounds for "in [lower, upper]".
 RealBounds in_range(double lower, double upper);
-// "a finite number > 0", "a finite number in [0, 1]", ... as used in the error messages.
+// `bounds`, and the value must fit a 32-bit float (RealBounds::as_float).
+RealBounds as_float(RealBounds bounds);
+// "> 0, as a 32-bit float": a learning rate.
+RealBounds positive_float();
+// "a finite number > 0", "a finite number in [0, 1]", "a finite number > 0 that fits a 32-bit
+// float (1.2e-38 to 3.4e38)", ... as used in the error messages.
 std::string describe(const RealBounds& bounds);
 
 // Parses `text` as a finite decimal real number within `bounds`. Throws UsageError
