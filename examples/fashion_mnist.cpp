@@ -86,9 +86,8 @@ static int run(int argc, char** argv) {
                    "no test set")
       ->default_str("off");
   app.add_flag("--cuda-graph", cuda_graph, "Capture the training step in a CUDA graph (not implemented yet)");
-  // Before MPI starts: the command line is the same on every rank, so only rank 0 reports on it.
-  const int launcher_rank = axon::launcher_rank();
   Device device;
+  cli::ParseOutcome parsed;
   try {
     app.parse(argc, argv);
     try {
@@ -101,12 +100,29 @@ static int run(int argc, char** argv) {
     if (backend_name == "nccl" && !device.is_cuda())
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
-    return cli::exit_on_parse_error(app, e, launcher_rank);
+    // A single process reports and exits at once, as it always has.
+    if (!launched_with_ranks()) return cli::exit_on_parse_error(app, e, 0);
+    parsed = cli::outcome_of(app, e);
+  }
+  // Under a launcher the ranks may have been given different command lines (MPMD launches,
+  // wrapper scripts): no rank may exit on its own while another waits for it in MPI, so they
+  // start MPI (cheap) and agree on the outcome of parsing first.
+  std::unique_ptr<Communicator> world;
+  if (launched_with_ranks()) {
+    try {
+      world = make_communicator();
+    } catch (const std::exception&) {
+      // No MPI to agree through: the old rule, rank 0 reports what every rank presumably has.
+      if (parsed.kind == cli::ParseOutcome::Kind::ok) throw;
+      return cli::report_parse_outcome(app, parsed, launcher_rank());
+    }
+    if (std::optional<int> code = cli::agree_on_command_line(*world, app, parsed)) return *code;
+  } else {
+    world = make_communicator();
   }
   // "cuda" without an index: one GPU per rank on this machine.
   if (device.is_cuda() && device_name == "cuda") device = Device::cuda(cuda::device_for_local_rank(local_rank()));
 
-  auto world = make_communicator();
   // GPU gradients go through NCCL when asked (or by default where it is built in), else through
   // the MPI communicator, staged through host memory.
   std::unique_ptr<Communicator> nccl;
