@@ -101,7 +101,7 @@ static int run(int argc, char** argv) {
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
     // A single process reports and exits at once, as it always has.
-    if (!launched_with_ranks()) return cli::exit_on_parse_error(app, e, 0);
+    if (!launched_with_ranks()) return cli::exit_on_parse_error(app, e, launcher_rank());
     parsed = cli::outcome_of(app, e);
   }
   // Under a launcher the ranks may have been given different command lines (MPMD launches,

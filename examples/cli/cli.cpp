@@ -195,7 +195,7 @@ std::optional<int> agree_on_command_line(Communicator& comm, const CLI::App& app
   using Kind = ParseOutcome::Kind;
   const double kind = static_cast<double>(outcome.kind);
   const double hash = outcome.kind == Kind::ok ? 0.0 : message_hash(outcome.message);
-  // The lowest rank that asked for help: the maximum of -rank over those ranks.
+  // The lowest rank that asked for help: the maximum of size - rank over those ranks (0 elsewhere).
   const double help_rank = outcome.kind == Kind::help ? static_cast<double>(comm.rank()) : comm.size();
   const Agreed a = agree(comm, {kind, hash, static_cast<double>(comm.size()) - help_rank});
   if (a.max[0] == static_cast<double>(Kind::ok)) return std::nullopt;  // every rank parsed its command line

@@ -196,6 +196,22 @@ TEST(CliOptions, BadValuesFailAtParseTimeAndGoodOnesAreStored) {
   EXPECT_EQ(batch, 8u);
 }
 
+// ---- agreeing on the parse outcome (multi-rank cases: FashionMnistUnderMpirun.* in test_examples) --
+
+TEST(CliAgreement, OneRankBehavesLikeASingleProcess) {
+  CLI::App app{"test", "prog"};
+  auto comm = axon::make_local_communicator();
+  EXPECT_EQ(agree_on_command_line(*comm, app, {}), std::nullopt);
+
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(agree_on_command_line(*comm, app, {ParseOutcome::Kind::help, "the help text\n"}), std::optional<int>(0));
+  EXPECT_EQ(::testing::internal::GetCapturedStdout(), "the help text\n");
+
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(agree_on_command_line(*comm, app, {ParseOutcome::Kind::usage_error, "--lr: bad"}), std::optional<int>(2));
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "prog: error: --lr: bad\nRun 'prog --help' for usage.\n");
+}
+
 // ---- axon::launcher_rank: which rank prints what is the same everywhere --------------------
 
 TEST(LauncherRank, ReadsTheLauncherVariablesBeforeMpiAndRejectsMalformedValues) {
