@@ -65,7 +65,8 @@ static int run(int argc, char** argv) {
   cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
                    "Samples per rank per step (global batch = this × ranks)");
   app.add_option("--optimizer", optimizer_name, "Optimizer")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  cli::add_real(app, "--lr", lr, cli::greater_than(0), "Learning rate");
+  // The optimizers compute in float: a double such as 1e-50 would become 0 there (no training).
+  cli::add_real(app, "--lr", lr, cli::positive_float(), "Learning rate");
   cli::add_integer(app, "--threads", threads, 1, 1024, "Threads per rank (default: cores / ranks on this machine)")
       ->default_str("auto");
   cli::add_integer(app, "--seed", seed, uint64_t{0}, std::numeric_limits<uint64_t>::max(),
@@ -85,9 +86,8 @@ static int run(int argc, char** argv) {
                    "no test set")
       ->default_str("off");
   app.add_flag("--cuda-graph", cuda_graph, "Capture the training step in a CUDA graph (not implemented yet)");
-  // Before MPI starts: the command line is the same on every rank, so only rank 0 reports on it.
-  const int launcher_rank = axon::launcher_rank();
   Device device;
+  cli::ParseOutcome parsed;
   try {
     app.parse(argc, argv);
     try {
@@ -100,12 +100,29 @@ static int run(int argc, char** argv) {
     if (backend_name == "nccl" && !device.is_cuda())
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
-    return cli::exit_on_parse_error(app, e, launcher_rank);
+    // A single process reports and exits at once, as it always has.
+    if (!launched_with_ranks()) return cli::exit_on_parse_error(app, e, launcher_rank());
+    parsed = cli::outcome_of(app, e);
+  }
+  // Under a launcher the ranks may have been given different command lines (MPMD launches,
+  // wrapper scripts): no rank may exit on its own while another waits for it in MPI, so they
+  // start MPI (cheap) and agree on the outcome of parsing first.
+  std::unique_ptr<Communicator> world;
+  if (launched_with_ranks()) {
+    try {
+      world = make_communicator();
+    } catch (const std::exception&) {
+      // No MPI to agree through: the old rule, rank 0 reports what every rank presumably has.
+      if (parsed.kind == cli::ParseOutcome::Kind::ok) throw;
+      return cli::report_parse_outcome(app, parsed, launcher_rank());
+    }
+    if (std::optional<int> code = cli::agree_on_command_line(*world, app, parsed)) return *code;
+  } else {
+    world = make_communicator();
   }
   // "cuda" without an index: one GPU per rank on this machine.
   if (device.is_cuda() && device_name == "cuda") device = Device::cuda(cuda::device_for_local_rank(local_rank()));
 
-  auto world = make_communicator();
   // GPU gradients go through NCCL when asked (or by default where it is built in), else through
   // the MPI communicator, staged through host memory.
   std::unique_ptr<Communicator> nccl;

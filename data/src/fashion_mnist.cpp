@@ -20,11 +20,38 @@ constexpr int fashion_mnist_classes = 10;
 constexpr uint32_t fashion_mnist_side = 28;  // images are 28 x 28 pixels
 constexpr uint8_t ubyte_code = 0x08;
 
-// dir/name.gz if it exists, else dir/name if it exists, else nothing.
+// What is at dir/name: nothing, a file to read, or something that is there but cannot be used.
+struct Candidate {
+  bool present = false;
+  std::string problem;  // non-empty: present but unusable (a dangling symlink, a loop, ...)
+};
+
+Candidate inspect(const fs::path& path) {
+  std::error_code ec;
+  const fs::file_status link = fs::symlink_status(path, ec);
+  if (link.type() == fs::file_type::not_found) return {};
+  if (ec) return {true, ec.message()};
+  if (!fs::is_symlink(link)) return {true, ""};  // read_idx reports a directory, pipe, ...
+  // A symlink at an expected name was put there on purpose: a target that cannot be reached is
+  // an error naming it, never a reason to fall back to another file or to call the file missing.
+  const fs::file_status target = fs::status(path, ec);
+  if (!ec && fs::exists(target)) return {true, ""};
+  if (ec && ec != std::errc::no_such_file_or_directory) return {true, ec.message()};  // e.g. a loop
+  std::error_code read_ec;
+  const fs::path to = fs::read_symlink(path, read_ec);
+  return {true, "dangling symbolic link" + (read_ec ? std::string() : " to '" + to.string() + "'") +
+                    " (its target does not exist)"};
+}
+
+// dir/name.gz if it is there, else dir/name if it is there, else nothing. The .gz file is
+// preferred when both exist (docs/reliability.md); the path returned is named in every error
+// about its contents. Throws when a candidate is present but unusable.
 std::optional<std::string> find_file(const fs::path& dir, const std::string& name) {
-  for (const auto& candidate : {dir / (name + ".gz"), dir / name}) {
-    std::error_code ec;
-    if (fs::exists(candidate, ec)) return candidate.string();
+  for (const auto& path : {dir / (name + ".gz"), dir / name}) {
+    const Candidate c = inspect(path);
+    if (!c.present) continue;
+    if (!c.problem.empty()) throw std::runtime_error("fashion-mnist: " + path.string() + ": " + c.problem);
+    return path.string();
   }
   return std::nullopt;
 }
@@ -62,17 +89,27 @@ Dataset load_fashion_mnist(const std::string& dir, Split split) {
   const std::string prefix = split == Split::train ? "train" : "t10k";
   const std::string images_name = prefix + "-images-idx3-ubyte";
   const std::string labels_name = prefix + "-labels-idx1-ubyte";
+  const std::string install_hint =
+      "; install the Debian package dataset-fashion-mnist or set AXON_FASHION_MNIST_DIR";
+  // The folder first: a file, a symlink loop or an unreadable path is not "missing files".
+  std::error_code dir_ec;
+  const fs::file_status dir_status = fs::status(dir, dir_ec);
+  if (dir_status.type() == fs::file_type::not_found) {
+    throw std::runtime_error("fashion-mnist: " + dir + ": missing " + images_name + "[.gz], " + labels_name +
+                             "[.gz] (no such directory)" + install_hint);
+  }
+  if (dir_ec) throw std::runtime_error("fashion-mnist: '" + dir + "': " + dir_ec.message());
+  if (!fs::is_directory(dir_status)) {
+    throw std::runtime_error("fashion-mnist: '" + dir +
+                             "' is not a directory: expected the folder with the Fashion-MNIST IDX files");
+  }
   const auto images_path = find_file(dir, images_name);
   const auto labels_path = find_file(dir, labels_name);
   if (!images_path || !labels_path) {
     std::string missing;
     if (!images_path) missing += images_name + "[.gz]";
     if (!labels_path) missing += (missing.empty() ? "" : ", ") + labels_name + "[.gz]";
-    std::error_code ec;
-    const std::string why = fs::is_directory(dir, ec) ? "" : " (no such directory)";
-    throw std::runtime_error("fashion-mnist: " + dir + ": missing " + missing + why +
-                             "; install the Debian package dataset-fashion-mnist or set "
-                             "AXON_FASHION_MNIST_DIR");
+    throw std::runtime_error("fashion-mnist: " + dir + ": missing " + missing + install_hint);
   }
 
   IdxArray images = read_part(*images_path);
@@ -97,8 +134,9 @@ Dataset load_fashion_mnist(const std::string& dir, Split split) {
     fail(*images_path, "expected 28x28 images, got " + join_dims(images.dims));
   }
   if (images.dims[0] != labels.dims[0]) {
-    fail(dir, images_name + " has " + std::to_string(images.dims[0]) + " samples but " +
-                  labels_name + " has " + std::to_string(labels.dims[0]));
+    // The files chosen (X.gz or X), by full path: which of two copies was read is not a guess.
+    throw std::runtime_error("fashion-mnist: " + *images_path + " has " + std::to_string(images.dims[0]) +
+                             " samples but " + *labels_path + " has " + std::to_string(labels.dims[0]));
   }
 
   Dataset ds;

@@ -6,7 +6,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <span>
+#include <vector>
 
 #include "axon/communicator.h"
 
@@ -50,14 +52,48 @@ RealBounds in_range(double lower, double upper) {
   return b;
 }
 
+RealBounds as_float(RealBounds bounds) {
+  bounds.as_float = true;
+  return bounds;
+}
+
+RealBounds positive_float() { return as_float(greater_than(0)); }
+
+namespace {
+
+bool allows(const RealBounds& b, double value) {
+  return (b.lower_open ? value > b.lower : value >= b.lower) &&
+         (b.upper_open ? value < b.upper : value <= b.upper);
+}
+
+// 0, or a normal float: the cast to float neither flushes it to 0 nor makes it inf.
+bool fits_float(double value) {
+  const double magnitude = std::fabs(value);
+  return value == 0.0 || (magnitude >= std::numeric_limits<float>::min() &&
+                          magnitude <= std::numeric_limits<float>::max());
+}
+
+}  // namespace
+
 std::string describe(const RealBounds& b) {
   const bool has_lower = std::isfinite(b.lower), has_upper = std::isfinite(b.upper);
+  std::string text = "a finite number";
   if (has_lower && has_upper)
-    return fmt::format("a finite number in {}{}, {}{}", b.lower_open ? '(' : '[', b.lower, b.upper,
+    text = fmt::format("a finite number in {}{}, {}{}", b.lower_open ? '(' : '[', b.lower, b.upper,
                        b.upper_open ? ')' : ']');
-  if (has_lower) return fmt::format("a finite number {} {}", b.lower_open ? ">" : ">=", b.lower);
-  if (has_upper) return fmt::format("a finite number {} {}", b.upper_open ? "<" : "<=", b.upper);
-  return "a finite number";
+  else if (has_lower)
+    text = fmt::format("a finite number {} {}", b.lower_open ? ">" : ">=", b.lower);
+  else if (has_upper)
+    text = fmt::format("a finite number {} {}", b.upper_open ? "<" : "<=", b.upper);
+  if (b.as_float) {
+    // The magnitudes of the normal floats; "or 0" / "in magnitude" only where they apply.
+    const bool negatives = allows(b, -1.0) || b.lower < 0;
+    text += " that fits a 32-bit float (1.2e-38 to 3.4e38";
+    if (negatives) text += " in magnitude";
+    if (allows(b, 0.0)) text += ", or 0";
+    text += ")";
+  }
+  return text;
 }
 
 double parse_real(std::string_view option, std::string_view text, const RealBounds& bounds) {
@@ -71,10 +107,7 @@ double parse_real(std::string_view option, std::string_view text, const RealBoun
     const auto [end, ec] = std::from_chars(body.data(), body.data() + body.size(), value);
     ok = ec == std::errc() && end == body.data() + body.size() && std::isfinite(value);
   }
-  if (ok) {
-    ok = (bounds.lower_open ? value > bounds.lower : value >= bounds.lower) &&
-         (bounds.upper_open ? value < bounds.upper : value <= bounds.upper);
-  }
+  if (ok) ok = allows(bounds, value) && (!bounds.as_float || fits_float(value));
   if (!ok) throw UsageError(fmt::format("{}: expected {}, got '{}'", option, describe(bounds), text));
   return value;
 }
@@ -96,18 +129,24 @@ CLI::Option* add_real(CLI::App& app, const std::string& name, double& target, co
   return option;
 }
 
-int exit_on_parse_error(const CLI::App& app, const CLI::ParseError& error, int rank) {
-  const bool help = error.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success);
+int report_parse_outcome(const CLI::App& app, const ParseOutcome& outcome, int rank) {
+  if (outcome.kind == ParseOutcome::Kind::ok) return 0;
+  const std::string& program = app.get_name();
+  const bool help = outcome.kind == ParseOutcome::Kind::help;
   if (rank == 0) {
     if (help) {
-      std::fputs(app.help().c_str(), stdout);
+      std::fputs(outcome.message.c_str(), stdout);
       std::fflush(stdout);
     } else {
-      std::fprintf(stderr, "%s: error: %s\nRun '%s --help' for usage.\n", app.get_name().c_str(), error.what(),
-                   app.get_name().c_str());
+      std::fprintf(stderr, "%s: error: %s\nRun '%s --help' for usage.\n", program.c_str(), outcome.message.c_str(),
+                   program.c_str());
     }
   }
   return help ? 0 : 2;
+}
+
+int exit_on_parse_error(const CLI::App& app, const CLI::ParseError& error, int rank) {
+  return report_parse_outcome(app, outcome_of(app, error), rank);
 }
 
 namespace {
@@ -119,7 +158,78 @@ double message_hash(const std::string& text) {
   return static_cast<double>(h >> 12);
 }
 
+// What the ranks agreed on, from one max all-reduce: max(-x) is -min(x), so the minimum, the
+// maximum and rank 0's value of each input come back together (inputs must be >= 0; ranks
+// other than 0 contribute -1 to rank 0's slots, which no input has).
+struct Agreed {
+  std::vector<double> min, max, root;
+};
+
+Agreed agree(Communicator& comm, const std::vector<double>& values) {
+  const size_t n = values.size();
+  std::vector<double> buffer(3 * n);
+  for (size_t i = 0; i < n; ++i) {
+    buffer[i] = values[i];
+    buffer[n + i] = -values[i];
+    buffer[2 * n + i] = comm.rank() == 0 ? values[i] : -1.0;
+  }
+  comm.allreduce(std::span<double>(buffer), ReduceOp::max);
+  Agreed a;
+  for (size_t i = 0; i < n; ++i) {
+    a.max.push_back(buffer[i]);
+    a.min.push_back(-buffer[n + i]);
+    a.root.push_back(buffer[2 * n + i]);
+  }
+  return a;
+}
+
 }  // namespace
+
+ParseOutcome outcome_of(const CLI::App& app, const CLI::ParseError& error) {
+  if (error.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success))
+    return {ParseOutcome::Kind::help, app.help()};
+  return {ParseOutcome::Kind::usage_error, error.what()};
+}
+
+std::optional<int> agree_on_command_line(Communicator& comm, const CLI::App& app, const ParseOutcome& outcome) {
+  using Kind = ParseOutcome::Kind;
+  const double kind = static_cast<double>(outcome.kind);
+  const double hash = outcome.kind == Kind::ok ? 0.0 : message_hash(outcome.message);
+  // The lowest rank that asked for help: the maximum of size - rank over those ranks (0 elsewhere).
+  const double help_rank = outcome.kind == Kind::help ? static_cast<double>(comm.rank()) : comm.size();
+  const Agreed a = agree(comm, {kind, hash, static_cast<double>(comm.size()) - help_rank});
+  if (a.max[0] == static_cast<double>(Kind::ok)) return std::nullopt;  // every rank parsed its command line
+
+  const std::string& program = app.get_name();
+  const bool same_everywhere = a.min[0] == a.max[0] && a.min[1] == a.max[1];
+  int code = 2;
+  if (same_everywhere) {
+    // The usual case: one command line for all ranks. Printed once, as for a single process.
+    code = report_parse_outcome(app, outcome, comm.rank());
+  } else {
+    const int lowest_help_rank = comm.size() - static_cast<int>(a.max[2]);
+    const bool like_rank_0 = kind == a.root[0] && hash == a.root[1];
+    if (outcome.kind == Kind::usage_error && (comm.rank() == 0 || !like_rank_0))
+      std::fprintf(stderr, "%s: error: rank %d: %s\n", program.c_str(), comm.rank(), outcome.message.c_str());
+    if (outcome.kind == Kind::help && comm.rank() == lowest_help_rank) {
+      std::fprintf(stderr, "%s: rank %d: --help, but the ranks' command lines differ; the help text:\n", program.c_str(),
+                   comm.rank());
+      std::fflush(stderr);
+      std::fputs(outcome.message.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    if (comm.rank() == 0)
+      std::fprintf(stderr,
+                   "%s: error: the ranks were given different command lines (see above); every rank exits with "
+                   "code 2\nRun '%s --help' for usage.\n",
+                   program.c_str(), program.c_str());
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  comm.barrier();  // all printing done before any rank exits
+  if (code != 0) mark_failure_collective();  // every rank exits together: finalize, do not abort
+  return code;
+}
 
 void run_on_all_ranks(Communicator& comm, const std::string& program, const std::function<void()>& step) {
   std::string message;
@@ -130,14 +240,11 @@ void run_on_all_ranks(Communicator& comm, const std::string& program, const std:
     failed = true;
     message = e.what();
   }
-  // {failed, hash}: the max and min over ranks tell whether any/all failed and whether all
-  // messages are the same. A rank that succeeded contributes hash -1, which no message has.
-  double low[2] = {failed ? 1.0 : 0.0, failed ? message_hash(message) : -1.0};
-  double high[2] = {low[0], low[1]};
-  comm.allreduce(std::span<double>(low, 2), ReduceOp::min);
-  comm.allreduce(std::span<double>(high, 2), ReduceOp::max);
-  if (high[0] == 0.0) return;  // nobody failed
-  const bool same_everywhere = low[0] == 1.0 && low[1] == high[1];
+  // {failed, hash}: the min and max over ranks tell whether any/all failed and whether all
+  // messages are the same. A rank that succeeded contributes hash 0 with failed 0.
+  const Agreed a = agree(comm, {failed ? 1.0 : 0.0, failed ? message_hash(message) : 0.0});
+  if (a.max[0] == 0.0) return;  // nobody failed
+  const bool same_everywhere = a.min[0] == 1.0 && a.min[1] == a.max[1];
   if (same_everywhere) {
     if (comm.rank() == 0) std::fprintf(stderr, "%s: error: %s\n", program.c_str(), message.c_str());
   } else if (failed) {

@@ -464,13 +464,79 @@ TEST_F(DataTest, FashionMnistNamesMissingFiles) {
   EXPECT_CONTAINS(msg, "no such directory");
 }
 
+// --data naming a file is not "missing files (no such directory)".
+TEST_F(DataTest, FashionMnistDataPathThatIsAFileIsNotADirectory) {
+  const std::string file = path("a-file");
+  write_plain(file, idx_ubyte({2}, {1, 2}));
+  EXPECT_EQ(error_of([&] { load_fashion_mnist(file, Split::train); }),
+            "fashion-mnist: '" + file + "' is not a directory: expected the folder with the Fashion-MNIST IDX files");
+  // A symlink loop as the folder: the real cause, not "missing".
+  fs::create_symlink("loop-dir", dir_ / "loop-dir");
+  const std::string msg = error_of([&] { load_fashion_mnist(path("loop-dir"), Split::train); });
+  EXPECT_EQ(msg, "fashion-mnist: '" + path("loop-dir") + "': Too many levels of symbolic links");
+}
+
+// A symlink at an expected name that cannot be followed is an error naming it and its cause;
+// it is never reported as a missing file, and never skipped in favour of the other candidate.
+TEST_F(DataTest, FashionMnistBrokenSymlinksAreErrorsNamingThem) {
+  const Bytes images = idx_ubyte({2, 28, 28}, tiny_pixels(0));
+  write_fashion(dir_, "train", images, idx_ubyte({2}, {1, 2}), false);
+  const std::string labels = path("train-labels-idx1-ubyte");
+
+  // A loop at the plain name (ln -s train-labels-idx1-ubyte train-labels-idx1-ubyte).
+  fs::remove(labels);
+  fs::create_symlink("train-labels-idx1-ubyte", labels);
+  std::string msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
+  EXPECT_EQ(msg, "fashion-mnist: " + labels + ": Too many levels of symbolic links");
+  EXPECT_EQ(msg.find("missing"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("install"), std::string::npos) << msg;
+
+  // A dangling .gz symlink next to a good plain file: an error, not a silent use of the plain file.
+  fs::remove(labels);
+  write_plain(labels, idx_ubyte({2}, {1, 2}));
+  fs::create_symlink("/nonexistent/labels.gz", labels + ".gz");
+  msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
+  EXPECT_EQ(msg, "fashion-mnist: " + labels + ".gz: dangling symbolic link to '/nonexistent/labels.gz' (its "
+                 "target does not exist)");
+
+  // A dangling symlink alone at the expected name: named, not "missing".
+  fs::remove(labels);
+  msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
+  EXPECT_CONTAINS(msg, labels + ".gz: dangling symbolic link");
+  fs::remove(labels + ".gz");
+  fs::create_symlink("gone", labels);
+  msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
+  EXPECT_EQ(msg, "fashion-mnist: " + labels + ": dangling symbolic link to 'gone' (its target does not exist)");
+
+  // A symlink that can be followed is read as usual.
+  fs::remove(labels);
+  write_plain(path("real-labels"), idx_ubyte({2}, {3, 4}));
+  fs::create_symlink("real-labels", labels);
+  EXPECT_EQ(load_fashion_mnist(dir_.string(), Split::train).labels, (std::vector<int32_t>{3, 4}));
+}
+
+// With both X.gz and X present the .gz file is used (documented), and errors name it: which of
+// the two copies was read is visible.
+TEST_F(DataTest, FashionMnistErrorsNameTheGzipFileThatWasChosen) {
+  const Bytes images = idx_ubyte({2, 28, 28}, tiny_pixels(0));
+  write_fashion(dir_, "train", images, idx_ubyte({2}, {1, 2}), false);
+  write_gzip(path("train-labels-idx1-ubyte.gz"), idx_ubyte({2}, {1, 10}));
+  std::string msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
+  EXPECT_EQ(msg, "fashion-mnist: " + path("train-labels-idx1-ubyte.gz") +
+                     ": label 10 at index 1 (byte 9) is not a class in [0, 10)");
+  write_gzip(path("train-labels-idx1-ubyte.gz"), idx_ubyte({3}, {1, 2, 3}));
+  msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
+  EXPECT_EQ(msg, "fashion-mnist: " + path("train-images-idx3-ubyte") + " has 2 samples but " +
+                     path("train-labels-idx1-ubyte.gz") + " has 3");
+}
+
 TEST_F(DataTest, FashionMnistRejectsInconsistentFiles) {
   const Bytes images = idx_ubyte({2, 28, 28}, tiny_pixels(0));
   const std::string labels_path = path("train-labels-idx1-ubyte");
 
   write_fashion(dir_, "train", images, idx_ubyte({3}, {1, 2, 3}), false);
   std::string msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });
-  EXPECT_CONTAINS(msg, "has 2 samples but train-labels-idx1-ubyte has 3");
+  EXPECT_EQ(msg, "fashion-mnist: " + path("train-images-idx3-ubyte") + " has 2 samples but " + labels_path + " has 3");
 
   write_fashion(dir_, "train", images, idx_ubyte({2}, {1, 10}), false);
   msg = error_of([&] { load_fashion_mnist(dir_.string(), Split::train); });

@@ -1,6 +1,7 @@
 // Unit tests of axon/cli.h: strict number parsing for the programs' options.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 
 #include <cstdint>
@@ -135,6 +136,33 @@ TEST(CliReal, DescribesBoundsWithoutHugeNumbers) {
   EXPECT_EQ(describe(in_range(0.25, 1e-3)), "a finite number in [0.25, 0.001]");
 }
 
+// A real that the program uses as a float: 1e-50 and 1e39 are finite doubles > 0, but the cast
+// to float would make them 0 (no training at all) and inf.
+TEST(CliReal, FloatOptionsRejectValuesThatAFloatCannotHold) {
+  const std::string expected = "--lr: expected a finite number > 0 that fits a 32-bit float (1.2e-38 to 3.4e38), got '";
+  auto parse = [](const std::string& t) { return parse_real("--lr", t, positive_float()); };
+  // Subnormal floats (below 1.17549435e-38) are refused too: fewer significant bits than written.
+  for (const std::string bad : {"1e-50", "1e-39", "1.1754942e-38", "1e-45", "1e39", "3.5e38", "3.4028236e38", "1e300",
+                                "0", "-1", "nan", "inf", "1e999", "1e-400", "abc"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(rejection(parse, bad), expected + bad + "'");
+  }
+  for (const std::string good : {"1e-3", "1.17549436e-38", "1.2e-38", "3.4e38", "3.40282346e38", "1", "0.5"}) {
+    SCOPED_TRACE(good);
+    const double value = parse(good);
+    EXPECT_GT(static_cast<float>(value), 0.0f);
+    EXPECT_TRUE(std::isfinite(static_cast<float>(value)));
+  }
+  // Ranges that include 0 or negative numbers say so.
+  EXPECT_EQ(describe(as_float(in_range(0, 1))), "a finite number in [0, 1] that fits a 32-bit float (1.2e-38 to 3.4e38, or 0)");
+  EXPECT_EQ(describe(as_float(RealBounds{})),
+            "a finite number that fits a 32-bit float (1.2e-38 to 3.4e38 in magnitude, or 0)");
+  EXPECT_DOUBLE_EQ(parse_real("--x", "0", as_float(in_range(0, 1))), 0.0);
+  EXPECT_DOUBLE_EQ(parse_real("--x", "-2e-30", as_float(RealBounds{})), -2e-30);
+  EXPECT_EQ(rejection([](const std::string& t) { return parse_real("--x", t, as_float(RealBounds{})); }, "-1e-40"),
+            "--x: expected a finite number that fits a 32-bit float (1.2e-38 to 3.4e38 in magnitude, or 0), got '-1e-40'");
+}
+
 TEST(CliOptions, BadValuesFailAtParseTimeAndGoodOnesAreStored) {
   CLI::App app{"test", "prog"};
   int epochs = 1;
@@ -166,6 +194,22 @@ TEST(CliOptions, BadValuesFailAtParseTimeAndGoodOnesAreStored) {
     EXPECT_EQ(std::string(e.what()), "--batch-size: expected an integer in [1, 64], got '-1'");
   }
   EXPECT_EQ(batch, 8u);
+}
+
+// ---- agreeing on the parse outcome (multi-rank cases: FashionMnistUnderMpirun.* in test_examples) --
+
+TEST(CliAgreement, OneRankBehavesLikeASingleProcess) {
+  CLI::App app{"test", "prog"};
+  auto comm = axon::make_local_communicator();
+  EXPECT_EQ(agree_on_command_line(*comm, app, {}), std::nullopt);
+
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(agree_on_command_line(*comm, app, {ParseOutcome::Kind::help, "the help text\n"}), std::optional<int>(0));
+  EXPECT_EQ(::testing::internal::GetCapturedStdout(), "the help text\n");
+
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(agree_on_command_line(*comm, app, {ParseOutcome::Kind::usage_error, "--lr: bad"}), std::optional<int>(2));
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "prog: error: --lr: bad\nRun 'prog --help' for usage.\n");
 }
 
 // ---- axon::launcher_rank: which rank prints what is the same everywhere --------------------

@@ -124,11 +124,13 @@ TEST(FashionMnist, UnknownFlagValuesAreRejected) {
 // message and exit code 2 (usage error). --data points nowhere: a value that slipped through
 // parsing would fail later, with exit code 1 and another message.
 TEST(FashionMnist, BadNumbersAreUsageErrorsNamingOptionAndValue) {
-  const std::string lr = "expected a finite number > 0", epochs = "expected an integer in [1, 100000]",
+  const std::string lr = "expected a finite number > 0 that fits a 32-bit float (1.2e-38 to 3.4e38)", epochs = "expected an integer in [1, 100000]",
                     batch = "expected an integer in [1, 1048576]", threads = "expected an integer in [1, 1024]",
                     seed = "expected an integer in [0, 18446744073709551615]";
   const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
       {"--lr", "nan", lr},       {"--lr", "0", lr},         {"--lr", "abc", lr},        {"--lr", "inf", lr},
+      // Finite doubles > 0 that the optimizers' float arithmetic would make 0 or inf.
+      {"--lr", "1e-50", lr},     {"--lr", "1e-39", lr},     {"--lr", "1e39", lr},
       {"--lr", "1e999", lr},     {"--lr", "0x10", lr},      {"--lr", "-1", lr},         {"--lr", "1e-3x", lr},
       {"--epochs", "0x10", epochs}, {"--epochs", "010", epochs}, {"--epochs", "1.5", epochs},
       {"--epochs", "4294967297", epochs}, {"--epochs", "0", epochs},
@@ -417,15 +419,81 @@ TEST_F(TinyData, SameRecordedSettingsGiveTheSameHash) {
 
 TEST(FashionMnistUnderMpirun, HelpAndUsageErrorsArePrintedOnce) {
   AXON_REQUIRE_MPI();
-  Result help = run_command(mpirun(2, bin("fashion_mnist") + " --help"));
+  Result help = run_command("timeout -k 10 90 " + mpirun(2, bin("fashion_mnist") + " --help"));
   EXPECT_EQ(help.code, 0) << help.output;
   EXPECT_EQ(count(help.output, "Usage: fashion_mnist"), 1u) << help.output;
 
-  Result bad = run_command(mpirun(2, bin("fashion_mnist") + " --lr nan"));
-  EXPECT_NE(bad.code, 0) << bad.output;
-  EXPECT_EQ(count(bad.output, "fashion_mnist: error: --lr: expected a finite number > 0, got 'nan'\n"), 1u)
+  Result bad = run_command("timeout -k 10 90 " + mpirun(2, bin("fashion_mnist") + " --lr nan"));
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_THAT(bad.output, ::testing::Not(HasSubstr("stopping the whole job"))) << bad.output;
+  EXPECT_EQ(count(bad.output, "fashion_mnist: error: --lr: expected a finite number > 0 that fits a 32-bit float (1.2e-38 to 3.4e38), "
+                                  "got 'nan'\n"), 1u)
       << bad.output;
   EXPECT_EQ(count(bad.output, "Run 'fashion_mnist --help' for usage."), 1u) << bad.output;
+}
+
+// An MPMD job under plain mpirun: rank 0 runs fashion_mnist with args0, rank 1 with args1 (as a
+// wrapper script that varies arguments per rank would). `timeout` turns a hang into code 124.
+static Result mpmd(const std::string& args0, const std::string& args1) {
+  const std::string program = bin("fashion_mnist") + " --threads 1 --no-progress --data /nonexistent/fmnist ";
+  return run_command("timeout -k 10 90 " + std::string(AXON_MPIEXEC) + " --oversubscribe -np 1 " + program + args0 +
+                     " : -np 1 " + program + args1);
+}
+
+// Ranks whose command lines parse differently: no hang, nobody exits alone, every rank exits 2
+// and MPI finalizes (no "stopping the whole job" abort from a rank).
+static void expect_clean_usage_error(const Result& r) {
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_LT(r.seconds, 60.0) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: the ranks were given different command lines (see above); every "
+                            "rank exits with code 2\n"),
+            1u)
+      << r.output;
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("stopping the whole job"))) << r.output;
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("\"test_loss\""))) << r.output;
+}
+
+TEST(FashionMnistUnderMpirun, HelpOnOneRankOnlyIsAUsageErrorNotAHang) {
+  AXON_REQUIRE_MPI();
+  Result r = mpmd("", "--help");
+  expect_clean_usage_error(r);
+  EXPECT_EQ(count(r.output, "Usage: fashion_mnist"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: rank 1: --help, but the ranks' command lines differ"), 1u) << r.output;
+
+  // Both ranks ask for help, one of them also has an error: help once, by the lowest rank.
+  r = mpmd("--help", "--help --lr nan");
+  expect_clean_usage_error(r);
+  EXPECT_EQ(count(r.output, "Usage: fashion_mnist"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: rank 0: --help, but the ranks' command lines differ"), 1u) << r.output;
+}
+
+TEST(FashionMnistUnderMpirun, AUsageErrorOnOneRankOnlyIsPrintedByThatRank) {
+  AXON_REQUIRE_MPI();
+  const std::string lr_error = "--lr: expected a finite number > 0 that fits a 32-bit float (1.2e-38 to 3.4e38), got ";
+  Result r = mpmd("", "--lr nan");
+  expect_clean_usage_error(r);
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: rank 1: " + lr_error + "'nan'\n"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "rank 0:"), 0u) << r.output;
+
+  // Rank 0 has the error, rank 1 does not.
+  r = mpmd("--lr 1e-50", "");
+  expect_clean_usage_error(r);
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: rank 0: " + lr_error + "'1e-50'\n"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "rank 1:"), 0u) << r.output;
+
+  // Different errors: each rank prints its own.
+  r = mpmd("--lr nan", "--epochs 0");
+  expect_clean_usage_error(r);
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: rank 0: " + lr_error + "'nan'\n"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: rank 1: --epochs: expected an integer in [1, 100000], got '0'\n"),
+            1u)
+      << r.output;
+
+  // The same error on both ranks of an MPMD job is one command line's error: printed once, no rank numbers.
+  r = mpmd("--lr nan", "--lr nan");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: error: " + lr_error + "'nan'\n"), 1u) << r.output;
+  EXPECT_EQ(count(r.output, "rank "), 0u) << r.output;
 }
 
 TEST(FashionMnistUnderMpirun, ADataErrorOnEveryRankIsPrintedOnce) {
