@@ -4,8 +4,9 @@
 //
 // The arguments are parsed by hand: everything from the program name on must reach
 // the program untouched, even words that look like axonrun options.
-#include <sched.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -50,6 +52,7 @@ struct Options {
   int ranks = 0;                     // 0 until -n is given
   std::string mpirun;                // from --mpirun; empty when not given
   bool dry_run = false;
+  bool allow_many_ranks = false;     // --allow-many-ranks: no upper bound on -n
   bool help = false;
   bool version = false;
   std::vector<std::string> command;  // the program, then its arguments
@@ -57,7 +60,7 @@ struct Options {
 
 void print_usage(std::FILE* out) {
   std::fputs(
-      "Usage: axonrun -n N [--mpirun PATH] [--dry-run] [--] program [args...]\n"
+      "Usage: axonrun -n N [--mpirun PATH] [--dry-run] [--allow-many-ranks] [--] program [args...]\n"
       "\n"
       "Start program on N local ranks with Open MPI's mpirun.\n"
       "\n"
@@ -65,18 +68,24 @@ void print_usage(std::FILE* out) {
       "  -n N           number of ranks (a positive integer)\n"
       "  --mpirun PATH  mpirun to use (default: $AXON_MPIRUN, else mpirun on PATH)\n"
       "  --dry-run      print the mpirun command line and exit\n"
+      "  --allow-many-ranks\n"
+      "                 allow N above 64 ranks per usable CPU (at most 4096 without this flag)\n"
       "  -h, --help     show this help and exit\n"
       "  --version      show the version and exit\n"
       "  --             end of axonrun options (needed if the program name starts with '-')\n"
       "\n"
       "Everything from the program name on is passed to the program untouched.\n"
-      "When N exceeds the CPU cores (or the cgroup CPU quota), --oversubscribe --bind-to none is added.\n"
-      "Open MPI's own banners are off (OMPI_MCA_orte_execute_quiet=1 unless set); when the job\n"
+      "Ranks are not bound to cores (--bind-to none): each runs multi-threaded BLAS on the CPUs\n"
+      "axonrun may use. When N exceeds the CPU cores (or the cgroup CPU quota), --oversubscribe is added.\n"
+      "Open MPI's banners are filtered out of stderr; a rank that dies of a signal is named\n"
+      "(\"axonrun: rank 1 (pid 1234) was killed by signal 9 (SIGKILL)\"). Set\n"
+      "OMPI_MCA_orte_execute_quiet yourself to get mpirun's stderr unfiltered. When the job\n"
       "fails, axonrun's last line says how.\n"
       "\n"
       "Threads: each Axon program runs OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS BLAS threads per\n"
       "rank; unset, the CPUs it may use (affinity mask, cgroup quota) / ranks on the machine.\n"
-      "An invalid value of either variable is an error (exit code 2).\n"
+      "axonrun warns about an invalid value of either variable and starts the job: ranks given\n"
+      "--threads ignore it, the others reject it.\n"
       "\n"
       "Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM stop the whole job;\n"
       "axonrun then exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM). If axonrun\n"
@@ -121,6 +130,8 @@ Options parse_args(int argc, char** argv) {
       return opts;
     } else if (arg == "--dry-run") {
       opts.dry_run = true;
+    } else if (arg == "--allow-many-ranks") {
+      opts.allow_many_ranks = true;
     } else if (arg == "-n") {
       opts.ranks = parse_ranks(value_of(arg));
     } else if (arg.starts_with("-n")) {
@@ -226,16 +237,35 @@ int available_slots() {
   return cores.empty() ? fallback : static_cast<int>(cores.size());
 }
 
+// A typo such as -n 99999 would start that many processes on one machine and could exhaust it
+// (memory, pids) before the first rank reports anything. --allow-many-ranks lifts the bound.
+constexpr int kRanksPerCpu = 64;
+constexpr int kMaxRanks = 4096;
+
+void check_rank_limit(const Options& opts) {
+  if (opts.allow_many_ranks) return;
+  const UsableCpus cpus = usable_cpus();
+  const int limit = std::min(kMaxRanks, kRanksPerCpu * cpus.cpus);
+  if (opts.ranks > limit) {
+    throw UsageError("-n " + std::to_string(opts.ranks) + " is more than " + std::to_string(limit) +
+                     " ranks, the limit for " + std::to_string(cpus.cpus) + " usable CPU" + (cpus.cpus == 1 ? "" : "s") +
+                     " (" + cpus.source + "; " + std::to_string(kRanksPerCpu) + " ranks per CPU, at most " +
+                     std::to_string(kMaxRanks) + "); pass --allow-many-ranks to start them anyway");
+  }
+}
+
 std::vector<std::string> build_mpirun_argv(const std::string& mpirun, const Options& opts) {
   std::vector<std::string> args = {mpirun, "-np", std::to_string(opts.ranks)};
   // The CPUs counted the way Axon programs count them (affinity mask and cgroup quota, shared
-  // code in axon/cpu_budget.h): under a quota of fewer CPUs than ranks, binding each rank to its
-  // own core gains nothing.
+  // code in axon/cpu_budget.h): under a quota of fewer CPUs than ranks, the ranks oversubscribe.
   const int slots = std::min(available_slots(), usable_cpus().cpus);
-  if (opts.ranks > slots) {
-    // Open MPI refuses more ranks than cores unless told; binding would pile ranks on one core.
-    args.insert(args.end(), {"--oversubscribe", "--bind-to", "none"});
-  }
+  // Open MPI refuses more ranks than cores unless told.
+  if (opts.ranks > slots) args.push_back("--oversubscribe");
+  // Always unbound: with ranks <= cores mpirun's default (bind-to core) pins each rank to one
+  // core, and then cpu_budget(), which divides the affinity mask by the ranks on the node,
+  // divides a second time: a rank's multi-threaded BLAS would run on one core, and the thread
+  // count in the run's record would differ from the same program started without axonrun.
+  args.insert(args.end(), {"--bind-to", "none"});
   args.insert(args.end(), opts.command.begin(), opts.command.end());
   return args;
 }
@@ -266,6 +296,178 @@ std::string signal_name(int signo) {
   const char* abbrev = ::sigabbrev_np(signo);
   return abbrev ? std::string("SIG") + abbrev : std::to_string(signo);
 }
+
+// Set when StderrFilter has named a rank killed by a signal.
+bool g_rank_signal_named = false;
+
+// Writes all of text to fd. Once a write fails (a closed pipe: EPIPE, with SIGPIPE ignored) it
+// gives up for good, so that axonrun keeps draining mpirun's stderr instead of dying or blocking.
+class Sink {
+ public:
+  explicit Sink(int fd) : fd_(fd) {}
+  void write(std::string_view text) {
+    while (!broken_ && !text.empty()) {
+      ssize_t n = ::write(fd_, text.data(), text.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        broken_ = true;
+        return;
+      }
+      text.remove_prefix(static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int fd_;
+  bool broken_ = false;
+};
+
+// mpirun's stderr (its own messages and the ranks' stderr) on its way to axonrun's stderr. Every
+// line passes unchanged and at once, except Open MPI's own boxed messages (show_help: text between
+// two lines of dashes): "mpirun noticed that process rank R with PID P on node H exited on signal
+// S (...)" becomes one axonrun line naming the rank and signal; the banners that only repeat
+// axonrun's summary (MPI_ABORT, "Primary job terminated normally...") are dropped; any other box
+// (e.g. "not enough slots") passes unchanged. Open MPI writes a box in one go, so holding it until
+// its closing line delays nothing; a box left open for kBoxIdleMs is written out as it is.
+class StderrFilter {
+ public:
+  explicit StderrFilter(int fd) : out_(fd) {}
+
+  void feed(std::string_view bytes) {
+    idle_ms_ = 0;
+    while (!bytes.empty()) {
+      size_t end = bytes.find_first_of("\n\r");
+      if (end == std::string_view::npos) {
+        partial_.append(bytes);
+        return;
+      }
+      partial_.append(bytes.substr(0, end + 1));
+      bytes.remove_prefix(end + 1);
+      line(std::exchange(partial_, {}));
+    }
+  }
+
+  // Called when no bytes came for elapsed_ms: a partial line (a progress bar) goes out now.
+  void idle(int elapsed_ms) {
+    idle_ms_ += elapsed_ms;
+    if (in_box_ && idle_ms_ >= kBoxIdleMs) release_box();
+    if (!in_box_ && !partial_.empty()) {
+      out_.write(partial_);
+      partial_.clear();
+      continuing_ = true;  // the rest of this line is not a line start: pass it as it comes
+    }
+  }
+
+  // End of the stream: everything still held goes out as it is.
+  void finish() {
+    if (in_box_) release_box();
+    out_.write(partial_);
+    partial_.clear();
+  }
+
+ private:
+  static constexpr int kBoxIdleMs = 500;
+  static constexpr size_t kMaxBoxLines = 100;
+
+  static std::string_view content(std::string_view text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+    return text;
+  }
+  // Open MPI's box rule: a line of 74 dashes.
+  static bool is_rule(std::string_view text) {
+    text = content(text);
+    return text.size() >= 70 && text.find_first_not_of('-') == std::string_view::npos;
+  }
+
+  void line(std::string text) {
+    if (continuing_) {
+      continuing_ = false;
+      out_.write(text);
+      return;
+    }
+    if (!in_box_) {
+      if (is_rule(text)) {
+        in_box_ = true;
+        box_.push_back(std::move(text));
+      } else if (!is_aggregate_note(content(text))) {
+        out_.write(text);
+      }
+      return;
+    }
+    box_.push_back(std::move(text));
+    if (is_rule(box_.back())) close_box();
+    else if (box_.size() > kMaxBoxLines) release_box();  // not an Open MPI box after all
+  }
+
+  void release_box() {
+    for (const auto& text : box_) out_.write(text);
+    box_.clear();
+    in_box_ = false;
+  }
+
+  void close_box() {
+    std::string body;
+    for (size_t i = 1; i + 1 < box_.size(); ++i) body += content(box_[i]), body += '\n';
+    if (auto report = signal_report(body)) {
+      out_.write(*report);
+      g_rank_signal_named = true;
+    } else if (!is_banner(body)) {
+      release_box();
+      return;
+    }
+    box_.clear();
+    in_box_ = false;
+  }
+
+  // "axonrun: rank 1 (pid 1234) was killed by signal 9 (SIGKILL)" from Open MPI's
+  // "<tool> noticed that process rank 1 with PID 1234 on node vm exited on signal 9 (Killed)."
+  // Open MPI 4.1 often reports PID 0 (it did not record it): then the pid is left out.
+  static std::optional<std::string> signal_report(const std::string& body) {
+    size_t at = body.find("noticed that process rank ");
+    if (at == std::string::npos || body.find("exited on signal") == std::string::npos) return std::nullopt;
+    int rank = -1, signo = -1;
+    long pid = -1;
+    if (std::sscanf(body.c_str() + at, "noticed that process rank %d with PID %ld on node %*s exited on signal %d", &rank,
+                    &pid, &signo) != 3 ||
+        rank < 0 || signo <= 0) {
+      return std::nullopt;
+    }
+    std::string who = "axonrun: rank " + std::to_string(rank);
+    if (pid > 0) who += " (pid " + std::to_string(pid) + ")";
+    return who + " was killed by signal " + std::to_string(signo) + " (" + signal_name(signo) + ")\n";
+  }
+
+  // Boxes that only say "a rank failed, the job was stopped": axonrun's last line says that.
+  static bool is_banner(const std::string& body) {
+    for (const char* phrase : {"Primary job  terminated normally", "Primary job terminated normally", "MPI_ABORT was invoked",
+                               "has exited due to process rank", "detected that one or more processes exited with non-zero"}) {
+      if (body.find(phrase) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  // "[vm:123] 1 more process has sent help message help-mpi-api.txt / mpi-abort" and the
+  // "Set MCA parameter "orte_base_help_aggregate" to 0..." hint that follows: counts of the
+  // dropped banners.
+  bool is_aggregate_note(std::string_view text) {
+    if (text.find("has sent help message help-mpi-api.txt / mpi-abort") != std::string_view::npos ||
+        text.find("have sent help message help-mpi-api.txt / mpi-abort") != std::string_view::npos) {
+      dropped_note_ = true;
+      return true;
+    }
+    if (dropped_note_ && text.find("orte_base_help_aggregate") != std::string_view::npos) return true;
+    dropped_note_ = false;
+    return false;
+  }
+
+  Sink out_;
+  std::string partial_;            // bytes of a line whose end has not come yet
+  bool continuing_ = false;        // the start of the current line was already written
+  bool in_box_ = false;
+  std::vector<std::string> box_;   // the open box's lines, rules included
+  int idle_ms_ = 0;
+  bool dropped_note_ = false;
+};
 
 // Signals that stop the job. Each would terminate axonrun by default; caught, it stops the
 // job instead and axonrun exits 128 + its number. SIGINT goes on to mpirun as SIGINT (what a
@@ -299,7 +501,10 @@ extern "C" void stop_job(int signo) {
 // mpirun answers SIGTERM by killing its ranks. The getppid() check closes the race where axonrun
 // died between fork and prctl (the child would already belong to another parent). Only
 // async-signal-safe calls run in the child; an exec failure comes back through a CLOEXEC pipe.
-pid_t start_mpirun(const std::vector<std::string>& args, const sigset_t& handled, const sigset_t& child_mask) {
+// stderr_fd: where mpirun's stderr goes (-1: axonrun's own); sigpipe: the SIGPIPE action to give
+// it back (axonrun ignores SIGPIPE while it forwards stderr).
+pid_t start_mpirun(const std::vector<std::string>& args, const sigset_t& handled, const sigset_t& child_mask,
+                   int stderr_fd, const struct sigaction& sigpipe) {
   std::vector<char*> argv;
   for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
@@ -323,6 +528,8 @@ pid_t start_mpirun(const std::vector<std::string>& args, const sigset_t& handled
     for (int signo : kStopSignals) {
       if (::sigismember(&handled, signo) == 1) ::signal(signo, SIG_DFL);
     }
+    ::sigaction(SIGPIPE, &sigpipe, nullptr);
+    if (stderr_fd >= 0 && ::dup2(stderr_fd, STDERR_FILENO) < 0) ::_exit(kLaunchError);
     ::sigprocmask(SIG_SETMASK, &child_mask, nullptr);
     ::execve(argv[0], argv.data(), environ);
     int err = errno;
@@ -343,8 +550,47 @@ pid_t start_mpirun(const std::vector<std::string>& args, const sigset_t& handled
   return pid;
 }
 
-// Starts mpirun, stops it on any of kStopSignals, and returns its wait status.
-int run_and_wait(const std::vector<std::string>& args) {
+// Forwards mpirun's stderr through a StderrFilter until mpirun exits; mpirun is left unreaped.
+// Every wait is bounded by mpirun's own lifetime, plus kDrainMs for output still in the pipe: a
+// process that inherited the pipe and outlives mpirun cannot hold axonrun.
+void forward_stderr(pid_t pid, int fd) {
+  constexpr int kPollMs = 100, kDrainMs = 2000;
+  StderrFilter filter(STDERR_FILENO);
+  char buffer[65536];
+  // Reads what is there; false at end of stream.
+  auto read_some = [&]() {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n > 0) filter.feed(std::string_view(buffer, static_cast<size_t>(n)));
+    return n > 0 || (n < 0 && (errno == EINTR || errno == EAGAIN));
+  };
+  bool open = true;
+  while (open) {
+    siginfo_t info{};
+    if (::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno != EINTR) {
+      throw std::runtime_error(std::string("waiting for mpirun failed: ") + std::strerror(errno));
+    }
+    if (info.si_pid == pid) break;  // exited
+    pollfd ready{fd, POLLIN, 0};
+    int n = ::poll(&ready, 1, kPollMs);  // a stop signal interrupts it (EINTR): just go round
+    if (n > 0) open = read_some();
+    else if (n == 0) filter.idle(kPollMs);
+  }
+  // mpirun has exited (or closed its stderr): take what is left, for a bounded time.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kDrainMs);
+  while (open) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd ready{fd, POLLIN, 0};
+    int n = ::poll(&ready, 1, static_cast<int>(std::min<long long>(left.count(), kPollMs)));
+    if (n > 0) open = read_some();
+    else if (n == 0) break;  // mpirun is gone and the pipe is quiet
+  }
+  filter.finish();
+}
+
+// Starts mpirun, stops it on any of kStopSignals, and returns its wait status. With
+// filter_stderr, mpirun's stderr comes through a pipe and a StderrFilter; stdout is untouched.
+int run_and_wait(const std::vector<std::string>& args, bool filter_stderr) {
   sigset_t handled, previous;
   sigemptyset(&handled);
   for (int signo : kStopSignals) {
@@ -359,18 +605,43 @@ int run_and_wait(const std::vector<std::string>& args) {
     sigaddset(&handled, signo);
   }
 
+  // A reader of axonrun's stderr that goes away must not kill axonrun (and leave the job to the
+  // parent-death signal) while it forwards mpirun's stderr: writes then fail with EPIPE instead.
+  // mpirun gets the original action back.
+  struct sigaction sigpipe {};
+  ::sigaction(SIGPIPE, nullptr, &sigpipe);
+  int err_pipe[2] = {-1, -1};
+  if (filter_stderr) {
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe failed: ") + std::strerror(errno));
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGPIPE, &ignore, nullptr);
+  }
+
   // Hold the signals until g_child is set, so none can arrive with nowhere to go; one that
   // arrives meanwhile is delivered at the unblock below and stops the fresh mpirun.
   ::sigprocmask(SIG_BLOCK, &handled, &previous);
   pid_t pid = 0;
   try {
-    pid = start_mpirun(args, handled, previous);
+    pid = start_mpirun(args, handled, previous, err_pipe[1], sigpipe);
   } catch (...) {
     ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    if (filter_stderr) {
+      ::close(err_pipe[0]);
+      ::close(err_pipe[1]);
+    }
     throw;
   }
   g_child.store(pid);
   ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+
+  if (filter_stderr) {
+    ::close(err_pipe[1]);  // mpirun holds the only write end: its exit ends the stream
+    ::fcntl(err_pipe[0], F_SETFL, O_NONBLOCK);
+    forward_stderr(pid, err_pipe[0]);
+    ::close(err_pipe[0]);
+  }
 
   // Wait without reaping first: until it is reaped the pid cannot be reused, so the
   // handler can never signal an unrelated process.
@@ -400,8 +671,14 @@ int run(int argc, char** argv) {
 
   std::string mpirun = resolve_mpirun(opts);
   check_program(opts.command[0]);
-  // A bad OMP_NUM_THREADS / OPENBLAS_NUM_THREADS fails here once, not once per rank.
-  (void)cpu_budget(opts.ranks);
+  check_rank_limit(opts);
+  // The program may ignore the thread variables (fashion_mnist does when given --threads), so a
+  // bad one is only a warning here; axonrun's own slot arithmetic never reads them.
+  try {
+    (void)cpu_budget(opts.ranks);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "axonrun: warning: %s; ranks started without --threads will reject it\n", e.what());
+  }
   std::vector<std::string> args = build_mpirun_argv(mpirun, opts);
   if (opts.dry_run) {
     std::printf("%s\n", join_quoted(args).c_str());
@@ -418,11 +695,14 @@ int run(int argc, char** argv) {
   if (::isatty(STDERR_FILENO)) ::setenv("AXON_PROGRESS_TTY", "1", 1);
 
   // Open MPI's banners ("MPI_ABORT was invoked...", "Primary job terminated normally, but...")
-  // repeat what axonrun's last line says and bury the failing rank's own message. Quiet unless
-  // the user chose otherwise (set it to 0 to see them).
-  ::setenv("OMPI_MCA_orte_execute_quiet", "1", 0);
+  // repeat what axonrun's last line says and bury the failing rank's own message, but
+  // orte_execute_quiet=1 would also hide the one line that names a rank killed by a signal. So
+  // Open MPI stays verbose and axonrun filters its stderr (StderrFilter) - unless the user set
+  // the variable: then mpirun's stderr is theirs, unfiltered.
+  const bool filter_stderr = std::getenv("OMPI_MCA_orte_execute_quiet") == nullptr;
+  if (filter_stderr) ::setenv("OMPI_MCA_orte_execute_quiet", "0", 1);  // an MCA params file must not hide it
 
-  int status = run_and_wait(args);
+  int status = run_and_wait(args, filter_stderr);
   if (int signo = g_stop_signal.load(); signo != 0) {
     // A cancel, not a crash: whatever mpirun returned while stopping, report the signal.
     std::fprintf(stderr, "axonrun: job stopped by %s (sent to axonrun); exit code %d\n", signal_name(signo).c_str(),
@@ -435,6 +715,13 @@ int run(int argc, char** argv) {
     return 128 + signo;
   }
   int code = WEXITSTATUS(status);
+  // Open MPI 4.1 prints its "exited on signal" notice only some of the time (it races with the
+  // other ranks' exits); mpirun's exit code is then all there is: 128 + S for a rank killed by S,
+  // which a rank's own exit(128 + S) cannot be told from.
+  if (filter_stderr && !g_rank_signal_named && code > 128 && code - 128 < NSIG) {
+    std::fprintf(stderr, "axonrun: a rank was killed by signal %d (%s) or exited with code %d; Open MPI did not say which rank\n",
+                 code - 128, signal_name(code - 128).c_str(), code);
+  }
   if (code != 0) {
     std::fprintf(stderr, "axonrun: job failed with exit code %d (%d rank%s, command: %s)\n", code,
                  opts.ranks, opts.ranks == 1 ? "" : "s", join_quoted(opts.command).c_str());
