@@ -59,6 +59,10 @@ void Optimizer::step(Tensor& params, const Tensor& grads) {
         fmt::format("{}: stepped with {} parameters, but its state was made for {}", name(), n, size_));
   ++steps_;
   FlushDenormalsGuard flush_denormals;
+  if (!nonfinite_.defined() || nonfinite_.device() != params.device())
+    nonfinite_ = Tensor::zeros({}, {DType::f32, params.device()});
+  else
+    nonfinite_.fill(0.0);
   update(params, grads);
 }
 
@@ -107,7 +111,7 @@ class Sgd final : public Optimizer {
       h.first = !buf_.defined();
       buf = &state_like(buf_, p, "momentum_buffer");
     }
-    backend(p.device()).sgd_step(h, p, g, buf);
+    backend(p.device()).sgd_step(h, p, g, buf, nonfinite_);
   }
 
  private:
@@ -151,7 +155,7 @@ class Adam final : public Optimizer {
     h.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(o_.beta2, t)));
     h.decay = decoupled_ ? static_cast<float>(1.0 - lr_ * o_.weight_decay) : 1.0f;
     h.l2 = decoupled_ ? 0.0f : static_cast<float>(o_.weight_decay);
-    backend(p.device()).adam_step(h, p, g, m, v, vmax);
+    backend(p.device()).adam_step(h, p, g, m, v, vmax, nonfinite_);
   }
 
  private:

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -65,6 +66,10 @@ inline std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& o
   }
   return strides;
 }
+
+// 1 when x is inf or NaN, else 0. A plain comparison (false for NaN), which vectorizes inside
+// the update loops (std::isfinite does not).
+AXON_HOST_DEVICE inline uint32_t not_finite_bits(float x) { return !(x - x == 0.0f); }
 
 // One element of a fused Adam/AdamW step (the formula in axon/backend.h, AdamStep), the same code
 // in the CPU loop and the CUDA kernel. vmax is null without amsgrad.

@@ -97,13 +97,23 @@ TEST(CudaAllocator, NoCudaMallocAfterTheFirstTrainingStep) {
   Tensor labels = Tensor::from_vector({64}, host_labels, {DType::i32, gpu});
   Tensor values = params.flat_values(), grads = params.flat_grads();
   Tensor m = Tensor::zeros(values.shape(), values.options()), v = Tensor::zeros(values.shape(), values.options());
+  Tensor nonfinite = Tensor::zeros({}, values.options());
   auto step = [&](int t) {
     params.zero_grad();
     Tensor loss = softmax_cross_entropy(forward(p, params, x, ForwardContext{}), labels);
     loss.backward();
-    AdamStep h{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, false, false, static_cast<float>(1.0 - std::pow(0.9, t)),
-               static_cast<float>(1.0 - std::pow(0.999, t))};
-    backend(gpu).adam_step(h, values, grads, m, v, nullptr);
+    // Adam with lr 1e-3 at step t (the scalars as the optimizer derives them).
+    AdamStep h{};
+    h.beta1 = 0.9f;
+    h.beta2 = 0.999f;
+    h.one_minus_beta1 = 0.1f;
+    h.one_minus_beta2 = 0.001f;
+    h.eps = 1e-8f;
+    h.step_size = static_cast<float>(1e-3 / (1.0 - std::pow(0.9, t)));
+    h.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(0.999, t)));
+    h.decay = 1.0f;
+    h.l2 = 0.0f;
+    backend(gpu).adam_step(h, values, grads, m, v, nullptr, nonfinite);
   };
   step(1);
   const uint64_t after_first = allocator_stats(gpu).device_malloc_calls;

@@ -234,7 +234,7 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   optimizer_.step(values, grads);
   // A finite gradient can still overflow the update (a huge learning rate): every rank holds the
   // same parameters, so every rank decides alike here too.
-  if (check && all_finite(values).item() == 0.0f)
+  if (check && optimizer_.nonfinite_flag().item() != 0.0f)
     throw NonFiniteError(fmt::format("trainer: the parameters are not finite after the optimizer step at {} (the loss "
                                      "was {}, the averaged gradient finite); training stopped on every rank; {}",
                                      at, value, lr_hint(optimizer_.learning_rate())),

@@ -37,6 +37,11 @@ class Optimizer {
   // The same over host memory.
   void step(std::span<float> params, std::span<const float> grads);
 
+  // One f32 element on the parameters' device: 1 when the last step left a parameter inf or NaN,
+  // else 0 (computed by the update kernel itself; reading it waits for the device). Undefined
+  // before the first step.
+  const Tensor& nonfinite_flag() const { return nonfinite_; }
+
   double learning_rate() const { return lr_; }
   // Throws std::invalid_argument for a negative or non-finite rate, or one that is not 0 and
   // rounds to 0 or inf in f32 (the precision of the update kernels), e.g. 1e-50 or 1e39.
@@ -59,6 +64,7 @@ class Optimizer {
   static void check_float(const char* what, double value);
   double lr_;
   int64_t steps_ = 0;
+  Tensor nonfinite_;
   size_t size_ = 0;
 };
 

@@ -94,9 +94,12 @@ class Backend {
   // out (f32, one element) = 1 when every element of x is finite, else 0.
   virtual void all_finite(const Tensor& x, Tensor& out) = 0;
   // One fused Adam/AdamW step over f32 flat buffers (param, grad, m, v, and vmax with amsgrad).
-  virtual void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax) = 0;
-  // One fused SGD step over f32 flat buffers; buf is null without momentum.
-  virtual void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf) = 0;
+  // Sets `nonfinite` (f32, one element; never cleared here) to 1 when an updated parameter is not
+  // finite: the check costs no pass of its own.
+  virtual void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax,
+                         Tensor& nonfinite) = 0;
+  // One fused SGD step over f32 flat buffers; buf is null without momentum. `nonfinite` as above.
+  virtual void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf, Tensor& nonfinite) = 0;
   // Waits until every kernel queued on this device has finished (a no-op on the CPU).
   virtual void synchronize() = 0;
 };

@@ -356,12 +356,20 @@ __global__ void finite_kernel(const T* x, int64_t n, float* out) {
   }
 }
 
-__global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, float* v, float* vmax, int64_t n) {
-  AXON_GRID_STRIDE(i, n) kernels::adam_element(h, p[i], g[i], m[i], v[i], vmax ? &vmax[i] : nullptr);
+// Both set *nonfinite = 1 when an updated parameter is inf or NaN (every writer writes the same).
+__global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, float* v, float* vmax, int64_t n,
+                            float* nonfinite) {
+  AXON_GRID_STRIDE(i, n) {
+    kernels::adam_element(h, p[i], g[i], m[i], v[i], vmax ? &vmax[i] : nullptr);
+    if (kernels::not_finite_bits(p[i])) *nonfinite = 1.0f;
+  }
 }
 
-__global__ void sgd_kernel(SgdStep h, float* p, const float* g, float* buf, int64_t n) {
-  AXON_GRID_STRIDE(i, n) kernels::sgd_element(h, p[i], g[i], buf ? &buf[i] : nullptr);
+__global__ void sgd_kernel(SgdStep h, float* p, const float* g, float* buf, int64_t n, float* nonfinite) {
+  AXON_GRID_STRIDE(i, n) {
+    kernels::sgd_element(h, p[i], g[i], buf ? &buf[i] : nullptr);
+    if (kernels::not_finite_bits(p[i])) *nonfinite = 1.0f;
+  }
 }
 
 // ---- dispatch ----
@@ -623,18 +631,20 @@ class CudaBackend final : public Backend {
     check_launch("all_finite kernel launch", device_);
   }
 
-  void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax) override {
+  void adam_step(const AdamStep& h, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor* vmax,
+                 Tensor& nonfinite) override {
     DeviceGuard guard(device_);
     const int64_t n = param.numel();
     adam_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), dp<float>(m), dp<float>(v),
-                                                         vmax ? dp<float>(*vmax) : nullptr, n);
+                                                         vmax ? dp<float>(*vmax) : nullptr, n, dp<float>(nonfinite));
     check_launch("adam kernel launch", device_);
   }
 
-  void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf) override {
+  void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf, Tensor& nonfinite) override {
     DeviceGuard guard(device_);
     const int64_t n = param.numel();
-    sgd_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), buf ? dp<float>(*buf) : nullptr, n);
+    sgd_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), buf ? dp<float>(*buf) : nullptr, n,
+                                                        dp<float>(nonfinite));
     check_launch("sgd kernel launch", device_);
   }
 
