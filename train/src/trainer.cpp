@@ -198,9 +198,12 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   Tensor grads = params_.flat_grads();
   if (mixed) backend(grads.device()).cast(grads, compute_params_.flat_grads());
 
-  const std::string at = epoch > 0 ? (first_unchecked < step ? fmt::format("epoch {}, steps {}-{}", epoch, first_unchecked, step)
-                                                             : fmt::format("epoch {}, step {}", epoch, step))
-                                   : fmt::format("step {}", step);
+  // Where we are, for error messages only (built when needed: this runs every step).
+  auto at = [&] {
+    if (epoch == 0) return fmt::format("step {}", step);
+    return first_unchecked < step ? fmt::format("epoch {}, steps {}-{}", epoch, first_unchecked, step)
+                                  : fmt::format("epoch {}, step {}", epoch, step);
+  };
   double value = 0.0;
   bool loss_finite = true;
   if (check) {
@@ -218,14 +221,14 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
     if (!loss_finite)
       throw NonFiniteError(fmt::format("trainer: non-finite loss {} at {} on rank {}; training stopped on every rank "
                                        "before the optimizer step; {}",
-                                       value, at, comm_.rank(), lr_hint(optimizer_.learning_rate())),
+                                       value, at(), comm_.rank(), lr_hint(optimizer_.learning_rate())),
                            epoch, step, value);
     if (!grads_finite) {
       double norm2 = 0.0;
       for (double g : grads.to_double_vector()) norm2 += g * g;
       throw NonFiniteError(fmt::format("trainer: non-finite gradient (norm {}) at {}, averaged over {} rank(s) (rank {}'s "
                                        "loss was {}); training stopped on every rank before the optimizer step; {}",
-                                       std::sqrt(norm2), at, comm_.size(), comm_.rank(), value,
+                                       std::sqrt(norm2), at(), comm_.size(), comm_.rank(), value,
                                        lr_hint(optimizer_.learning_rate())),
                            epoch, step, std::sqrt(norm2));
     }
@@ -237,7 +240,7 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   if (check && optimizer_.nonfinite_flag().item() != 0.0f)
     throw NonFiniteError(fmt::format("trainer: the parameters are not finite after the optimizer step at {} (the loss "
                                      "was {}, the averaged gradient finite); training stopped on every rank; {}",
-                                     at, value, lr_hint(optimizer_.learning_rate())),
+                                     at(), value, lr_hint(optimizer_.learning_rate())),
                          epoch, step, std::numeric_limits<double>::infinity());
   return {loss.detach(), output.detach()};
 }
