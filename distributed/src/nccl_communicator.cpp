@@ -34,11 +34,10 @@ class NcclCommunicator final : public Communicator {
     ncclUniqueId id{};
     if (bootstrap.rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId", 0);
     bootstrap.broadcast(std::span<std::byte>(reinterpret_cast<std::byte*>(&id), sizeof id), 0);
-    int previous = 0;
-    cudaGetDevice(&previous);
+    // This rank's device stays current: restoring a previous device 0 would create a context there
+    // on every rank.
     cudaSetDevice(device.index);
     const ncclResult_t result = ncclCommInitRank(&comm_, bootstrap.size(), id, bootstrap.rank());
-    cudaSetDevice(previous);
     cudaGetLastError();
     check(result, "ncclCommInitRank", 0);
   }

@@ -51,7 +51,8 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
   return record("softmax_cross_entropy", loss, {logits}, [probs, labels](const Tensor& g, GradSlots& grads) {
     float beta = 0.0f;
     Tensor gx = grads.target(0, probs, beta);
-    backend(probs.device()).cross_entropy_backward(probs, labels, g.to(DType::f32), beta, gx);
+    // g is the loss's own dtype: f64 for f64 logits (gradient checks keep their precision), else f32.
+    backend(probs.device()).cross_entropy_backward(probs, labels, g, beta, gx);
   });
 }
 

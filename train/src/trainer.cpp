@@ -319,7 +319,8 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       const bool check = last || (step + 1) % static_cast<size_t>(options_.check_every) == 0;
       const StepResult result = run_step(batch, check, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked);
       if (check) first_unchecked = static_cast<int64_t>(step + 2);
-      Tensor weighted = result.loss.to(DType::f64);
+      // A custom loss may return {1} or {1, 1}: the running sum is a scalar.
+      Tensor weighted = result.loss.reshape({}).to(DType::f64);
       be.unary(UnaryOp::mul_scalar, weighted, static_cast<double>(n), weighted);
       be.binary(BinaryOp::add, loss_sum, weighted, loss_sum);
       be.accumulate_correct(result.output, batch.labels, correct);

@@ -80,7 +80,8 @@ class Backend {
   // Labels outside [0, classes) make the loss NaN (checked on the host by the front end when the
   // labels live there).
   virtual void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) = 0;
-  // out = beta·out + g·(probs − onehot(labels))/batch, g the loss gradient (one element, f32).
+  // out = beta·out + g·(probs − onehot(labels))/batch, g the loss gradient (one element, f32, or
+  // f64 for f64 logits).
   virtual void cross_entropy_backward(const Tensor& probs, const Tensor& labels, const Tensor& g, float beta,
                                       Tensor& out) = 0;
   // out {k, row...} = the rows of src {n, row...} at the i64 indices {k} (any dtype; indices are

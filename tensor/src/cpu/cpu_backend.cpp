@@ -380,7 +380,8 @@ class CpuBackend final : public Backend {
     dispatch_floating(probs.dtype(), "cross_entropy_backward", [&]<class T>() {
       using A = Acc<T>;
       const int64_t batch = probs.size(0), classes = probs.size(1);
-      const A scale = static_cast<A>(*ptr<float>(g)) / static_cast<A>(batch);
+      const A grad = g.dtype() == DType::f64 ? static_cast<A>(*ptr<double>(g)) : static_cast<A>(*ptr<float>(g));
+      const A scale = grad / static_cast<A>(batch);
       const T* pp = ptr<T>(probs);
       const int32_t* lab = ptr<int32_t>(labels);
       T* po = ptr<T>(out);

@@ -45,6 +45,9 @@ class CachingAllocator {
       release_cached();  // cached blocks of other sizes may make room
       err = cudaMalloc(&p, rounded);
     }
+    // Anything but "out of memory" (say a sticky error left by an earlier kernel) is not an
+    // allocation failure: check() reports it as what it is.
+    if (err != cudaSuccess && err != cudaErrorMemoryAllocation) check(err, "cudaMalloc", device_);
     if (err != cudaSuccess) {
       cudaGetLastError();
       throw std::runtime_error(cat("cuda:", device_, ": cannot allocate ", rounded, " bytes: ", cudaGetErrorString(err), " (", stats_.allocated_bytes, " bytes allocated by Axon, ", stats_.reserved_bytes, " reserved, peak ", stats_.peak_allocated_bytes, ")"));

@@ -52,7 +52,10 @@ __device__ __forceinline__ void st<bf16_t>(bf16_t* p, int64_t i, float v) {
 constexpr int kThreads = 256;
 constexpr int kMaxDims = 8;
 
-int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 8)); }
+// At least one block: a launch of zero blocks is an error, and grid-stride loops do nothing for n = 0.
+int blocks_for(int64_t n) {
+  return static_cast<int>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 65535 * 8));
+}
 
 #define AXON_GRID_STRIDE(i, n) \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -70,6 +73,9 @@ using kernels::broadcast_strides;
 Dims make_dims(const Shape& out, const Shape& a, const Shape& b, const char* kernel) {
   if (out.size() > kMaxDims)
     throw std::invalid_argument(cat("cuda kernel ", kernel, ": shape ", shape_str(out), " has more than ", kMaxDims, " dimensions"));
+  if (a.size() > out.size() || b.size() > out.size())
+    throw std::invalid_argument(cat("cuda kernel ", kernel, ": operands ", shape_str(a), " and ", shape_str(b),
+                                    " have more dimensions than the output ", shape_str(out)));
   Dims d;
   d.rank = static_cast<int>(out.size());
   const auto sa = broadcast_strides(a, out), sb = broadcast_strides(b, out);
@@ -310,10 +316,10 @@ __global__ void cross_entropy_rows_kernel(const T* logits, const int32_t* labels
 }
 
 template <class T>
-__global__ void cross_entropy_backward_kernel(const T* probs, const int32_t* labels, const float* g, T* out,
-                                              int64_t batch, int64_t classes, float beta) {
+__global__ void cross_entropy_backward_kernel(const T* probs, const int32_t* labels, const float* g32,
+                                              const double* g64, T* out, int64_t batch, int64_t classes, float beta) {
   using A = Acc<T>;
-  const A scale = static_cast<A>(g[0]) / static_cast<A>(batch);
+  const A scale = (g64 ? static_cast<A>(g64[0]) : static_cast<A>(g32[0])) / static_cast<A>(batch);
   AXON_GRID_STRIDE(i, batch * classes) {
     const int64_t r = i / classes, c = i % classes;
     const A d = (ld(probs, i) - (c == labels[r] ? A(1) : A(0))) * scale;
@@ -580,7 +586,8 @@ class CudaBackend final : public Backend {
     const int64_t batch = probs.size(0), classes = probs.size(1);
     floating(probs.dtype(), "cross_entropy_backward", [&]<class T>() {
       cross_entropy_backward_kernel<T><<<blocks_for(batch * classes), kThreads, 0, stream_>>>(
-          dp<T>(probs), dp<int32_t>(labels), dp<float>(g), dp<T>(out), batch, classes, beta);
+          dp<T>(probs), dp<int32_t>(labels), g.dtype() == DType::f64 ? nullptr : dp<float>(g),
+          g.dtype() == DType::f64 ? dp<double>(g) : nullptr, dp<T>(out), batch, classes, beta);
     });
     check_launch("cross_entropy_backward kernel launch", device_);
   }
@@ -596,8 +603,10 @@ class CudaBackend final : public Backend {
       gather_rows_kernel<U><<<blocks_for(k * row), kThreads, 0, stream_>>>(
           static_cast<const U*>(src.raw_data()), dp<int64_t>(indices), static_cast<U*>(out.raw_data()), k, row);
     };
-    if (row_bytes % 8 == 0) launch(uint64_t{});
-    else if (row_bytes % 4 == 0) launch(uint32_t{});
+    // The widest unit that divides the row and both base addresses (views may start anywhere).
+    const uintptr_t align = reinterpret_cast<uintptr_t>(src.raw_data()) | reinterpret_cast<uintptr_t>(out.raw_data()) | row_bytes;
+    if (align % 8 == 0) launch(uint64_t{});
+    else if (align % 4 == 0) launch(uint32_t{});
     else launch(uint8_t{});
     check_launch("gather_rows kernel launch", device_);
   }

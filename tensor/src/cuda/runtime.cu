@@ -1,5 +1,7 @@
 // CUDA runtime layer: error checks that never leak into later calls, per-device state, copies.
 
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -53,11 +55,20 @@ void check(cudaError_t err, const char* call, int device) {
 
 void check_cublas(cublasStatus_t status, const char* call, int device) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  cudaGetLastError();
+  // An execution failure may be a sticky CUDA error underneath: that one ends the process.
+  check(cudaGetLastError(), call, device);
   throw std::runtime_error(cat("cuBLAS ", call, " on cuda:", device, " failed: ", cublasGetStatusString(status)));
 }
 
 void check_launch(const char* kernel, int device) { check(cudaGetLastError(), kernel, device); }
+
+namespace {
+// Devices on which Axon made a context. cudaSetDevice creates a device's primary context at once
+// (since CUDA 12), so restoring the thread's "previous" device 0 after every call would give each
+// rank a context, and hundreds of MB, on GPU 0 as well (PyTorch's MaybeSetDevice avoids the same).
+std::atomic<uint64_t> g_initialized{0};
+bool initialized(int device) { return device >= 0 && device < 64 && (g_initialized.load() >> device) & 1u; }
+}  // namespace
 
 DeviceGuard::DeviceGuard(int device) {
   check(cudaGetDevice(&previous_), "cudaGetDevice", device);
@@ -66,7 +77,7 @@ DeviceGuard::DeviceGuard(int device) {
 
 DeviceGuard::~DeviceGuard() {
   int current = -1;
-  if (cudaGetDevice(&current) == cudaSuccess && current != previous_) cudaSetDevice(previous_);
+  if (cudaGetDevice(&current) == cudaSuccess && current != previous_ && initialized(previous_)) cudaSetDevice(previous_);
   cudaGetLastError();
 }
 
@@ -89,6 +100,7 @@ DeviceState& state(int device) {
     // Exact f32 GEMM, as PyTorch's default (no TF32): results match the CPU within 1e-5.
     check_cublas(cublasSetMathMode(fresh->cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode", device);
     s = fresh;
+    if (device < 64) g_initialized.fetch_or(uint64_t{1} << device);
   }
   return *s;
 }
@@ -98,6 +110,12 @@ void copy(Device dst_device, void* dst, Device src_device, const void* src, size
   DeviceGuard guard(device);
   cudaStream_t stream = state(device).stream;
   if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
+    // The source's kernels run on the source device's stream: let them finish first.
+    {
+      DeviceGuard source(src_device.index);
+      check(cudaStreamSynchronize(state(src_device.index).stream), "cudaStreamSynchronize before a peer copy",
+            src_device.index);
+    }
     check(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes, stream), "cudaMemcpyPeerAsync", device);
     check(cudaStreamSynchronize(stream), "cudaStreamSynchronize after a peer copy", device);
     return;
