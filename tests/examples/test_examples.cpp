@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/process.h"
+#include "axon/cuda.h"
 
 // Tests that start MPI jobs skip where Axon was built without MPI (the GPU machine's check).
 #ifdef AXON_TESTS_WITH_MPI
@@ -551,13 +552,10 @@ TEST(FashionMnist, BadDeviceOrPrecisionIsAUsageError) {
 }
 
 // These run where there is a GPU (scripts/gpu-check.sh); elsewhere they skip, saying why.
-static int visible_gpus() {
-  Result r = run_command("nvidia-smi -L 2>/dev/null | grep -c '^GPU'");
-  return r.code == 0 ? std::atoi(r.output.c_str()) : 0;
-}
+static int visible_gpus() { return axon::cuda::device_count(); }
 
 TEST(FashionMnistGpu, TrainsToTheTargetOnOneGpuInF32AndBf16) {
-  if (visible_gpus() < 1) GTEST_SKIP() << "no GPU (nvidia-smi lists none)";
+  if (visible_gpus() < 1) GTEST_SKIP() << (axon::cuda::built_with_cuda() ? "no CUDA device is visible" : "built without CUDA");
   if (!fs::exists(kFashion) && !std::getenv("AXON_FASHION_MNIST_DIR")) GTEST_SKIP() << "no Fashion-MNIST data";
   for (const char* precision : {"f32", "bf16"}) {
     for (const char* model : {"mlp", "mlp_big"}) {
