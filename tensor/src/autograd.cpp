@@ -68,12 +68,11 @@ void GradSlots::add(size_t i, const Tensor& g) {
   accumulate(slot->value, g, "gradient accumulation");
 }
 
-Tensor GradSlots::target(size_t i, const Tensor& like, float& beta) {
-  const Shape& shape = like.shape();
+Tensor GradSlots::target(size_t i, const Shape& shape, TensorOptions options, float& beta) {
   GradSlot* slot = slots_.at(i);
   if (!slot) throw std::logic_error("autograd: target() for an input that needs no gradient");
   if (!slot->value.defined()) {
-    slot->value = Tensor::empty(shape, like.options());
+    slot->value = Tensor::empty(shape, options);
     slot->writable = true;
     beta = 0.0f;
     return slot->value;

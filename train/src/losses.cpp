@@ -50,7 +50,7 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
   backend(logits.device()).cross_entropy(logits, labels, probs, loss);
   return record("softmax_cross_entropy", loss, {logits}, [probs, labels](const Tensor& g, GradSlots& grads) {
     float beta = 0.0f;
-    Tensor gx = grads.target(0, probs, beta);
+    Tensor gx = grads.target(0, probs.shape(), probs.options(), beta);
     // g is the loss's own dtype: f64 for f64 logits (gradient checks keep their precision), else f32.
     backend(probs.device()).cross_entropy_backward(probs, labels, g, beta, gx);
   });

@@ -32,10 +32,10 @@ class GradSlots {
   bool needs(size_t i) const { return slots_.at(i) != nullptr; }
   // Adds g to input i's gradient. g may alias other tensors; it is never written to.
   void add(size_t i, const Tensor& g);
-  // Returns a tensor shaped like `like` (same shape, dtype and device) into which the caller writes
+  // Returns a tensor of `shape` (dtype and device from `options`) into which the caller writes
   // (beta == 0) or adds (beta == 1) its gradient for input i. Use for kernels that can accumulate
   // for free, such as GEMM.
-  Tensor target(size_t i, const Tensor& like, float& beta);
+  Tensor target(size_t i, const Shape& shape, TensorOptions options, float& beta);
 
  private:
   std::vector<GradSlot*> slots_;

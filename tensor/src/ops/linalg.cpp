@@ -27,11 +27,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     Backend& be = backend(g.device());
     float beta = 0.0f;
     if (grads.needs(0)) {  // dA = dC · Bᵀ
-      Tensor ga = grads.target(0, a, beta);
+      Tensor ga = grads.target(0, a.shape(), a.options(), beta);
       be.gemm(false, true, m, k, n, 1.0f, g, b, beta, ga);
     }
     if (grads.needs(1)) {  // dB = Aᵀ · dC
-      Tensor gb = grads.target(1, b, beta);
+      Tensor gb = grads.target(1, b.shape(), b.options(), beta);
       be.gemm(true, false, k, n, m, 1.0f, a, g, beta, gb);
     }
   });
@@ -78,16 +78,15 @@ Tensor linear(const Tensor& x, const Tensor& kernel, const Tensor& bias) {
     Backend& be = backend(g.device());
     float beta = 0.0f;
     if (grads.needs(0)) {  // dx = g · Wᵀ
-      Tensor gx = grads.target(0, x, beta);
+      Tensor gx = grads.target(0, x.shape(), x.options(), beta);
       be.gemm(false, true, batch, in, units, 1.0f, g, kernel, beta, gx);
     }
     if (grads.needs(1)) {  // dW = xᵀ · g
-      Tensor gw = grads.target(1, kernel, beta);
+      Tensor gw = grads.target(1, kernel.shape(), kernel.options(), beta);
       be.gemm(true, false, in, units, batch, 1.0f, x, g, beta, gw);
     }
     if (grads.needs(2)) {  // db = column sums of g
-      Tensor gb = Tensor::empty({units}, g.options());
-      gb = grads.target(2, gb, beta);
+      Tensor gb = grads.target(2, {units}, g.options(), beta);
       be.sum_axis(g, AxisSplit{1, batch, units}, beta, gb);
     }
   });
