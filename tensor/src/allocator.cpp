@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "allocator_stats.h"
 #include "cuda/cuda_hooks.h"
 
 namespace axon {
@@ -33,21 +34,20 @@ class BlockCache {
         void* p = it->second.back();
         it->second.pop_back();
         cached_ -= bytes;
-        handed_out(bytes);
+        stats_.handed_out(bytes);
         return p;
       }
     }
     void* p = std::aligned_alloc(64, bytes);
     if (!p) throw std::bad_alloc();
-    ++stats_.device_malloc_calls;
-    stats_.reserved_bytes += bytes;
-    handed_out(bytes);
+    stats_.reserved(bytes);
+    stats_.handed_out(bytes);
     return p;
   }
 
   void release(void* p, size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    stats_.allocated_bytes -= bytes;
+    stats_.returned(bytes);
     if (bytes >= kMinCachedBytes && cached_ + bytes <= kMaxCachedBytes) {
       free_[bytes].push_back(p);
       cached_ += bytes;
@@ -70,20 +70,15 @@ class BlockCache {
   }
 
  private:
-  void handed_out(size_t bytes) {
-    stats_.allocated_bytes += bytes;
-    stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
-  }
   void give_back(void* p, size_t bytes) {
     std::free(p);
-    ++stats_.device_free_calls;
-    stats_.reserved_bytes -= bytes;
+    stats_.released(bytes);
   }
 
   std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   size_t cached_ = 0;
-  AllocatorStats stats_;
+  detail::StatsTracker stats_;
 };
 
 // Never destroyed: tensors in static storage may be freed after other statics are gone.

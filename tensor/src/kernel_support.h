@@ -20,6 +20,19 @@
 
 namespace axon::kernels {
 
+// The type kernels compute in for element type T: float for f32 and for bfloat16 (a storage
+// format: widened, computed on, rounded once), double for f64.
+template <class T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+template <class T>
+using Acc = typename AccOf<T>::type;
+
 // The first element of a tensor as T* (the backend's own types; no checks).
 template <class T>
 T* ptr(Tensor& t) {

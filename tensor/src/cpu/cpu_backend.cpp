@@ -20,16 +20,7 @@ namespace axon {
 
 namespace {
 
-template <class T>
-struct AccOf {
-  using type = float;
-};
-template <>
-struct AccOf<double> {
-  using type = double;
-};
-template <class T>
-using Acc = typename AccOf<T>::type;
+using kernels::Acc;
 
 template <class T>
 inline Acc<T> load(const T* p, int64_t i) {

@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../allocator_stats.h"
 #include "cuda_hooks.h"
 #include "runtime.h"
 
@@ -34,7 +35,7 @@ class CachingAllocator {
     if (it != free_.end() && !it->second.empty()) {
       void* p = it->second.back();
       it->second.pop_back();
-      handed_out(rounded);
+      stats_.handed_out(rounded);
       return p;
     }
     DeviceGuard guard(device_);
@@ -52,16 +53,15 @@ class CachingAllocator {
       cudaGetLastError();
       throw std::runtime_error(cat("cuda:", device_, ": cannot allocate ", rounded, " bytes: ", cudaGetErrorString(err), " (", stats_.allocated_bytes, " bytes allocated by Axon, ", stats_.reserved_bytes, " reserved, peak ", stats_.peak_allocated_bytes, ")"));
     }
-    ++stats_.device_malloc_calls;
-    stats_.reserved_bytes += rounded;
-    handed_out(rounded);
+    stats_.reserved(rounded);
+    stats_.handed_out(rounded);
     return p;
   }
 
   void free(void* p, size_t bytes) noexcept {
     const size_t rounded = size_class(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
-    stats_.allocated_bytes -= rounded;
+    stats_.returned(rounded);
     free_[rounded].push_back(p);  // reused in stream order (one compute stream per device)
   }
 
@@ -76,11 +76,6 @@ class CachingAllocator {
   }
 
  private:
-  void handed_out(size_t bytes) {
-    stats_.allocated_bytes += bytes;
-    stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
-  }
-
   // Caller holds mutex_. Waits for queued kernels first: a cached block may still be in use by one.
   void release_cached() {
     DeviceGuard guard(device_);
@@ -88,8 +83,7 @@ class CachingAllocator {
     for (auto& [bytes, blocks] : free_) {
       for (void* p : blocks) {
         check(cudaFree(p), "cudaFree", device_);
-        ++stats_.device_free_calls;
-        stats_.reserved_bytes -= bytes;
+        stats_.released(bytes);
       }
     }
     free_.clear();
@@ -98,7 +92,7 @@ class CachingAllocator {
   int device_;
   std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;
-  AllocatorStats stats_;
+  detail::StatsTracker stats_;
 };
 
 CachingAllocator& allocator(int device) {

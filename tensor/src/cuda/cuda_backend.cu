@@ -21,16 +21,7 @@ namespace {
 
 using bf16_t = __nv_bfloat16;
 
-template <class T>
-struct AccOf {
-  using type = float;
-};
-template <>
-struct AccOf<double> {
-  using type = double;
-};
-template <class T>
-using Acc = typename AccOf<T>::type;
+using kernels::Acc;
 
 template <class T>
 __device__ __forceinline__ Acc<T> ld(const T* p, int64_t i) {
