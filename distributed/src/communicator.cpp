@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,14 +94,24 @@ bool launched_with_ranks() {
   return false;
 }
 
-int local_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"}) {
-    const char* v = std::getenv(name);
-    if (!v || !*v) continue;
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (*end == '\0' && n >= 0 && n < (1 << 20)) return static_cast<int>(n);
+namespace {
+// A rank index from the environment: digits only (strtol would accept "-1", " 1" or "1x"),
+// at most 10^9. Empty when unset; -1 when set but malformed.
+std::optional<int> env_index(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  long n = 0;
+  for (const char* p = v; *p; ++p) {
+    if (*p < '0' || *p > '9' || n > 1'000'000'000) return -1;
+    n = n * 10 + (*p - '0');
   }
+  return n <= 1'000'000'000 ? static_cast<int>(n) : -1;
+}
+}  // namespace
+
+int local_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
+    if (std::optional<int> n = env_index(name); n && *n >= 0) return *n;
   return 0;
 }
 
@@ -113,17 +124,9 @@ int local_world_size() {
 }
 
 int launcher_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
-    const char* v = std::getenv(name);
-    if (!v || !*v) continue;
-    // Digits only: strtol would accept "-1", " 1" or "1x", and a wrong rank 0 prints twice.
-    long n = 0;
-    for (const char* p = v; *p; ++p) {
-      if (*p < '0' || *p > '9' || n > 1'000'000'000) return 0;
-      n = n * 10 + (*p - '0');
-    }
-    return n <= 1'000'000'000 ? static_cast<int>(n) : 0;
-  }
+  // The first variable set decides; a malformed one reads as rank 0 (a wrong rank 0 prints twice).
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (std::optional<int> n = env_index(name)) return *n >= 0 ? *n : 0;
   return 0;
 }
 
