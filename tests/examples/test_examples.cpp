@@ -14,16 +14,10 @@
 #include <vector>
 
 #include "../support/process.h"
+#include "../support/require_mpi.h"
 #include "axon/cuda.h"
 
-// Tests that start MPI jobs skip where Axon was built without MPI (the GPU machine's check).
-#ifdef AXON_TESTS_WITH_MPI
-#define AXON_REQUIRE_MPI() \
-  do {                     \
-  } while (0)
-#else
-#define AXON_REQUIRE_MPI() GTEST_SKIP() << "built without MPI (AXON_WITH_MPI=OFF)"
-#endif
+
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;

@@ -11,15 +11,7 @@
 #include <vector>
 
 #include "../support/process.h"
-
-// Jobs through axonrun need a build with MPI (the GPU machine's check builds without it).
-#ifdef AXON_TESTS_WITH_MPI
-#define AXON_REQUIRE_MPI() \
-  do {                     \
-  } while (0)
-#else
-#define AXON_REQUIRE_MPI() GTEST_SKIP() << "built without MPI (AXON_WITH_MPI=OFF)"
-#endif
+#include "../support/require_mpi.h"
 
 namespace {
 
