@@ -85,7 +85,8 @@ static int run(int argc, char** argv) {
                    "Train on this many synthetic Fashion-MNIST-shaped samples (random, from --seed) instead of --data; "
                    "no test set")
       ->default_str("off");
-  app.add_flag("--cuda-graph", cuda_graph, "Capture the training step in a CUDA graph (not implemented yet)");
+  app.add_flag("--cuda-graph", cuda_graph, "Capture the training step in a CUDA graph and replay it (--device cuda; with several ranks also "
+               "--backend nccl)");
   Device device;
   cli::ParseOutcome parsed;
   try {
@@ -95,8 +96,7 @@ static int run(int argc, char** argv) {
     } catch (const std::invalid_argument& e) {
       throw CLI::ValidationError("--device", e.what());
     }
-    if (cuda_graph)
-      throw CLI::ValidationError("--cuda-graph", "capturing the training step in a CUDA graph is not implemented yet");
+    if (cuda_graph && !device.is_cuda()) throw CLI::ValidationError("--cuda-graph", "needs --device cuda");
     if (backend_name == "nccl" && !device.is_cuda())
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
@@ -171,6 +171,7 @@ static int run(int argc, char** argv) {
   options.seed = seed;
   options.progress = !no_progress;
   options.compute_dtype = parse_dtype(precision);
+  options.cuda_graph = cuda_graph;
   Trainer trainer(model, params, *optimizer, *comm, options);
   TrainResult result = trainer.fit(train, synthetic > 0 ? nullptr : &test);
 
@@ -201,6 +202,7 @@ static int run(int argc, char** argv) {
                           {"blas_kernels", blas_kernels()},
                           {"device", device.str()},
                           {"dtype", precision},
+                          {"cuda_graph", cuda_graph},
                           {"backend", comm->backend()},
                           {"data", synthetic > 0 ? train.source : data_dir},
                           {"axon_version", AXON_VERSION},

@@ -35,6 +35,12 @@ void Optimizer::check_float(const char* what, double value) {
 void Optimizer::set_steps(int64_t steps) {
   if (steps < 0) throw std::invalid_argument(fmt::format("{}: step count must be >= 0, got {}", name(), steps));
   steps_ = steps;
+  if (device_step_.defined()) device_step_.fill(static_cast<double>(steps));
+}
+
+void Optimizer::set_capturable(bool capturable) {
+  capturable_ = capturable;
+  if (!capturable) device_step_ = Tensor();
 }
 
 void Optimizer::step(std::span<float> params, std::span<const float> grads) {
@@ -63,6 +69,11 @@ void Optimizer::step(Tensor& params, const Tensor& grads) {
     nonfinite_ = Tensor::zeros({}, {DType::f32, params.device()});
   else
     nonfinite_.fill(0.0);
+  if (capturable_) {
+    if (!device_step_.defined() || device_step_.device() != params.device())
+      device_step_ = Tensor::full({}, static_cast<double>(steps_ - 1), {DType::f64, params.device()});
+    backend(params.device()).unary(UnaryOp::add_scalar, device_step_, 1.0, device_step_);
+  }
   update(params, grads);
 }
 
@@ -155,6 +166,12 @@ class Adam final : public Optimizer {
     h.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(o_.beta2, t)));
     h.decay = decoupled_ ? static_cast<float>(1.0 - lr_ * o_.weight_decay) : 1.0f;
     h.l2 = decoupled_ ? 0.0f : static_cast<float>(o_.weight_decay);
+    if (capturable_) {
+      h.device_step = static_cast<const double*>(device_step_.raw_data());
+      h.lr = lr_;
+      h.beta1_exact = o_.beta1;
+      h.beta2_exact = o_.beta2;
+    }
     backend(p.device()).adam_step(h, p, g, m, v, vmax, nonfinite_);
   }
 

@@ -84,6 +84,15 @@ inline std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& o
 // the update loops (std::isfinite does not).
 AXON_HOST_DEVICE inline uint32_t not_finite_bits(float x) { return !(x - x == 0.0f); }
 
+// For a capturable step (AdamStep::device_step set): step_size and bc2_sqrt from the step count
+// that the device holds, in double and then rounded, as the host derives them otherwise.
+AXON_HOST_DEVICE inline void adam_scalars_from_step(AdamStep& h) {
+  if (!h.device_step) return;
+  const double t = *h.device_step;
+  h.step_size = static_cast<float>(h.lr / (1.0 - ::pow(h.beta1_exact, t)));
+  h.bc2_sqrt = static_cast<float>(::sqrt(1.0 - ::pow(h.beta2_exact, t)));
+}
+
 // One element of a fused Adam/AdamW step (the formula in axon/backend.h, AdamStep), the same code
 // in the CPU loop and the CUDA kernel. vmax is null without amsgrad.
 AXON_HOST_DEVICE inline void adam_element(const AdamStep& h, float& p, float g, float& m, float& v, float* vmax) {

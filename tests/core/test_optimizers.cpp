@@ -135,3 +135,35 @@ TEST(Optimizers, HyperparametersThatDoNotFitAFloatAreRejected) {
   auto opt = sgd();
   EXPECT_THROW(opt->set_learning_rate(1e-300), std::invalid_argument);
 }
+
+namespace axon {
+namespace {
+
+// Capturable mode (the step count kept beside the parameters, for CUDA graphs) derives the same
+// step scalars from it as the host does: on the CPU both use the same pow, so equal bits.
+TEST(Optimizers, CapturableAdamTakesTheSameSteps) {
+  for (bool decoupled : {false, true}) {
+    Tensor grads = Tensor::from_vector({4}, std::vector<float>{0.5f, -1.0f, 2.0f, 1e-3f});
+    Tensor a = Tensor::from_vector({4}, std::vector<float>{1, 2, 3, 4}), b = a.clone();
+    AdamOptions o{.lr = 1e-2, .weight_decay = 0.1};
+    auto host = decoupled ? adamw(o) : adam(o);
+    auto device = decoupled ? adamw(o) : adam(o);
+    device->set_capturable(true);
+    EXPECT_TRUE(device->capturable());
+    for (int t = 0; t < 25; ++t) {
+      host->step(a, grads);
+      device->step(b, grads);
+    }
+    EXPECT_EQ(a.to_vector(), b.to_vector()) << (decoupled ? "adamw" : "adam");
+    // A restored step count reaches the device copy too.
+    host->set_steps(3);
+    device->set_steps(3);
+    host->step(a, grads);
+    device->step(b, grads);
+    EXPECT_EQ(a.to_vector(), b.to_vector());
+    EXPECT_EQ(device->steps(), 4);
+  }
+}
+
+}  // namespace
+}  // namespace axon

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "axon/agreement.h"
 #include "axon/autograd.h"
 #include "axon/backend.h"
+#include "axon/cuda.h"
 #include "axon/ops.h"
 #include "axon/losses.h"
 #include "axon/metrics.h"
@@ -97,6 +99,17 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
   if (options_.check_every == 0) options_.check_every = params_.device().is_cpu() ? 1 : 50;
   if (options_.epochs < 1) throw std::invalid_argument(fmt::format("trainer: epochs must be >= 1, got {}", options_.epochs));
   if (options_.batch_size < 1) throw std::invalid_argument("trainer: batch size must be >= 1");
+  if (options_.cuda_graph) {
+    if (!params_.device().is_cuda())
+      throw std::invalid_argument(fmt::format("trainer: cuda_graph needs the parameters on a CUDA device, they are on {}",
+                                              params_.device().str()));
+    if (comm_.size() > 1 && comm_.backend() != "nccl")
+      throw std::invalid_argument(fmt::format(
+          "trainer: cuda_graph with {} ranks needs the nccl communication backend, this job uses {} (which copies "
+          "gradients through host memory, something a CUDA graph cannot capture)",
+          comm_.size(), comm_.backend()));
+    optimizer_.set_capturable(true);
+  }
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
 }
 
@@ -191,7 +204,9 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   }
   const Parameters& weights = mixed ? compute_params_ : params_;
   Tensor x = mixed ? batch.x.to(options_.compute_dtype) : batch.x;
-  Tensor output = forward(plan_, weights, x, ForwardContext{true, &rng_});
+  // A captured step would replay the same random draws forever: stochastic layers get no host
+  // generator while capturing (they need a device-side one to be captured).
+  Tensor output = forward(plan_, weights, x, ForwardContext{true, capturing_ ? nullptr : &rng_});
   if (output.dtype() != DType::f32) output = output.to(DType::f32);  // the loss is computed in f32
   Tensor loss = loss_(output, batch.labels);
   loss.backward();
@@ -245,6 +260,15 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   return {loss.detach(), output.detach()};
 }
 
+void Trainer::accumulate_metrics(const StepResult& result, const Batch& batch, Tensor& loss_sum, Tensor& correct) {
+  Backend& be = backend(loss_sum.device());
+  // A custom loss may return {1} or {1, 1}: the running sum is a scalar.
+  Tensor weighted = result.loss.reshape({}).to(DType::f64);
+  be.unary(UnaryOp::mul_scalar, weighted, static_cast<double>(batch.labels.numel()), weighted);
+  be.binary(BinaryOp::add, loss_sum, weighted, loss_sum);
+  be.accumulate_correct(result.output, batch.labels, correct);
+}
+
 TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) {
   FlushDenormalsGuard flush_denormals;
   const size_t world = static_cast<size_t>(comm_.size());
@@ -287,6 +311,17 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
                                    options_.drop_last);
   sync_parameters();
   const ResidentData resident = make_resident(train);
+  const Device device = params_.device();
+  // Local sums [loss × samples, correct], kept on the device and read back only at checks. They
+  // outlive the epochs, so a captured step keeps adding into the same two values.
+  Tensor loss_sum = Tensor::zeros({}, {DType::f64, device});
+  Tensor correct = Tensor::zeros({}, {DType::f64, device});
+  // CUDA graph mode: the captured step, and the device buffer its batch indices are copied into
+  // before each replay (the graph reads the batch through it).
+  constexpr int kEagerStepsBeforeCapture = 2;  // optimizer state, cuBLAS and the allocator warmed up
+  std::unique_ptr<cuda::Graph> graph;
+  Tensor graph_indices;
+  int eager_full_steps = 0;
   TrainResult result;
   for (int epoch = 0; epoch < options_.epochs; ++epoch) {
     const std::vector<size_t> indices = sampler.indices(static_cast<uint64_t>(epoch));
@@ -298,13 +333,10 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
                           .to(params_.device());
     ProgressLine progress(options_.progress && comm_.is_root(), epoch + 1, options_.epochs, steps);
 
-    // Local sums [loss × samples, correct, samples], kept on the device and read back only at
-    // checks; then each rank's seconds in its own slot: one all-reduce per epoch whose size
-    // depends only on the world size.
-    const Device device = params_.device();
-    Tensor loss_sum = Tensor::zeros({}, {DType::f64, device});
-    Tensor correct = Tensor::zeros({}, {DType::f64, device});
-    Backend& be = backend(device);
+    // [loss × samples, correct, samples], then each rank's seconds in its own slot: one all-reduce
+    // per epoch whose size depends only on the world size.
+    loss_sum.fill(0.0);
+    correct.fill(0.0);
     std::vector<double> totals(3 + world, 0.0);
     int64_t first_unchecked = 1;
     const auto start = Clock::now();
@@ -314,16 +346,39 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       const Tensor step_indices = epoch_indices.defined()
                                       ? Tensor::view_of(epoch_indices.storage(), begin, {static_cast<int64_t>(n)}, DType::i64)
                                       : Tensor();
-      const Batch batch = make_batch(train, std::span<const size_t>(indices).subspan(begin, n), resident, step_indices);
+      const std::span<const size_t> batch_indices = std::span<const size_t>(indices).subspan(begin, n);
       const bool last = step + 1 == steps;
       const bool check = last || (step + 1) % static_cast<size_t>(options_.check_every) == 0;
-      const StepResult result = run_step(batch, check, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked);
+      const bool replayable = options_.cuda_graph && !check && n == options_.batch_size;
+      if (replayable && !graph && eager_full_steps >= kEagerStepsBeforeCapture) {
+        graph_indices = Tensor::empty({static_cast<int64_t>(n)}, {DType::i64, device});
+        graph = std::make_unique<cuda::Graph>(device.index);
+        const int64_t steps_before = optimizer_.steps();
+        capturing_ = true;
+        try {
+          graph->capture([&] {
+            const Batch batch = make_batch(train, batch_indices, resident, graph_indices);
+            accumulate_metrics(run_step(batch, false, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked), batch,
+                               loss_sum, correct);
+          });
+        } catch (...) {
+          capturing_ = false;
+          throw;
+        }
+        capturing_ = false;
+        optimizer_.set_steps(steps_before);  // the capture recorded a step without running it
+      }
+      if (replayable && graph) {
+        graph_indices.copy_from(step_indices);  // queued before the replay that reads it
+        graph->replay();
+        optimizer_.count_replayed_step();
+      } else {
+        const Batch batch = make_batch(train, batch_indices, resident, step_indices);
+        accumulate_metrics(run_step(batch, check, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked), batch,
+                           loss_sum, correct);
+        if (n == options_.batch_size) ++eager_full_steps;
+      }
       if (check) first_unchecked = static_cast<int64_t>(step + 2);
-      // A custom loss may return {1} or {1, 1}: the running sum is a scalar.
-      Tensor weighted = result.loss.reshape({}).to(DType::f64);
-      be.unary(UnaryOp::mul_scalar, weighted, static_cast<double>(n), weighted);
-      be.binary(BinaryOp::add, loss_sum, weighted, loss_sum);
-      be.accumulate_correct(result.output, batch.labels, correct);
       totals[2] += static_cast<double>(n);
       if (check && progress.due(step + 1, last)) {
         // Rank 0's line shows its own shard; the epoch summary below is global.

@@ -53,6 +53,18 @@ class Optimizer {
   virtual std::vector<std::pair<std::string, Tensor*>> state() = 0;
   void set_steps(int64_t steps);
 
+  // Capturable mode, for steps captured in a CUDA graph (PyTorch's `capturable=True`): the step
+  // count also lives on the parameters' device (one f64 value that each step() increments there),
+  // and the update kernels derive every step-dependent scalar from it, so replaying the captured
+  // kernels with the same arguments performs step t+1, t+2, ... Results match the host-derived
+  // scalars to the rounding of the device's pow. Learning-rate changes are not seen by a graph
+  // captured before them.
+  void set_capturable(bool capturable);
+  bool capturable() const { return capturable_; }
+  // After a CUDA graph replayed a captured step(), which advanced the device count itself: advances
+  // the host count (steps()) to match.
+  void count_replayed_step() { ++steps_; }
+
  protected:
   explicit Optimizer(double lr);
   // Called with steps() already incremented and the arguments checked.
@@ -66,6 +78,8 @@ class Optimizer {
   int64_t steps_ = 0;
   Tensor nonfinite_;
   size_t size_ = 0;
+  bool capturable_ = false;
+  Tensor device_step_;  // capturable mode: f64 {} on the parameters' device, = steps_ after a step
 };
 
 // Hyperparameters are doubles, as in PyTorch (Python floats): derived scalars such as 1 - beta1

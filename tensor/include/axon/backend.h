@@ -34,6 +34,11 @@ AxisSplit split_at(const Shape& shape, int64_t axis);
 // (else 1) and l2 = wd for Adam (else 0). Kingma & Ba 2015; Loshchilov & Hutter 2019.
 struct AdamStep {
   float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, step_size, bc2_sqrt, decay, l2;
+  // Capturable steps (a CUDA graph replays the same kernel arguments every step): when set, t is
+  // read from this one f64 value on the parameters' device, already incremented for this step, and
+  // step_size and bc2_sqrt are derived from t there, from these doubles, by the formulas above.
+  const double* device_step = nullptr;
+  double lr = 0.0, beta1_exact = 0.0, beta2_exact = 0.0;
 };
 
 // One SGD step as torch.optim.SGD: d = g + wd·p; with momentum, buf = first ? d : buf·momentum +

@@ -9,6 +9,7 @@
 // and under MPI a non-zero exit stops the whole job.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace axon::cuda {
@@ -29,5 +30,42 @@ void* compute_stream(int device);
 // The GPU this rank should use: local_rank % device_count() (the launcher's local rank), or
 // throws when there is no GPU.
 int device_for_local_rank(int local_rank);
+
+// A CUDA graph of work on one device's compute stream: captured once, then replayed with a single
+// launch, so a training step costs one host call instead of one per kernel (CUDA Programming
+// Guide, "CUDA Graphs"; PyTorch's torch.cuda.CUDAGraph works the same way).
+//
+// What the capture records is fixed: the kernels, their arguments, and so the addresses of every
+// tensor they touch. Tensors allocated during the capture come from a private memory pool that
+// nothing else uses while the graph lives; tensors from before the capture that the captured work
+// uses (parameters, optimizer state, input buffers) must stay alive and in place, and are updated
+// between replays by writing into them (Tensor::copy_from). Inputs that change per replay must
+// live on the device: a scalar passed to a kernel is frozen at capture time.
+class Graph {
+ public:
+  // Throws std::runtime_error when `device` does not exist or the build has no CUDA.
+  explicit Graph(int device);
+  ~Graph();
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  // Runs `work`, recording what it queues on the device's compute stream instead of executing it.
+  // Throws std::runtime_error naming the device when the work waits for the device or copies
+  // to or from host memory (not capturable: read results after replay()), when the graph is
+  // already captured, or when CUDA cannot instantiate it; an exception thrown by `work` ends the
+  // capture and is rethrown as it is.
+  void capture(const std::function<void()>& work);
+  // Queues the captured work once more on the compute stream (asynchronous, like any kernel).
+  // Throws std::logic_error before capture().
+  void replay();
+  bool captured() const { return exec_ != nullptr; }
+  int device() const { return device_; }
+
+ private:
+  int device_;
+  void* graph_ = nullptr;  // cudaGraph_t
+  void* exec_ = nullptr;   // cudaGraphExec_t
+  int pool_ = 0;           // the allocator's private pool for this graph
+};
 
 }  // namespace axon::cuda

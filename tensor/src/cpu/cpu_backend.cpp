@@ -437,7 +437,9 @@ class CpuBackend final : public Backend {
                  Tensor& nonfinite) override {
     // A local copy: the compiler cannot prove that stores to the buffers leave a referenced
     // AdamStep alone, and would reload every scalar per element instead of vectorizing.
-    const AdamStep h = step;
+    AdamStep resolved = step;
+    kernels::adam_scalars_from_step(resolved);  // a capturable step's count lives beside the parameters
+    const AdamStep h = resolved;
     float* __restrict pp = ptr<float>(param);
     const float* __restrict pg = ptr<float>(grad);
     float* __restrict pm = ptr<float>(m);

@@ -31,8 +31,10 @@ class CachingAllocator {
   void* allocate(size_t bytes) {
     const size_t rounded = size_class(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = free_.find(rounded);
-    if (it != free_.end() && !it->second.empty()) {
+    // While a graph is being captured, its blocks come from (and go back to) its private pool.
+    FreeLists& lists = active_pool_ ? pools_.at(active_pool_).free : free_;
+    auto it = lists.find(rounded);
+    if (it != lists.end() && !it->second.empty()) {
       void* p = it->second.back();
       it->second.pop_back();
       stats_.handed_out(rounded);
@@ -55,6 +57,7 @@ class CachingAllocator {
     }
     stats_.reserved(rounded);
     stats_.handed_out(rounded);
+    if (active_pool_) owner_[p] = active_pool_;
     return p;
   }
 
@@ -62,7 +65,52 @@ class CachingAllocator {
     const size_t rounded = size_class(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.returned(rounded);
+    if (auto owned = owner_.find(p); owned != owner_.end()) {
+      auto pool = pools_.find(owned->second);
+      if (pool != pools_.end()) {
+        pool->second.free[rounded].push_back(p);
+        return;
+      }
+      owner_.erase(owned);  // its graph is gone: an ordinary cached block again
+    } else if (active_pool_) {
+      // A block from before the capture, freed during it: the captured kernels may still read or
+      // write it at every replay, so it is not reused until the graph is gone.
+      pools_.at(active_pool_).held.emplace_back(p, rounded);
+      return;
+    }
     free_[rounded].push_back(p);  // reused in stream order (one compute stream per device)
+  }
+
+  int begin_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (active_pool_) throw std::runtime_error(cat("cuda:", device_, ": a CUDA graph capture is already under way"));
+    active_pool_ = next_pool_++;
+    pools_[active_pool_];
+    return active_pool_;
+  }
+
+  void end_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    active_pool_ = 0;
+  }
+
+  // The graph that used the pool is destroyed: its free blocks, and the blocks held back during
+  // its capture, become ordinary cached blocks (after the device has finished with them).
+  void release_pool(int id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto pool = pools_.find(id);
+    if (pool == pools_.end()) return;
+    if (active_pool_ == id) active_pool_ = 0;
+    DeviceGuard guard(device_);
+    check(cudaStreamSynchronize(state(device_).stream), "cudaStreamSynchronize before reusing a graph's memory", device_);
+    for (auto& [bytes, blocks] : pool->second.free) {
+      for (void* p : blocks) {
+        owner_.erase(p);
+        free_[bytes].push_back(p);
+      }
+    }
+    for (auto& [p, bytes] : pool->second.held) free_[bytes].push_back(p);
+    pools_.erase(pool);
   }
 
   void empty_cache() {
@@ -89,9 +137,20 @@ class CachingAllocator {
     free_.clear();
   }
 
+  using FreeLists = std::unordered_map<size_t, std::vector<void*>>;
+  // A CUDA graph's private memory: the blocks its captured kernels use keep their addresses, so
+  // they must never be handed to other work while the graph may be replayed.
+  struct Pool {
+    FreeLists free;
+    std::vector<std::pair<void*, size_t>> held;  // general blocks freed during the capture
+  };
+
   int device_;
   std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  FreeLists free_;
+  std::unordered_map<int, Pool> pools_;
+  std::unordered_map<void*, int> owner_;  // blocks made for a pool, and which pool
+  int active_pool_ = 0, next_pool_ = 1;
   detail::StatsTracker stats_;
 };
 
@@ -112,5 +171,8 @@ void* allocate(int device, size_t bytes) { return allocator(device).allocate(byt
 void free(int device, void* ptr, size_t bytes) noexcept { allocator(device).free(ptr, bytes); }
 AllocatorStats stats(int device) { return allocator(device).stats(); }
 void empty_cache(int device) { allocator(device).empty_cache(); }
+int begin_graph_pool(int device) { return allocator(device).begin_pool(); }
+void end_graph_pool(int device) { allocator(device).end_pool(); }
+void release_graph_pool(int device, int pool) { allocator(device).release_pool(pool); }
 
 }  // namespace axon::cuda_detail

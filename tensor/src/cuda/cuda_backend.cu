@@ -78,6 +78,17 @@ Dims make_dims(const Shape& out, const Shape& a, const Shape& b, const char* ker
   return d;
 }
 
+// Whether `operand` broadcasts to `out` along leading dims only: without its leading 1s it is
+// out's trailing dims, so element i of out reads element i % numel(operand).
+bool is_suffix_of(const Shape& operand, const Shape& out) {
+  size_t first = 0;
+  while (first < operand.size() && operand[first] == 1) ++first;
+  const size_t len = operand.size() - first;
+  if (len > out.size()) return false;
+  return std::equal(operand.begin() + static_cast<std::ptrdiff_t>(first), operand.end(),
+                    out.end() - static_cast<std::ptrdiff_t>(len));
+}
+
 // ---- kernels ----
 
 template <class T>
@@ -128,6 +139,14 @@ __global__ void binary_broadcast_kernel(BinaryOp op, const T* a, const T* b, T* 
     }
     st(out, i, apply_binary(op, ld(a, ja), ld(b, jb)));
   }
+}
+
+// Operands broadcast only along leading dims (a bias row, a scalar): element i reads a[i % la] and
+// b[i % lb], in 32-bit arithmetic when the sizes allow (64-bit division is slow on the GPU).
+template <class T, class I>
+__global__ void binary_suffix_kernel(BinaryOp op, const T* a, const T* b, T* out, I n, I la, I lb) {
+  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<I>(gridDim.x) * blockDim.x)
+    st(out, i, apply_binary(op, ld(a, la == n ? i : i % la), ld(b, lb == n ? i : i % lb)));
 }
 
 template <class A>
@@ -236,6 +255,43 @@ __global__ void sum_axis_kernel(const T* x, T* out, AxisSplit s, float beta) {
     A total = beta != 0.0f ? ld(out, lane) : A(0);
     for (int64_t k = 0; k < s.n; ++k) total += ld(x, (o * s.n + k) * s.inner + i);
     st(out, lane, total);
+  }
+}
+
+// Sums over the middle axis with a 32×32 block per 32 lanes of `inner`: thread (tx, ty) adds the
+// rows k ≡ ty (mod 32) of lane tx in order, unrolled so several loads are in flight, then ty = 0
+// adds the 32 partials in order. Fixed order (reproducible), and 32× more threads than lanes: the
+// one-thread-per-lane kernel above is latency-bound when the axis is long and the lanes few (a bias
+// gradient {batch, units} → {units} with units = 10 walked 1024 dependent loads per thread).
+constexpr int kTile = 32;
+template <class T>
+__global__ void sum_axis_tiled_kernel(const T* x, T* out, AxisSplit s, float beta) {
+  using A = Acc<T>;
+  __shared__ A partial[kTile][kTile + 1];
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * kTile + threadIdx.x;
+  const int64_t o = blockIdx.y;
+  A total = A(0);
+  if (lane < s.inner) {
+    const T* base = x + o * s.n * s.inner + lane;
+    const int64_t step = static_cast<int64_t>(kTile) * s.inner;
+    int64_t k = threadIdx.y;
+    A t0 = A(0), t1 = A(0), t2 = A(0), t3 = A(0);
+    for (; k + 3 * kTile < s.n; k += 4 * kTile) {
+      const T* p = base + k * s.inner;
+      t0 += ld(p, 0);
+      t1 += ld(p, step);
+      t2 += ld(p, 2 * step);
+      t3 += ld(p, 3 * step);
+    }
+    for (; k < s.n; k += kTile) t0 += ld(base, k * s.inner);
+    total = (t0 + t1) + (t2 + t3);
+  }
+  partial[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y == 0 && lane < s.inner) {
+    A sum = beta != 0.0f ? ld(out, o * s.inner + lane) : A(0);
+    for (int r = 0; r < kTile; ++r) sum += partial[r][threadIdx.x];
+    st(out, o * s.inner + lane, sum);
   }
 }
 
@@ -356,6 +412,17 @@ __global__ void finite_kernel(const T* x, int64_t n, float* out) {
 // Both set *nonfinite = 1 when an updated parameter is inf or NaN (every writer writes the same).
 __global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, float* v, float* vmax, int64_t n,
                             float* nonfinite) {
+  if (h.device_step) {  // one thread per block derives the step's scalars (two pow in double)
+    __shared__ float scalars[2];
+    if (threadIdx.x == 0) {
+      kernels::adam_scalars_from_step(h);
+      scalars[0] = h.step_size;
+      scalars[1] = h.bc2_sqrt;
+    }
+    __syncthreads();
+    h.step_size = scalars[0];
+    h.bc2_sqrt = scalars[1];
+  }
   AXON_GRID_STRIDE(i, n) {
     kernels::adam_element(h, p[i], g[i], m[i], v[i], vmax ? &vmax[i] : nullptr);
     if (kernels::not_finite_bits(p[i])) *nonfinite = 1.0f;
@@ -425,6 +492,14 @@ class CudaBackend final : public Backend {
     floating(out.dtype(), "binary", [&]<class T>() {
       if (a.shape() == out.shape() && b.shape() == out.shape()) {
         binary_same_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(op, dp<T>(a), dp<T>(b), dp<T>(out), n);
+      } else if (is_suffix_of(a.shape(), out.shape()) && is_suffix_of(b.shape(), out.shape())) {
+        const int64_t la = std::max<int64_t>(a.numel(), 1), lb = std::max<int64_t>(b.numel(), 1);
+        if (n <= INT32_MAX)
+          binary_suffix_kernel<T, uint32_t><<<blocks_for(n), kThreads, 0, stream_>>>(
+              op, dp<T>(a), dp<T>(b), dp<T>(out), static_cast<uint32_t>(n), static_cast<uint32_t>(la), static_cast<uint32_t>(lb));
+        else
+          binary_suffix_kernel<T, uint64_t><<<blocks_for(n), kThreads, 0, stream_>>>(
+              op, dp<T>(a), dp<T>(b), dp<T>(out), static_cast<uint64_t>(n), static_cast<uint64_t>(la), static_cast<uint64_t>(lb));
       } else {
         const Dims d = make_dims(out.shape(), a.shape(), b.shape(), "binary");
         binary_broadcast_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(op, dp<T>(a), dp<T>(b), dp<T>(out), n, d);
@@ -462,6 +537,19 @@ class CudaBackend final : public Backend {
       d.stride_b[k] = (so[k] == 0 && gs[k] != 1) ? 1 : 0;
       if (d.stride_b[k]) reduced *= gs[k];
     }
+    // The usual case (a bias gradient {batch, units} → {units}): the summed dims form one run,
+    // so this is a sum over the middle axis of {outer, reduced, inner}.
+    int first = d.rank, last = -1;
+    for (int k = 0; k < d.rank; ++k)
+      if (d.stride_b[k]) first = std::min(first, k), last = k;
+    bool one_run = true;
+    for (int k = first; k <= last; ++k) one_run = one_run && (d.stride_b[k] || gs[k] == 1);
+    if (one_run) {
+      AxisSplit s;
+      for (int k = 0; k < d.rank; ++k) (k < first ? s.outer : k <= last ? s.n : s.inner) *= gs[k];
+      sum_axis(g, s, 0.0f, out);
+      return;
+    }
     const int64_t n = out.numel();
     floating(g.dtype(), "reduce_to", [&]<class T>() {
       reduce_to_kernel<T><<<blocks_for(n), kThreads, 0, stream_>>>(dp<T>(g), dp<T>(out), n, reduced, d);
@@ -483,8 +571,15 @@ class CudaBackend final : public Backend {
 
   void sum_axis(const Tensor& x, const AxisSplit& s, float beta, Tensor& out) override {
     DeviceGuard guard(device_);
+    if (s.outer * s.inner == 0) return;
     floating(x.dtype(), "sum_axis", [&]<class T>() {
-      sum_axis_kernel<T><<<blocks_for(s.outer * s.inner), kThreads, 0, stream_>>>(dp<T>(x), dp<T>(out), s, beta);
+      // Long axes over few lanes (bias gradients, column sums) go to the tiled kernel.
+      if (s.n >= 64 && s.outer <= 65535 && s.inner < 64 * int64_t{1024} * 1024) {
+        const dim3 grid(static_cast<unsigned>((s.inner + kTile - 1) / kTile), static_cast<unsigned>(s.outer));
+        sum_axis_tiled_kernel<T><<<grid, dim3(kTile, kTile), 0, stream_>>>(dp<T>(x), dp<T>(out), s, beta);
+      } else {
+        sum_axis_kernel<T><<<blocks_for(s.outer * s.inner), kThreads, 0, stream_>>>(dp<T>(x), dp<T>(out), s, beta);
+      }
     });
     check_launch("sum_axis kernel launch", device_);
   }

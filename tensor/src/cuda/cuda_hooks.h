@@ -14,6 +14,11 @@ void free(int device, void* ptr, size_t bytes) noexcept;
 AllocatorStats stats(int device);
 void empty_cache(int device);
 Backend& backend(int device);
+// CUDA graph memory (allocator.cu): between begin and end, the device's allocations come from a
+// new private pool, kept for the graph until release_graph_pool.
+int begin_graph_pool(int device);
+void end_graph_pool(int device);
+void release_graph_pool(int device, int pool);
 // dst/src on any devices, at least one of them CUDA.
 void copy(Device dst_device, void* dst, Device src_device, const void* src, size_t bytes);
 

@@ -19,6 +19,9 @@ void* allocate(int device, size_t) { no_cuda(device); }
 void free(int, void*, size_t) noexcept {}
 AllocatorStats stats(int device) { no_cuda(device); }
 void empty_cache(int device) { no_cuda(device); }
+int begin_graph_pool(int device) { no_cuda(device); }
+void end_graph_pool(int) {}
+void release_graph_pool(int, int) {}
 Backend& backend(int device) { no_cuda(device); }
 void copy(Device dst_device, void*, Device src_device, const void*, size_t) {
   no_cuda(dst_device.is_cuda() ? dst_device.index : src_device.index);
@@ -38,5 +41,10 @@ void* compute_stream(int device) { cuda_detail::backend(device); return nullptr;
 int device_for_local_rank(int local_rank) {
   throw std::runtime_error(fmt::format("local rank {}: this Axon was built without CUDA", local_rank));
 }
+
+Graph::Graph(int device) : device_(device) { cuda_detail::backend(device); }
+Graph::~Graph() = default;
+void Graph::capture(const std::function<void()>&) { cuda_detail::backend(device_); }
+void Graph::replay() { cuda_detail::backend(device_); }
 
 }  // namespace axon::cuda

@@ -99,6 +99,11 @@ DeviceState& state(int device) {
     check_cublas(cublasSetStream(fresh->cublas, fresh->stream), "cublasSetStream", device);
     // Exact f32 GEMM, as PyTorch's default (no TF32): results match the CPU within 1e-5.
     check_cublas(cublasSetMathMode(fresh->cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode", device);
+    // A workspace of our own (cuBLAS's recommendation for Hopper: 32 MiB), so that no GEMM
+    // allocates one while a CUDA graph is being captured.
+    constexpr size_t kCublasWorkspace = size_t{32} << 20;
+    check(cudaMalloc(&fresh->cublas_workspace, kCublasWorkspace), "cudaMalloc (cuBLAS workspace)", device);
+    check_cublas(cublasSetWorkspace(fresh->cublas, fresh->cublas_workspace, kCublasWorkspace), "cublasSetWorkspace", device);
     s = fresh;
     if (device < 64) g_initialized.fetch_or(uint64_t{1} << device);
   }
@@ -163,6 +168,64 @@ int device_for_local_rank(int local_rank) {
   const int count = device_count();
   if (count == 0) throw std::runtime_error(cuda_detail::cat("local rank ", local_rank, ": no CUDA device is visible"));
   return local_rank % count;
+}
+
+Graph::Graph(int device) : device_(device) { cuda_detail::state(device); }
+
+Graph::~Graph() {
+  cuda_detail::DeviceGuard guard(device_);
+  // Replays may still be queued: the graph and its memory are released after they finish.
+  cudaStreamSynchronize(cuda_detail::state(device_).stream);
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (graph_) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+  cudaGetLastError();
+  if (pool_) {
+    try {
+      cuda_detail::release_graph_pool(device_, pool_);
+    } catch (...) {  // a destructor must not throw; the blocks stay reserved
+    }
+  }
+}
+
+void Graph::capture(const std::function<void()>& work) {
+  using namespace cuda_detail;
+  if (exec_) throw std::runtime_error(cat("cuda:", device_, ": this CUDA graph is already captured"));
+  DeviceGuard guard(device_);
+  cudaStream_t stream = state(device_).stream;
+  pool_ = begin_graph_pool(device_);
+  // Thread-local mode: this thread may not make calls that are unsafe during a capture (they fail
+  // instead of silently breaking it); other threads are not affected.
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture", device_);
+  cudaGraph_t graph = nullptr;
+  try {
+    work();
+  } catch (...) {
+    cudaStreamEndCapture(stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    end_graph_pool(device_);
+    throw;
+  }
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  end_graph_pool(device_);
+  if (ended != cudaSuccess) {
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw std::runtime_error(cat("CUDA graph capture on cuda:", device_, " failed: ", cudaGetErrorName(ended), ": ",
+                                 cudaGetErrorString(ended),
+                                 " (the captured work waited for the device or copied to or from host memory)"));
+  }
+  graph_ = graph;
+  cudaGraphExec_t exec = nullptr;
+  check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate", device_);
+  exec_ = exec;
+}
+
+void Graph::replay() {
+  using namespace cuda_detail;
+  if (!exec_) throw std::logic_error(cat("cuda:", device_, ": replay() of a CUDA graph that was not captured"));
+  DeviceGuard guard(device_);
+  check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), state(device_).stream), "cudaGraphLaunch", device_);
 }
 
 }  // namespace axon::cuda

@@ -29,6 +29,7 @@ void check_launch(const char* kernel, int device);
 struct DeviceState {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  void* cublas_workspace = nullptr;
 };
 // Created on first use (cudaSetDevice, a non-blocking stream, a cuBLAS handle bound to it).
 DeviceState& state(int device);

@@ -44,6 +44,14 @@ struct TrainOptions {
   // device. Between checks a non-finite loss or gradient is still caught at the next check, by
   // then possibly after optimizer steps; the error names the range of steps.
   int check_every = 0;
+  // Capture one training step (forward, backward, the all-reduce when NCCL carries it, the
+  // optimizer step and the metric sums) in a CUDA graph after two eager steps, then replay it for
+  // every full batch that is not a check step; checks, the last partial batch and evaluation run
+  // eagerly. Needs parameters on a CUDA device, and the NCCL backend when there are several
+  // ranks (MPI stages through the host, which a graph cannot capture); the optimizer is switched
+  // to capturable mode (Optimizer::set_capturable). The trainer's constructor throws
+  // std::invalid_argument naming what is missing.
+  bool cuda_graph = false;
 };
 
 // Metrics over zero samples were not measured: loss and accuracy are then empty, never 0.
@@ -130,6 +138,8 @@ class Trainer {
   // One step. With check = true the loss is read on the host and the averaged gradient checked
   // for non-finite values (NonFiniteError naming `at`); otherwise nothing waits for the device.
   StepResult run_step(const Batch& batch, bool check, int epoch, int64_t step, int64_t first_unchecked);
+  // Queues loss_sum += loss × rows and correct += the rows whose argmax is the label (no host sync).
+  static void accumulate_metrics(const StepResult& result, const Batch& batch, Tensor& loss_sum, Tensor& correct);
   void sync_parameters();
   EvalResult evaluate_agreed(const data::Dataset& dataset, int epoch);
 
@@ -144,6 +154,7 @@ class Trainer {
   DataParallel data_parallel_;
   Parameters compute_params_;  // the compute-dtype copy under mixed precision; empty otherwise
   bool synced_ = false;
+  bool capturing_ = false;  // run_step is being recorded into a CUDA graph
 };
 
 // A hash of the parameter names and shapes, equal on ranks that built the same model.
