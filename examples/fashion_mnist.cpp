@@ -188,6 +188,9 @@ static int run(int argc, char** argv) {
     else if (last.test.samples == 0)
       std::fprintf(stderr, "fashion_mnist: note: test split is empty (%s): test metrics not measured\n",
                    test.source.c_str());
+    std::vector<double> epoch_rates;  // each epoch's own samples/s (the first includes warm-up)
+    for (const EpochResult& e : result.epochs)
+      epoch_rates.push_back(e.train_seconds > 0 ? static_cast<double>(e.train_samples) / e.train_seconds : 0.0);
     auto json_metric = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
     nlohmann::json out = {{"model", model_name},
                           {"world_size", comm->size()},
@@ -210,6 +213,7 @@ static int run(int argc, char** argv) {
                           {"test_loss", json_metric(last.test.loss)},
                           {"test_samples", last.test.samples},
                           {"train_samples_per_s", result.samples_per_second()},
+                          {"epoch_samples_per_s", epoch_rates},
                           {"params_sha256", parameters_sha256(params)}};
     std::cout << out.dump() << std::endl;
   }

@@ -362,13 +362,13 @@ elif ((!built)); then
 elif [[ -z ${python:-} ]]; then
   record bench skipped 0 "no Python with torch"
 else
-  bench_args=(--build "$build" --repeat 3 --python "$python" --results "$bench_dir" --axon-ld-path "$axon_ld_path")
+  bench_args=(--build "$build" --repeat 2 --python "$python" --results "$bench_dir" --axon-ld-path "$axon_ld_path")
   if [[ $device == cpu ]]; then
     bench_dir="$repo/$build/bench-results"  # not $build/bench: that is CMake's folder for bench/
     bench_args+=(--device cpu --samples 4096 --models mlp --batch-sizes 128 --repeat 1 --results "$bench_dir")
   fi
   PHASE_DETAIL="table in $build/logs/bench.log"
-  phase bench 180 bench/compare_pytorch_gpu.sh "${bench_args[@]}"
+  phase bench 210 bench/compare_pytorch_gpu.sh "${bench_args[@]}"
 fi
 
 # The rest of the suite with the time that is left. MPI is off in this build, so tests that train on

@@ -32,17 +32,27 @@ class CachingAllocator {
     const size_t rounded = size_class(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
     // While a graph is being captured, its blocks come from (and go back to) its private pool.
-    FreeLists& lists = active_pool_ ? pools_.at(active_pool_).free : free_;
-    auto it = lists.find(rounded);
-    if (it != lists.end() && !it->second.empty()) {
-      void* p = it->second.back();
-      it->second.pop_back();
-      stats_.handed_out(rounded);
-      return p;
+    // A pool that has no block of this size takes a cached one: nothing uses a cached block, and
+    // all work is ordered on the one compute stream. It is the pool's until the graph is gone.
+    for (FreeLists* lists : {active_pool_ ? &pools_.at(active_pool_).free : nullptr, &free_}) {
+      if (!lists) continue;
+      auto it = lists->find(rounded);
+      if (it != lists->end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        stats_.handed_out(rounded);
+        if (active_pool_) owner_[p] = active_pool_;
+        return p;
+      }
     }
     DeviceGuard guard(device_);
     void* p = nullptr;
+    // During a graph capture this thread may not make "unsafe" calls; cudaMalloc is safe here (it
+    // is not stream-ordered), so allow it for this one call, as PyTorch's allocator does.
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    if (active_pool_) check(cudaThreadExchangeStreamCaptureMode(&mode), "cudaThreadExchangeStreamCaptureMode", device_);
     cudaError_t err = cudaMalloc(&p, rounded);
+    if (active_pool_) check(cudaThreadExchangeStreamCaptureMode(&mode), "cudaThreadExchangeStreamCaptureMode", device_);
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       release_cached();  // cached blocks of other sizes may make room

@@ -730,7 +730,9 @@ class CudaBackend final : public Backend {
                  Tensor& nonfinite) override {
     DeviceGuard guard(device_);
     const int64_t n = param.numel();
-    adam_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), dp<float>(m), dp<float>(v),
+    // A capturable step derives its scalars once per block: fewer, longer-running blocks then.
+    const int blocks = h.device_step ? std::min(blocks_for(n), 1024) : blocks_for(n);
+    adam_kernel<<<blocks, kThreads, 0, stream_>>>(h, dp<float>(param), dp<float>(grad), dp<float>(m), dp<float>(v),
                                                          vmax ? dp<float>(*vmax) : nullptr, n, dp<float>(nonfinite));
     check_launch("adam kernel launch", device_);
   }
