@@ -551,14 +551,18 @@ static int visible_gpus() { return axon::cuda::device_count(); }
 TEST(FashionMnistGpu, TrainsToTheTargetOnOneGpuInF32AndBf16) {
   if (visible_gpus() < 1) GTEST_SKIP() << (axon::cuda::built_with_cuda() ? "no CUDA device is visible" : "built without CUDA");
   if (!fs::exists(kFashion) && !std::getenv("AXON_FASHION_MNIST_DIR")) GTEST_SKIP() << "no Fashion-MNIST data";
-  for (const char* precision : {"f32", "bf16"}) {
-    for (const char* model : {"mlp", "mlp_big"}) {
-      Result r = run_command(bin("fashion_mnist") + " --device cuda --model " + model +
-                             " --epochs 1 --batch-size 128 --no-progress --precision " + precision);
-      ASSERT_EQ(r.code, 0) << precision << " " << model << "\n" << r.output;
-      nlohmann::json j = last_json_line(r.output);
-      EXPECT_EQ(j["device"], "cuda:0");
-      EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << precision << " " << model;
+  for (const char* graph : {"", " --cuda-graph"}) {
+    for (const char* precision : {"f32", "bf16"}) {
+      for (const char* model : {"mlp", "mlp_big"}) {
+        const std::string what = std::string(precision) + " " + model + graph;
+        Result r = run_command(bin("fashion_mnist") + " --device cuda --model " + model +
+                               " --epochs 1 --batch-size 128 --no-progress --precision " + precision + graph);
+        ASSERT_EQ(r.code, 0) << what << "\n" << r.output;
+        nlohmann::json j = last_json_line(r.output);
+        EXPECT_EQ(j["device"], "cuda:0");
+        EXPECT_EQ(j["cuda_graph"], *graph != '\0');
+        EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << what;
+      }
     }
   }
 }
