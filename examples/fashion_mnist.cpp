@@ -17,6 +17,8 @@
 #include <thread>
 
 #include "axon/agreement.h"
+#include "axon/callbacks.h"
+#include "axon/checkpoint.h"
 #include "axon/cli.h"
 #include "axon/communicator.h"
 #include "axon/cpu_budget.h"
@@ -59,6 +61,10 @@ static int run(int argc, char** argv) {
   uint64_t seed = 0;
   size_t synthetic = 0;
   bool no_progress = false, cuda_graph = false;
+  double validation_split = 0.0;
+  int early_stopping_patience = 0, keep_checkpoints = 0, grad_accum = 1;
+  int64_t checkpoint_every = 0;
+  std::string checkpoint_dir, resume, log_dir;
   std::string device_name = "cpu", precision = "f32", backend_name = "auto";
   app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big"}));
   cli::add_integer(app, "--epochs", epochs, 1, 100000, "Passes over the training set");
@@ -87,6 +93,23 @@ static int run(int argc, char** argv) {
       ->default_str("off");
   app.add_flag("--cuda-graph", cuda_graph, "Capture the training step in a CUDA graph and replay it (--device cuda; with several ranks also "
                "--backend nccl)");
+  app.add_option("--validation-split", validation_split,
+                 "Hold out this fraction of the training set (its last samples) as validation data, evaluated "
+                 "after every epoch; the test set is then evaluated once at the end")
+      ->check(CLI::Range(0.0, 0.5));
+  cli::add_integer(app, "--early-stopping-patience", early_stopping_patience, 0, 1000000,
+                   "Stop when validation loss has not improved for this many epochs (0: off)");
+  app.add_option("--checkpoint-dir", checkpoint_dir,
+                 "Write a checkpoint here after every epoch (and every --checkpoint-every steps)");
+  cli::add_integer(app, "--checkpoint-every", checkpoint_every, int64_t{0}, std::numeric_limits<int64_t>::max(),
+                   "Also checkpoint every N optimizer steps (0: at epoch ends only)");
+  cli::add_integer(app, "--keep-checkpoints", keep_checkpoints, 0, 1000000, "Keep only the newest N checkpoints (0: all)");
+  app.add_option("--resume", resume,
+                 "Continue from a checkpoint: its folder, a folder of checkpoints (the newest valid one), or 'auto' "
+                 "(the newest in --checkpoint-dir when there is one, else start fresh)");
+  app.add_option("--log-dir", log_dir, "Write metrics.csv and a TensorBoard event file here (one row/event per epoch)");
+  cli::add_integer(app, "--grad-accum", grad_accum, 1, 1 << 20,
+                   "Accumulate gradients over N batches per optimizer step");
   Device device;
   cli::ParseOutcome parsed;
   try {
@@ -97,6 +120,12 @@ static int run(int argc, char** argv) {
       throw CLI::ValidationError("--device", e.what());
     }
     if (cuda_graph && !device.is_cuda()) throw CLI::ValidationError("--cuda-graph", "needs --device cuda");
+    if ((checkpoint_every > 0 || keep_checkpoints > 0) && checkpoint_dir.empty())
+      throw CLI::ValidationError("--checkpoint-every/--keep-checkpoints", "need --checkpoint-dir");
+    if (resume == "auto" && checkpoint_dir.empty()) throw CLI::ValidationError("--resume", "auto needs --checkpoint-dir");
+    if (early_stopping_patience > 0 && validation_split == 0.0 && synthetic > 0)
+      throw CLI::ValidationError("--early-stopping-patience", "needs validation data: --validation-split, or the real data set");
+    if (cuda_graph && grad_accum > 1) throw CLI::ValidationError("--grad-accum", "cannot be combined with --cuda-graph");
     if (backend_name == "nccl" && !device.is_cuda())
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
@@ -165,6 +194,20 @@ static int run(int argc, char** argv) {
       std::fprintf(stderr, "axon: %s mixed precision on the CPU\n", precision.c_str());
   }
 
+  // --validation-split: the last samples of the training set become the per-epoch validation data.
+  data::Dataset validation;
+  if (validation_split > 0.0) {
+    const size_t held = static_cast<size_t>(static_cast<double>(train.count) * validation_split);
+    validation = train;
+    validation.count = held;
+    validation.images.assign(train.images.end() - static_cast<std::ptrdiff_t>(held * train.sample_size), train.images.end());
+    validation.labels.assign(train.labels.end() - static_cast<std::ptrdiff_t>(held), train.labels.end());
+    validation.source = train.source + fmt::format(" (last {} samples, --validation-split {})", held, validation_split);
+    train.count -= held;
+    train.images.resize(train.count * train.sample_size);
+    train.labels.resize(train.count);
+  }
+
   TrainOptions options;
   options.epochs = epochs;
   options.batch_size = batch_size;
@@ -172,8 +215,37 @@ static int run(int argc, char** argv) {
   options.progress = !no_progress;
   options.compute_dtype = parse_dtype(precision);
   options.cuda_graph = cuda_graph;
+  options.grad_accum = grad_accum;
   Trainer trainer(model, params, *optimizer, *comm, options);
-  TrainResult result = trainer.fit(train, synthetic > 0 ? nullptr : &test);
+  // Every rank attaches the same callbacks (they decide alike; only rank 0 writes).
+  if (!log_dir.empty()) {
+    trainer.add_callback(csv_logger(log_dir + "/metrics.csv"));
+    trainer.add_callback(tensorboard_logger(log_dir));
+  }
+  if (early_stopping_patience > 0) {
+    EarlyStoppingOptions stopping;
+    stopping.patience = early_stopping_patience;  // on validation_loss
+    trainer.add_callback(early_stopping(stopping));
+  }
+  if (!checkpoint_dir.empty()) {
+    ModelCheckpointOptions saving;
+    saving.dir = checkpoint_dir;
+    saving.every_steps = checkpoint_every;
+    saving.keep_last = keep_checkpoints;
+    trainer.add_callback(model_checkpoint(saving));
+  }
+  std::string resumed_from;
+  if (!resume.empty()) {
+    const std::string from = resume == "auto" ? checkpoint_dir : resume;
+    if (resume != "auto" || !list_checkpoints(from).empty()) resumed_from = trainer.load_checkpoint(from);
+    if (comm->is_root() && !resumed_from.empty())
+      std::fprintf(stderr, "axon: resumed from %s (optimizer step %lld)\n", resumed_from.c_str(),
+                   static_cast<long long>(optimizer->steps()));
+  }
+  const data::Dataset* per_epoch = validation_split > 0.0 ? &validation : (synthetic > 0 ? nullptr : &test);
+  TrainResult result = trainer.fit(train, per_epoch);
+  // With a validation split the test set is evaluated once, at the end.
+  if (validation_split > 0.0 && synthetic == 0 && !result.epochs.empty()) result.epochs.back().test = trainer.evaluate(test);
 
   if (comm->is_root()) {
     // Metrics over 0 samples were not measured: said on stderr, null in the JSON, never 0.
@@ -213,6 +285,11 @@ static int run(int argc, char** argv) {
                           {"test_loss", json_metric(last.test.loss)},
                           {"test_samples", last.test.samples},
                           {"train_samples_per_s", result.samples_per_second()},
+                          {"train_loss", last.train_loss},
+                          {"epochs_trained", result.epochs.size()},
+                          {"global_step", optimizer->steps()},
+                          {"stopped_early", trainer.loop_state().halt},
+                          {"resumed_from", resumed_from.empty() ? nlohmann::json(nullptr) : nlohmann::json(resumed_from)},
                           {"epoch_samples_per_s", epoch_rates},
                           {"params_sha256", parameters_sha256(params)}};
     std::cout << out.dump() << std::endl;

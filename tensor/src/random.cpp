@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <numbers>
+#include <sstream>
+#include <stdexcept>
 
 namespace axon {
 
@@ -10,6 +12,20 @@ float Generator::normal() {
   float u1 = 1.0f - uniform01();
   float u2 = uniform01();
   return std::sqrt(-2.0f * std::log(u1)) * std::cos(2.0f * std::numbers::pi_v<float> * u2);
+}
+
+std::string Generator::state() const {
+  std::ostringstream out;
+  out << engine_;
+  return out.str();
+}
+
+void Generator::set_state(const std::string& text) {
+  std::istringstream in(text);
+  std::mt19937_64 engine;
+  in >> engine;
+  if (in.fail()) throw std::invalid_argument("random generator: not a saved mt19937_64 state");
+  engine_ = engine;
 }
 
 Tensor uniform(const Shape& shape, float low, float high, Generator& gen) {

@@ -28,10 +28,20 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// SplitMix64's finalizer (Steele et al. 2014): a bijective mix of 64 bits.
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// A progress line on stderr. Live (redrawn with \r) on a terminal, or when the launcher tells us
-// the job's terminal is one (AXON_PROGRESS_TTY=1, set by axonrun); otherwise a line per 10%.
+// A progress line on stderr: percent, step/total, samples/s, ETA, loss and accuracy. Live
+// (redrawn with \r) on a terminal, or when the launcher tells us the job's terminal is one
+// (AXON_PROGRESS_TTY=1, set by axonrun); otherwise a line per 10%. The live figures are rank 0's
+// shard scaled to the world; the epoch's last line (finish) prints the figures the result records.
 class ProgressLine {
  public:
   ProgressLine(bool enabled, int epoch, int epochs, size_t steps)
@@ -48,24 +58,36 @@ class ProgressLine {
     return (steps_ ? step * 10 / steps_ : 10) != last_decile_;
   }
 
-  void update(size_t step, double loss, double acc, int64_t samples, bool final_update = false) {
-    if (!due(step, final_update)) return;
+  void update(size_t step, double loss, double acc, int64_t samples) {
+    if (!due(step, false)) return;
     const auto now = Clock::now();
-    const size_t decile = steps_ ? step * 10 / steps_ : 10;
     last_ = now;
-    last_decile_ = decile;
+    last_decile_ = steps_ ? step * 10 / steps_ : 10;
     const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double rate = elapsed > 0 ? static_cast<double>(samples) / elapsed : 0.0;
+    const double eta = step > 0 && steps_ > step ? elapsed / static_cast<double>(step) * static_cast<double>(steps_ - step) : 0.0;
+    print(step, loss, acc, rate, fmt::format("  ETA {:.0f}s", eta), false);
+  }
+
+  // The epoch's final line, with the reduced figures of the epoch result.
+  void finish(int64_t steps_done, double loss, double acc, double samples_per_s) {
+    if (!enabled_) return;
+    print(static_cast<size_t>(steps_done), loss, acc, samples_per_s, "", true);
+  }
+
+ private:
+  void print(size_t step, double loss, double acc, double rate, const std::string& tail, bool final_line) {
     constexpr int width = 24;
     const int filled = steps_ ? static_cast<int>(width * step / steps_) : width;
     std::string bar(static_cast<size_t>(filled), '=');
     bar.resize(width, ' ');
-    std::fprintf(stderr, "%sepoch %d/%d [%s] %zu/%zu  loss %.4f  acc %.4f  %.0f samples/s%s", live_ ? "\r" : "", epoch_,
-                 epochs_, bar.c_str(), step, steps_, loss, acc, elapsed > 0 ? samples / elapsed : 0.0,
-                 live_ && !final_update ? "" : "\n");
+    const int percent = steps_ ? static_cast<int>(100 * step / steps_) : 100;
+    std::fprintf(stderr, "%sepoch %d/%d [%s] %3d%% %zu/%zu  loss %.4f  acc %.4f  %.0f samples/s%s%s", live_ ? "\r" : "",
+                 epoch_, epochs_, bar.c_str(), percent, step, steps_, loss, acc, rate, tail.c_str(),
+                 live_ && !final_line ? "" : "\n");
     std::fflush(stderr);
   }
 
- private:
   bool enabled_, live_ = false;
   int epoch_, epochs_;
   size_t steps_;
@@ -85,7 +107,6 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
       options_(options),
       loss_(loss ? std::move(loss)
                  : LossFn([](const Tensor& output, const Tensor& labels) { return softmax_cross_entropy(output, labels); })),
-      rng_(options.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm.rank() + 1)),
       data_parallel_(comm, params.flat_values(), params.flat_grads()) {
   if (params_.dtype() != DType::f32)
     throw std::invalid_argument(fmt::format("trainer: parameters must be f32 master weights, got {} (set "
@@ -108,8 +129,14 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
           "trainer: cuda_graph with {} ranks needs the nccl communication backend, this job uses {} (which copies "
           "gradients through host memory, something a CUDA graph cannot capture)",
           comm_.size(), comm_.backend()));
+    if (options_.grad_accum != 1)
+      throw std::invalid_argument(fmt::format("trainer: cuda_graph with grad_accum {} is not supported (a graph "
+                                              "captures one whole step); use grad_accum 1",
+                                              options_.grad_accum));
     optimizer_.set_capturable(true);
   }
+  if (options_.grad_accum < 1)
+    throw std::invalid_argument(fmt::format("trainer: grad_accum must be >= 1, got {}", options_.grad_accum));
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
 }
 
@@ -148,6 +175,7 @@ Trainer::Batch Trainer::make_batch(const data::Dataset& dataset, std::span<const
 
 double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
   const int64_t step = optimizer_.steps() + 1;
+  rng_stream_ = (uint64_t{1} << 62) + static_cast<uint64_t>(step);  // apart from fit()'s batch numbers
   Tensor host_labels = Tensor::from_vector({static_cast<int64_t>(labels.size())},
                                            std::vector<int32_t>(labels.begin(), labels.end()), {DType::i32, Device::cpu()});
   return run_step({x.to(params_.device()), host_labels.to(params_.device())}, true, 0, step, step).loss.item_double();
@@ -192,9 +220,9 @@ std::string lr_hint(double lr) {
 }  // namespace
 
 Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch, int64_t step,
-                                      int64_t first_unchecked) {
+                                      int64_t first_unchecked, bool accumulate, int micro_batches) {
   sync_parameters();
-  params_.zero_grad();
+  if (!accumulate) params_.zero_grad();
   const bool mixed = compute_params_.size() > 0;
   if (mixed) {
     // This step's compute copy of the master weights: one cast kernel over the flat buffer.
@@ -206,12 +234,26 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   Tensor x = mixed ? batch.x.to(options_.compute_dtype) : batch.x;
   // A captured step would replay the same random draws forever: stochastic layers get no host
   // generator while capturing (they need a device-side one to be captured).
-  Tensor output = forward(plan_, weights, x, ForwardContext{true, capturing_ ? nullptr : &rng_});
+  // This batch's random draws (dropout masks) come from a generator seeded by (seed, rank, batch
+  // number): a resumed run draws what the uninterrupted one drew, with no generator state to save.
+  Generator rng(splitmix64(options_.seed ^ splitmix64(static_cast<uint64_t>(comm_.rank()) + 1) ^
+                           splitmix64(rng_stream_ + 0x632BE59BD9B4E019ull)));
+  Tensor output = forward(plan_, weights, x, ForwardContext{true, capturing_ ? nullptr : &rng});
   if (output.dtype() != DType::f32) output = output.to(DType::f32);  // the loss is computed in f32
   Tensor loss = loss_(output, batch.labels);
   loss.backward();
   Tensor grads = params_.flat_grads();
-  if (mixed) backend(grads.device()).cast(grads, compute_params_.flat_grads());
+  if (mixed) {
+    if (accumulate) {
+      Tensor widened = compute_params_.flat_grads().to(DType::f32);
+      backend(grads.device()).binary(BinaryOp::add, grads, widened, grads);
+    } else {
+      backend(grads.device()).cast(grads, compute_params_.flat_grads());
+    }
+  }
+  if (micro_batches == 0) return {loss.detach(), output.detach()};  // the update comes with a later batch
+  // The mean of the accumulated batches' gradients (each already a mean over its rows).
+  if (micro_batches > 1) backend(grads.device()).unary(UnaryOp::mul_scalar, grads, 1.0 / micro_batches, grads);
 
   // Where we are, for error messages only (built when needed: this runs every step).
   auto at = [&] {
@@ -288,13 +330,17 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("shuffle", options_.shuffle)
       .add_uint("drop_last", options_.drop_last)
       .add_uint("seed", options_.seed)
+      .add_uint("grad_accum", static_cast<uint64_t>(options_.grad_accum))
       .add_uint("parameter count", params_.count())
       .add_hash("parameter layout fingerprint", layout_fingerprint(params_))
       .add_string("optimizer", optimizer_.config())
       // Not a collective count, but params_sha256 depends on it (BLAS sums in another order), and
       // the result records one value for the whole job.
       .add_uint("BLAS threads per rank (--threads)", static_cast<uint64_t>(num_threads()))
-      .add_uint("optimizer steps taken", static_cast<uint64_t>(optimizer_.steps()));
+      .add_uint("optimizer steps taken", static_cast<uint64_t>(optimizer_.steps()))
+      .add_uint("resumed at epoch", resumed_ ? static_cast<uint64_t>(start_epoch_) : 0)
+      .add_uint("resumed at step", resumed_ ? static_cast<uint64_t>(start_step_) : 0)
+      .add_uint("event handlers", handlers_.size());
   facts.verify(comm_, "trainer");
 
   // The ranks agree on these, so they all fail here alike.
@@ -306,6 +352,10 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
         "trainer: the training set {} has {} samples, fewer than the {} ranks: drop_last leaves every rank nothing",
         where_from(train), train.count, world));
   if (params_.count() == 0) throw std::invalid_argument("trainer: the model has no parameters to train");
+  if (resumed_ && start_step_ > static_cast<int64_t>(steps))
+    throw std::invalid_argument(fmt::format("trainer: the checkpoint is at step {} of an epoch, but an epoch here has "
+                                            "only {} steps (another dataset?)",
+                                            start_step_, steps));
 
   data::DistributedSampler sampler(train.count, comm_.rank(), comm_.size(), options_.seed, options_.shuffle,
                                    options_.drop_last);
@@ -317,13 +367,39 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
   Tensor loss_sum = Tensor::zeros({}, {DType::f64, device});
   Tensor correct = Tensor::zeros({}, {DType::f64, device});
   // CUDA graph mode: the captured step, and the device buffer its batch indices are copied into
-  // before each replay (the graph reads the batch through it).
+  // before each replay (the graph reads the batch through it). A learning-rate change (a
+  // callback's) takes a new capture: the graph holds the rate it was captured with.
   constexpr int kEagerStepsBeforeCapture = 2;  // optimizer state, cuBLAS and the allocator warmed up
   std::unique_ptr<cuda::Graph> graph;
+  double graph_lr = 0.0;
   Tensor graph_indices;
   int eager_full_steps = 0;
+
   TrainResult result;
-  for (int epoch = 0; epoch < options_.epochs; ++epoch) {
+  const bool resuming = resumed_;
+  if (!resuming) {
+    history_.clear();
+    state_.history.clear();
+    start_epoch_ = 0;
+    start_step_ = 0;
+    start_loss_sum_ = start_correct_ = start_samples_ = 0.0;
+  }
+  result.epochs = history_;
+  state_.epochs = options_.epochs;
+  state_.global_step = optimizer_.steps();
+  state_.halt = state_.halt_epoch = false;
+  // Whatever ends fit(), its position is no longer "inside an epoch".
+  struct LiveReset {
+    Trainer* t;
+    ~LiveReset() {
+      t->live_loss_sum_ = t->live_correct_ = nullptr;
+      t->live_epoch_ = -1;
+      t->resumed_ = false;
+    }
+  } live_reset{this};
+  const bool iteration_handlers = has_handlers(Event::iteration_started) || has_handlers(Event::iteration_completed);
+  fire(Event::started, false);
+  for (int epoch = start_epoch_; epoch < options_.epochs && !state_.halt; ++epoch) {
     const std::vector<size_t> indices = sampler.indices(static_cast<uint64_t>(epoch));
     // With a resident dataset, this epoch's sample order goes to the device in one copy.
     Tensor epoch_indices;
@@ -334,13 +410,29 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
     ProgressLine progress(options_.progress && comm_.is_root(), epoch + 1, options_.epochs, steps);
 
     // [loss × samples, correct, samples], then each rank's seconds in its own slot: one all-reduce
-    // per epoch whose size depends only on the world size.
-    loss_sum.fill(0.0);
-    correct.fill(0.0);
+    // per epoch whose size depends only on the world size. A resumed epoch starts from the sums
+    // its checkpoint recorded.
+    const bool continued = resuming && epoch == start_epoch_;
+    const size_t first_step = continued ? static_cast<size_t>(start_step_) : 0;
+    loss_sum.fill(continued ? start_loss_sum_ : 0.0);
+    correct.fill(continued ? start_correct_ : 0.0);
     std::vector<double> totals(3 + world, 0.0);
-    int64_t first_unchecked = 1;
+    totals[2] = continued ? start_samples_ : 0.0;
+    live_epoch_ = epoch;
+    live_loss_sum_ = &loss_sum;
+    live_correct_ = &correct;
+    live_samples_ = totals[2];
+    live_steps_done_ = static_cast<int64_t>(first_step);
+    state_.epoch = epoch + 1;
+    state_.iteration = static_cast<int64_t>(first_step);
+    state_.halt_epoch = false;
+    fire(Event::epoch_started, false);
+    int64_t first_unchecked = static_cast<int64_t>(first_step) + 1;
+    bool check_pending = false;
+    bool halted_in_epoch = false;
+    const size_t accum = static_cast<size_t>(options_.grad_accum);
     const auto start = Clock::now();
-    for (size_t step = 0; step < steps; ++step) {
+    for (size_t step = first_step; step < steps; ++step) {
       const size_t begin = step * options_.batch_size;
       const size_t n = std::min(options_.batch_size, indices.size() - begin);
       const Tensor step_indices = epoch_indices.defined()
@@ -348,11 +440,21 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
                                       : Tensor();
       const std::span<const size_t> batch_indices = std::span<const size_t>(indices).subspan(begin, n);
       const bool last = step + 1 == steps;
-      const bool check = last || (step + 1) % static_cast<size_t>(options_.check_every) == 0;
+      state_.iteration = static_cast<int64_t>(step + 1);
+      rng_stream_ = static_cast<uint64_t>(epoch) * steps + step;
+      if (iteration_handlers) fire(Event::iteration_started, false);
+      // Gradient accumulation groups of `accum` batches from the epoch's start; the last may be short.
+      const size_t position = step % accum, group_size = std::min(accum, steps - (step - position));
+      const bool updates = position + 1 == group_size;
+      check_pending = check_pending || last || (step + 1) % static_cast<size_t>(options_.check_every) == 0;
+      const bool check = updates && check_pending;
+      if (check) check_pending = false;
       const bool replayable = options_.cuda_graph && !check && n == options_.batch_size;
+      if (graph && optimizer_.learning_rate() != graph_lr) graph.reset();
       if (replayable && !graph && eager_full_steps >= kEagerStepsBeforeCapture) {
         graph_indices = Tensor::empty({static_cast<int64_t>(n)}, {DType::i64, device});
         graph = std::make_unique<cuda::Graph>(device.index);
+        graph_lr = optimizer_.learning_rate();
         const int64_t steps_before = optimizer_.steps();
         capturing_ = true;
         try {
@@ -374,16 +476,25 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
         optimizer_.count_replayed_step();
       } else {
         const Batch batch = make_batch(train, batch_indices, resident, step_indices);
-        accumulate_metrics(run_step(batch, check, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked), batch,
-                           loss_sum, correct);
+        accumulate_metrics(run_step(batch, check, epoch + 1, static_cast<int64_t>(step + 1), first_unchecked,
+                                    position > 0, updates ? static_cast<int>(group_size) : 0),
+                           batch, loss_sum, correct);
         if (n == options_.batch_size) ++eager_full_steps;
       }
       if (check) first_unchecked = static_cast<int64_t>(step + 2);
       totals[2] += static_cast<double>(n);
-      if (check && progress.due(step + 1, last)) {
+      live_samples_ = totals[2];
+      live_steps_done_ = static_cast<int64_t>(step + 1);
+      state_.global_step = optimizer_.steps();
+      if (check && progress.due(step + 1, false)) {
         // Rank 0's line shows its own shard; the epoch summary below is global.
         progress.update(step + 1, loss_sum.item_double() / totals[2], correct.item_double() / totals[2],
-                        static_cast<int64_t>(totals[2]) * comm_.size(), last);
+                        static_cast<int64_t>(totals[2]) * comm_.size());
+      }
+      if (iteration_handlers) fire(Event::iteration_completed, true);
+      if ((state_.halt || state_.halt_epoch) && updates) {
+        halted_in_epoch = !last;
+        break;
       }
     }
     totals[0] = loss_sum.item_double();
@@ -396,13 +507,98 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
     er.train_loss = totals[0] / totals[2];
     er.train_accuracy = totals[1] / totals[2];
     er.train_seconds = *std::max_element(totals.begin() + 3, totals.end());
-    er.train_samples = static_cast<int64_t>(totals[2]);
+    er.train_samples = static_cast<int64_t>(totals[2]);  // the whole epoch's, a resumed part included
+    // One throughput figure everywhere: all ranks' samples this run over the slowest rank's seconds.
+    const double run_samples = (totals[2] - (continued ? start_samples_ * static_cast<double>(world) : 0.0));
+    progress.finish(live_steps_done_, er.train_loss, er.train_accuracy,
+                    er.train_seconds > 0 ? run_samples / er.train_seconds : 0.0);
     if (test) er.test = evaluate_agreed(*test, epoch + 1);
     result.train_seconds += er.train_seconds;
-    result.train_samples += er.train_samples;
+    result.train_samples += static_cast<int64_t>(run_samples);
     result.epochs.push_back(er);
+    history_.push_back(er);
+
+    std::map<std::string, double> metrics{{"train_loss", er.train_loss},
+                                          {"train_accuracy", er.train_accuracy},
+                                          {"epoch_seconds", er.train_seconds},
+                                          {"samples_per_s", er.train_seconds > 0 ? run_samples / er.train_seconds : 0.0},
+                                          {"lr", optimizer_.learning_rate()}};
+    if (er.test.loss) metrics["validation_loss"] = *er.test.loss;
+    if (er.test.accuracy) metrics["validation_accuracy"] = *er.test.accuracy;
+    state_.metrics = metrics;
+    state_.history.push_back(metrics);
+    state_.iteration = live_steps_done_;
+    // From here a checkpoint records the next epoch's start.
+    live_loss_sum_ = live_correct_ = nullptr;
+    live_samples_ = 0.0;
+    live_steps_done_ = 0;
+    live_epoch_ = epoch + 1;
+    resumed_ = false;
+    fire(halted_in_epoch ? Event::epoch_halted : Event::epoch_completed, true);
   }
+  fire(state_.halt ? Event::halted : Event::completed, false);
   return result;
+}
+
+const char* event_name(Event event) {
+  switch (event) {
+    case Event::started: return "started";
+    case Event::epoch_started: return "epoch_started";
+    case Event::iteration_started: return "iteration_started";
+    case Event::iteration_completed: return "iteration_completed";
+    case Event::epoch_completed: return "epoch_completed";
+    case Event::epoch_halted: return "epoch_halted";
+    case Event::halted: return "halted";
+    case Event::completed: return "completed";
+  }
+  return "?";
+}
+
+Trainer& Trainer::on(Event event, EventHandler handler, EventFilter filter) {
+  if (!handler) throw std::invalid_argument(fmt::format("trainer: empty handler for event {}", event_name(event)));
+  if (filter.every < 1)
+    throw std::invalid_argument(fmt::format("trainer: event filter every must be >= 1, got {} (event {})", filter.every,
+                                            event_name(event)));
+  handlers_.push_back({event, std::move(handler), filter, 0});
+  return *this;
+}
+
+bool Trainer::has_handlers(Event event) const {
+  return std::any_of(handlers_.begin(), handlers_.end(), [event](const Subscription& s) { return s.event == event; });
+}
+
+Trainer& Trainer::add_callback(std::shared_ptr<Callback> callback) {
+  if (!callback) throw std::invalid_argument("trainer: add_callback given no callback");
+  for (const auto& c : callbacks_)
+    if (c->name() == callback->name())
+      throw std::invalid_argument(fmt::format("trainer: a callback named '{}' is already attached", callback->name()));
+  callback->attach(*this);
+  if (pending_callback_state_.contains(callback->name())) {
+    callback->load_state(pending_callback_state_[callback->name()]);
+    pending_callback_state_.erase(callback->name());
+  }
+  callbacks_.push_back(std::move(callback));
+  return *this;
+}
+
+void Trainer::fire(Event event, bool halts_possible) {
+  bool any = false;
+  for (Subscription& s : handlers_) {
+    if (s.event != event) continue;
+    any = true;
+    const int64_t occurrence = s.seen++;
+    if (s.filter.once && occurrence > 0) continue;
+    if (occurrence % s.filter.every != 0) continue;
+    s.handler(*this, state_);
+  }
+  // A halt asked for on one rank halts all of them at the same point, or ranks would wait for each
+  // other in different collectives.
+  if (halts_possible && any && comm_.size() > 1) {
+    std::vector<double> flags{state_.halt ? 1.0 : 0.0, state_.halt_epoch ? 1.0 : 0.0};
+    comm_.allreduce(flags, ReduceOp::max);
+    state_.halt = flags[0] != 0.0;
+    state_.halt_epoch = flags[1] != 0.0;
+  }
 }
 
 EvalResult Trainer::evaluate(const data::Dataset& dataset) {

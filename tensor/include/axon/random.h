@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 
 #include "axon/tensor.h"
 
@@ -19,6 +20,12 @@ class Generator {
   float uniform(float low, float high) { return low + (high - low) * uniform01(); }
   // Standard normal by Box–Muller.
   float normal();
+
+  // The engine's full state as text (std::mt19937_64's standard stream format), for checkpoints:
+  // a generator restored with set_state continues the same sequence. set_state throws
+  // std::invalid_argument when the text is not such a state.
+  std::string state() const;
+  void set_state(const std::string& text);
 
  private:
   std::mt19937_64 engine_;

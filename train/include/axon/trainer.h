@@ -9,6 +9,9 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -52,6 +55,53 @@ struct TrainOptions {
   // to capturable mode (Optimizer::set_capturable). The trainer's constructor throws
   // std::invalid_argument naming what is missing.
   bool cuda_graph = false;
+  // Gradient accumulation: an optimizer step every grad_accum batches (micro-batches of
+  // batch_size), on the mean of their gradients; the last step of an epoch may average fewer.
+  // Not with cuda_graph (the constructor says so).
+  int grad_accum = 1;
+};
+
+// The events of the training loop, in the order of the seed's Axon.Loop: started, then per epoch
+// epoch_started, per step iteration_started and iteration_completed, then epoch_completed (or
+// epoch_halted when a handler ended the epoch early), and finally completed (or halted).
+enum class Event { started, epoch_started, iteration_started, iteration_completed, epoch_completed, epoch_halted,
+                   halted, completed };
+const char* event_name(Event event);
+
+// What event handlers see, and how they stop the loop. Identical on every rank: metrics are
+// reduced over the ranks before any handler sees them, and halt requests are agreed (a request
+// on any rank halts every rank at the same point).
+struct LoopState {
+  int epoch = 0;            // 1-based epoch in progress (or just completed)
+  int epochs = 0;           // the epochs the loop runs (TrainOptions::epochs)
+  int64_t iteration = 0;    // 1-based step within the epoch at iteration events; steps done at epoch events
+  int64_t global_step = 0;  // optimizer steps since training began (across resumes)
+  // At epoch_completed/epoch_halted and later: train_loss, train_accuracy, samples_per_s,
+  // epoch_seconds, lr, and validation_loss/validation_accuracy when there is validation data.
+  std::map<std::string, double> metrics;
+  std::vector<std::map<std::string, double>> history;  // metrics of every finished epoch
+  bool halt_epoch = false;  // set by a handler: end this epoch after the current step
+  bool halt = false;        // set by a handler: end training after the current step or epoch
+};
+
+class Trainer;
+using EventHandler = std::function<void(Trainer& trainer, LoopState& state)>;
+// Which occurrences of an event call the handler: every `every`-th (counted from the first), only
+// the first when `once`.
+struct EventFilter {
+  int64_t every = 1;
+  bool once = false;
+};
+
+// A callback: a named set of handlers with state that checkpoints keep (EarlyStopping's best
+// value and patience counter, ...). See axon/callbacks.h for the built-in ones.
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual std::string name() const = 0;  // unique per trainer: the key of its checkpointed state
+  virtual void attach(Trainer& trainer) = 0;
+  virtual nlohmann::json state() const { return nullptr; }
+  virtual void load_state(const nlohmann::json& state) { (void)state; }
 };
 
 // Metrics over zero samples were not measured: loss and accuracy are then empty, never 0.
@@ -116,6 +166,33 @@ class Trainer {
   // NonFiniteError (on every rank) when any rank's loss or the averaged gradient is not finite.
   double train_step(const Tensor& x, std::span<const int32_t> labels);
 
+  // Calls `handler` at `event` (filtered). Handlers run on every rank, in the order added.
+  Trainer& on(Event event, EventHandler handler, EventFilter filter = {});
+  // Attaches a callback (it subscribes its handlers) and keeps its state in checkpoints. Throws
+  // std::invalid_argument when a callback of the same name is already attached.
+  Trainer& add_callback(std::shared_ptr<Callback> callback);
+
+  // Writes a checkpoint of the current position (between steps: after fit, or from an event
+  // handler) to dir/step-<global step> (axon/checkpoint.h). Collective: rank 0 writes, every rank
+  // returns or throws CheckpointError alike (a full disk on rank 0 stops every rank). Returns the
+  // checkpoint's path.
+  std::string save_checkpoint(const std::string& dir);
+  // Restores parameters, optimizer state and step count, learning rate, the loop position (epoch,
+  // step within it, the epoch's partial loss and accuracy sums), RNG state, metric history and
+  // callback state from `path` (a checkpoint, or a folder of them: the newest valid one), so that
+  // the next fit() continues exactly where the saved run was: the rest of the run is
+  // bit-identical to an uninterrupted one on the same number of ranks and threads. Call on every
+  // rank. Throws CheckpointError naming the file and check that failed, or std::invalid_argument
+  // when the checkpoint is for another model (parameter names or shapes), another optimizer, or,
+  // mid-epoch, another world size, batch size, seed or shuffle setting. Returns the path used.
+  std::string load_checkpoint(const std::string& path);
+
+  const LoopState& loop_state() const { return state_; }
+  Optimizer& optimizer() { return optimizer_; }
+  Parameters& parameters() { return params_; }
+  Communicator& communicator() { return comm_; }
+  const TrainOptions& options() const { return options_; }
+
  private:
   // A batch on the parameters' device: inputs (f32) and i32 labels.
   struct Batch {
@@ -137,7 +214,14 @@ class Trainer {
   };
   // One step. With check = true the loss is read on the host and the averaged gradient checked
   // for non-finite values (NonFiniteError naming `at`); otherwise nothing waits for the device.
-  StepResult run_step(const Batch& batch, bool check, int epoch, int64_t step, int64_t first_unchecked);
+  // Gradient accumulation: `accumulate` adds this batch's gradient to the previous ones' (no
+  // zeroing first), and `micro_batches` > 0 makes it the last of that many, which then updates
+  // (their mean gradient). A plain step is accumulate = false, micro_batches = 1.
+  StepResult run_step(const Batch& batch, bool check, int epoch, int64_t step, int64_t first_unchecked,
+                      bool accumulate = false, int micro_batches = 1);
+  // Calls the handlers of `event`; with halts_possible, agrees on halt requests across ranks.
+  void fire(Event event, bool halts_possible);
+  bool has_handlers(Event event) const;
   // Queues loss_sum += loss × rows and correct += the rows whose argmax is the label (no host sync).
   static void accumulate_metrics(const StepResult& result, const Batch& batch, Tensor& loss_sum, Tensor& correct);
   void sync_parameters();
@@ -150,11 +234,34 @@ class Trainer {
   Communicator& comm_;
   TrainOptions options_;
   LossFn loss_;
-  Generator rng_;
+  uint64_t rng_stream_ = 0;  // the batch number that seeds this step's random draws
+  bool resumed_ = false;     // load_checkpoint set the start position below
   DataParallel data_parallel_;
   Parameters compute_params_;  // the compute-dtype copy under mixed precision; empty otherwise
   bool synced_ = false;
   bool capturing_ = false;  // run_step is being recorded into a CUDA graph
+
+  // The loop's position and history (checkpointed), and where a resumed fit() starts.
+  LoopState state_;
+  std::vector<EpochResult> history_;
+  int start_epoch_ = 0;       // 0-based
+  int64_t start_step_ = 0;    // steps of that epoch already done
+  double start_loss_sum_ = 0.0, start_correct_ = 0.0, start_samples_ = 0.0;
+  // While fit() runs: the epoch's device sums and sample count, for a mid-epoch checkpoint.
+  Tensor* live_loss_sum_ = nullptr;
+  Tensor* live_correct_ = nullptr;
+  double live_samples_ = 0.0;
+  int64_t live_steps_done_ = 0;
+  int live_epoch_ = -1;       // 0-based epoch in progress, -1 outside fit()
+  struct Subscription {
+    Event event;
+    EventHandler handler;
+    EventFilter filter;
+    int64_t seen = 0;
+  };
+  std::vector<Subscription> handlers_;
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  nlohmann::json pending_callback_state_ = nlohmann::json::object();  // loaded before the callback was added
 };
 
 // A hash of the parameter names and shapes, equal on ranks that built the same model.

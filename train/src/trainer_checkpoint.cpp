@@ -1,0 +1,251 @@
+// Trainer::save_checkpoint and Trainer::load_checkpoint: what a checkpoint holds about the run,
+// and how a resumed fit() continues it exactly (axon/checkpoint.h has the files and their checks).
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <stdexcept>
+
+#include "axon/checkpoint.h"
+#include "axon/trainer.h"
+
+#ifndef AXON_VERSION
+#define AXON_VERSION "unknown"
+#endif
+
+namespace axon {
+
+namespace {
+
+constexpr const char* kModelFile = "model.safetensors";
+constexpr const char* kOptimizerFile = "optimizer.safetensors";
+
+nlohmann::json epoch_to_json(const EpochResult& e) {
+  nlohmann::json j = {{"epoch", e.epoch},
+                      {"train_loss", e.train_loss},
+                      {"train_accuracy", e.train_accuracy},
+                      {"train_seconds", e.train_seconds},
+                      {"train_samples", e.train_samples},
+                      {"test_samples", e.test.samples}};
+  if (e.test.loss) j["test_loss"] = *e.test.loss;
+  if (e.test.accuracy) j["test_accuracy"] = *e.test.accuracy;
+  return j;
+}
+
+EpochResult epoch_from_json(const nlohmann::json& j) {
+  EpochResult e;
+  e.epoch = j.at("epoch").get<int>();
+  e.train_loss = j.at("train_loss").get<double>();
+  e.train_accuracy = j.at("train_accuracy").get<double>();
+  e.train_seconds = j.at("train_seconds").get<double>();
+  e.train_samples = j.at("train_samples").get<int64_t>();
+  e.test.samples = j.at("test_samples").get<int64_t>();
+  if (j.contains("test_loss")) e.test.loss = j["test_loss"].get<double>();
+  if (j.contains("test_accuracy")) e.test.accuracy = j["test_accuracy"].get<double>();
+  return e;
+}
+
+}  // namespace
+
+std::string Trainer::save_checkpoint(const std::string& dir) {
+  const int64_t step = optimizer_.steps();
+  const std::string path = (std::filesystem::path(dir) / checkpoint_name(step)).string();
+  const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
+  // The position: inside fit() the epoch in progress and its steps done; else where a resumed
+  // fit() would start, or after the epochs trained so far.
+  int epoch = static_cast<int>(history_.size());
+  int64_t step_in_epoch = 0;
+  double loss_sum = 0.0, correct = 0.0, samples = 0.0;
+  if (live_epoch_ >= 0) {
+    epoch = live_epoch_;
+    step_in_epoch = live_steps_done_;
+    samples = live_samples_;
+    if (live_loss_sum_) {
+      loss_sum = live_loss_sum_->item_double();
+      correct = live_correct_->item_double();
+    }
+    if (live_loss_sum_ && options_.grad_accum > 1 && step_in_epoch % options_.grad_accum != 0)
+      throw std::logic_error(fmt::format(
+          "trainer: save_checkpoint at step {} of epoch {}, inside a gradient-accumulation group of {} batches (the "
+          "accumulated gradient is not saved); save at a multiple of {} steps",
+          step_in_epoch, epoch + 1, options_.grad_accum, options_.grad_accum));
+  } else if (resumed_) {
+    epoch = start_epoch_;
+    step_in_epoch = start_step_;
+    loss_sum = start_loss_sum_;
+    correct = start_correct_;
+    samples = start_samples_;
+  }
+  // Each rank's own partial epoch sums, gathered to rank 0 through one sum-reduction.
+  std::vector<double> partial(3 * world, 0.0);
+  partial[3 * rank] = loss_sum;
+  partial[3 * rank + 1] = correct;
+  partial[3 * rank + 2] = samples;
+  comm_.allreduce(partial, ReduceOp::sum);
+
+  std::string error;
+  if (comm_.is_root()) {
+    try {
+      nlohmann::json meta;
+      meta["axon_version"] = AXON_VERSION;
+      meta["global_step"] = step;
+      meta["epoch"] = epoch;
+      meta["step_in_epoch"] = step_in_epoch;
+      nlohmann::json ranks = nlohmann::json::array();
+      for (size_t r = 0; r < world; ++r)
+        ranks.push_back({{"loss_sum", partial[3 * r]}, {"correct", partial[3 * r + 1]}, {"samples", partial[3 * r + 2]}});
+      meta["epoch_partial_sums"] = ranks;
+      meta["world_size"] = world;
+      meta["batch_size"] = options_.batch_size;
+      meta["seed"] = options_.seed;
+      meta["shuffle"] = options_.shuffle;
+      meta["drop_last"] = options_.drop_last;
+      meta["grad_accum"] = options_.grad_accum;
+      meta["epochs_planned"] = options_.epochs;
+      meta["model_fingerprint"] = fmt::format("{:016x}", layout_fingerprint(params_));
+      meta["parameter_count"] = params_.count();
+      meta["optimizer"] = {{"name", optimizer_.name()},
+                           {"config", optimizer_.config()},
+                           {"lr", optimizer_.learning_rate()},
+                           {"steps", optimizer_.steps()}};
+      nlohmann::json history = nlohmann::json::array();
+      for (const EpochResult& e : history_) history.push_back(epoch_to_json(e));
+      meta["history"] = history;
+      nlohmann::json callbacks = pending_callback_state_;
+      for (const auto& c : callbacks_) callbacks[c->name()] = c->state();
+      meta["callbacks"] = callbacks;
+      std::map<std::string, NamedTensors> files;
+      NamedTensors& model = files[kModelFile];
+      for (const auto& entry : params_.entries()) model.emplace_back(entry.name, entry.value);
+      NamedTensors opt;
+      for (const auto& [name, tensor] : optimizer_.state())
+        if (tensor->defined()) opt.emplace_back(name, *tensor);
+      if (!opt.empty()) files[kOptimizerFile] = std::move(opt);
+      write_checkpoint(dir, checkpoint_name(step), files, meta);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  // Every rank learns whether rank 0 succeeded, so a failed write stops all ranks alike.
+  std::vector<double> failed{error.empty() ? 0.0 : 1.0};
+  comm_.allreduce(failed, ReduceOp::max);
+  if (failed[0] != 0.0)
+    throw CheckpointError(comm_.is_root() ? error
+                                          : fmt::format("trainer: rank 0 could not write checkpoint {} (rank 0's "
+                                                        "message says why)",
+                                                        path));
+  return path;
+}
+
+std::string Trainer::load_checkpoint(const std::string& path) {
+  const LoadedCheckpoint ck = find_checkpoint(path);
+  const nlohmann::json& meta = ck.meta;
+  auto fail = [&](const std::string& what) {
+    return std::invalid_argument(fmt::format("trainer: cannot resume from checkpoint {}: {}", ck.path, what));
+  };
+  try {
+    const std::string fingerprint = fmt::format("{:016x}", layout_fingerprint(params_));
+    if (meta.at("model_fingerprint").get<std::string>() != fingerprint)
+      throw fail(fmt::format("it is for another model (parameter layout {} there, {} here)",
+                             meta.at("model_fingerprint").get<std::string>(), fingerprint));
+    const nlohmann::json& opt = meta.at("optimizer");
+    if (opt.at("name").get<std::string>() != optimizer_.name())
+      throw fail(fmt::format("it was written by optimizer {}, this run uses {}", opt.at("name").get<std::string>(),
+                             optimizer_.name()));
+    const int64_t step_in_epoch = meta.at("step_in_epoch").get<int64_t>();
+    const size_t world = static_cast<size_t>(comm_.size());
+    if (step_in_epoch > 0) {
+      // Mid-epoch, the rest of the epoch's sample order depends on these.
+      std::vector<std::string> differ;
+      auto same = [&](const char* key, const auto& here) {
+        if (meta.at(key) != nlohmann::json(here)) differ.push_back(fmt::format("{} {} there, {} here", key, meta.at(key).dump(), nlohmann::json(here).dump()));
+      };
+      same("world_size", world);
+      same("batch_size", options_.batch_size);
+      same("seed", options_.seed);
+      same("shuffle", options_.shuffle);
+      same("drop_last", options_.drop_last);
+      same("grad_accum", options_.grad_accum);
+      if (!differ.empty()) {
+        std::string text;
+        for (const std::string& d : differ) text += (text.empty() ? "" : "; ") + d;
+        throw fail(fmt::format("it was saved in the middle of an epoch (step {}), whose remaining batches depend on "
+                               "settings that differ: {}",
+                               step_in_epoch, text));
+      }
+    }
+
+    // Parameters, by name and shape.
+    const auto model = ck.files.find(kModelFile);
+    if (model == ck.files.end()) throw fail(fmt::format("it has no {}", kModelFile));
+    std::map<std::string, const Tensor*> saved;
+    for (const auto& [name, tensor] : model->second) saved[name] = &tensor;
+    for (const auto& entry : params_.entries()) {
+      const auto it = saved.find(entry.name);
+      if (it == saved.end()) throw fail(fmt::format("{} has no parameter '{}'", kModelFile, entry.name));
+      if (it->second->shape() != entry.value.shape() || it->second->dtype() != DType::f32)
+        throw fail(fmt::format("parameter '{}' is {} {} there, {} f32 here", entry.name, shape_str(it->second->shape()),
+                               dtype_name(it->second->dtype()), shape_str(entry.value.shape())));
+    }
+    // Optimizer state.
+    std::map<std::string, const Tensor*> saved_state;
+    if (const auto o = ck.files.find(kOptimizerFile); o != ck.files.end())
+      for (const auto& [name, tensor] : o->second) saved_state[name] = &tensor;
+    for (const auto& [name, tensor] : optimizer_.state()) {
+      (void)tensor;
+      const auto it = saved_state.find(name);
+      if (it != saved_state.end() &&
+          (it->second->numel() != static_cast<int64_t>(params_.count()) || it->second->dtype() != DType::f32))
+        throw fail(fmt::format("optimizer state '{}' holds {} {} values for {} parameters", name, it->second->numel(),
+                               dtype_name(it->second->dtype()), params_.count()));
+    }
+    const nlohmann::json& sums = meta.at("epoch_partial_sums");
+    if (step_in_epoch > 0 && sums.size() != world)
+      throw fail(fmt::format("it holds partial sums of {} ranks, this job has {}", sums.size(), world));
+
+    // Everything checked: apply.
+    for (const auto& entry : params_.entries()) {
+      Tensor dst = entry.value;
+      dst.copy_from(saved.at(entry.name)->to(dst.device()));
+    }
+    for (const auto& [name, tensor] : optimizer_.state()) {
+      const auto it = saved_state.find(name);
+      *tensor = it == saved_state.end() ? Tensor() : it->second->to(params_.device());
+    }
+    optimizer_.set_learning_rate(opt.at("lr").get<double>());
+    optimizer_.set_steps(opt.at("steps").get<int64_t>());
+    history_.clear();
+    state_.history.clear();
+    for (const auto& e : meta.at("history")) history_.push_back(epoch_from_json(e));
+    for (const EpochResult& e : history_) {
+      std::map<std::string, double> m{{"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
+                                      {"epoch_seconds", e.train_seconds}};
+      if (e.test.loss) m["validation_loss"] = *e.test.loss;
+      if (e.test.accuracy) m["validation_accuracy"] = *e.test.accuracy;
+      state_.history.push_back(m);
+    }
+    start_epoch_ = meta.at("epoch").get<int>();
+    start_step_ = step_in_epoch;
+    const size_t rank = static_cast<size_t>(comm_.rank());
+    const nlohmann::json mine = rank < sums.size() ? sums[rank] : nlohmann::json{{"loss_sum", 0.0}, {"correct", 0.0}, {"samples", 0.0}};
+    start_loss_sum_ = mine.at("loss_sum").get<double>();
+    start_correct_ = mine.at("correct").get<double>();
+    start_samples_ = mine.at("samples").get<double>();
+    pending_callback_state_ = nlohmann::json::object();
+    const nlohmann::json& callbacks = meta.at("callbacks");
+    for (const auto& [name, value] : callbacks.items()) pending_callback_state_[name] = value;
+    for (const auto& c : callbacks_) {
+      if (pending_callback_state_.contains(c->name())) {
+        c->load_state(pending_callback_state_[c->name()]);
+        pending_callback_state_.erase(c->name());
+      }
+    }
+    state_.global_step = optimizer_.steps();
+    resumed_ = true;
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(fmt::format("checkpoint {}: meta.json lacks a field or has one of the wrong type ({})",
+                                      ck.path, e.what()));
+  }
+  return ck.path;
+}
+
+}  // namespace axon
