@@ -36,11 +36,11 @@ std::shared_ptr<Callback> early_stopping(EarlyStoppingOptions options = {});
 // and/or every `every_steps` optimizer steps (0 turns either off), keeping the newest `keep_last`
 // (0 keeps all) and, when `monitor` is set, also the best one by that metric.
 struct ModelCheckpointOptions {
-  std::string dir;
+  std::string dir{};
   int every_epochs = 1;
   int64_t every_steps = 0;
   int keep_last = 0;
-  std::string monitor;  // empty: no best-keeping
+  std::string monitor{};  // empty: no best-keeping
   MonitorMode mode = MonitorMode::min;
 };
 std::shared_ptr<Callback> model_checkpoint(ModelCheckpointOptions options);
