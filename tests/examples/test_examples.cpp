@@ -1,6 +1,8 @@
 // End-to-end checks of the example programs, run as a user would run them.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <fmt/format.h>
 #include <zlib.h>
 
 #include <csignal>
@@ -20,6 +22,7 @@
 
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace fs = std::filesystem;
 
 using Result = axon::testing::CommandResult;
@@ -580,4 +583,99 @@ TEST(FashionMnistGpu, TwoRanksOnTwoGpusOverNcclAndMpi) {
     EXPECT_EQ(j["backend"], backend);
     EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << backend;
   }
+}
+
+// ---- checkpoints, resume, early stopping, logs through fashion_mnist ----
+
+namespace {
+std::string tiny_training(const fs::path& data, const std::string& extra) {
+  return bin("fashion_mnist") + " --no-progress --batch-size 16 --threads 1 --seed 3 --data " + data.string() + " " + extra;
+}
+}  // namespace
+
+// Two epochs straight, and one epoch then --resume for the second (from the epoch's end, and from
+// the middle of epoch 2), give the same parameters and final loss, on one and on two ranks.
+TEST_F(TinyData, ResumeGivesTheSameParametersAndLossOnOneAndTwoRanks) {
+  AXON_REQUIRE_MPI();
+  for (int np : {1, 2}) {
+    SCOPED_TRACE(np);
+    auto run = [&](const std::string& extra) {
+      const std::string command = tiny_training(dir_, extra);
+      Result r = run_command(np == 1 ? command : mpirun(np, command));
+      EXPECT_EQ(r.code, 0) << extra << "\n" << r.output;
+      return r;
+    };
+    const std::string a = (dir_ / ("a" + std::to_string(np))).string(), b = (dir_ / ("b" + std::to_string(np))).string();
+    const nlohmann::json straight = last_json_line(run("--epochs 2").output);
+    run("--epochs 1 --checkpoint-dir " + a);
+    const nlohmann::json resumed = last_json_line(run("--epochs 2 --resume " + a).output);
+    EXPECT_EQ(resumed["params_sha256"], straight["params_sha256"]);
+    EXPECT_EQ(resumed["train_loss"], straight["train_loss"]);
+    EXPECT_EQ(resumed["test_accuracy"], straight["test_accuracy"]);
+    EXPECT_EQ(resumed["resumed_from"], a + "/step-" + fmt::format("{:09d}", 4 / np));
+    // Mid-epoch: a checkpoint after every step; resume from the first step of epoch 2.
+    run("--epochs 2 --checkpoint-dir " + b + " --checkpoint-every 1");
+    const std::string mid = b + "/step-" + fmt::format("{:09d}", 4 / np + 1);
+    const nlohmann::json from_mid = last_json_line(run("--epochs 2 --resume " + mid).output);
+    EXPECT_EQ(from_mid["params_sha256"], straight["params_sha256"]);
+    EXPECT_EQ(from_mid["train_loss"], straight["train_loss"]);
+    // --resume auto with nothing there starts fresh; with checkpoints, continues from the newest.
+    const nlohmann::json fresh = last_json_line(run("--epochs 2 --resume auto --checkpoint-dir " + (dir_ / ("c" + std::to_string(np))).string()).output);
+    EXPECT_TRUE(fresh["resumed_from"].is_null());
+    EXPECT_EQ(fresh["params_sha256"], straight["params_sha256"]);
+  }
+}
+
+// A checkpoint with one altered byte is refused, naming the file and the check; nothing trains.
+TEST_F(TinyData, AnAlteredCheckpointIsRefusedAndNothingTrains) {
+  const std::string ck = (dir_ / "ck").string();
+  ASSERT_EQ(run_command(tiny_training(dir_, "--epochs 1 --checkpoint-dir " + ck)).code, 0);
+  const std::string model = ck + "/step-000000004/model.safetensors";
+  std::string bytes;
+  {
+    std::ifstream in(model, std::ios::binary);
+    bytes.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(bytes.size(), 100u);
+  bytes[bytes.size() - 50] ^= 0x01;
+  std::ofstream(model, std::ios::binary | std::ios::trunc) << bytes;
+  Result r = run_command(tiny_training(dir_, "--epochs 2 --resume " + ck + "/step-000000004"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(model + " fails its SHA-256 check"));
+  EXPECT_THAT(r.output, Not(HasSubstr("params_sha256")));
+  EXPECT_THAT(r.output, Not(HasSubstr("epoch 1:")));
+}
+
+// Two ranks evaluate different halves of the validation data (different local losses); the
+// reduced loss decides, so both stop after the same epoch and the job ends cleanly.
+TEST_F(TinyData, EarlyStoppingStopsEveryRankAtTheSameEpoch) {
+  AXON_REQUIRE_MPI();
+  const std::string logs = (dir_ / "logs").string();
+  Result r = run_command(mpirun(2, bin("fashion_mnist") +
+                                       " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 256 "
+                                       "--validation-split 0.25 --epochs 30 --early-stopping-patience 1 --optimizer sgd "
+                                       "--lr 0.05 --log-dir " + logs));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = last_json_line(r.output);
+  EXPECT_TRUE(j["stopped_early"].get<bool>());
+  const int epochs = j["epochs_trained"];
+  EXPECT_LT(epochs, 30);
+  EXPECT_EQ(count(r.output, "axon: early stopping after epoch " + std::to_string(epochs) + ":"), 1u) << r.output;
+  // Rank 0 alone logged, one row per epoch.
+  std::ifstream csv(logs + "/metrics.csv");
+  std::string line;
+  int rows = -1;
+  while (std::getline(csv, line)) ++rows;
+  EXPECT_EQ(rows, epochs);
+}
+
+TEST(FashionMnist, CheckpointFlagsWithoutAFolderAreUsageErrors) {
+  for (const char* args : {"--checkpoint-every 5", "--keep-checkpoints 2", "--resume auto"}) {
+    Result r = run_command(bin("fashion_mnist") + " --synthetic 10 " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_THAT(r.output, HasSubstr("fashion_mnist: error: --")) << args;
+  }
+  Result r = run_command(bin("fashion_mnist") + " --synthetic 64 --no-progress --resume /nonexistent/ckpt");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("checkpoint: /nonexistent/ckpt does not exist"));
 }
