@@ -251,9 +251,10 @@ static int run(int argc, char** argv) {
     // Metrics over 0 samples were not measured: said on stderr, null in the JSON, never 0.
     auto metric = [](const std::optional<double>& v) { return v ? fmt::format("{:.4f}", *v) : std::string("n/a"); };
     for (const EpochResult& e : result.epochs)
-      std::fprintf(stderr, "epoch %d: train loss %.4f acc %.4f | test loss %s acc %s | %.2fs\n", e.epoch,
-                   e.train_loss, e.train_accuracy, metric(e.test.loss).c_str(), metric(e.test.accuracy).c_str(),
-                   e.train_seconds);
+      std::fprintf(stderr, "epoch %d: train loss %.4f acc %.4f | %s loss %s acc %s | %.2fs\n", e.epoch,
+                   e.train_loss, e.train_accuracy,
+                   validation_split > 0.0 && &e != &result.epochs.back() ? "validation" : "test",
+                   metric(e.test.loss).c_str(), metric(e.test.accuracy).c_str(), e.train_seconds);
     const EpochResult& last = result.epochs.back();
     if (synthetic > 0)
       std::fprintf(stderr, "fashion_mnist: note: synthetic data has no test split: test metrics not measured\n");
