@@ -63,7 +63,7 @@ static int run(int argc, char** argv) {
   bool no_progress = false, cuda_graph = false;
   double validation_split = 0.0;
   int early_stopping_patience = 0, keep_checkpoints = 0, grad_accum = 1;
-  int64_t checkpoint_every = 0;
+  int64_t checkpoint_every = 0, validate_every = 0;
   std::string checkpoint_dir, resume, log_dir;
   std::string device_name = "cpu", precision = "f32", backend_name = "auto";
   app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big"}));
@@ -97,6 +97,8 @@ static int run(int argc, char** argv) {
                  "Hold out this fraction of the training set (its last samples) as validation data, evaluated "
                  "after every epoch; the test set is then evaluated once at the end")
       ->check(CLI::Range(0.0, 0.5));
+  cli::add_integer(app, "--validate-every", validate_every, int64_t{0}, std::numeric_limits<int64_t>::max(),
+                   "Also validate every N optimizer steps (0: at epoch ends only; logged as step/* in TensorBoard)");
   cli::add_integer(app, "--early-stopping-patience", early_stopping_patience, 0, 1000000,
                    "Stop when validation loss has not improved for this many epochs (0: off)");
   app.add_option("--checkpoint-dir", checkpoint_dir,
@@ -216,6 +218,7 @@ static int run(int argc, char** argv) {
   options.compute_dtype = parse_dtype(precision);
   options.cuda_graph = cuda_graph;
   options.grad_accum = grad_accum;
+  options.validate_every_steps = validate_every;
   Trainer trainer(model, params, *optimizer, *comm, options);
   // Every rank attaches the same callbacks (they decide alike; only rank 0 writes).
   if (!log_dir.empty()) {

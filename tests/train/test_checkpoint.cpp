@@ -499,3 +499,44 @@ TEST(GradAccum, TwoHalfBatchesStepLikeOneFullBatch) {
 
 }  // namespace
 }  // namespace axon
+
+namespace axon {
+namespace {
+
+// Validation every 5 steps between epoch ends: handlers see it at those steps, and TensorBoard
+// gets it as step/* scalars at the global step.
+TEST_F(LogsTest, ValidationEveryNStepsReachesHandlersAndTensorBoard) {
+  const data::Dataset train = tiny_dataset(320, 1), validation = tiny_dataset(64, 2);  // 10 steps of 32
+  Parameters params = init(small_model(), 1);
+  auto opt = adam({});
+  auto comm = make_local_communicator();
+  TrainOptions o{.epochs = 2, .batch_size = 32, .progress = false};
+  o.validate_every_steps = 4;
+  Trainer trainer(small_model(), params, *opt, *comm, o);
+  std::vector<int64_t> validated_at;
+  trainer.on(Event::iteration_completed, [&](Trainer&, LoopState& s) {
+    if (!s.validated) return;
+    validated_at.push_back(s.global_step);
+    EXPECT_TRUE(s.metrics.count("validation_loss") && s.metrics.count("train_loss"));
+  });
+  trainer.add_callback(tensorboard_logger(dir_.string()));
+  trainer.fit(train, &validation);
+  // Steps 4, 8, 12, 16 (step 20 is an epoch end, validated there anyway).
+  EXPECT_EQ(validated_at, (std::vector<int64_t>{4, 8, 12, 16}));
+  std::string events;
+  for (const auto& entry : fs::directory_iterator(dir_)) events = entry.path().string();
+  std::FILE* pipe = popen(("/usr/bin/python3 " + std::string(AXON_SOURCE_DIR) + "/tests/train/read_tfevents.py " + events).c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  ASSERT_EQ(pclose(pipe), 0) << out;
+  std::vector<int64_t> steps;
+  const nlohmann::json decoded = nlohmann::json::parse(out);
+  for (const auto& s : decoded["scalars"])
+    if (s[1] == "step/validation_loss") steps.push_back(s[0]);
+  EXPECT_EQ(steps, validated_at) << out;
+}
+
+}  // namespace
+}  // namespace axon

@@ -343,12 +343,17 @@ class TensorBoardLogger final : public Callback {
   }
   std::string name() const override { return "tensorboard_logger"; }
   void attach(Trainer& trainer) override {
-    trainer.on(Event::epoch_completed, [this](Trainer& t, LoopState& s) { write(t, s); });
-    trainer.on(Event::epoch_halted, [this](Trainer& t, LoopState& s) { write(t, s); });
+    trainer.on(Event::epoch_completed, [this](Trainer& t, LoopState& s) { write(t, s, "epoch/", s.epoch); });
+    trainer.on(Event::epoch_halted, [this](Trainer& t, LoopState& s) { write(t, s, "epoch/", s.epoch); });
+    // Validation between epoch ends (TrainOptions::validate_every_steps), at the global step.
+    if (trainer.options().validate_every_steps > 0)
+      trainer.on(Event::iteration_completed, [this](Trainer& t, LoopState& s) {
+        if (s.validated) write(t, s, "step/", s.global_step);
+      });
   }
 
  private:
-  void write(Trainer& trainer, const LoopState& s) {
+  void write(Trainer& trainer, const LoopState& s, const std::string& prefix, int64_t step) {
     if (!trainer.communicator().is_root()) return;
     if (path_.empty()) {
       std::error_code ec;
@@ -363,8 +368,8 @@ class TensorBoardLogger final : public Callback {
       append(tfrecord(event(unix_seconds(), 0, &version, {})));
     }
     std::vector<std::pair<std::string, float>> scalars;
-    for (const auto& [k, v] : s.metrics) scalars.emplace_back("epoch/" + k, static_cast<float>(v));
-    append(tfrecord(event(unix_seconds(), s.epoch, nullptr, scalars)));
+    for (const auto& [k, v] : s.metrics) scalars.emplace_back(prefix + k, static_cast<float>(v));
+    append(tfrecord(event(unix_seconds(), step, nullptr, scalars)));
   }
 
   void append(const std::string& bytes) {

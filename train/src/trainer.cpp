@@ -135,6 +135,8 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
                                               options_.grad_accum));
     optimizer_.set_capturable(true);
   }
+  if (options_.validate_every_steps < 0)
+    throw std::invalid_argument(fmt::format("trainer: validate_every_steps must be >= 0, got {}", options_.validate_every_steps));
   if (options_.grad_accum < 1)
     throw std::invalid_argument(fmt::format("trainer: grad_accum must be >= 1, got {}", options_.grad_accum));
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
@@ -331,6 +333,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("drop_last", options_.drop_last)
       .add_uint("seed", options_.seed)
       .add_uint("grad_accum", static_cast<uint64_t>(options_.grad_accum))
+      .add_uint("validate every steps", static_cast<uint64_t>(options_.validate_every_steps))
       .add_uint("parameter count", params_.count())
       .add_hash("parameter layout fingerprint", layout_fingerprint(params_))
       .add_string("optimizer", optimizer_.config())
@@ -491,7 +494,18 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
         progress.update(step + 1, loss_sum.item_double() / totals[2], correct.item_double() / totals[2],
                         static_cast<int64_t>(totals[2]) * comm_.size());
       }
+      state_.validated = false;
+      if (test && options_.validate_every_steps > 0 && updates && !last &&
+          optimizer_.steps() % options_.validate_every_steps == 0) {
+        const EvalResult v = evaluate_agreed(*test, epoch + 1);
+        state_.metrics["train_loss"] = loss_sum.item_double() / totals[2];
+        state_.metrics["train_accuracy"] = correct.item_double() / totals[2];
+        if (v.loss) state_.metrics["validation_loss"] = *v.loss;
+        if (v.accuracy) state_.metrics["validation_accuracy"] = *v.accuracy;
+        state_.validated = true;
+      }
       if (iteration_handlers) fire(Event::iteration_completed, true);
+      state_.validated = false;
       if ((state_.halt || state_.halt_epoch) && updates) {
         halted_in_epoch = !last;
         break;

@@ -65,7 +65,8 @@ std::shared_ptr<Callback> reduce_lr_on_plateau(ReduceLROnPlateauOptions options 
 std::shared_ptr<Callback> csv_logger(std::string path);
 
 // Writes a TensorBoard event file in `dir` (rank 0): every metric as a scalar named
-// "epoch/<metric>" at step = epoch. The file is TFRecord-framed (length, masked CRC32C of the
+// "epoch/<metric>" at step = epoch, and with TrainOptions::validate_every_steps the metrics of
+// each validation as "step/<metric>" at step = global step. The file is TFRecord-framed (length, masked CRC32C of the
 // length, data, masked CRC32C of the data) tensorflow.Event protocol buffers, written by hand:
 // the first event holds file_version "brain.Event:2", each later one a Summary of simple values.
 // Throws std::runtime_error naming the file when it cannot be written.

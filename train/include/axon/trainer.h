@@ -59,6 +59,9 @@ struct TrainOptions {
   // batch_size), on the mean of their gradients; the last step of an epoch may average fewer.
   // Not with cuda_graph (the constructor says so).
   int grad_accum = 1;
+  // Also evaluate the validation data every this many optimizer steps (0: at epoch ends only);
+  // the results are in LoopState::metrics at that step's iteration_completed (validated = true).
+  int64_t validate_every_steps = 0;
 };
 
 // The events of the training loop, in the order of the seed's Axon.Loop: started, then per epoch
@@ -80,6 +83,10 @@ struct LoopState {
   // epoch_seconds, lr, and validation_loss/validation_accuracy when there is validation data.
   std::map<std::string, double> metrics;
   std::vector<std::map<std::string, double>> history;  // metrics of every finished epoch
+  // At iteration_completed: validation ran after this step (TrainOptions::validate_every_steps);
+  // metrics then hold validation_loss and validation_accuracy, and the epoch's running
+  // train_loss and train_accuracy (this rank's shard).
+  bool validated = false;
   bool halt_epoch = false;  // set by a handler: end this epoch after the current step
   bool halt = false;        // set by a handler: end training after the current step or epoch
 };
