@@ -19,6 +19,7 @@
 #include "axon/agreement.h"
 #include "axon/callbacks.h"
 #include "axon/checkpoint.h"
+#include "axon/preemption.h"
 #include "axon/cli.h"
 #include "axon/communicator.h"
 #include "axon/cpu_budget.h"
@@ -219,6 +220,12 @@ static int run(int argc, char** argv) {
   options.cuda_graph = cuda_graph;
   options.grad_accum = grad_accum;
   options.validate_every_steps = validate_every;
+  // SIGTERM or SIGUSR1 (Slurm's --signal): checkpoint at the next check step and exit with
+  // kExitPreempted, to be resumed with --resume auto.
+  if (!checkpoint_dir.empty()) {
+    install_preemption_handler();
+    options.preemption_checkpoint_dir = checkpoint_dir;
+  }
   Trainer trainer(model, params, *optimizer, *comm, options);
   // Every rank attaches the same callbacks (they decide alike; only rank 0 writes).
   if (!log_dir.empty()) {
@@ -250,6 +257,15 @@ static int run(int argc, char** argv) {
   // With a validation split the test set is evaluated once, at the end.
   if (validation_split > 0.0 && synthetic == 0 && !result.epochs.empty()) result.epochs.back().test = trainer.evaluate(test);
 
+  if (const int signal = trainer.loop_state().preempted) {
+    if (comm->is_root())
+      std::fprintf(stderr, "fashion_mnist: preempted by signal %d (%s) at optimizer step %lld: checkpoint %s written; "
+                   "continue with --resume auto --checkpoint-dir %s\n",
+                   signal, strsignal(signal), static_cast<long long>(optimizer->steps()),
+                   trainer.loop_state().preemption_checkpoint.c_str(), checkpoint_dir.c_str());
+    mark_failure_collective();  // every rank stops here alike: MPI finalizes instead of aborting
+    return kExitPreempted;
+  }
   if (comm->is_root()) {
     // Metrics over 0 samples were not measured: said on stderr, null in the JSON, never 0.
     auto metric = [](const std::optional<double>& v) { return v ? fmt::format("{:.4f}", *v) : std::string("n/a"); };

@@ -679,3 +679,35 @@ TEST(FashionMnist, CheckpointFlagsWithoutAFolderAreUsageErrors) {
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.output, HasSubstr("checkpoint: /nonexistent/ckpt does not exist"));
 }
+
+// SIGUSR1 (Slurm's --signal) or SIGTERM to one rank: every rank stops at the same check step,
+// rank 0 writes a checkpoint, the job exits with kExitPreempted (4), and --resume auto finishes it
+// with the parameters of an uninterrupted run.
+TEST_F(TinyData, APreemptionSignalCheckpointsAndTheResumedRunMatches) {
+  AXON_REQUIRE_MPI();
+  for (int np : {1, 2}) {
+    SCOPED_TRACE(np);
+    const std::string ck = (dir_ / ("preempt" + std::to_string(np))).string();
+    const std::string args = " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 2000 --epochs 16";
+    auto command = [&](const std::string& extra) {
+      const std::string c = bin("fashion_mnist") + args + extra;
+      return np == 1 ? c : mpirun(np, c);
+    };
+    Result straight = run_command(command(""));
+    ASSERT_EQ(straight.code, 0) << straight.output;
+    // Signal one rank process (not mpirun) once it has started training.
+    const std::string signal = np == 1 ? "TERM" : "USR1";
+    Result preempted = run_command("( (" + command(" --checkpoint-dir " + ck) + ") & sleep 1.5; kill -" + signal +
+                                   " $(pgrep -f '^" + bin("fashion_mnist") + " .*" + ck + "' | head -n 1); wait $! )");
+    EXPECT_EQ(preempted.code, 4) << preempted.output;
+    EXPECT_EQ(count(preempted.output, "fashion_mnist: preempted by signal"), 1u) << preempted.output;
+    EXPECT_THAT(preempted.output, Not(HasSubstr("params_sha256")));
+    EXPECT_THAT(preempted.output, Not(HasSubstr("MPI_ABORT")));  // every rank stops alike: a clean exit
+    Result resumed = run_command(command(" --checkpoint-dir " + ck + " --resume auto"));
+    ASSERT_EQ(resumed.code, 0) << resumed.output;
+    const nlohmann::json a = last_json_line(straight.output), b = last_json_line(resumed.output);
+    EXPECT_FALSE(b["resumed_from"].is_null());
+    EXPECT_EQ(b["params_sha256"], a["params_sha256"]);
+    EXPECT_EQ(b["train_loss"], a["train_loss"]);
+  }
+}

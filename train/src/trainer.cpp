@@ -21,6 +21,7 @@
 #include "axon/ops.h"
 #include "axon/losses.h"
 #include "axon/metrics.h"
+#include "axon/preemption.h"
 
 namespace axon {
 
@@ -343,7 +344,8 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("optimizer steps taken", static_cast<uint64_t>(optimizer_.steps()))
       .add_uint("resumed at epoch", resumed_ ? static_cast<uint64_t>(start_epoch_) : 0)
       .add_uint("resumed at step", resumed_ ? static_cast<uint64_t>(start_step_) : 0)
-      .add_uint("event handlers", handlers_.size());
+      .add_uint("event handlers", handlers_.size())
+      .add_uint("preemption handler installed", preemption_handler_installed() ? 1 : 0);
   facts.verify(comm_, "trainer");
 
   // The ranks agree on these, so they all fail here alike.
@@ -391,6 +393,9 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
   state_.epochs = options_.epochs;
   state_.global_step = optimizer_.steps();
   state_.halt = state_.halt_epoch = false;
+  state_.preempted = 0;
+  state_.preemption_checkpoint.clear();
+  const bool watch_preemption = preemption_handler_installed();
   // Whatever ends fit(), its position is no longer "inside an epoch".
   struct LiveReset {
     Trainer* t;
@@ -506,6 +511,17 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       }
       if (iteration_handlers) fire(Event::iteration_completed, true);
       state_.validated = false;
+      if (watch_preemption && check) {
+        // A signal that reached any rank stops all of them here, at the same step.
+        std::vector<double> signal{static_cast<double>(preemption_signal())};
+        if (world > 1) comm_.allreduce(signal, ReduceOp::max);
+        if (signal[0] != 0.0) {
+          state_.preempted = static_cast<int>(signal[0]);
+          if (!options_.preemption_checkpoint_dir.empty())
+            state_.preemption_checkpoint = save_checkpoint(options_.preemption_checkpoint_dir);
+          state_.halt = true;
+        }
+      }
       if ((state_.halt || state_.halt_epoch) && updates) {
         halted_in_epoch = !last;
         break;

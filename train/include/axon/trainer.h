@@ -62,6 +62,10 @@ struct TrainOptions {
   // Also evaluate the validation data every this many optimizer steps (0: at epoch ends only);
   // the results are in LoopState::metrics at that step's iteration_completed (validated = true).
   int64_t validate_every_steps = 0;
+  // With a preemption handler installed (axon/preemption.h): at the first check step after a
+  // preemption signal reached any rank, write a checkpoint here (when not empty) and halt the loop
+  // on every rank; LoopState::preempted then names the signal. Checks come every check_every steps.
+  std::string preemption_checkpoint_dir{};
 };
 
 // The events of the training loop, in the order of the seed's Axon.Loop: started, then per epoch
@@ -89,6 +93,8 @@ struct LoopState {
   bool validated = false;
   bool halt_epoch = false;  // set by a handler: end this epoch after the current step
   bool halt = false;        // set by a handler: end training after the current step or epoch
+  int preempted = 0;        // the preemption signal that halted training (axon/preemption.h), or 0
+  std::string preemption_checkpoint;  // the checkpoint written then, if any
 };
 
 class Trainer;
@@ -132,6 +138,9 @@ class NonFiniteError : public std::runtime_error {
 
 // Exit status of the example programs when training stops on a non-finite number.
 inline constexpr int kExitNonFinite = 3;
+// Exit status of the example programs when a preemption signal stopped training (after writing a
+// checkpoint when they have a checkpoint folder): batch scripts requeue on it.
+inline constexpr int kExitPreempted = 4;
 
 struct EpochResult {
   int epoch = 0;
