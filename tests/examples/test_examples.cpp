@@ -572,6 +572,26 @@ TEST(FashionMnistGpu, TrainsToTheTargetOnOneGpuInF32AndBf16) {
   }
 }
 
+// On the GPU too (eager and with CUDA graphs, whose optimizer step count lives on the device), a
+// run resumed from a mid-epoch checkpoint ends with the same parameters as an uninterrupted one.
+TEST(FashionMnistGpu, ResumeFromAMidEpochCheckpointIsBitIdentical) {
+  if (visible_gpus() < 1) GTEST_SKIP() << (axon::cuda::built_with_cuda() ? "no CUDA device is visible" : "built without CUDA");
+  const fs::path dir = fs::temp_directory_path() / ("axon_gpu_resume_" + std::to_string(getpid()));
+  for (const char* graph : {"", " --cuda-graph"}) {
+    const std::string ck = (dir / (*graph ? "graph" : "eager")).string();
+    const std::string base = bin("fashion_mnist") + " --device cuda --synthetic 6400 --batch-size 64 --no-progress --seed 2" + graph;
+    Result straight = run_command(base + " --epochs 2");
+    ASSERT_EQ(straight.code, 0) << graph << "\n" << straight.output;
+    ASSERT_EQ(run_command(base + " --epochs 1 --checkpoint-dir " + ck + " --checkpoint-every 60").code, 0);
+    Result resumed = run_command(base + " --epochs 2 --resume " + ck + "/step-000000060");
+    ASSERT_EQ(resumed.code, 0) << graph << "\n" << resumed.output;
+    EXPECT_EQ(last_json_line(resumed.output)["params_sha256"], last_json_line(straight.output)["params_sha256"]) << graph;
+    EXPECT_EQ(last_json_line(resumed.output)["train_loss"], last_json_line(straight.output)["train_loss"]) << graph;
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 TEST(FashionMnistGpu, TwoRanksOnTwoGpusOverNcclAndMpi) {
   AXON_REQUIRE_MPI();
   if (visible_gpus() < 2) GTEST_SKIP() << "needs 2 GPUs, " << visible_gpus() << " visible";
