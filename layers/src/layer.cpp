@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "axon/activations.h"
 #include "axon/ops.h"
 
 namespace axon {
@@ -65,36 +66,117 @@ Initializer lecun_normal(float scale) { return variance_scaling(scale, FanMode::
 
 // ---- activations ----
 
+namespace {
+
+using Kind = Activation::Kind;
+
+constexpr std::pair<Kind, const char*> kActivationNames[] = {
+    {Kind::linear, "linear"},       {Kind::celu, "celu"},
+    {Kind::elu, "elu"},             {Kind::exp, "exp"},
+    {Kind::gelu, "gelu"},           {Kind::gelu_tanh, "gelu_tanh"},
+    {Kind::hard_sigmoid, "hard_sigmoid"}, {Kind::hard_silu, "hard_silu"},
+    {Kind::hard_tanh, "hard_tanh"}, {Kind::leaky_relu, "leaky_relu"},
+    {Kind::log_sigmoid, "log_sigmoid"}, {Kind::log_softmax, "log_softmax"},
+    {Kind::log_sumexp, "log_sumexp"}, {Kind::mish, "mish"},
+    {Kind::relu, "relu"},           {Kind::relu6, "relu6"},
+    {Kind::selu, "selu"},           {Kind::sigmoid, "sigmoid"},
+    {Kind::silu, "silu"},           {Kind::softmax, "softmax"},
+    {Kind::softplus, "softplus"},   {Kind::softsign, "softsign"},
+    {Kind::tanh, "tanh"},
+};
+
+std::string all_activation_names() {
+  std::string names;
+  for (const auto& [kind, name] : kActivationNames) names += (names.empty() ? "" : ", ") + std::string(name);
+  return names + ", hard_swish";
+}
+
+bool has_alpha(Kind k) {
+  return k == Kind::celu || k == Kind::elu || k == Kind::leaky_relu || k == Kind::selu || k == Kind::hard_sigmoid ||
+         k == Kind::hard_silu;
+}
+bool has_beta(Kind k) { return k == Kind::selu || k == Kind::hard_sigmoid || k == Kind::hard_silu; }
+bool has_axis(Kind k) { return k == Kind::softmax || k == Kind::log_softmax || k == Kind::log_sumexp; }
+
+}  // namespace
+
 std::string activation_name(Activation activation) {
-  switch (activation) {
-    case Activation::none: return "linear";
-    case Activation::relu: return "relu";
-    case Activation::sigmoid: return "sigmoid";
-    case Activation::tanh: return "tanh";
-    case Activation::softmax: return "softmax";
-    case Activation::log_softmax: return "log_softmax";
-  }
-  throw std::invalid_argument("unknown activation");
+  for (const auto& [kind, name] : kActivationNames)
+    if (kind == activation.kind) return name;
+  throw std::invalid_argument(fmt::format("unknown activation kind {}", static_cast<int>(activation.kind)));
 }
 
 Activation parse_activation(const std::string& name) {
-  for (Activation a : {Activation::none, Activation::relu, Activation::sigmoid, Activation::tanh,
-                       Activation::softmax, Activation::log_softmax})
-    if (activation_name(a) == name) return a;
-  throw std::invalid_argument(fmt::format(
-      "unknown activation '{}' (expected linear, relu, sigmoid, tanh, softmax or log_softmax)", name));
+  if (name == "hard_swish") return Activation::hard_swish;
+  for (const auto& [kind, known] : kActivationNames)
+    if (name == known) {
+      for (const Activation& a :
+           {Activation::linear, Activation::celu, Activation::elu, Activation::exp, Activation::gelu,
+            Activation::gelu_tanh, Activation::hard_sigmoid, Activation::hard_silu, Activation::hard_tanh,
+            Activation::leaky_relu, Activation::log_sigmoid, Activation::log_softmax, Activation::log_sumexp,
+            Activation::mish, Activation::relu, Activation::relu6, Activation::selu, Activation::sigmoid,
+            Activation::silu, Activation::softmax, Activation::softplus, Activation::softsign, Activation::tanh})
+        if (a.kind == kind) return a;
+    }
+  throw std::invalid_argument(fmt::format("unknown activation '{}' (expected one of {})", name, all_activation_names()));
 }
 
-Tensor apply_activation(Activation activation, const Tensor& x) {
-  switch (activation) {
-    case Activation::none: return x;
-    case Activation::relu: return relu(x);
-    case Activation::sigmoid: return sigmoid(x);
-    case Activation::tanh: return tanh(x);
-    case Activation::softmax: return softmax(x, -1);
-    case Activation::log_softmax: return log_softmax(x, -1);
+Activation Activation::with_alpha(double value) const {
+  const std::string name = activation_name(*this);
+  if (!has_alpha(kind)) throw std::invalid_argument(fmt::format("activation {} has no option alpha", name));
+  if (!std::isfinite(value)) throw std::invalid_argument(fmt::format("activation {}: alpha must be finite, got {}", name, value));
+  if (kind == Kind::celu && value == 0.0) throw std::invalid_argument("activation celu: alpha must be non-zero, got 0");
+  Activation a = *this;
+  a.alpha = value;
+  return a;
+}
+
+Activation Activation::with_beta(double value) const {
+  const std::string name = activation_name(*this);
+  const char* option = kind == Kind::selu ? "gamma" : "beta";
+  if (!has_beta(kind)) throw std::invalid_argument(fmt::format("activation {} has no option beta or gamma", name));
+  if (!std::isfinite(value))
+    throw std::invalid_argument(fmt::format("activation {}: {} must be finite, got {}", name, option, value));
+  Activation a = *this;
+  a.beta = value;
+  return a;
+}
+
+Activation Activation::with_axis(int64_t value) const {
+  if (!has_axis(kind))
+    throw std::invalid_argument(fmt::format("activation {} has no option axis", activation_name(*this)));
+  Activation a = *this;
+  a.axis = value;
+  return a;
+}
+
+Tensor apply_activation(Activation a, const Tensor& x) {
+  switch (a.kind) {
+    case Kind::linear: return x;
+    case Kind::celu: return celu(x, a.alpha);
+    case Kind::elu: return elu(x, a.alpha);
+    case Kind::exp: return exp(x);
+    case Kind::gelu: return gelu(x);
+    case Kind::gelu_tanh: return gelu(x, GeluApproximation::tanh);
+    case Kind::hard_sigmoid: return hard_sigmoid(x, a.alpha, a.beta);
+    case Kind::hard_silu: return hard_silu(x, a.alpha, a.beta);
+    case Kind::hard_tanh: return hard_tanh(x);
+    case Kind::leaky_relu: return leaky_relu(x, a.alpha);
+    case Kind::log_sigmoid: return log_sigmoid(x);
+    case Kind::log_softmax: return log_softmax(x, a.axis);
+    case Kind::log_sumexp: return log_sumexp(x, a.axis, true);
+    case Kind::mish: return mish(x);
+    case Kind::relu: return relu(x);
+    case Kind::relu6: return relu6(x);
+    case Kind::selu: return selu(x, a.alpha, a.beta);
+    case Kind::sigmoid: return sigmoid(x);
+    case Kind::silu: return silu(x);
+    case Kind::softmax: return softmax(x, a.axis);
+    case Kind::softplus: return softplus(x);
+    case Kind::softsign: return softsign(x);
+    case Kind::tanh: return tanh(x);
   }
-  throw std::invalid_argument("unknown activation");
+  throw std::invalid_argument(fmt::format("unknown activation kind {}", static_cast<int>(a.kind)));
 }
 
 // ---- layers ----
@@ -136,8 +218,22 @@ Tensor DenseLayer::forward(const std::vector<Tensor>& inputs, std::span<const Te
 }
 
 Shape ActivationLayer::output_shape(const std::vector<Shape>& inputs) const {
-  expect_inputs(inputs, 1, "activation");
-  return inputs[0];
+  const std::string op = activation_name(activation_);
+  expect_inputs(inputs, 1, op.c_str());
+  const Shape& in = inputs[0];
+  if (activation_.kind == Kind::softmax || activation_.kind == Kind::log_softmax || activation_.kind == Kind::log_sumexp) {
+    const int64_t dims = static_cast<int64_t>(in.size());
+    const int64_t a = activation_.axis < 0 ? activation_.axis + dims : activation_.axis;
+    if (a < 0 || a >= dims)
+      throw std::invalid_argument(fmt::format("{} (axis {}): axis out of range for input shape {}", op, activation_.axis,
+                                              shape_str(in)));
+    if (activation_.kind == Kind::log_sumexp) {
+      Shape out = in;
+      out[a] = 1;  // the seed's keep_axes: true
+      return out;
+    }
+  }
+  return in;
 }
 
 Tensor ActivationLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext&) const {

@@ -51,11 +51,32 @@ LayerStep dense(int64_t units, DenseOptions options) {
 }
 
 LayerStep activation(Activation act) { return single(std::make_shared<ActivationLayer>(act)); }
+LayerStep celu(double alpha) { return activation(Activation::celu.with_alpha(alpha)); }
+LayerStep elu(double alpha) { return activation(Activation::elu.with_alpha(alpha)); }
+LayerStep exp() { return activation(Activation::exp); }
+LayerStep gelu(GeluApproximation approximate) {
+  return activation(approximate == GeluApproximation::tanh ? Activation::gelu_tanh : Activation::gelu);
+}
+LayerStep hard_sigmoid(double alpha, double beta) {
+  return activation(Activation::hard_sigmoid.with_alpha(alpha).with_beta(beta));
+}
+LayerStep hard_silu(double alpha, double beta) { return activation(Activation::hard_silu.with_alpha(alpha).with_beta(beta)); }
+LayerStep hard_swish(double alpha, double beta) { return hard_silu(alpha, beta); }
+LayerStep hard_tanh() { return activation(Activation::hard_tanh); }
+LayerStep leaky_relu(double alpha) { return activation(Activation::leaky_relu.with_alpha(alpha)); }
+LayerStep log_sigmoid() { return activation(Activation::log_sigmoid); }
+LayerStep log_softmax(int64_t axis) { return activation(Activation::log_softmax.with_axis(axis)); }
+LayerStep log_sumexp(int64_t axis) { return activation(Activation::log_sumexp.with_axis(axis)); }
+LayerStep mish() { return activation(Activation::mish); }
 LayerStep relu() { return activation(Activation::relu); }
+LayerStep relu6() { return activation(Activation::relu6); }
+LayerStep selu(double alpha, double gamma) { return activation(Activation::selu.with_alpha(alpha).with_gamma(gamma)); }
 LayerStep sigmoid() { return activation(Activation::sigmoid); }
+LayerStep silu() { return activation(Activation::silu); }
+LayerStep softmax(int64_t axis) { return activation(Activation::softmax.with_axis(axis)); }
+LayerStep softplus() { return activation(Activation::softplus); }
+LayerStep softsign() { return activation(Activation::softsign); }
 LayerStep tanh() { return activation(Activation::tanh); }
-LayerStep softmax() { return activation(Activation::softmax); }
-LayerStep log_softmax() { return activation(Activation::log_softmax); }
 LayerStep flatten() { return single(std::make_shared<FlattenLayer>()); }
 
 // ---- planning ----

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "axon/activations.h"
 #include "axon/layer.h"
 
 namespace axon {
@@ -54,12 +55,32 @@ struct DenseOptions {
   Initializer bias_initializer = initializers::zeros();
 };
 LayerStep dense(int64_t units, DenseOptions options);
+// An activation as a layer of its own, named after it ("gelu_3"); the layer builders below are
+// shorthands with the seed's option names and defaults (formulas: axon/activations.h). Invalid
+// options throw std::invalid_argument when the model is built.
 LayerStep activation(Activation activation);
+LayerStep celu(double alpha = 1.0);
+LayerStep elu(double alpha = 1.0);
+LayerStep exp();
+LayerStep gelu(GeluApproximation approximate = GeluApproximation::none);
+LayerStep hard_sigmoid(double alpha = 0.2, double beta = 0.2);
+LayerStep hard_silu(double alpha = 0.2, double beta = 0.2);
+LayerStep hard_swish(double alpha = 0.2, double beta = 0.2);  // hard_silu
+LayerStep hard_tanh();
+LayerStep leaky_relu(double alpha = 1.0e-2);
+LayerStep log_sigmoid();
+LayerStep log_softmax(int64_t axis = -1);
+LayerStep log_sumexp(int64_t axis = -1);  // {batch, n} -> {batch, 1}
+LayerStep mish();
 LayerStep relu();
+LayerStep relu6();
+LayerStep selu(double alpha = 1.6732632423543772848170429916717, double gamma = 1.0507009873554804934193349852946);
 LayerStep sigmoid();
+LayerStep silu();
+LayerStep softmax(int64_t axis = -1);
+LayerStep softplus();
+LayerStep softsign();
 LayerStep tanh();
-LayerStep softmax();
-LayerStep log_softmax();
 LayerStep flatten();
 
 // ---- the analysed model: layers in execution order with names and shapes ----

@@ -21,6 +21,31 @@ enum class UnaryOp : uint8_t { neg, exp, log, relu, sigmoid, tanh, square, add_s
 
 // A shape viewed as {outer, n, inner} around one axis, the layout every axis-wise kernel uses:
 // the lane starting at base = o·n·inner + i holds the elements base + k·inner, k < n.
+// The activations with kernels of their own (axon/activations.h). Each one's scalar formula and
+// derivative are written once, in tensor/src/activation_math.h, and shared by the CPU and CUDA
+// kernels. exp, relu, sigmoid and tanh are UnaryOps; softmax and log_softmax have their own kernels.
+enum class ActivationOp : uint8_t {
+  celu,          // alpha
+  elu,           // alpha
+  gelu,          // exact (erf)
+  gelu_tanh,     // tanh approximation
+  hard_sigmoid,  // alpha (slope), beta (offset)
+  hard_silu,     // alpha, beta as hard_sigmoid
+  hard_tanh,
+  leaky_relu,    // alpha
+  log_sigmoid,
+  mish,
+  relu6,
+  selu,          // alpha, beta = gamma (the scale)
+  silu,
+  softplus,
+  softsign,
+};
+// The options of an ActivationOp (unused ones are ignored).
+struct ActivationParams {
+  double alpha = 0.0, beta = 0.0;
+};
+
 struct AxisSplit {
   int64_t outer = 1, n = 1, inner = 1;
 };
@@ -75,6 +100,14 @@ class Backend {
   virtual void softmax(const Tensor& x, const AxisSplit& s, bool log_space, Tensor& out) = 0;
   // out = the input gradient given the forward output y and the output gradient g.
   virtual void softmax_backward(const Tensor& y, const Tensor& g, const AxisSplit& s, bool log_space, Tensor& out) = 0;
+  // out = f(x) for an activation f; out may be x.
+  virtual void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) = 0;
+  // out = g · f'(x), given the forward input x.
+  virtual void activation_backward(ActivationOp op, const ActivationParams& p, const Tensor& g, const Tensor& x,
+                                   Tensor& out) = 0;
+  // out {outer, inner} = log Σ_k exp(x {outer, n, inner}), shifted by the lane's maximum (a lane whose
+  // maximum is ±inf gives that maximum).
+  virtual void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) = 0;
   // Fused softmax cross-entropy over logits {batch, classes} and i32 labels {batch}: writes
   // probs {batch, classes} and loss (one f32 or f64 element) = mean over rows of −log softmax[label].
   // Labels outside [0, classes) make the loss NaN (checked on the host by the front end when the

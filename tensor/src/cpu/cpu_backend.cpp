@@ -15,6 +15,7 @@
 #include "axon/backend.h"
 #include "blas.h"
 #include "../kernel_support.h"
+#include "../activation_kernels.h"
 
 namespace axon {
 
@@ -332,6 +333,16 @@ class CpuBackend final : public Backend {
       });
     });
   }
+
+  // Activations: cpu/activation_kernels.cpp.
+  void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) override {
+    cpu_detail::activation(op, p, x, out);
+  }
+  void activation_backward(ActivationOp op, const ActivationParams& p, const Tensor& g, const Tensor& x,
+                           Tensor& out) override {
+    cpu_detail::activation_backward(op, p, g, x, out);
+  }
+  void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) override { cpu_detail::log_sumexp(x, s, out); }
 
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
     dispatch_floating(logits.dtype(), "cross_entropy", [&]<class T>() {

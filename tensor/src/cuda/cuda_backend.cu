@@ -13,6 +13,7 @@
 
 #include "cuda_hooks.h"
 #include "../kernel_support.h"
+#include "../activation_kernels.h"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
@@ -549,6 +550,18 @@ class CudaBackend final : public Backend {
                                                                                          s, log_space);
     });
     check_launch("softmax_backward kernel launch", device_);
+  }
+
+  // Activations: cuda/activation_kernels.cu.
+  void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) override {
+    cuda_detail::activation(device_, op, p, x, out);
+  }
+  void activation_backward(ActivationOp op, const ActivationParams& p, const Tensor& g, const Tensor& x,
+                           Tensor& out) override {
+    cuda_detail::activation_backward(device_, op, p, g, x, out);
+  }
+  void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) override {
+    cuda_detail::log_sumexp(device_, x, s, out);
   }
 
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
