@@ -10,60 +10,6 @@
 
 namespace axon {
 
-// ---- initializers ----
-
-namespace initializers {
-
-std::pair<double, double> fans(const Shape& shape) {
-  if (shape.empty()) return {1.0, 1.0};
-  if (shape.size() == 1) return {static_cast<double>(shape[0]), static_cast<double>(shape[0])};
-  // {..., in, out}: leading dims form the receptive field (conv kernels).
-  double receptive = 1.0;
-  for (size_t i = 0; i + 2 < shape.size(); ++i) receptive *= static_cast<double>(shape[i]);
-  const double in = static_cast<double>(shape[shape.size() - 2]);
-  const double out = static_cast<double>(shape[shape.size() - 1]);
-  return {in * receptive, out * receptive};
-}
-
-Initializer zeros() { return full(0.0f); }
-Initializer ones() { return full(1.0f); }
-Initializer full(float value) {
-  return [value](const Shape& shape, Generator&) { return Tensor::full(shape, value); };
-}
-Initializer uniform(float scale) {
-  return [scale](const Shape& shape, Generator& gen) { return axon::uniform(shape, -scale, scale, gen); };
-}
-Initializer normal(float mean, float stddev) {
-  return [mean, stddev](const Shape& shape, Generator& gen) { return axon::normal(shape, mean, stddev, gen); };
-}
-
-namespace {
-// Variance scaling: limit or stddev from scale / (fan_in, fan_out or their mean).
-enum class FanMode { in, avg };
-Initializer variance_scaling(float scale, FanMode mode, bool uniform_dist) {
-  return [=](const Shape& shape, Generator& gen) {
-    auto [fan_in, fan_out] = fans(shape);
-    const double denom = mode == FanMode::in ? fan_in : (fan_in + fan_out) / 2.0;
-    const double variance = scale / std::max(1.0, denom);
-    if (uniform_dist) {
-      const float limit = static_cast<float>(std::sqrt(3.0 * variance));
-      return axon::uniform(shape, -limit, limit, gen);
-    }
-    return axon::normal(shape, 0.0f, static_cast<float>(std::sqrt(variance)), gen);
-  };
-}
-}  // namespace
-
-// glorot: variance = scale * 2 / (fan_in + fan_out), i.e. limit sqrt(6 scale / (fan_in + fan_out)).
-Initializer glorot_uniform(float scale) { return variance_scaling(scale, FanMode::avg, true); }
-Initializer glorot_normal(float scale) { return variance_scaling(scale, FanMode::avg, false); }
-Initializer he_uniform(float scale) { return variance_scaling(scale, FanMode::in, true); }
-Initializer he_normal(float scale) { return variance_scaling(scale, FanMode::in, false); }
-Initializer lecun_uniform(float scale) { return variance_scaling(scale, FanMode::in, true); }
-Initializer lecun_normal(float scale) { return variance_scaling(scale, FanMode::in, false); }
-
-}  // namespace initializers
-
 // ---- activations ----
 
 namespace {
@@ -195,6 +141,8 @@ Tensor InputLayer::forward(const std::vector<Tensor>& inputs, std::span<const Te
 DenseLayer::DenseLayer(int64_t units, bool use_bias, Initializer kernel_init, Initializer bias_init)
     : units_(units), use_bias_(use_bias), kernel_init_(std::move(kernel_init)), bias_init_(std::move(bias_init)) {
   if (units <= 0) throw std::invalid_argument(fmt::format("dense: units must be positive, got {}", units));
+  if (!kernel_init_) throw std::invalid_argument(fmt::format("dense ({} units): kernel_initializer is empty", units));
+  if (use_bias && !bias_init_) throw std::invalid_argument(fmt::format("dense ({} units): bias_initializer is empty", units));
 }
 
 Shape DenseLayer::output_shape(const std::vector<Shape>& inputs) const {

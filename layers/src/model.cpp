@@ -264,7 +264,24 @@ static Parameters init_from_plan(const ModelPlan& p, uint64_t seed) {
   Generator gen(seed);
   size_t k = 0;
   for (const PlannedLayer& layer : p.layers)
-    for (const ParamSpec& spec : layer.params) params.at(k++).detach().copy_from(spec.init(spec.shape, gen));
+    for (const ParamSpec& spec : layer.params) {
+      const std::string name = layer.name + "." + spec.name;
+      if (!spec.init) throw std::invalid_argument(fmt::format("init: {} has no initializer", name));
+      Tensor value;
+      try {
+        value = spec.init(spec.shape, gen);
+      } catch (const std::exception& e) {
+        throw std::invalid_argument(fmt::format("init: {} (shape {}): {}", name, shape_str(spec.shape), e.what()));
+      }
+      if (!value.defined() || value.shape() != spec.shape)
+        throw std::invalid_argument(fmt::format("init: the initializer of {} returned shape {}, expected {}", name,
+                                                value.defined() ? shape_str(value.shape()) : std::string("(undefined)"),
+                                                shape_str(spec.shape)));
+      // A custom initializer may return another floating dtype or device: converted here.
+      if (value.dtype() != params.dtype()) value = value.to(params.dtype());
+      if (value.device() != params.device()) value = value.to(params.device());
+      params.at(k++).detach().copy_from(value);
+    }
   return params;
 }
 

@@ -11,29 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "axon/initializers.h"
 #include "axon/random.h"
 #include "axon/tensor.h"
 
 namespace axon {
-
-// Makes a parameter's initial value. Shapes follow Axon (Elixir): a dense kernel is {in, out}.
-using Initializer = std::function<Tensor(const Shape& shape, Generator& gen)>;
-
-namespace initializers {
-Initializer zeros();
-Initializer ones();
-Initializer full(float value);
-Initializer uniform(float scale = 0.01f);                // U(-scale, scale)
-Initializer normal(float mean = 0.0f, float stddev = 0.05f);
-Initializer glorot_uniform(float scale = 1.0f);          // U(-l, l), l = sqrt(6 scale / (fan_in + fan_out))
-Initializer glorot_normal(float scale = 1.0f);
-Initializer he_uniform(float scale = 2.0f);              // U(-l, l), l = sqrt(3 scale / fan_in)
-Initializer he_normal(float scale = 2.0f);
-Initializer lecun_uniform(float scale = 1.0f);
-Initializer lecun_normal(float scale = 1.0f);
-// fan_in and fan_out of a shape: {in, out} for 2-d; receptive field multiplies both for n-d.
-std::pair<double, double> fans(const Shape& shape);
-}  // namespace initializers
 
 struct ParamSpec {
   std::string name;  // within the layer: "kernel", "bias"
