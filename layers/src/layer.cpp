@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "axon/activations.h"
+#include "axon/nn_ops.h"
 #include "axon/ops.h"
 
 namespace axon {
@@ -186,6 +187,72 @@ Shape ActivationLayer::output_shape(const std::vector<Shape>& inputs) const {
 
 Tensor ActivationLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext&) const {
   return apply_activation(activation_, inputs.at(0));
+}
+
+DropoutLayer::DropoutLayer(double rate, uint64_t seed) : rate_(rate), seed_(seed) {
+  if (!std::isfinite(rate) || rate < 0.0 || rate >= 1.0)
+    throw std::invalid_argument(fmt::format("dropout: rate must be in [0, 1), got {}", rate));
+}
+
+Shape DropoutLayer::output_shape(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, "dropout");
+  return inputs[0];
+}
+
+Tensor DropoutLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext& ctx) const {
+  const Tensor& x = inputs.at(0);
+  if (!ctx.training || rate_ == 0.0) return x;
+  if (!ctx.rng)
+    throw std::invalid_argument(fmt::format(
+        "dropout (rate {}): training mode needs ForwardContext::rng, the generator masks are drawn from", rate_));
+  // The layer's seed option decorrelates two dropout layers' streams even from the same draw.
+  const uint64_t seed = ctx.rng->next_u64() ^ (seed_ * 0xD1B54A32D192ED03ull);
+  return dropout(x, rate_, seed);
+}
+
+NormLayer::NormLayer(bool rms, int64_t channel_index, double epsilon, double shift, Initializer gamma_init,
+                     Initializer beta_init)
+    : rms_(rms), channel_index_(channel_index), epsilon_(epsilon), shift_(shift), gamma_init_(std::move(gamma_init)),
+      beta_init_(std::move(beta_init)) {
+  if (!std::isfinite(epsilon) || epsilon < 0.0)
+    throw std::invalid_argument(fmt::format("{}: epsilon must be finite and non-negative, got {}", op(), epsilon));
+  if (!std::isfinite(shift)) throw std::invalid_argument(fmt::format("{}: shift must be finite, got {}", op(), shift));
+  if (!gamma_init_) throw std::invalid_argument(fmt::format("{}: gamma_initializer is empty", op()));
+  if (!rms && !beta_init_) throw std::invalid_argument("layer_norm: beta_initializer is empty");
+}
+
+std::string NormLayer::describe() const {
+  return rms_ ? fmt::format("rms_norm (channel_index {}, epsilon {}, shift {})", channel_index_, epsilon_, shift_)
+              : fmt::format("layer_norm (channel_index {}, epsilon {})", channel_index_, epsilon_);
+}
+
+int64_t NormLayer::channels(const Shape& in) const {
+  const int64_t dims = static_cast<int64_t>(in.size());
+  const int64_t a = channel_index_ < 0 ? channel_index_ + dims : channel_index_;
+  if (a < 0 || a >= dims)
+    throw std::invalid_argument(fmt::format("{}: channel_index out of range for input shape {}", describe(), shape_str(in)));
+  if (a == 0) throw std::invalid_argument(fmt::format("{}: channel_index names the batch axis of input shape {}", describe(), shape_str(in)));
+  if (in[a] <= 0)
+    throw std::invalid_argument(fmt::format("{}: the channel axis of input shape {} must have a known size", describe(), shape_str(in)));
+  return in[a];
+}
+
+Shape NormLayer::output_shape(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, op().c_str());
+  channels(inputs[0]);
+  return inputs[0];
+}
+
+std::vector<ParamSpec> NormLayer::params(const std::vector<Shape>& inputs) const {
+  const int64_t c = channels(inputs.at(0));
+  std::vector<ParamSpec> specs{{"gamma", {c}, gamma_init_}};
+  if (!rms_) specs.push_back({"beta", {c}, beta_init_});
+  return specs;
+}
+
+Tensor NormLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params, const ForwardContext&) const {
+  if (rms_) return rms_norm(inputs.at(0), params[0], channel_index_, epsilon_, shift_);
+  return layer_norm(inputs.at(0), params[0], params[1], channel_index_, epsilon_);
 }
 
 Shape FlattenLayer::output_shape(const std::vector<Shape>& inputs) const {

@@ -78,6 +78,14 @@ LayerStep softplus() { return activation(Activation::softplus); }
 LayerStep softsign() { return activation(Activation::softsign); }
 LayerStep tanh() { return activation(Activation::tanh); }
 LayerStep flatten() { return single(std::make_shared<FlattenLayer>()); }
+LayerStep dropout(double rate) { return dropout(DropoutOptions{rate, 0}); }
+LayerStep dropout(DropoutOptions options) { return single(std::make_shared<DropoutLayer>(options.rate, options.seed)); }
+LayerStep layer_norm(LayerNormOptions o) {
+  return single(std::make_shared<NormLayer>(false, o.channel_index, o.epsilon, 0.0, o.gamma_initializer, o.beta_initializer));
+}
+LayerStep rms_norm(RmsNormOptions o) {
+  return single(std::make_shared<NormLayer>(true, o.channel_index, o.epsilon, o.shift, o.gamma_initializer, Initializer()));
+}
 
 // ---- planning ----
 

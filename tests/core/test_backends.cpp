@@ -18,6 +18,7 @@
 #include "axon/autograd.h"
 #include "axon/cuda.h"
 #include "axon/losses.h"
+#include "axon/nn_ops.h"
 #include "axon/ops.h"
 #include "axon/random.h"
 
@@ -100,6 +101,12 @@ std::vector<OpCase> op_cases() {
       {"log_sumexp", {{{3, 5}}}, [](const Inputs& x) { return log_sumexp(x[0]); }},
       {"log_sumexp_axis0", {{{3, 5}}}, [](const Inputs& x) { return log_sumexp(x[0], 0, false); }},
       {"log_sumexp_3d", {{{2, 3, 4}}}, [](const Inputs& x) { return log_sumexp(mul_scalar(x[0], 4.0f), 1); }},
+      // Dropout (the same mask for a seed on every device) and normalization (axon/nn_ops.h).
+      {"dropout", {{{6, 7}}}, [](const Inputs& x) { return dropout(x[0], 0.3, 1234); }},
+      {"layer_norm", {{{3, 5}}, {{5}}, {{5}}}, [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); }},
+      {"layer_norm_axis0_no_beta", {{{4, 3}}, {{4}}}, [](const Inputs& x) { return layer_norm(x[0], x[1], Tensor(), 0, 0.1); }},
+      {"rms_norm", {{{3, 5}}, {{5}}}, [](const Inputs& x) { return rms_norm(x[0], x[1]); }},
+      {"rms_norm_axis1_shift", {{{2, 4, 3}}, {{4}}}, [](const Inputs& x) { return rms_norm(x[0], x[1], 1, 1e-3, 0.5); }},
       {"softmax_cross_entropy", {{{4, 5}}}, [](const Inputs& x) {
          Tensor labels = Tensor::from_vector({4}, std::vector<int32_t>{0, 4, 2, 2}, {DType::i32, Device::cpu()});
          return softmax_cross_entropy(x[0], labels.to(x[0].device()));

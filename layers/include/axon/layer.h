@@ -149,6 +149,40 @@ class ActivationLayer : public Layer {
   Activation activation_;
 };
 
+// Inverted dropout (axon/nn_ops.h) in training mode; the identity otherwise. Each training forward
+// draws the mask's seed from ForwardContext::rng (mixed with the layer's own seed option), so a
+// run is reproducible from the trainer's seed. 0 ≤ rate < 1, checked when the layer is built.
+class DropoutLayer : public Layer {
+ public:
+  DropoutLayer(double rate, uint64_t seed);
+  std::string op() const override { return "dropout"; }
+  Shape output_shape(const std::vector<Shape>& inputs) const override;
+  Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext& ctx) const override;
+
+ private:
+  double rate_;
+  uint64_t seed_;
+};
+
+// layer_norm (rms = false; params gamma, beta) or rms_norm (rms = true; param gamma) along the
+// channel axis (axon/nn_ops.h).
+class NormLayer : public Layer {
+ public:
+  NormLayer(bool rms, int64_t channel_index, double epsilon, double shift, Initializer gamma_init, Initializer beta_init);
+  std::string op() const override { return rms_ ? "rms_norm" : "layer_norm"; }
+  Shape output_shape(const std::vector<Shape>& inputs) const override;
+  std::vector<ParamSpec> params(const std::vector<Shape>& inputs) const override;
+  Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params, const ForwardContext&) const override;
+
+ private:
+  int64_t channels(const Shape& in) const;  // the size of the channel axis; throws naming the options
+  std::string describe() const;             // "layer_norm (channel_index -1, epsilon 1e-05)"
+  bool rms_;
+  int64_t channel_index_;
+  double epsilon_, shift_;
+  Initializer gamma_init_, beta_init_;
+};
+
 class FlattenLayer : public Layer {
  public:
   std::string op() const override { return "flatten"; }

@@ -17,6 +17,7 @@
 
 #include "axon/activations.h"
 #include "axon/layer.h"
+#include "axon/nn_ops.h"
 
 namespace axon {
 
@@ -82,6 +83,35 @@ LayerStep softplus();
 LayerStep softsign();
 LayerStep tanh();
 LayerStep flatten();
+
+// Dropout (axon/nn_ops.h): active in training mode only (ForwardContext::training, as the
+// trainer's forward pass), the identity in predict(). rate in [0, 1) (default 0.5, as the seed);
+// seed mixes into the mask seed drawn from the trainer's generator.
+struct DropoutOptions {
+  double rate = 0.5;
+  uint64_t seed = 0;
+};
+LayerStep dropout(double rate = 0.5);
+LayerStep dropout(DropoutOptions options);
+
+// layer_norm over the channel axis: params gamma {C} and beta {C}. The seed's defaults, including
+// its gamma initializer glorot_uniform (not ones: pass initializers::ones() for PyTorch's).
+struct LayerNormOptions {
+  int64_t channel_index = -1;
+  double epsilon = 1e-5;
+  Initializer gamma_initializer = initializers::glorot_uniform();
+  Initializer beta_initializer = initializers::zeros();
+};
+LayerStep layer_norm(LayerNormOptions options = {});
+
+// rms_norm over the channel axis: y = x/√(mean(x²) + epsilon)·(shift + gamma); param gamma {C}.
+struct RmsNormOptions {
+  int64_t channel_index = -1;
+  double epsilon = 1e-6;
+  double shift = 0.0;
+  Initializer gamma_initializer = initializers::ones();
+};
+LayerStep rms_norm(RmsNormOptions options = {});
 
 // ---- the analysed model: layers in execution order with names and shapes ----
 struct PlannedLayer {

@@ -46,6 +46,15 @@ struct ActivationParams {
   double alpha = 0.0, beta = 0.0;
 };
 
+// The options of a normalization kernel (layer_norm or rms_norm along one axis).
+//   layer_norm: y = (x − mean)·rstd·gamma + beta, rstd = 1/√(var + eps) (biased variance)
+//   rms_norm:   y = x·rstd·(shift + gamma),       rstd = 1/√(mean(x²) + eps)
+struct NormParams {
+  double eps = 1e-5;
+  bool rms = false;
+  double shift = 0.0;  // rms_norm only
+};
+
 struct AxisSplit {
   int64_t outer = 1, n = 1, inner = 1;
 };
@@ -108,6 +117,21 @@ class Backend {
   // out {outer, inner} = log Σ_k exp(x {outer, n, inner}), shifted by the lane's maximum (a lane whose
   // maximum is ±inf gives that maximum).
   virtual void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) = 0;
+  // Inverted dropout: out_i = x_i·scale when element i is kept, else 0; element i is kept when
+  // kernels::dropout_bits(seed, i) ≥ threshold (tensor/src/layer_math.h: a counter-based hash, the
+  // same on every backend, so the mask of a seed is the same on the CPU and on a GPU). The
+  // backward pass is the same kernel applied to the output gradient.
+  virtual void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) = 0;
+  // Normalization of x along the axis described by s; gamma and beta {n} (beta may be null);
+  // writes y (x's shape) and the lane statistics mean and rstd ({outer·inner}, f32, or f64 for
+  // f64 x; mean is 0 for rms_norm).
+  virtual void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p,
+                    Tensor& y, Tensor& mean, Tensor& rstd) = 0;
+  // Its backward given the output gradient g: writes (does not add) dx, dgamma and dbeta, each
+  // skipped when null.
+  virtual void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean,
+                             const Tensor& rstd, const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma,
+                             Tensor* dbeta) = 0;
   // Fused softmax cross-entropy over logits {batch, classes} and i32 labels {batch}: writes
   // probs {batch, classes} and loss (one f32 or f64 element) = mean over rows of −log softmax[label].
   // Labels outside [0, classes) make the loss NaN (checked on the host by the front end when the

@@ -16,6 +16,7 @@
 #include "blas.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
+#include "../layer_kernels.h"
 
 namespace axon {
 
@@ -343,6 +344,19 @@ class CpuBackend final : public Backend {
     cpu_detail::activation_backward(op, p, g, x, out);
   }
   void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) override { cpu_detail::log_sumexp(x, s, out); }
+
+  // Dropout and normalization: cpu/layer_kernels.cpp.
+  void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) override {
+    cpu_detail::dropout(x, seed, threshold, scale, out);
+  }
+  void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p, Tensor& y,
+            Tensor& mean, Tensor& rstd) override {
+    cpu_detail::norm(x, gamma, beta, s, p, y, mean, rstd);
+  }
+  void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean, const Tensor& rstd,
+                     const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma, Tensor* dbeta) override {
+    cpu_detail::norm_backward(x, gamma, g, mean, rstd, s, p, dx, dgamma, dbeta);
+  }
 
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
     dispatch_floating(logits.dtype(), "cross_entropy", [&]<class T>() {

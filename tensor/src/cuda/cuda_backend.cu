@@ -14,6 +14,7 @@
 #include "cuda_hooks.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
+#include "../layer_kernels.h"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
@@ -562,6 +563,19 @@ class CudaBackend final : public Backend {
   }
   void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) override {
     cuda_detail::log_sumexp(device_, x, s, out);
+  }
+
+  // Dropout and normalization: cuda/layer_kernels.cu.
+  void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) override {
+    cuda_detail::dropout(device_, x, seed, threshold, scale, out);
+  }
+  void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p, Tensor& y,
+            Tensor& mean, Tensor& rstd) override {
+    cuda_detail::norm(device_, x, gamma, beta, s, p, y, mean, rstd);
+  }
+  void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean, const Tensor& rstd,
+                     const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma, Tensor* dbeta) override {
+    cuda_detail::norm_backward(device_, x, gamma, g, mean, rstd, s, p, dx, dgamma, dbeta);
   }
 
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
