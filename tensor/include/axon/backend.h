@@ -19,8 +19,6 @@ enum class BinaryOp : uint8_t { add, sub, mul, div };
 // add_scalar and mul_scalar take their operand in `scalar`.
 enum class UnaryOp : uint8_t { neg, exp, log, relu, sigmoid, tanh, square, add_scalar, mul_scalar };
 
-// A shape viewed as {outer, n, inner} around one axis, the layout every axis-wise kernel uses:
-// the lane starting at base = o·n·inner + i holds the elements base + k·inner, k < n.
 // The activations with kernels of their own (axon/activations.h). Each one's scalar formula and
 // derivative are written once, in tensor/src/activation_math.h, and shared by the CPU and CUDA
 // kernels. exp, relu, sigmoid and tanh are UnaryOps; softmax and log_softmax have their own kernels.
@@ -55,6 +53,8 @@ struct NormParams {
   double shift = 0.0;  // rms_norm only
 };
 
+// A shape viewed as {outer, n, inner} around one axis, the layout every axis-wise kernel uses:
+// the lane starting at base = o·n·inner + i holds the elements base + k·inner, k < n.
 struct AxisSplit {
   int64_t outer = 1, n = 1, inner = 1;
 };
