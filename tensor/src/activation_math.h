@@ -88,8 +88,9 @@ AXON_HOST_DEVICE inline A forward(A x, A a, A b) {
   }
 }
 
-// f'(x). At a kink the derivative is the one of the side that excludes the kink point (relu's
-// convention, as PyTorch): relu6 and hard_tanh pass gradient only strictly inside their range.
+// f'(x). At a kink point the derivative is PyTorch's: 0 at the ends of relu6, hard_tanh and
+// hard_sigmoid; the left side's at 0 for leaky_relu, elu, celu and selu; the middle piece's at
+// both ends of hard_silu (PyTorch's hardswish). tests/fixtures/activations.json checks each.
 template <ActivationOp Op, class A>
 AXON_HOST_DEVICE inline A derivative(A x, A a, A b) {
   if constexpr (Op == ActivationOp::celu) {
@@ -107,8 +108,8 @@ AXON_HOST_DEVICE inline A derivative(A x, A a, A b) {
     const A z = a * x + b;
     return (z > A(0) && z < A(1)) ? a : A(0);
   } else if constexpr (Op == ActivationOp::hard_silu) {
-    const A z = a * x + b;
-    return clamp01(z) + ((z > A(0) && z < A(1)) ? a * x : A(0));
+    const A z = a * x + b;  // the ends belong to the middle piece here, as PyTorch's hardswish
+    return clamp01(z) + ((z >= A(0) && z <= A(1)) ? a * x : A(0));
   } else if constexpr (Op == ActivationOp::hard_tanh) {
     return (x > A(-1) && x < A(1)) ? A(1) : A(0);
   } else if constexpr (Op == ActivationOp::leaky_relu) {
