@@ -189,14 +189,35 @@ Tensor ActivationLayer::forward(const std::vector<Tensor>& inputs, std::span<con
   return apply_activation(activation_, inputs.at(0));
 }
 
-DropoutLayer::DropoutLayer(double rate, uint64_t seed) : rate_(rate), seed_(seed) {
+DropoutLayer::DropoutLayer(Kind kind, double rate, uint64_t seed, int64_t channel_index)
+    : kind_(kind), rate_(rate), seed_(seed), channel_index_(channel_index) {
   if (!std::isfinite(rate) || rate < 0.0 || rate >= 1.0)
-    throw std::invalid_argument(fmt::format("dropout: rate must be in [0, 1), got {}", rate));
+    throw std::invalid_argument(fmt::format("{}: rate must be in [0, 1), got {}", op(), rate));
+}
+
+std::string DropoutLayer::op() const {
+  switch (kind_) {
+    case Kind::dropout: return "dropout";
+    case Kind::alpha_dropout: return "alpha_dropout";
+    case Kind::spatial_dropout: return "spatial_dropout";
+    case Kind::feature_alpha_dropout: return "feature_alpha_dropout";
+  }
+  return "dropout";
 }
 
 Shape DropoutLayer::output_shape(const std::vector<Shape>& inputs) const {
-  expect_inputs(inputs, 1, "dropout");
-  return inputs[0];
+  const std::string name = op();
+  expect_inputs(inputs, 1, name.c_str());
+  const Shape& in = inputs[0];
+  if (kind_ == Kind::spatial_dropout || kind_ == Kind::feature_alpha_dropout) {
+    const int64_t dims = static_cast<int64_t>(in.size());
+    const int64_t a = channel_index_ < 0 ? channel_index_ + dims : channel_index_;
+    if (dims < 2 || a <= 0 || a >= dims)
+      throw std::invalid_argument(fmt::format("{} (rate {}, channel_index {}): needs an input {{batch, ..., channels}} "
+                                              "whose channel axis is not the batch axis, got {}",
+                                              name, rate_, channel_index_, shape_str(in)));
+  }
+  return in;
 }
 
 Tensor DropoutLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext& ctx) const {
@@ -204,10 +225,16 @@ Tensor DropoutLayer::forward(const std::vector<Tensor>& inputs, std::span<const 
   if (!ctx.training || rate_ == 0.0) return x;
   if (!ctx.rng)
     throw std::invalid_argument(fmt::format(
-        "dropout (rate {}): training mode needs ForwardContext::rng, the generator masks are drawn from", rate_));
+        "{} (rate {}): training mode needs ForwardContext::rng, the generator masks are drawn from", op(), rate_));
   // The layer's seed option decorrelates two dropout layers' streams even from the same draw.
   const uint64_t seed = ctx.rng->next_u64() ^ (seed_ * 0xD1B54A32D192ED03ull);
-  return dropout(x, rate_, seed);
+  switch (kind_) {
+    case Kind::dropout: return dropout(x, rate_, seed);
+    case Kind::alpha_dropout: return alpha_dropout(x, rate_, seed);
+    case Kind::spatial_dropout: return spatial_dropout(x, rate_, seed, channel_index_);
+    case Kind::feature_alpha_dropout: return feature_alpha_dropout(x, rate_, seed, channel_index_);
+  }
+  return x;
 }
 
 NormLayer::NormLayer(bool rms, int64_t channel_index, double epsilon, double shift, Initializer gamma_init,

@@ -78,8 +78,14 @@ LayerStep softplus() { return activation(Activation::softplus); }
 LayerStep softsign() { return activation(Activation::softsign); }
 LayerStep tanh() { return activation(Activation::tanh); }
 LayerStep flatten() { return single(std::make_shared<FlattenLayer>()); }
-LayerStep dropout(double rate) { return dropout(DropoutOptions{rate, 0}); }
-LayerStep dropout(DropoutOptions options) { return single(std::make_shared<DropoutLayer>(options.rate, options.seed)); }
+LayerStep dropout(double rate) { return dropout(DropoutOptions{rate, 0, -1}); }
+static LayerStep dropout_step(DropoutLayer::Kind kind, const DropoutOptions& o) {
+  return single(std::make_shared<DropoutLayer>(kind, o.rate, o.seed, o.channel_index));
+}
+LayerStep dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::dropout, o); }
+LayerStep alpha_dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::alpha_dropout, o); }
+LayerStep spatial_dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::spatial_dropout, o); }
+LayerStep feature_alpha_dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::feature_alpha_dropout, o); }
 LayerStep layer_norm(LayerNormOptions o) {
   return single(std::make_shared<NormLayer>(false, o.channel_index, o.epsilon, 0.0, o.gamma_initializer, o.beta_initializer));
 }

@@ -6,7 +6,7 @@
 #include "axon/backend.h"
 
 namespace axon::cpu_detail {
-void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out);
+void dropout(const Tensor& x, const DropoutParams& p, Tensor& out);
 void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p, Tensor& y,
           Tensor& mean, Tensor& rstd);
 void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean, const Tensor& rstd,
@@ -15,7 +15,7 @@ void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const 
 
 namespace axon::cuda_detail {
 // Queued on `device`'s compute stream.
-void dropout(int device, const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out);
+void dropout(int device, const Tensor& x, const DropoutParams& p, Tensor& out);
 void norm(int device, const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p,
           Tensor& y, Tensor& mean, Tensor& rstd);
 void norm_backward(int device, const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean,

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "axon/backend.h"
 #include "kernel_support.h"
 
 namespace axon::kernels {
@@ -19,10 +20,13 @@ AXON_HOST_DEVICE inline uint32_t dropout_bits(uint64_t seed, uint64_t i) {
   return static_cast<uint32_t>(z >> 40);
 }
 
-// The weight of element i: scale when kept (dropout_bits ≥ threshold), else 0.
+// Element i of a dropout (DropoutParams in axon/backend.h): x·keep_scale + keep_offset when its
+// mask entry is kept, else drop_value. The A arguments are the params in the compute type.
 template <class A>
-AXON_HOST_DEVICE inline A dropout_weight(uint64_t seed, uint64_t i, uint32_t threshold, A scale) {
-  return dropout_bits(seed, i) >= threshold ? scale : A(0);
+AXON_HOST_DEVICE inline A dropout_element(const DropoutParams& p, int64_t i, A x, A keep_scale, A keep_offset,
+                                          A drop_value) {
+  const int64_t m = (i / p.per_sample) * p.channels + (i / p.inner) % p.channels;
+  return dropout_bits(p.seed, static_cast<uint64_t>(m)) >= p.threshold ? x * keep_scale + keep_offset : drop_value;
 }
 
 }  // namespace axon::kernels

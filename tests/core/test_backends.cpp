@@ -103,6 +103,10 @@ std::vector<OpCase> op_cases() {
       {"log_sumexp_3d", {{{2, 3, 4}}}, [](const Inputs& x) { return log_sumexp(mul_scalar(x[0], 4.0f), 1); }},
       // Dropout (the same mask for a seed on every device) and normalization (axon/nn_ops.h).
       {"dropout", {{{6, 7}}}, [](const Inputs& x) { return dropout(x[0], 0.3, 1234); }},
+      {"alpha_dropout", {{{6, 7}}}, [](const Inputs& x) { return alpha_dropout(x[0], 0.3, 99); }},
+      {"spatial_dropout", {{{4, 3, 5}}}, [](const Inputs& x) { return spatial_dropout(x[0], 0.4, 5); }},
+      {"feature_alpha_dropout_channels_first", {{{4, 5, 3}}},
+       [](const Inputs& x) { return feature_alpha_dropout(x[0], 0.4, 6, 1); }},
       {"layer_norm", {{{3, 5}}, {{5}}, {{5}}}, [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); }},
       {"layer_norm_axis0_no_beta", {{{4, 3}}, {{4}}}, [](const Inputs& x) { return layer_norm(x[0], x[1], Tensor(), 0, 0.1); }},
       {"rms_norm", {{{3, 5}}, {{5}}}, [](const Inputs& x) { return rms_norm(x[0], x[1]); }},

@@ -107,6 +107,78 @@ TEST(Dropout, TheSeedDecidesTheMaskOnEveryDeviceAndTheGradientUsesIt) {
   EXPECT_EQ(dropout(x, 0.0, 7).to_vector(), x.to_vector());
 }
 
+TEST(Dropout, AlphaDropoutHasPyTorchsConstantsAndKeepsSelusMeanAndVariance) {
+  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/dropout.json");
+  ASSERT_TRUE(in) << "missing tests/fixtures/dropout.json";
+  const json cases = json::parse(in)["alpha_dropout"];
+  ASSERT_EQ(cases.size(), 3u);
+  for (const json& c : cases) {
+    const double rate = c["rate"], a = c["a"], b = c["b"], dropped = c["dropped"];
+    for (Device device : devices()) {
+      const TensorOptions o{DType::f64, device};
+      // Inputs 0 and 1 under one mask: kept elements give b and a + b, dropped ones `dropped`.
+      const std::vector<double> z = alpha_dropout(Tensor::zeros({4096}, o), rate, 11).to_double_vector();
+      const std::vector<double> one = alpha_dropout(Tensor::ones({4096}, o), rate, 11).to_double_vector();
+      int drops = 0;
+      for (size_t i = 0; i < z.size(); ++i) {
+        const bool kept = std::abs(z[i] - b) < 1e-12;
+        if (!kept) ++drops;
+        EXPECT_NEAR(z[i], kept ? b : dropped, 1e-12) << rate << " element " << i;
+        EXPECT_NEAR(one[i], kept ? a + b : dropped, 1e-12) << rate << " element " << i;
+      }
+      EXPECT_NEAR(drops / 4096.0, rate, 6 * std::sqrt(rate * (1 - rate) / 4096)) << rate;
+    }
+  }
+  // Standard normal inputs (a SELU network's fixed point) keep mean 0 and variance 1. 10^6 draws;
+  // the sample of x and the mask each add an error of about √(1/N) to the mean and √(2/N) to the
+  // variance, so the bounds are 6·√(2/N) and 6·√(4/N).
+  Generator gen(12);
+  Tensor x = normal({1000, 1000}, 0.0f, 1.0f, gen).to(DType::f64);
+  for (double rate : {0.1, 0.3}) {
+    const std::vector<double> y = alpha_dropout(x, rate, 3).to_double_vector();
+    double mean = 0, sq = 0;
+    for (double v : y) mean += v, sq += v * v;
+    mean /= 1e6;
+    EXPECT_NEAR(mean, 0.0, 6 * std::sqrt(2e-6)) << rate;
+    EXPECT_NEAR(sq / 1e6 - mean * mean, 1.0, 6 * std::sqrt(4e-6)) << rate;
+  }
+}
+
+TEST(Dropout, SpatialAndFeatureAlphaDropoutDropWholeChannels) {
+  // {batch 6, 5, 4, channels 16} channels last, and {6, 16, 5, 4} channels first.
+  for (auto [shape, channel_index] : {std::pair{Shape{6, 5, 4, 16}, int64_t{-1}}, std::pair{Shape{6, 16, 5, 4}, int64_t{1}}}) {
+    for (bool alpha : {false, true}) {
+      Tensor x = Tensor::ones(shape);
+      Tensor y = alpha ? feature_alpha_dropout(x, 0.5, 21, channel_index) : spatial_dropout(x, 0.5, 21, channel_index);
+      const std::vector<float> v = y.to_vector();
+      const int64_t c_axis = channel_index < 0 ? 3 : 1;
+      const int64_t per_sample = x.numel() / 6;
+      int64_t inner = 1;
+      for (int64_t d = c_axis + 1; d < 4; ++d) inner *= shape[d];
+      // Every element of one (sample, channel) has the value of that pair's first element.
+      std::vector<float> first(6 * 16, NAN);
+      int dropped_pairs = 0;
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        const int64_t pair = (i / per_sample) * 16 + (i / inner) % 16;
+        if (std::isnan(first[pair])) {
+          first[pair] = v[i];
+          dropped_pairs += alpha ? v[i] < 0 : v[i] == 0;
+        }
+        ASSERT_EQ(v[i], first[pair]) << (alpha ? "feature_alpha_dropout" : "spatial_dropout") << " element " << i;
+      }
+      EXPECT_GT(dropped_pairs, 20);  // 96 pairs at rate 0.5: 48 expected, 6 standard errors is 29
+      EXPECT_LT(dropped_pairs, 76);
+      if (!alpha) {
+        for (float f : first) EXPECT_TRUE(f == 0.0f || f == 2.0f);
+      }
+    }
+  }
+  // The same seed and shape give the same channels on every device.
+  Tensor x = Tensor::ones({3, 7, 9});
+  const std::vector<float> want = spatial_dropout(x, 0.4, 5).to_vector();
+  for (Device device : devices()) EXPECT_EQ(spatial_dropout(x.to(device), 0.4, 5).to_vector(), want) << device.str();
+}
+
 TEST(Dropout, TheLayerDropsInTrainingOnlyAndIsReproducible) {
   Model model = input({-1, 100}) | dropout(0.5);
   Parameters params = init(model, 0);
@@ -121,6 +193,17 @@ TEST(Dropout, TheLayerDropsInTrainingOnlyAndIsReproducible) {
   for (float v : a) zeros += v == 0.0f;
   EXPECT_GT(zeros, 300);
   EXPECT_LT(zeros, 500);
+  // The other kinds as layers: named after themselves, the identity in inference.
+  Model others = input({-1, 4, 6}) | alpha_dropout({.rate = 0.2}) | spatial_dropout({.rate = 0.3, .seed = 4}) |
+                 feature_alpha_dropout({.rate = 0.1, .channel_index = 1});
+  EXPECT_THAT(summary(others), ::testing::AllOf(HasSubstr("alpha_dropout_2 (alpha_dropout)"),
+                                                HasSubstr("spatial_dropout_3 (spatial_dropout)"),
+                                                HasSubstr("feature_alpha_dropout_4 (feature_alpha_dropout)")));
+  Parameters none = init(others, 0);
+  Tensor x3 = Tensor::ones({2, 4, 6});
+  EXPECT_EQ(predict(others, none, x3).to_vector(), x3.to_vector());
+  Generator g4(1);
+  EXPECT_NE(forward(others, none, x3, ForwardContext{true, &g4}).to_vector(), x3.to_vector());
   try {
     forward(model, params, x, ForwardContext{true, nullptr});
     FAIL() << "expected an error";
@@ -171,6 +254,13 @@ TEST(Normalization, BadInputIsAnErrorNamingTheOpOptionsAndShapes) {
   expect_error([&] { dropout(x, -0.1, 0); }, {"dropout", "rate"});
   Tensor ids = Tensor::from_vector({2}, std::vector<int32_t>{1, 2}, {DType::i32, Device::cpu()});
   expect_error([&] { dropout(ids, 0.5, 0); }, {"dropout", "i32"});
+  expect_error([&] { alpha_dropout(x, 1.5, 0); }, {"alpha_dropout", "rate"});
+  expect_error([&] { spatial_dropout(Tensor::ones({4}), 0.5, 0); }, {"spatial_dropout", "rank 2", "{4}"});
+  expect_error([&] { feature_alpha_dropout(x, 0.5, 0, 0); }, {"feature_alpha_dropout", "batch axis", "{2, 4}"});
+  expect_error([&] { spatial_dropout(x, 0.5, 0, 5); }, {"spatial_dropout", "axis 5"});
+  expect_error([&] { summary(input({-1, 4}) | spatial_dropout({.channel_index = 0})); },
+               {"spatial_dropout", "channel_index 0", "{-1, 4}"});
+  expect_error([&] { alpha_dropout({.rate = 1.0}); }, {"alpha_dropout", "rate"});
   // Layer options are checked when the model is built; shapes when it is planned.
   expect_error([&] { dropout(1.0); }, {"dropout", "rate", "1"});
   expect_error([&] { layer_norm({.epsilon = -1e-5}); }, {"layer_norm", "epsilon"});

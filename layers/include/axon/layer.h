@@ -149,19 +149,24 @@ class ActivationLayer : public Layer {
   Activation activation_;
 };
 
-// Inverted dropout (axon/nn_ops.h) in training mode; the identity otherwise. Each training forward
-// draws the mask's seed from ForwardContext::rng (mixed with the layer's own seed option), so a
-// run is reproducible from the trainer's seed. 0 ≤ rate < 1, checked when the layer is built.
+// dropout, alpha_dropout, spatial_dropout or feature_alpha_dropout (axon/nn_ops.h) in training
+// mode; the identity otherwise. Each training forward draws the mask's seed from
+// ForwardContext::rng (mixed with the layer's own seed option), so a run is reproducible from the
+// trainer's seed. 0 ≤ rate < 1, checked when the layer is built; the channel axis of the
+// per-channel kinds when the model is planned.
 class DropoutLayer : public Layer {
  public:
-  DropoutLayer(double rate, uint64_t seed);
-  std::string op() const override { return "dropout"; }
+  enum class Kind { dropout, alpha_dropout, spatial_dropout, feature_alpha_dropout };
+  DropoutLayer(Kind kind, double rate, uint64_t seed, int64_t channel_index = -1);
+  std::string op() const override;
   Shape output_shape(const std::vector<Shape>& inputs) const override;
   Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext& ctx) const override;
 
  private:
+  Kind kind_;
   double rate_;
   uint64_t seed_;
+  int64_t channel_index_;
 };
 
 // layer_norm (rms = false; params gamma, beta) or rms_norm (rms = true; param gamma) along the

@@ -84,15 +84,20 @@ LayerStep softsign();
 LayerStep tanh();
 LayerStep flatten();
 
-// Dropout (axon/nn_ops.h): active in training mode only (ForwardContext::training, as the
+// Dropout layers (axon/nn_ops.h): active in training mode only (ForwardContext::training, as the
 // trainer's forward pass), the identity in predict(). rate in [0, 1) (default 0.5, as the seed);
-// seed mixes into the mask seed drawn from the trainer's generator.
+// seed mixes into the mask seed drawn from the trainer's generator; channel_index (spatial_dropout
+// and feature_alpha_dropout only) is the channel axis, default −1 (channels last).
 struct DropoutOptions {
   double rate = 0.5;
   uint64_t seed = 0;
+  int64_t channel_index = -1;
 };
 LayerStep dropout(double rate = 0.5);
 LayerStep dropout(DropoutOptions options);
+LayerStep alpha_dropout(DropoutOptions options = {});
+LayerStep spatial_dropout(DropoutOptions options = {});
+LayerStep feature_alpha_dropout(DropoutOptions options = {});
 
 // layer_norm over the channel axis: params gamma {C} and beta {C}. The seed's defaults, including
 // its gamma initializer glorot_uniform (not ones: pass initializers::ones() for PyTorch's).

@@ -44,6 +44,20 @@ struct ActivationParams {
   double alpha = 0.0, beta = 0.0;
 };
 
+// One dropout mask and what it does (axon/nn_ops.h: dropout, alpha_dropout, spatial_dropout,
+// feature_alpha_dropout). Element i uses mask entry m(i) = (i / per_sample)·channels +
+// (i / inner) % channels (per element: per_sample = channels = inner = 1, m(i) = i; per
+// (sample, channel): per_sample = the elements of one sample, inner = the product of the dims after
+// the channel axis). Entry m is kept when kernels::dropout_bits(seed, m) ≥ threshold
+// (tensor/src/layer_math.h). A kept element becomes x·keep_scale + keep_offset, a dropped one
+// drop_value.
+struct DropoutParams {
+  uint64_t seed = 0;
+  uint32_t threshold = 0;
+  double keep_scale = 1.0, keep_offset = 0.0, drop_value = 0.0;
+  int64_t per_sample = 1, inner = 1, channels = 1;
+};
+
 // The options of a normalization kernel (layer_norm or rms_norm along one axis).
 //   layer_norm: y = (x − mean)·rstd·gamma + beta, rstd = 1/√(var + eps) (biased variance)
 //   rms_norm:   y = x·rstd·(shift + gamma),       rstd = 1/√(mean(x²) + eps)
@@ -117,11 +131,11 @@ class Backend {
   // out {outer, inner} = log Σ_k exp(x {outer, n, inner}), shifted by the lane's maximum (a lane whose
   // maximum is ±inf gives that maximum).
   virtual void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) = 0;
-  // Inverted dropout: out_i = x_i·scale when element i is kept, else 0; element i is kept when
-  // kernels::dropout_bits(seed, i) ≥ threshold (tensor/src/layer_math.h: a counter-based hash, the
-  // same on every backend, so the mask of a seed is the same on the CPU and on a GPU). The
-  // backward pass is the same kernel applied to the output gradient.
-  virtual void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) = 0;
+  // out = the dropout of x described by p (DropoutParams). The mask is a counter-based hash of
+  // (seed, mask index), the same on every backend, so a seed gives the same mask on the CPU and on
+  // a GPU. The backward pass is the same kernel applied to the output gradient with
+  // keep_offset = drop_value = 0.
+  virtual void dropout(const Tensor& x, const DropoutParams& p, Tensor& out) = 0;
   // Normalization of x along the axis described by s; gamma and beta {n} (beta may be null);
   // writes y (x's shape) and the lane statistics mean and rstd ({outer·inner}, f32, or f64 for
   // f64 x; mean is 0 for rms_norm).

@@ -21,6 +21,23 @@ namespace axon {
 // This function always drops: the dropout layer calls it in training mode only.
 Tensor dropout(const Tensor& x, double rate, uint64_t seed);
 
+// Alpha dropout (Klambauer et al. 2017, "Self-Normalizing Neural Networks", for SELU networks):
+// dropped elements become SELU's saturation −αλ, then every element is mapped to a·x + b with
+// a = (q(1 + rate·(αλ)²))^(−1/2), b = a·αλ·rate, q = 1 − rate, so an input of mean 0 and variance
+// 1 keeps them. F.alpha_dropout. Same mask rules as dropout.
+Tensor alpha_dropout(const Tensor& x, double rate, uint64_t seed);
+
+// Dropout of whole channels (Tompson et al. 2015, "Efficient Object Localization Using
+// Convolutional Networks"): one mask entry per (sample, channel), shared by every other position
+// of that sample; kept channels are scaled by 1/(1 − rate). x is {batch, ..., channels} with the
+// channel axis at channel_index (default −1, channels last as the seed; 1 for channels first);
+// rank ≥ 2, and the channel axis may not be the batch axis.
+Tensor spatial_dropout(const Tensor& x, double rate, uint64_t seed, int64_t channel_index = -1);
+
+// Alpha dropout of whole channels (the mask of spatial_dropout, the values of alpha_dropout).
+// F.feature_alpha_dropout with channels first (channel_index 1).
+Tensor feature_alpha_dropout(const Tensor& x, double rate, uint64_t seed, int64_t channel_index = -1);
+
 // Layer normalization (Ba, Kiros & Hinton 2016) along `axis` (default the last, the seed's
 // channel_index -1): y = (x − mean)/√(var + epsilon)·gamma + beta, with mean and the biased
 // variance over that axis. gamma and beta have shape {x.size(axis)}; beta may be undefined (no

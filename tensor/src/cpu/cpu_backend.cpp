@@ -346,8 +346,8 @@ class CpuBackend final : public Backend {
   void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) override { cpu_detail::log_sumexp(x, s, out); }
 
   // Dropout and normalization: cpu/layer_kernels.cpp.
-  void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) override {
-    cpu_detail::dropout(x, seed, threshold, scale, out);
+  void dropout(const Tensor& x, const DropoutParams& p, Tensor& out) override {
+    cpu_detail::dropout(x, p, out);
   }
   void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p, Tensor& y,
             Tensor& mean, Tensor& rstd) override {

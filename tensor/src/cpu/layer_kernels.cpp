@@ -19,15 +19,15 @@ void floating(DType dtype, const char* kernel, F&& f) {
 
 }  // namespace
 
-void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) {
+void dropout(const Tensor& x, const DropoutParams& p, Tensor& out) {
   floating(x.dtype(), "dropout", [&]<class T>() {
     using A = Acc<T>;
-    const A sc = static_cast<A>(scale);
+    const A scale = static_cast<A>(p.keep_scale), offset = static_cast<A>(p.keep_offset), drop = static_cast<A>(p.drop_value);
     const T* px = ptr<T>(x);
     T* po = ptr<T>(out);
     const int64_t n = x.numel();
     for (int64_t i = 0; i < n; ++i)
-      po[i] = T(static_cast<A>(px[i]) * kernels::dropout_weight<A>(seed, static_cast<uint64_t>(i), threshold, sc));
+      po[i] = T(kernels::dropout_element<A>(p, i, static_cast<A>(px[i]), scale, offset, drop));
   });
 }
 

@@ -566,8 +566,8 @@ class CudaBackend final : public Backend {
   }
 
   // Dropout and normalization: cuda/layer_kernels.cu.
-  void dropout(const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) override {
-    cuda_detail::dropout(device_, x, seed, threshold, scale, out);
+  void dropout(const Tensor& x, const DropoutParams& p, Tensor& out) override {
+    cuda_detail::dropout(device_, x, p, out);
   }
   void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p, Tensor& y,
             Tensor& mean, Tensor& rstd) override {

@@ -45,9 +45,8 @@ int blocks_for(int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 template <class T>
-__global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t seed, uint32_t threshold, Acc<T> scale) {
-  AXON_LAYER_GRID_STRIDE(i, n)
-  store(out, i, load(x, i) * kernels::dropout_weight<Acc<T>>(seed, static_cast<uint64_t>(i), threshold, scale));
+__global__ void dropout_kernel(const T* x, T* out, int64_t n, DropoutParams p, Acc<T> scale, Acc<T> offset, Acc<T> drop) {
+  AXON_LAYER_GRID_STRIDE(i, n) store(out, i, kernels::dropout_element<Acc<T>>(p, i, load(x, i), scale, offset, drop));
 }
 
 template <class T>
@@ -132,13 +131,15 @@ T* dp(Tensor* t) {
 
 }  // namespace
 
-void dropout(int device, const Tensor& x, uint64_t seed, uint32_t threshold, double scale, Tensor& out) {
+void dropout(int device, const Tensor& x, const DropoutParams& p, Tensor& out) {
   DeviceGuard guard(device);
   cudaStream_t stream = state(device).stream;
   const int64_t n = x.numel();
   floating(x.dtype(), "dropout", [&]<class T>() {
-    dropout_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(kernels::ptr<T>(x), kernels::ptr<T>(out), n, seed, threshold,
-                                                             static_cast<Acc<T>>(scale));
+    using A = Acc<T>;
+    dropout_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(kernels::ptr<T>(x), kernels::ptr<T>(out), n, p,
+                                                             static_cast<A>(p.keep_scale), static_cast<A>(p.keep_offset),
+                                                             static_cast<A>(p.drop_value));
   });
   check_launch("dropout kernel launch", device);
 }
