@@ -51,12 +51,47 @@ LayerStep dense(int64_t units, DenseOptions options) {
 }
 
 LayerStep activation(Activation act) { return single(std::make_shared<ActivationLayer>(act)); }
+LayerStep celu(double alpha) { return activation(Activation::celu.with_alpha(alpha)); }
+LayerStep elu(double alpha) { return activation(Activation::elu.with_alpha(alpha)); }
+LayerStep exp() { return activation(Activation::exp); }
+LayerStep gelu(GeluApproximation approximate) {
+  return activation(approximate == GeluApproximation::tanh ? Activation::gelu_tanh : Activation::gelu);
+}
+LayerStep hard_sigmoid(double alpha, double beta) {
+  return activation(Activation::hard_sigmoid.with_alpha(alpha).with_beta(beta));
+}
+LayerStep hard_silu(double alpha, double beta) { return activation(Activation::hard_silu.with_alpha(alpha).with_beta(beta)); }
+LayerStep hard_swish(double alpha, double beta) { return hard_silu(alpha, beta); }
+LayerStep hard_tanh() { return activation(Activation::hard_tanh); }
+LayerStep leaky_relu(double alpha) { return activation(Activation::leaky_relu.with_alpha(alpha)); }
+LayerStep log_sigmoid() { return activation(Activation::log_sigmoid); }
+LayerStep log_softmax(int64_t axis) { return activation(Activation::log_softmax.with_axis(axis)); }
+LayerStep log_sumexp(int64_t axis) { return activation(Activation::log_sumexp.with_axis(axis)); }
+LayerStep mish() { return activation(Activation::mish); }
 LayerStep relu() { return activation(Activation::relu); }
+LayerStep relu6() { return activation(Activation::relu6); }
+LayerStep selu(double alpha, double gamma) { return activation(Activation::selu.with_alpha(alpha).with_gamma(gamma)); }
 LayerStep sigmoid() { return activation(Activation::sigmoid); }
+LayerStep silu() { return activation(Activation::silu); }
+LayerStep softmax(int64_t axis) { return activation(Activation::softmax.with_axis(axis)); }
+LayerStep softplus() { return activation(Activation::softplus); }
+LayerStep softsign() { return activation(Activation::softsign); }
 LayerStep tanh() { return activation(Activation::tanh); }
-LayerStep softmax() { return activation(Activation::softmax); }
-LayerStep log_softmax() { return activation(Activation::log_softmax); }
 LayerStep flatten() { return single(std::make_shared<FlattenLayer>()); }
+LayerStep dropout(double rate) { return dropout(DropoutOptions{rate, 0, -1}); }
+static LayerStep dropout_step(DropoutLayer::Kind kind, const DropoutOptions& o) {
+  return single(std::make_shared<DropoutLayer>(kind, o.rate, o.seed, o.channel_index));
+}
+LayerStep dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::dropout, o); }
+LayerStep alpha_dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::alpha_dropout, o); }
+LayerStep spatial_dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::spatial_dropout, o); }
+LayerStep feature_alpha_dropout(DropoutOptions o) { return dropout_step(DropoutLayer::Kind::feature_alpha_dropout, o); }
+LayerStep layer_norm(LayerNormOptions o) {
+  return single(std::make_shared<NormLayer>(false, o.channel_index, o.epsilon, 0.0, o.gamma_initializer, o.beta_initializer));
+}
+LayerStep rms_norm(RmsNormOptions o) {
+  return single(std::make_shared<NormLayer>(true, o.channel_index, o.epsilon, o.shift, o.gamma_initializer, Initializer()));
+}
 
 // ---- planning ----
 
@@ -243,7 +278,24 @@ static Parameters init_from_plan(const ModelPlan& p, uint64_t seed) {
   Generator gen(seed);
   size_t k = 0;
   for (const PlannedLayer& layer : p.layers)
-    for (const ParamSpec& spec : layer.params) params.at(k++).detach().copy_from(spec.init(spec.shape, gen));
+    for (const ParamSpec& spec : layer.params) {
+      const std::string name = layer.name + "." + spec.name;
+      if (!spec.init) throw std::invalid_argument(fmt::format("init: {} has no initializer", name));
+      Tensor value;
+      try {
+        value = spec.init(spec.shape, gen);
+      } catch (const std::exception& e) {
+        throw std::invalid_argument(fmt::format("init: {} (shape {}): {}", name, shape_str(spec.shape), e.what()));
+      }
+      if (!value.defined() || value.shape() != spec.shape)
+        throw std::invalid_argument(fmt::format("init: the initializer of {} returned shape {}, expected {}", name,
+                                                value.defined() ? shape_str(value.shape()) : std::string("(undefined)"),
+                                                shape_str(spec.shape)));
+      // A custom initializer may return another floating dtype or device: converted here.
+      if (value.dtype() != params.dtype()) value = value.to(params.dtype());
+      if (value.device() != params.device()) value = value.to(params.device());
+      params.at(k++).detach().copy_from(value);
+    }
   return params;
 }
 

@@ -14,9 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "axon/activations.h"
 #include "axon/autograd.h"
 #include "axon/cuda.h"
 #include "axon/losses.h"
+#include "axon/nn_ops.h"
 #include "axon/ops.h"
 #include "axon/random.h"
 
@@ -28,13 +30,17 @@ using Inputs = std::vector<Tensor>;
 struct InputSpec {
   Shape shape;
   bool positive = false;  // in [0.5, 2.5]: for log, and div's divisor
+  // Odd multiples of 1/64 in (-2.1, 2.1), still exact in bf16: never 0 or an integer, so an
+  // activation with a kink there (relu6, hard_tanh, leaky_relu, ...) is differentiable at every
+  // input and its gradient can be checked against finite differences.
+  bool off_grid = false;
 };
 
 struct OpCase {
   std::string name;
   std::vector<InputSpec> inputs;
   std::function<Tensor(const Inputs&)> f;
-  bool smooth = true;  // false for relu: finite differences are skipped (kink at 0)
+  bool smooth = true;  // false for relu: finite differences are skipped (kink at 0 on the grid)
 };
 
 void PrintTo(const OpCase& c, std::ostream* os) { *os << c.name; }
@@ -70,6 +76,41 @@ std::vector<OpCase> op_cases() {
       {"softmax_axis0", {{{3, 5}}}, [](const Inputs& x) { return softmax(x[0], 0); }},
       {"log_softmax", {{{2, 3, 4}}}, [](const Inputs& x) { return log_softmax(x[0], 1); }},
       {"reshape", {{{2, 6}}}, [](const Inputs& x) { return square(x[0].reshape({3, 4})); }},
+      // Activations (axon/activations.h). Inputs off the grid of kinks; a scale in front spreads them
+      // over both sides of kinks beyond [-2, 2] (relu6's 6, hard_sigmoid's -1 and 4, or -3 and 3).
+      {"celu", {{{3, 4}, false, true}}, [](const Inputs& x) { return celu(x[0]); }},
+      {"celu_alpha", {{{3, 4}, false, true}}, [](const Inputs& x) { return celu(x[0], 0.75); }},
+      {"elu", {{{3, 4}, false, true}}, [](const Inputs& x) { return elu(x[0], 1.25); }},
+      {"gelu", {{{3, 4}}}, [](const Inputs& x) { return gelu(mul_scalar(x[0], 2.0f)); }},
+      {"gelu_tanh", {{{3, 4}}}, [](const Inputs& x) { return gelu(mul_scalar(x[0], 2.0f), GeluApproximation::tanh); }},
+      {"hard_sigmoid", {{{4, 4}, false, true}}, [](const Inputs& x) { return hard_sigmoid(mul_scalar(x[0], 3.0f)); }},
+      {"hard_sigmoid_torch", {{{4, 4}, false, true}},
+       [](const Inputs& x) { return hard_sigmoid(mul_scalar(x[0], 2.0f), 1.0 / 6.0, 0.5); }},
+      {"hard_silu", {{{4, 4}, false, true}}, [](const Inputs& x) { return hard_silu(mul_scalar(x[0], 3.0f)); }},
+      {"hard_swish_torch", {{{4, 4}, false, true}},
+       [](const Inputs& x) { return hard_swish(mul_scalar(x[0], 2.0f), 1.0 / 6.0, 0.5); }},
+      {"hard_tanh", {{{3, 4}, false, true}}, [](const Inputs& x) { return hard_tanh(x[0]); }},
+      {"leaky_relu", {{{3, 4}, false, true}}, [](const Inputs& x) { return leaky_relu(x[0], 0.2); }},
+      {"log_sigmoid", {{{3, 4}}}, [](const Inputs& x) { return log_sigmoid(mul_scalar(x[0], 3.0f)); }},
+      {"mish", {{{3, 4}}}, [](const Inputs& x) { return mish(mul_scalar(x[0], 2.0f)); }},
+      {"relu6", {{{4, 4}, false, true}}, [](const Inputs& x) { return relu6(mul_scalar(x[0], 4.0f)); }},
+      {"selu", {{{3, 4}, false, true}}, [](const Inputs& x) { return selu(x[0]); }},
+      {"silu", {{{3, 4}}}, [](const Inputs& x) { return silu(mul_scalar(x[0], 2.0f)); }},
+      {"softplus", {{{3, 4}}}, [](const Inputs& x) { return softplus(mul_scalar(x[0], 3.0f)); }},
+      {"softsign", {{{3, 4}, false, true}}, [](const Inputs& x) { return softsign(x[0]); }},
+      {"log_sumexp", {{{3, 5}}}, [](const Inputs& x) { return log_sumexp(x[0]); }},
+      {"log_sumexp_axis0", {{{3, 5}}}, [](const Inputs& x) { return log_sumexp(x[0], 0, false); }},
+      {"log_sumexp_3d", {{{2, 3, 4}}}, [](const Inputs& x) { return log_sumexp(mul_scalar(x[0], 4.0f), 1); }},
+      // Dropout (the same mask for a seed on every device) and normalization (axon/nn_ops.h).
+      {"dropout", {{{6, 7}}}, [](const Inputs& x) { return dropout(x[0], 0.3, 1234); }},
+      {"alpha_dropout", {{{6, 7}}}, [](const Inputs& x) { return alpha_dropout(x[0], 0.3, 99); }},
+      {"spatial_dropout", {{{4, 3, 5}}}, [](const Inputs& x) { return spatial_dropout(x[0], 0.4, 5); }},
+      {"feature_alpha_dropout_channels_first", {{{4, 5, 3}}},
+       [](const Inputs& x) { return feature_alpha_dropout(x[0], 0.4, 6, 1); }},
+      {"layer_norm", {{{3, 5}}, {{5}}, {{5}}}, [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); }},
+      {"layer_norm_axis0_no_beta", {{{4, 3}}, {{4}}}, [](const Inputs& x) { return layer_norm(x[0], x[1], Tensor(), 0, 0.1); }},
+      {"rms_norm", {{{3, 5}}, {{5}}}, [](const Inputs& x) { return rms_norm(x[0], x[1]); }},
+      {"rms_norm_axis1_shift", {{{2, 4, 3}}, {{4}}}, [](const Inputs& x) { return rms_norm(x[0], x[1], 1, 1e-3, 0.5); }},
       {"softmax_cross_entropy", {{{4, 5}}}, [](const Inputs& x) {
          Tensor labels = Tensor::from_vector({4}, std::vector<int32_t>{0, 4, 2, 2}, {DType::i32, Device::cpu()});
          return softmax_cross_entropy(x[0], labels.to(x[0].device()));
@@ -86,7 +127,7 @@ Inputs make_inputs(const OpCase& c, uint64_t seed, DType dtype, Device device, b
     std::vector<double> v(static_cast<size_t>(shape_numel(spec.shape)));
     for (double& x : v) {
       const double u = std::round(static_cast<double>(gen.uniform(-2.0f, 2.0f)) * 32.0) / 32.0;
-      x = spec.positive ? 1.5 + u / 2.0 : u;
+      x = spec.positive ? 1.5 + u / 2.0 : spec.off_grid ? u + (u < 0 ? -1.0 : 1.0) / 64.0 : u;
       if (spec.positive && x < 0.5) x = 0.5;
     }
     Tensor t = Tensor::from_vector(spec.shape, v, {dtype, device});

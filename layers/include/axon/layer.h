@@ -5,34 +5,17 @@
 // Adding a layer family = subclassing Layer and writing a builder function (see model.h).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "axon/initializers.h"
 #include "axon/random.h"
 #include "axon/tensor.h"
 
 namespace axon {
-
-// Makes a parameter's initial value. Shapes follow Axon (Elixir): a dense kernel is {in, out}.
-using Initializer = std::function<Tensor(const Shape& shape, Generator& gen)>;
-
-namespace initializers {
-Initializer zeros();
-Initializer ones();
-Initializer full(float value);
-Initializer uniform(float scale = 0.01f);                // U(-scale, scale)
-Initializer normal(float mean = 0.0f, float stddev = 0.05f);
-Initializer glorot_uniform(float scale = 1.0f);          // U(-l, l), l = sqrt(6 scale / (fan_in + fan_out))
-Initializer glorot_normal(float scale = 1.0f);
-Initializer he_uniform(float scale = 2.0f);              // U(-l, l), l = sqrt(3 scale / fan_in)
-Initializer he_normal(float scale = 2.0f);
-Initializer lecun_uniform(float scale = 1.0f);
-Initializer lecun_normal(float scale = 1.0f);
-// fan_in and fan_out of a shape: {in, out} for 2-d; receptive field multiplies both for n-d.
-std::pair<double, double> fans(const Shape& shape);
-}  // namespace initializers
 
 struct ParamSpec {
   std::string name;  // within the layer: "kernel", "bias"
@@ -58,10 +41,73 @@ class Layer {
                          const ForwardContext& ctx) const = 0;
 };
 
-enum class Activation { none, relu, sigmoid, tanh, softmax, log_softmax };
+// An activation and its options: the `activation` option of dense (and of every later layer that
+// takes one) and the ActivationLayer. The named constants carry the seed's defaults
+// (shared/notes/axon-inventory.md §1); change an option with the with_* helpers:
+//
+//   dense(128, Activation::gelu)
+//   dense(128, Activation::leaky_relu.with_alpha(0.2))
+//
+// The functions themselves, their formulas and references are in axon/activations.h and axon/ops.h.
+struct Activation {
+  enum class Kind : uint8_t {
+    linear, celu, elu, exp, gelu, gelu_tanh, hard_sigmoid, hard_silu, hard_tanh, leaky_relu, log_sigmoid,
+    log_softmax, log_sumexp, mish, relu, relu6, selu, sigmoid, silu, softmax, softplus, softsign, tanh
+  };
+  Kind kind = Kind::linear;
+  double alpha = 0.0;  // celu, elu, leaky_relu, selu; hard_sigmoid and hard_silu: the slope
+  double beta = 0.0;   // hard_sigmoid and hard_silu: the offset; selu: gamma (the scale)
+  int64_t axis = -1;   // softmax, log_softmax, log_sumexp (log_sumexp keeps the axis, size 1)
 
+  constexpr Activation() = default;
+  constexpr Activation(Kind k, double a = 0.0, double b = 0.0, int64_t ax = -1) : kind(k), alpha(a), beta(b), axis(ax) {}
+  // A copy with one option changed. Throws std::invalid_argument naming the activation when it
+  // has no such option (relu has no alpha) or the value is invalid (celu's alpha 0, not finite).
+  Activation with_alpha(double value) const;
+  Activation with_beta(double value) const;
+  Activation with_gamma(double value) const { return with_beta(value); }  // selu's scale
+  Activation with_axis(int64_t value) const;
+  bool operator==(const Activation&) const = default;
+
+  static const Activation none;  // the same as linear: no activation
+  static const Activation linear, celu, elu, exp, gelu, gelu_tanh, hard_sigmoid, hard_silu, hard_swish, hard_tanh,
+      leaky_relu, log_sigmoid, log_softmax, log_sumexp, mish, relu, relu6, selu, sigmoid, silu, softmax, softplus,
+      softsign, tanh;
+};
+
+inline constexpr Activation Activation::none{Kind::linear};
+inline constexpr Activation Activation::linear{Kind::linear};
+inline constexpr Activation Activation::celu{Kind::celu, 1.0};
+inline constexpr Activation Activation::elu{Kind::elu, 1.0};
+inline constexpr Activation Activation::exp{Kind::exp};
+inline constexpr Activation Activation::gelu{Kind::gelu};
+inline constexpr Activation Activation::gelu_tanh{Kind::gelu_tanh};
+inline constexpr Activation Activation::hard_sigmoid{Kind::hard_sigmoid, 0.2, 0.2};
+inline constexpr Activation Activation::hard_silu{Kind::hard_silu, 0.2, 0.2};
+inline constexpr Activation Activation::hard_swish{Kind::hard_silu, 0.2, 0.2};
+inline constexpr Activation Activation::hard_tanh{Kind::hard_tanh};
+inline constexpr Activation Activation::leaky_relu{Kind::leaky_relu, 1.0e-2};
+inline constexpr Activation Activation::log_sigmoid{Kind::log_sigmoid};
+inline constexpr Activation Activation::log_softmax{Kind::log_softmax};
+inline constexpr Activation Activation::log_sumexp{Kind::log_sumexp};
+inline constexpr Activation Activation::mish{Kind::mish};
+inline constexpr Activation Activation::relu{Kind::relu};
+inline constexpr Activation Activation::relu6{Kind::relu6};
+inline constexpr Activation Activation::selu{Kind::selu, 1.6732632423543772848170429916717,
+                                             1.0507009873554804934193349852946};
+inline constexpr Activation Activation::sigmoid{Kind::sigmoid};
+inline constexpr Activation Activation::silu{Kind::silu};
+inline constexpr Activation Activation::softmax{Kind::softmax};
+inline constexpr Activation Activation::softplus{Kind::softplus};
+inline constexpr Activation Activation::softsign{Kind::softsign};
+inline constexpr Activation Activation::tanh{Kind::tanh};
+
+// The name: "relu", "gelu_tanh", ... (linear for none; hard_swish is named hard_silu).
 std::string activation_name(Activation activation);
-Activation parse_activation(const std::string& name);  // throws on an unknown name
+// The activation of that name with the seed's defaults ("hard_swish" is hard_silu). Throws
+// std::invalid_argument listing every name on an unknown one.
+Activation parse_activation(const std::string& name);
+// activation(x): element-wise ones keep x's shape; log_sumexp reduces its axis to size 1.
 Tensor apply_activation(Activation activation, const Tensor& x);
 
 // ---- built-in layers ----
@@ -101,6 +147,45 @@ class ActivationLayer : public Layer {
 
  private:
   Activation activation_;
+};
+
+// dropout, alpha_dropout, spatial_dropout or feature_alpha_dropout (axon/nn_ops.h) in training
+// mode; the identity otherwise. Each training forward draws the mask's seed from
+// ForwardContext::rng (mixed with the layer's own seed option), so a run is reproducible from the
+// trainer's seed. 0 ≤ rate < 1, checked when the layer is built; the channel axis of the
+// per-channel kinds when the model is planned.
+class DropoutLayer : public Layer {
+ public:
+  enum class Kind { dropout, alpha_dropout, spatial_dropout, feature_alpha_dropout };
+  DropoutLayer(Kind kind, double rate, uint64_t seed, int64_t channel_index = -1);
+  std::string op() const override;
+  Shape output_shape(const std::vector<Shape>& inputs) const override;
+  Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext& ctx) const override;
+
+ private:
+  Kind kind_;
+  double rate_;
+  uint64_t seed_;
+  int64_t channel_index_;
+};
+
+// layer_norm (rms = false; params gamma, beta) or rms_norm (rms = true; param gamma) along the
+// channel axis (axon/nn_ops.h).
+class NormLayer : public Layer {
+ public:
+  NormLayer(bool rms, int64_t channel_index, double epsilon, double shift, Initializer gamma_init, Initializer beta_init);
+  std::string op() const override { return rms_ ? "rms_norm" : "layer_norm"; }
+  Shape output_shape(const std::vector<Shape>& inputs) const override;
+  std::vector<ParamSpec> params(const std::vector<Shape>& inputs) const override;
+  Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params, const ForwardContext&) const override;
+
+ private:
+  int64_t channels(const Shape& in) const;  // the size of the channel axis; throws naming the options
+  std::string describe() const;             // "layer_norm (channel_index -1, epsilon 1e-05)"
+  bool rms_;
+  int64_t channel_index_;
+  double epsilon_, shift_;
+  Initializer gamma_init_, beta_init_;
 };
 
 class FlattenLayer : public Layer {

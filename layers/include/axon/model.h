@@ -15,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "axon/activations.h"
 #include "axon/layer.h"
+#include "axon/nn_ops.h"
 
 namespace axon {
 
@@ -54,13 +56,67 @@ struct DenseOptions {
   Initializer bias_initializer = initializers::zeros();
 };
 LayerStep dense(int64_t units, DenseOptions options);
+// An activation as a layer of its own, named after it ("gelu_3"); the layer builders below are
+// shorthands with the seed's option names and defaults (formulas: axon/activations.h). Invalid
+// options throw std::invalid_argument when the model is built.
 LayerStep activation(Activation activation);
+LayerStep celu(double alpha = 1.0);
+LayerStep elu(double alpha = 1.0);
+LayerStep exp();
+LayerStep gelu(GeluApproximation approximate = GeluApproximation::none);
+LayerStep hard_sigmoid(double alpha = 0.2, double beta = 0.2);
+LayerStep hard_silu(double alpha = 0.2, double beta = 0.2);
+LayerStep hard_swish(double alpha = 0.2, double beta = 0.2);  // hard_silu
+LayerStep hard_tanh();
+LayerStep leaky_relu(double alpha = 1.0e-2);
+LayerStep log_sigmoid();
+LayerStep log_softmax(int64_t axis = -1);
+LayerStep log_sumexp(int64_t axis = -1);  // {batch, n} -> {batch, 1}
+LayerStep mish();
 LayerStep relu();
+LayerStep relu6();
+LayerStep selu(double alpha = 1.6732632423543772848170429916717, double gamma = 1.0507009873554804934193349852946);
 LayerStep sigmoid();
+LayerStep silu();
+LayerStep softmax(int64_t axis = -1);
+LayerStep softplus();
+LayerStep softsign();
 LayerStep tanh();
-LayerStep softmax();
-LayerStep log_softmax();
 LayerStep flatten();
+
+// Dropout layers (axon/nn_ops.h): active in training mode only (ForwardContext::training, as the
+// trainer's forward pass), the identity in predict(). rate in [0, 1) (default 0.5, as the seed);
+// seed mixes into the mask seed drawn from the trainer's generator; channel_index (spatial_dropout
+// and feature_alpha_dropout only) is the channel axis, default −1 (channels last).
+struct DropoutOptions {
+  double rate = 0.5;
+  uint64_t seed = 0;
+  int64_t channel_index = -1;
+};
+LayerStep dropout(double rate = 0.5);
+LayerStep dropout(DropoutOptions options);
+LayerStep alpha_dropout(DropoutOptions options = {});
+LayerStep spatial_dropout(DropoutOptions options = {});
+LayerStep feature_alpha_dropout(DropoutOptions options = {});
+
+// layer_norm over the channel axis: params gamma {C} and beta {C}. The seed's defaults, including
+// its gamma initializer glorot_uniform (not ones: pass initializers::ones() for PyTorch's).
+struct LayerNormOptions {
+  int64_t channel_index = -1;
+  double epsilon = 1e-5;
+  Initializer gamma_initializer = initializers::glorot_uniform();
+  Initializer beta_initializer = initializers::zeros();
+};
+LayerStep layer_norm(LayerNormOptions options = {});
+
+// rms_norm over the channel axis: y = x/√(mean(x²) + epsilon)·(shift + gamma); param gamma {C}.
+struct RmsNormOptions {
+  int64_t channel_index = -1;
+  double epsilon = 1e-6;
+  double shift = 0.0;
+  Initializer gamma_initializer = initializers::ones();
+};
+LayerStep rms_norm(RmsNormOptions options = {});
 
 // ---- the analysed model: layers in execution order with names and shapes ----
 struct PlannedLayer {

@@ -19,6 +19,54 @@ enum class BinaryOp : uint8_t { add, sub, mul, div };
 // add_scalar and mul_scalar take their operand in `scalar`.
 enum class UnaryOp : uint8_t { neg, exp, log, relu, sigmoid, tanh, square, add_scalar, mul_scalar };
 
+// The activations with kernels of their own (axon/activations.h). Each one's scalar formula and
+// derivative are written once, in tensor/src/activation_math.h, and shared by the CPU and CUDA
+// kernels. exp, relu, sigmoid and tanh are UnaryOps; softmax and log_softmax have their own kernels.
+enum class ActivationOp : uint8_t {
+  celu,          // alpha
+  elu,           // alpha
+  gelu,          // exact (erf)
+  gelu_tanh,     // tanh approximation
+  hard_sigmoid,  // alpha (slope), beta (offset)
+  hard_silu,     // alpha, beta as hard_sigmoid
+  hard_tanh,
+  leaky_relu,    // alpha
+  log_sigmoid,
+  mish,
+  relu6,
+  selu,          // alpha, beta = gamma (the scale)
+  silu,
+  softplus,
+  softsign,
+};
+// The options of an ActivationOp (unused ones are ignored).
+struct ActivationParams {
+  double alpha = 0.0, beta = 0.0;
+};
+
+// One dropout mask and what it does (axon/nn_ops.h: dropout, alpha_dropout, spatial_dropout,
+// feature_alpha_dropout). Element i uses mask entry m(i) = (i / per_sample)·channels +
+// (i / inner) % channels (per element: per_sample = channels = inner = 1, m(i) = i; per
+// (sample, channel): per_sample = the elements of one sample, inner = the product of the dims after
+// the channel axis). Entry m is kept when kernels::dropout_bits(seed, m) ≥ threshold
+// (tensor/src/layer_math.h). A kept element becomes x·keep_scale + keep_offset, a dropped one
+// drop_value.
+struct DropoutParams {
+  uint64_t seed = 0;
+  uint32_t threshold = 0;
+  double keep_scale = 1.0, keep_offset = 0.0, drop_value = 0.0;
+  int64_t per_sample = 1, inner = 1, channels = 1;
+};
+
+// The options of a normalization kernel (layer_norm or rms_norm along one axis).
+//   layer_norm: y = (x − mean)·rstd·gamma + beta, rstd = 1/√(var + eps) (biased variance)
+//   rms_norm:   y = x·rstd·(shift + gamma),       rstd = 1/√(mean(x²) + eps)
+struct NormParams {
+  double eps = 1e-5;
+  bool rms = false;
+  double shift = 0.0;  // rms_norm only
+};
+
 // A shape viewed as {outer, n, inner} around one axis, the layout every axis-wise kernel uses:
 // the lane starting at base = o·n·inner + i holds the elements base + k·inner, k < n.
 struct AxisSplit {
@@ -80,6 +128,29 @@ class Backend {
   virtual void softmax(const Tensor& x, const AxisSplit& s, bool log_space, Tensor& out) = 0;
   // out = the input gradient given the forward output y and the output gradient g.
   virtual void softmax_backward(const Tensor& y, const Tensor& g, const AxisSplit& s, bool log_space, Tensor& out) = 0;
+  // out = f(x) for an activation f; out may be x.
+  virtual void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) = 0;
+  // out = g · f'(x), given the forward input x.
+  virtual void activation_backward(ActivationOp op, const ActivationParams& p, const Tensor& g, const Tensor& x,
+                                   Tensor& out) = 0;
+  // out {outer, inner} = log Σ_k exp(x {outer, n, inner}), shifted by the lane's maximum (a lane whose
+  // maximum is ±inf gives that maximum).
+  virtual void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) = 0;
+  // out = the dropout of x described by p (DropoutParams). The mask is a counter-based hash of
+  // (seed, mask index), the same on every backend, so a seed gives the same mask on the CPU and on
+  // a GPU. The backward pass is the same kernel applied to the output gradient with
+  // keep_offset = drop_value = 0.
+  virtual void dropout(const Tensor& x, const DropoutParams& p, Tensor& out) = 0;
+  // Normalization of x along the axis described by s; gamma and beta {n} (beta may be null);
+  // writes y (x's shape) and the lane statistics mean and rstd ({outer·inner}, f32, or f64 for
+  // f64 x; mean is 0 for rms_norm).
+  virtual void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p,
+                    Tensor& y, Tensor& mean, Tensor& rstd) = 0;
+  // Its backward given the output gradient g: writes (does not add) dx, dgamma and dbeta, each
+  // skipped when null.
+  virtual void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean,
+                             const Tensor& rstd, const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma,
+                             Tensor* dbeta) = 0;
   // Fused softmax cross-entropy over logits {batch, classes} and i32 labels {batch}: writes
   // probs {batch, classes} and loss (one f32 or f64 element) = mean over rows of −log softmax[label].
   // Labels outside [0, classes) make the loss NaN (checked on the host by the front end when the

@@ -15,6 +15,8 @@
 #include "axon/backend.h"
 #include "blas.h"
 #include "../kernel_support.h"
+#include "../activation_kernels.h"
+#include "../layer_kernels.h"
 
 namespace axon {
 
@@ -331,6 +333,29 @@ class CpuBackend final : public Backend {
         }
       });
     });
+  }
+
+  // Activations: cpu/activation_kernels.cpp.
+  void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) override {
+    cpu_detail::activation(op, p, x, out);
+  }
+  void activation_backward(ActivationOp op, const ActivationParams& p, const Tensor& g, const Tensor& x,
+                           Tensor& out) override {
+    cpu_detail::activation_backward(op, p, g, x, out);
+  }
+  void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) override { cpu_detail::log_sumexp(x, s, out); }
+
+  // Dropout and normalization: cpu/layer_kernels.cpp.
+  void dropout(const Tensor& x, const DropoutParams& p, Tensor& out) override {
+    cpu_detail::dropout(x, p, out);
+  }
+  void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p, Tensor& y,
+            Tensor& mean, Tensor& rstd) override {
+    cpu_detail::norm(x, gamma, beta, s, p, y, mean, rstd);
+  }
+  void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean, const Tensor& rstd,
+                     const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma, Tensor* dbeta) override {
+    cpu_detail::norm_backward(x, gamma, g, mean, rstd, s, p, dx, dgamma, dbeta);
   }
 
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {

@@ -13,6 +13,8 @@
 
 #include "cuda_hooks.h"
 #include "../kernel_support.h"
+#include "../activation_kernels.h"
+#include "../layer_kernels.h"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
@@ -644,6 +646,31 @@ class CudaBackend final : public Backend {
                                                                                          s, log_space);
     });
     check_launch("softmax_backward kernel launch", device_);
+  }
+
+  // Activations: cuda/activation_kernels.cu.
+  void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) override {
+    cuda_detail::activation(device_, op, p, x, out);
+  }
+  void activation_backward(ActivationOp op, const ActivationParams& p, const Tensor& g, const Tensor& x,
+                           Tensor& out) override {
+    cuda_detail::activation_backward(device_, op, p, g, x, out);
+  }
+  void log_sumexp(const Tensor& x, const AxisSplit& s, Tensor& out) override {
+    cuda_detail::log_sumexp(device_, x, s, out);
+  }
+
+  // Dropout and normalization: cuda/layer_kernels.cu.
+  void dropout(const Tensor& x, const DropoutParams& p, Tensor& out) override {
+    cuda_detail::dropout(device_, x, p, out);
+  }
+  void norm(const Tensor& x, const Tensor& gamma, const Tensor* beta, const AxisSplit& s, const NormParams& p, Tensor& y,
+            Tensor& mean, Tensor& rstd) override {
+    cuda_detail::norm(device_, x, gamma, beta, s, p, y, mean, rstd);
+  }
+  void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean, const Tensor& rstd,
+                     const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma, Tensor* dbeta) override {
+    cuda_detail::norm_backward(device_, x, gamma, g, mean, rstd, s, p, dx, dgamma, dbeta);
   }
 
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
