@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -110,7 +111,9 @@ static int run(int argc, char** argv) {
   app.add_option("--resume", resume,
                  "Continue from a checkpoint: its folder, a folder of checkpoints (the newest valid one), or 'auto' "
                  "(the newest in --checkpoint-dir when there is one, else start fresh)");
-  app.add_option("--log-dir", log_dir, "Write metrics.csv and a TensorBoard event file here (one row/event per epoch)");
+  app.add_option("--log-dir", log_dir,
+                 "Write metrics.csv (a row per epoch) and a TensorBoard event file here (per epoch, and per "
+                 "--validate-every steps)");
   cli::add_integer(app, "--grad-accum", grad_accum, 1, 1 << 20,
                    "Accumulate gradients over N batches per optimizer step");
   Device device;
@@ -129,6 +132,10 @@ static int run(int argc, char** argv) {
     if (early_stopping_patience > 0 && validation_split == 0.0 && synthetic > 0)
       throw CLI::ValidationError("--early-stopping-patience", "needs validation data: --validation-split, or the real data set");
     if (cuda_graph && grad_accum > 1) throw CLI::ValidationError("--grad-accum", "cannot be combined with --cuda-graph");
+    if (validate_every > 0 && validation_split == 0.0 && synthetic > 0)
+      throw CLI::ValidationError("--validate-every", "needs validation data: --validation-split, or the real data set");
+    if (!checkpoint_dir.empty() && std::filesystem::exists(checkpoint_dir) && !std::filesystem::is_directory(checkpoint_dir))
+      throw CLI::ValidationError("--checkpoint-dir", checkpoint_dir + " exists and is not a directory");
     if (backend_name == "nccl" && !device.is_cuda())
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
@@ -201,6 +208,9 @@ static int run(int argc, char** argv) {
   data::Dataset validation;
   if (validation_split > 0.0) {
     const size_t held = static_cast<size_t>(static_cast<double>(train.count) * validation_split);
+    if (held == 0 || held == train.count)
+      throw std::invalid_argument(fmt::format("--validation-split {} of {} training samples leaves {} for validation",
+                                              validation_split, train.count, held));
     validation = train;
     validation.count = held;
     validation.images.assign(train.images.end() - static_cast<std::ptrdiff_t>(held * train.sample_size), train.images.end());
@@ -232,6 +242,9 @@ static int run(int argc, char** argv) {
     trainer.add_callback(csv_logger(log_dir + "/metrics.csv"));
     trainer.add_callback(tensorboard_logger(log_dir));
   }
+  if (early_stopping_patience > 0 && validation_split == 0.0 && comm->is_root())
+    std::fprintf(stderr, "fashion_mnist: warning: --early-stopping-patience without --validation-split watches the "
+                         "test set's loss: the test accuracy is then no longer an unbiased estimate\n");
   if (early_stopping_patience > 0) {
     EarlyStoppingOptions stopping;
     stopping.patience = early_stopping_patience;  // on validation_loss
@@ -255,7 +268,8 @@ static int run(int argc, char** argv) {
   const data::Dataset* per_epoch = validation_split > 0.0 ? &validation : (synthetic > 0 ? nullptr : &test);
   TrainResult result = trainer.fit(train, per_epoch);
   // With a validation split the test set is evaluated once, at the end.
-  if (validation_split > 0.0 && synthetic == 0 && !result.epochs.empty()) result.epochs.back().test = trainer.evaluate(test);
+  if (validation_split > 0.0 && !result.epochs.empty())
+    result.epochs.back().test = synthetic == 0 ? trainer.evaluate(test) : EvalResult{};  // synthetic: no test set
 
   if (const int signal = trainer.loop_state().preempted) {
     if (comm->is_root())
@@ -266,6 +280,7 @@ static int run(int argc, char** argv) {
     mark_failure_collective();  // every rank stops here alike: MPI finalizes instead of aborting
     return kExitPreempted;
   }
+  if (result.epochs.empty()) throw std::runtime_error("fashion_mnist: no epoch was trained or recorded");
   if (comm->is_root()) {
     // Metrics over 0 samples were not measured: said on stderr, null in the JSON, never 0.
     auto metric = [](const std::optional<double>& v) { return v ? fmt::format("{:.4f}", *v) : std::string("n/a"); };

@@ -715,10 +715,12 @@ TEST_F(TinyData, APreemptionSignalCheckpointsAndTheResumedRunMatches) {
     };
     Result straight = run_command(command(""));
     ASSERT_EQ(straight.code, 0) << straight.output;
-    // Signal one rank process (not mpirun) once it has started training.
+    // Signal one rank process (not mpirun) once training has written its first checkpoint (step 5):
+    // the rest of the 16 epochs take seconds, so the signal always arrives mid-run.
     const std::string signal = np == 1 ? "TERM" : "USR1";
-    Result preempted = run_command("( (" + command(" --checkpoint-dir " + ck) + ") & sleep 1.5; kill -" + signal +
-                                   " $(pgrep -f '^" + bin("fashion_mnist") + " .*" + ck + "' | head -n 1); wait $! )");
+    Result preempted = run_command("( (" + command(" --checkpoint-dir " + ck + " --checkpoint-every 5") +
+                                   ") & for i in $(seq 600); do [ -d " + ck + "/step-000000005 ] && break; sleep 0.05; done; kill -" +
+                                   signal + " $(pgrep -f '^" + bin("fashion_mnist") + " .*" + ck + "' | head -n 1); wait $! )");
     EXPECT_EQ(preempted.code, 4) << preempted.output;
     EXPECT_EQ(count(preempted.output, "fashion_mnist: preempted by signal"), 1u) << preempted.output;
     EXPECT_THAT(preempted.output, Not(HasSubstr("params_sha256")));

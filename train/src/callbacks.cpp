@@ -108,7 +108,8 @@ class ModelCheckpoint final : public Callback {
   void attach(Trainer& trainer) override {
     if (o_.every_steps > 0)
       trainer.on(Event::iteration_completed, [this](Trainer& t, LoopState& s) {
-        if (s.global_step > 0 && s.global_step % o_.every_steps == 0 && s.global_step != last_saved_) save(t);
+        // Only after a batch that stepped the optimizer (not inside a gradient-accumulation group).
+        if (s.stepped && s.global_step > 0 && s.global_step % o_.every_steps == 0 && s.global_step != last_saved_) save(t);
       });
     trainer.on(Event::epoch_completed, [this](Trainer& t, LoopState& s) { epoch_completed(t, s); });
   }
@@ -138,28 +139,43 @@ class ModelCheckpoint final : public Callback {
   }
 
   std::string save(Trainer& trainer) {
-    const std::string path = trainer.save_checkpoint(o_.dir);
+    // Recorded first, so the checkpoint's own copy of this state names the step it is.
+    const int64_t previous = last_saved_;
     last_saved_ = trainer.loop_state().global_step;
+    std::string path;
+    try {
+      path = trainer.save_checkpoint(o_.dir);
+    } catch (...) {
+      last_saved_ = previous;
+      throw;
+    }
+    last_written_ = path;
     prune(trainer);
     return path;
   }
 
-  // The newest keep_last checkpoints stay, and the best one (rank 0 removes the others).
+  // Of the checkpoints up to the one this run wrote last, the newest keep_last stay, and the best
+  // one; rank 0 removes the others. Checkpoints with higher steps (another run's) are left alone,
+  // and a removal is a rename first, so a half-deleted directory never looks like a checkpoint.
   void prune(Trainer& trainer) {
-    if (o_.keep_last == 0 || !trainer.communicator().is_root()) return;
+    if (o_.keep_last == 0 || last_written_.empty() || !trainer.communicator().is_root()) return;
     std::vector<std::string> all = list_checkpoints(o_.dir);
-    if (all.size() <= static_cast<size_t>(o_.keep_last)) return;
-    for (size_t i = 0; i + static_cast<size_t>(o_.keep_last) < all.size(); ++i) {
-      std::error_code ec;
+    std::error_code ec;
+    const auto written = std::find_if(all.begin(), all.end(), [&](const std::string& p) { return fs::equivalent(p, last_written_, ec); });
+    if (written == all.end()) return;
+    const size_t upto = static_cast<size_t>(written - all.begin()) + 1;  // oldest first, so [0, upto)
+    for (size_t i = 0; i + static_cast<size_t>(o_.keep_last) < upto; ++i) {
       if (!best_path_.empty() && fs::equivalent(all[i], best_path_, ec)) continue;
-      fs::remove_all(all[i], ec);
+      const fs::path doomed = fs::path(o_.dir) / fmt::format(".tmp-del-{}-{}", fs::path(all[i]).filename().string(), ::getpid());
+      fs::rename(all[i], doomed, ec);
+      if (!ec) fs::remove_all(doomed, ec);
     }
   }
 
   ModelCheckpointOptions o_;
   double best_;
   int64_t last_saved_ = -1;
-  std::string best_path_;
+  std::string best_path_, last_written_;
 };
 
 class ReduceLROnPlateau final : public Callback {

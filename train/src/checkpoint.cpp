@@ -1,6 +1,7 @@
 #include "axon/checkpoint.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <fmt/format.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -90,6 +92,8 @@ void fsync_dir(const std::string& path) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) throw CheckpointError(fmt::format("checkpoint: {} is not a regular file", path));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError(fmt::format("checkpoint: cannot open {}: {}", path, errno_text(errno)));
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -132,6 +136,7 @@ NamedTensors parse_safetensors(const std::string& path, const std::string& data,
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(data[static_cast<size_t>(i)]);
   if (n > kMaxHeader || n > data.size() - 8)
     throw bad(fmt::format("header length {} runs past the end of the {}-byte file (truncated?)", n, data.size()));
+  if (n == 0 || data[8] != '{') throw bad("the header does not start with '{'");
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(data.begin() + 8, data.begin() + 8 + static_cast<std::ptrdiff_t>(n));
@@ -160,8 +165,12 @@ NamedTensors parse_safetensors(const std::string& path, const std::string& data,
       Entry e{name, DType::f32, {}, 0, 0};
       if (!parse_st_dtype(info.at("dtype").get<std::string>(), e.dtype))
         throw bad(fmt::format("tensor '{}' has unsupported dtype {}", name, info.at("dtype").dump()));
+      if (!info.is_object() || !info.at("dtype").is_string() || !info.at("shape").is_array())
+        throw bad(fmt::format("tensor '{}' has a malformed entry {} (needs dtype string, shape array, data_offsets)", name,
+                              info.dump()));
       uint64_t count = 1;
       for (const auto& d : info.at("shape")) {
+        if (!d.is_number_integer()) throw bad(fmt::format("tensor '{}' has a non-integer dimension in shape {}", name, info.at("shape").dump()));
         const int64_t v = d.get<int64_t>();
         if (v < 0) throw bad(fmt::format("tensor '{}' has a negative dimension in shape {}", name, info.at("shape").dump()));
         if (v > 0 && count > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(v))
@@ -170,7 +179,8 @@ NamedTensors parse_safetensors(const std::string& path, const std::string& data,
         e.shape.push_back(v);
       }
       const auto& offsets = info.at("data_offsets");
-      if (!offsets.is_array() || offsets.size() != 2) throw bad(fmt::format("tensor '{}': data_offsets is not [begin, end]", name));
+      if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned())
+        throw bad(fmt::format("tensor '{}': data_offsets {} is not [begin, end] of byte offsets", name, offsets.dump()));
       e.begin = offsets[0].get<uint64_t>();
       e.end = offsets[1].get<uint64_t>();
       if (e.begin > e.end || e.end > data_bytes)
@@ -262,9 +272,16 @@ void write_checkpoint(const std::string& dir, const std::string& name, const std
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw CheckpointError(fmt::format("checkpoint: cannot create directory {}: {}", dir, ec.message()));
-  // Temporary directories of saves that were killed part-way: never loaded, removed here.
-  for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) remove_quietly(entry.path());
+  // Temporary directories of saves that were killed part-way (".tmp-<name>-<pid>" of a process
+  // that no longer runs): never loaded, removed here.
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (file.rfind(".tmp-", 0) != 0) continue;
+    const size_t dash = file.rfind('-');
+    const long pid = dash == std::string::npos ? 0 : std::strtol(file.c_str() + dash + 1, nullptr, 10);
+    if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) == 0) continue;  // a live writer's
+    remove_quietly(entry.path());
+  }
   const fs::path final_path = fs::path(dir) / name;
   const fs::path tmp = fs::path(dir) / fmt::format(".tmp-{}-{}", name, ::getpid());
   fs::create_directory(tmp, ec);
@@ -283,13 +300,11 @@ void write_checkpoint(const std::string& dir, const std::string& name, const std
     write_file_synced((tmp / kMeta).string(), full.dump(2) + "\n");
     fsync_dir(tmp.string());
     if (fs::exists(final_path, ec)) {
-      // Replace only once the new one is complete: move the old one aside, then remove it.
-      const fs::path old = fs::path(dir) / fmt::format(".tmp-old-{}-{}", name, ::getpid());
-      fs::rename(final_path, old, ec);
-      if (ec) throw CheckpointError(fmt::format("checkpoint: cannot replace {}: {}", final_path.string(), ec.message()));
-      fs::rename(tmp, final_path, ec);
-      if (ec) throw CheckpointError(fmt::format("checkpoint: cannot rename {} to {}: {}", tmp.string(), final_path.string(), ec.message()));
-      remove_quietly(old);
+      // Replace in one step: the two directories swap names atomically (Linux renameat2), so the
+      // name always holds a complete checkpoint; the old one, now under the temporary name, goes.
+      if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) != 0)
+        throw CheckpointError(fmt::format("checkpoint: cannot replace {}: {}", final_path.string(), errno_text(errno)));
+      remove_quietly(tmp);
     } else {
       fs::rename(tmp, final_path, ec);
       if (ec) throw CheckpointError(fmt::format("checkpoint: cannot rename {} to {}: {}", tmp.string(), final_path.string(), ec.message()));
@@ -316,12 +331,14 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(fmt::format("checkpoint {}: {} is not valid JSON ({})", path, meta_path, e.what()));
   }
-  if (!out.meta.is_object() || out.meta.value("format", "") != kFormat)
+  auto field_is = [&](const char* key, auto check) { return out.meta.is_object() && out.meta.contains(key) && check(out.meta[key]); };
+  if (!field_is("format", [](const nlohmann::json& v) { return v.is_string(); }) || out.meta["format"] != kFormat)
     throw CheckpointError(fmt::format("checkpoint {}: {} is not an Axon checkpoint (no \"format\": \"{}\")", path,
                                       meta_path, kFormat));
-  if (out.meta.value("format_version", 0) != kFormatVersion)
+  if (!field_is("format_version", [](const nlohmann::json& v) { return v.is_number_integer(); }) ||
+      out.meta["format_version"] != kFormatVersion)
     throw CheckpointError(fmt::format("checkpoint {}: format version {} (this Axon reads version {})", path,
-                                      out.meta.value("format_version", 0), kFormatVersion));
+                                      out.meta.value("format_version", nlohmann::json()).dump(), kFormatVersion));
   if (!out.meta.contains("files") || !out.meta["files"].is_object())
     throw CheckpointError(fmt::format("checkpoint {}: {} lists no files", path, meta_path));
   for (const auto& [file, info] : out.meta["files"].items()) {
@@ -334,12 +351,15 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
     } catch (const CheckpointError&) {
       throw CheckpointError(fmt::format("checkpoint {}: {} is missing or unreadable", path, file_path));
     }
-    const uint64_t expected = info.value("bytes", uint64_t{0});
+    if (!info.is_object() || !info.contains("bytes") || !info["bytes"].is_number_unsigned() || !info.contains("sha256") ||
+        !info["sha256"].is_string())
+      throw CheckpointError(fmt::format("checkpoint {}: {} lists {} without a byte count and a SHA-256", path, meta_path, file));
+    const uint64_t expected = info["bytes"].get<uint64_t>();
     if (bytes.size() != expected)
       throw CheckpointError(fmt::format("checkpoint {}: {} has {} bytes, meta.json says {} (truncated or altered)", path,
                                         file_path, bytes.size(), expected));
     const std::string sha = sha256_hex(bytes.data(), bytes.size());
-    if (sha != info.value("sha256", ""))
+    if (sha != info["sha256"].get<std::string>())
       throw CheckpointError(fmt::format("checkpoint {}: {} fails its SHA-256 check (altered or corrupt)", path, file_path));
     out.files[file] = parse_safetensors(file_path, bytes, nullptr);
   }
@@ -357,7 +377,7 @@ LoadedCheckpoint find_checkpoint(const std::string& path, std::vector<std::strin
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {
       return read_checkpoint(*it);
-    } catch (const CheckpointError& e) {
+    } catch (const std::exception& e) {
       reasons.push_back(e.what());
       if (skipped) skipped->push_back(e.what());
     }

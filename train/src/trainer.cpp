@@ -344,7 +344,14 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("optimizer steps taken", static_cast<uint64_t>(optimizer_.steps()))
       .add_uint("resumed at epoch", resumed_ ? static_cast<uint64_t>(start_epoch_) : 0)
       .add_uint("resumed at step", resumed_ ? static_cast<uint64_t>(start_step_) : 0)
-      .add_uint("event handlers", handlers_.size())
+      .add_string("event handlers", [&] {
+        std::string counts;  // per event: ranks must make the same halt agreements at the same events
+        for (Event e : {Event::started, Event::epoch_started, Event::iteration_started, Event::iteration_completed,
+                        Event::epoch_completed, Event::epoch_halted, Event::halted, Event::completed})
+          counts += fmt::format("{}={} ", event_name(e),
+                                std::count_if(handlers_.begin(), handlers_.end(), [e](const Subscription& h) { return h.event == e; }));
+        return counts;
+      }())
       .add_uint("preemption handler installed", preemption_handler_installed() ? 1 : 0);
   facts.verify(comm_, "trainer");
 
@@ -362,6 +369,13 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
                                             "only {} steps (another dataset?)",
                                             start_step_, steps));
 
+  train_count_ = train.count;
+  train_checksum_ = label_checksum(train);
+  if (resumed_ && resume_needs_same_data_ && (resume_train_count_ != train_count_ || resume_train_checksum_ != train_checksum_))
+    throw std::invalid_argument(fmt::format(
+        "trainer: the checkpoint was saved in the middle of an epoch of a training set of {} samples (label checksum "
+        "{:016x}); this one, {}, has {} samples (label checksum {:016x}): the rest of that epoch would differ",
+        resume_train_count_, resume_train_checksum_, where_from(train), train_count_, train_checksum_));
   data::DistributedSampler sampler(train.count, comm_.rank(), comm_.size(), options_.seed, options_.shuffle,
                                    options_.drop_last);
   sync_parameters();
@@ -406,6 +420,8 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
     }
   } live_reset{this};
   const bool iteration_handlers = has_handlers(Event::iteration_started) || has_handlers(Event::iteration_completed);
+  live_steps_per_epoch_ = static_cast<int64_t>(steps);
+  if (resuming && resume_halted_) state_.halt = true;  // it had stopped (early stopping): nothing to train
   fire(Event::started, false);
   for (int epoch = start_epoch_; epoch < options_.epochs && !state_.halt; ++epoch) {
     const std::vector<size_t> indices = sampler.indices(static_cast<uint64_t>(epoch));
@@ -500,6 +516,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
                         static_cast<int64_t>(totals[2]) * comm_.size());
       }
       state_.validated = false;
+      state_.stepped = updates;
       if (test && options_.validate_every_steps > 0 && updates && !last &&
           optimizer_.steps() % options_.validate_every_steps == 0) {
         const EvalResult v = evaluate_agreed(*test, epoch + 1);
@@ -527,6 +544,9 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
         break;
       }
     }
+    // Preempted (agreed on every rank): the checkpoint is written; no validation or epoch logs for
+    // the part-epoch, which the resumed run completes.
+    if (state_.preempted) break;
     totals[0] = loss_sum.item_double();
     totals[1] = correct.item_double();
     totals[3 + static_cast<size_t>(comm_.rank())] = seconds_since(start);

@@ -2,6 +2,8 @@
 // and how a resumed fit() continues it exactly (axon/checkpoint.h has the files and their checks).
 #include <fmt/format.h>
 
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <stdexcept>
 
@@ -63,7 +65,8 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       loss_sum = live_loss_sum_->item_double();
       correct = live_correct_->item_double();
     }
-    if (live_loss_sum_ && options_.grad_accum > 1 && step_in_epoch % options_.grad_accum != 0)
+    if (live_loss_sum_ && options_.grad_accum > 1 && step_in_epoch % options_.grad_accum != 0 &&
+        step_in_epoch != live_steps_per_epoch_)
       throw std::logic_error(fmt::format(
           "trainer: save_checkpoint at step {} of epoch {}, inside a gradient-accumulation group of {} batches (the "
           "accumulated gradient is not saved); save at a multiple of {} steps",
@@ -101,6 +104,8 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       meta["drop_last"] = options_.drop_last;
       meta["grad_accum"] = options_.grad_accum;
       meta["epochs_planned"] = options_.epochs;
+      meta["halted"] = state_.halt && state_.preempted == 0;
+      meta["train_dataset"] = {{"count", train_count_}, {"label_checksum", fmt::format("{:016x}", train_checksum_)}};
       meta["model_fingerprint"] = fmt::format("{:016x}", layout_fingerprint(params_));
       meta["parameter_count"] = params_.count();
       meta["optimizer"] = {{"name", optimizer_.name()},
@@ -137,7 +142,10 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
 }
 
 std::string Trainer::load_checkpoint(const std::string& path) {
-  const LoadedCheckpoint ck = find_checkpoint(path);
+  std::vector<std::string> skipped;
+  const LoadedCheckpoint ck = find_checkpoint(path, &skipped);
+  if (comm_.is_root())
+    for (const std::string& why : skipped) std::fprintf(stderr, "axon: skipped an invalid checkpoint: %s\n", why.c_str());
   const nlohmann::json& meta = ck.meta;
   auto fail = [&](const std::string& what) {
     return std::invalid_argument(fmt::format("trainer: cannot resume from checkpoint {}: {}", ck.path, what));
@@ -201,6 +209,26 @@ std::string Trainer::load_checkpoint(const std::string& path) {
     const nlohmann::json& sums = meta.at("epoch_partial_sums");
     if (step_in_epoch > 0 && sums.size() != world)
       throw fail(fmt::format("it holds partial sums of {} ranks, this job has {}", sums.size(), world));
+    // The position and counters must be consistent with each other before anything is applied.
+    const int64_t epoch = meta.at("epoch").get<int64_t>();
+    const int64_t steps = opt.at("steps").get<int64_t>();
+    const double lr = opt.at("lr").get<double>();
+    if (step_in_epoch < 0) throw fail(fmt::format("step_in_epoch is {}", step_in_epoch));
+    if (epoch < 0 || epoch != static_cast<int64_t>(meta.at("history").size()))
+      throw fail(fmt::format("epoch {} does not follow its history of {} epochs", epoch, meta.at("history").size()));
+    if (steps < 0 || steps != meta.at("global_step").get<int64_t>())
+      throw fail(fmt::format("optimizer steps {} and global_step {} differ", steps, meta.at("global_step").get<int64_t>()));
+    if (!(lr >= 0.0) || !std::isfinite(lr)) throw fail(fmt::format("learning rate {}", lr));
+    for (const auto& rank_sums : sums) {
+      const double samples = rank_sums.at("samples").get<double>();
+      if (!(samples >= 0.0) || !std::isfinite(rank_sums.at("loss_sum").get<double>()) ||
+          !(rank_sums.at("correct").get<double>() >= 0.0) || rank_sums.at("correct").get<double>() > samples)
+        throw fail(fmt::format("epoch_partial_sums entry {} is inconsistent", rank_sums.dump()));
+    }
+    if (steps > 0)
+      for (const auto& [name, tensor] : optimizer_.state())
+        if (!saved_state.count(name))
+          throw fail(fmt::format("{} has no optimizer state '{}' although {} steps were taken", kOptimizerFile, name, steps));
 
     // Everything checked: apply.
     for (const auto& entry : params_.entries()) {
@@ -211,8 +239,8 @@ std::string Trainer::load_checkpoint(const std::string& path) {
       const auto it = saved_state.find(name);
       *tensor = it == saved_state.end() ? Tensor() : it->second->to(params_.device());
     }
-    optimizer_.set_learning_rate(opt.at("lr").get<double>());
-    optimizer_.set_steps(opt.at("steps").get<int64_t>());
+    optimizer_.set_learning_rate(lr);
+    optimizer_.set_steps(steps);
     history_.clear();
     state_.history.clear();
     for (const auto& e : meta.at("history")) history_.push_back(epoch_from_json(e));
@@ -223,7 +251,13 @@ std::string Trainer::load_checkpoint(const std::string& path) {
       if (e.test.accuracy) m["validation_accuracy"] = *e.test.accuracy;
       state_.history.push_back(m);
     }
-    start_epoch_ = meta.at("epoch").get<int>();
+    start_epoch_ = static_cast<int>(epoch);
+    resume_halted_ = meta.value("halted", false);
+    resume_needs_same_data_ = step_in_epoch > 0 && meta.contains("train_dataset");
+    if (resume_needs_same_data_) {
+      resume_train_count_ = meta["train_dataset"].at("count").get<uint64_t>();
+      resume_train_checksum_ = std::stoull(meta["train_dataset"].at("label_checksum").get<std::string>(), nullptr, 16);
+    }
     start_step_ = step_in_epoch;
     const size_t rank = static_cast<size_t>(comm_.rank());
     const nlohmann::json mine = rank < sums.size() ? sums[rank] : nlohmann::json{{"loss_sum", 0.0}, {"correct", 0.0}, {"samples", 0.0}};
@@ -244,6 +278,8 @@ std::string Trainer::load_checkpoint(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(fmt::format("checkpoint {}: meta.json lacks a field or has one of the wrong type ({})",
                                       ck.path, e.what()));
+  } catch (const std::out_of_range& e) {
+    throw CheckpointError(fmt::format("checkpoint {}: meta.json has a value out of range ({})", ck.path, e.what()));
   }
   return ck.path;
 }

@@ -5,9 +5,10 @@
 //   model.safetensors      the parameters (f32 master weights), by parameter name
 //   optimizer.safetensors  the optimizer's state buffers (exp_avg, ...), when it has any
 //   meta.json              format and version, the trainer's position (epoch, step, partial epoch
-//                          sums), RNG state, metric history, callback state, model-structure hash,
-//                          world size, library version, optimizer config and step count, and for
-//                          each tensor file its size in bytes and SHA-256
+//                          sums), metric history, callback state, model-structure hash, the training
+//                          set's size and label checksum, world size, library version, optimizer
+//                          config and step count, and for each tensor file its size and SHA-256
+//                          (random draws need no saved state: they are seeded per batch)
 //
 // Writing: everything goes to a hidden temporary directory beside the target, each file is
 // fsynced, the directory is fsynced, renamed to its final name, and the parent fsynced: a process
@@ -55,7 +56,8 @@ NamedTensors read_safetensors(const std::string& path, std::map<std::string, std
 // Writes a checkpoint directory `dir`/`name` atomically (see above). `files` maps file names
 // (e.g. "model.safetensors") to their tensors; `meta` becomes meta.json, with "format",
 // "format_version" and "files" (sizes and SHA-256) added. An existing checkpoint of that name is
-// replaced only after the new one is complete. Throws CheckpointError naming the directory or
+// replaced atomically once the new one is complete (the two directories swap names with
+// renameat2(RENAME_EXCHANGE)). Throws CheckpointError naming the directory or
 // file on any I/O error; an earlier checkpoint is never touched by a failed save.
 void write_checkpoint(const std::string& dir, const std::string& name, const std::map<std::string, NamedTensors>& files,
                       const nlohmann::json& meta);

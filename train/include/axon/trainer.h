@@ -91,6 +91,9 @@ struct LoopState {
   // metrics then hold validation_loss and validation_accuracy, and the epoch's running
   // train_loss and train_accuracy (this rank's shard).
   bool validated = false;
+  // At iteration_completed: this batch ended with an optimizer step (false for the first batches
+  // of a gradient-accumulation group).
+  bool stepped = false;
   bool halt_epoch = false;  // set by a handler: end this epoch after the current step
   bool halt = false;        // set by a handler: end training after the current step or epoch
   int preempted = 0;        // the preemption signal that halted training (axon/preemption.h), or 0
@@ -194,8 +197,7 @@ class Trainer {
   // checkpoint's path.
   std::string save_checkpoint(const std::string& dir);
   // Restores parameters, optimizer state and step count, learning rate, the loop position (epoch,
-  // step within it, the epoch's partial loss and accuracy sums), RNG state, metric history and
-  // callback state from `path` (a checkpoint, or a folder of them: the newest valid one), so that
+  // step within it, the epoch's partial loss and accuracy sums), metric history and callback state from `path` (a checkpoint, or a folder of them: the newest valid one), so that
   // the next fit() continues exactly where the saved run was: the rest of the run is
   // bit-identical to an uninterrupted one on the same number of ranks and threads. Call on every
   // rank. Throws CheckpointError naming the file and check that failed, or std::invalid_argument
@@ -269,6 +271,13 @@ class Trainer {
   double live_samples_ = 0.0;
   int64_t live_steps_done_ = 0;
   int live_epoch_ = -1;       // 0-based epoch in progress, -1 outside fit()
+  int64_t live_steps_per_epoch_ = 0;
+  // The training set of the running or last fit (size, label checksum), saved in checkpoints, and
+  // the one a loaded mid-epoch checkpoint was saved with (checked when fit() resumes).
+  uint64_t train_count_ = 0, train_checksum_ = 0;
+  bool resume_needs_same_data_ = false;
+  uint64_t resume_train_count_ = 0, resume_train_checksum_ = 0;
+  bool resume_halted_ = false;  // the checkpoint was saved after training had halted (early stopping)
   struct Subscription {
     Event event;
     EventHandler handler;
