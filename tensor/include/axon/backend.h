@@ -15,9 +15,14 @@
 
 namespace axon {
 
-enum class BinaryOp : uint8_t { add, sub, mul, div };
-// add_scalar and mul_scalar take their operand in `scalar`.
-enum class UnaryOp : uint8_t { neg, exp, log, relu, sigmoid, tanh, square, add_scalar, mul_scalar };
+// maximum and minimum propagate NaN from either operand (as torch.maximum).
+enum class BinaryOp : uint8_t { add, sub, mul, div, maximum, minimum };
+// add_scalar, mul_scalar, max_scalar (max(x, s)) and min_scalar (min(x, s)) take their operand in
+// `scalar`; sign is -1, 0 or 1 (NaN stays NaN). sqrt, abs, sign, max_scalar and min_scalar have no
+// unary_backward (the optimizers' update transforms use them without autograd).
+enum class UnaryOp : uint8_t {
+  neg, exp, log, relu, sigmoid, tanh, square, add_scalar, mul_scalar, sqrt, abs, sign, max_scalar, min_scalar
+};
 
 // A shape viewed as {outer, n, inner} around one axis, the layout every axis-wise kernel uses:
 // the lane starting at base = o·n·inner + i holds the elements base + k·inner, k < n.
