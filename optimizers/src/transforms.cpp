@@ -32,7 +32,9 @@ void ema(Tensor& y, double a, const Tensor& x, double b, Tensor& scratch) {
 double sum_squares(const Tensor& x, Tensor& scratch, Tensor& scalar) {
   unary(UnaryOp::square, x, scratch);
   be(x).sum_all(scratch, scalar);
-  return scalar.item_double();
+  float value = 0.0f;  // read without a temporary tensor (a step allocates nothing)
+  copy_bytes(Device::cpu(), &value, scalar.device(), scalar.raw_data(), sizeof value);
+  return value;
 }
 
 void require(bool ok, const std::string& transform, const char* option, double value, const char* rule) {

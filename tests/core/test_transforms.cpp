@@ -273,3 +273,24 @@ TEST(Transforms, NonfiniteParametersRaiseTheFlag) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Transforms, AStepAllocatesNothingAfterTheFirst) {
+  // The state is made by the first step; later steps run in place. With the allocator's cache
+  // emptied, any allocation would reach the system and be counted.
+  for (const std::string& name : optimizer_names()) {
+    SCOPED_TRACE(name);
+    auto opt = make_optimizer(name, 0.01);
+    Tensor p = Tensor::full({1000}, 0.5), g = Tensor::full({1000}, 0.01);
+    opt->step(p, g);
+    empty_cache(Device::cpu());
+    const AllocatorStats before = allocator_stats(Device::cpu());
+    for (int t = 0; t < 5; ++t) opt->step(p, g);
+    const AllocatorStats after = allocator_stats(Device::cpu());
+    EXPECT_EQ(after.device_malloc_calls, before.device_malloc_calls);
+    EXPECT_EQ(after.allocated_bytes, before.allocated_bytes);
+  }
+}
+
+}  // namespace
