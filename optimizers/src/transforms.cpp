@@ -627,7 +627,7 @@ TransformPtr scale_by_learning_rate(double factor) {
 TransformPtr scale_by_schedule(std::function<double(int64_t)> schedule) {
   if (!schedule) throw std::invalid_argument("scale_by_schedule: no schedule");
   return stateless("scale_by_schedule", [schedule](Tensor& u, const StepContext& ctx) {
-    const double f = schedule(ctx.step);
+    const double f = schedule(ctx.step - 1);
     if (!std::isfinite(f))
       throw std::invalid_argument(fmt::format("scale_by_schedule: the schedule gave {} at step {}", f, ctx.step));
     mul_s(u, f);

@@ -209,7 +209,7 @@ TEST(Transforms, ElementwiseTransforms) {
   EXPECT_EQ(u.to_vector(), (std::vector<float>{1.1f, 1.2f, 1.3f, 1.4f}));
   run(scale_by_learning_rate(2.0), u);  // -2·0.5
   EXPECT_EQ(u.to_vector(), (std::vector<float>{-1.1f, -1.2f, -1.3f, -1.4f}));
-  auto sched = scale_by_schedule([](int64_t step) { return 1.0 / static_cast<double>(step + 1); });
+  auto sched = scale_by_schedule([](int64_t step) { return 1.0 / static_cast<double>(step + 2); });
   run(sched, u);
   EXPECT_NEAR(u.to_vector()[0], -0.55f, 1e-7);
   // centralize: a {2, 2} kernel (rows lose their mean) and a {2} bias (kept).

@@ -62,7 +62,8 @@ TransformPtr stateless(std::string config, std::function<void(Tensor&, const Ste
 TransformPtr scale(double factor);
 // u = -factor·lr·u: the learning rate step that ends most chains (Polaris scale(-lr)).
 TransformPtr scale_by_learning_rate(double factor = 1.0);
-// u = schedule(step)·u (Polaris scale_by_schedule); step counts from 1.
+// u = schedule(steps taken before this one)·u (Polaris scale_by_schedule; axon/schedules.h
+// makes schedules).
 TransformPtr scale_by_schedule(std::function<double(int64_t)> schedule);
 
 // Adam's scaling (Kingma & Ba 2015): m = b1·m + (1-b1)·u, v = b2·v + (1-b2)·u²,
