@@ -63,4 +63,266 @@ Tensor mean_squared_error(const Tensor& prediction, const Tensor& target) {
   return mean(square(sub(prediction, target)));
 }
 
+// ---- the loss library ----
+
+namespace {
+
+constexpr double kProbEps = 1e-7;
+
+void check_pair(const char* loss, const Tensor& p, const Tensor& y) {
+  if (!p.defined() || !y.defined()) throw std::invalid_argument(fmt::format("{}: undefined prediction or target", loss));
+  if (p.shape() != y.shape())
+    throw std::invalid_argument(fmt::format("{}: prediction {} and target {} differ in shape", loss, shape_str(p.shape()),
+                                            shape_str(y.shape())));
+  if (p.dim() < 1)
+    throw std::invalid_argument(fmt::format("{}: prediction must have a batch axis, got shape {}", loss, shape_str(p.shape())));
+  if (!is_floating(p.dtype()) || p.dtype() != y.dtype())
+    throw std::invalid_argument(fmt::format("{}: prediction ({}) and target ({}) must share one floating dtype", loss,
+                                            dtype_name(p.dtype()), dtype_name(y.dtype())));
+  if (p.device() != y.device())
+    throw std::invalid_argument(
+        fmt::format("{}: prediction on {} but target on {}", loss, p.device().str(), y.device().str()));
+}
+
+// x·v and x + v with v a scalar tensor of x's dtype: mul_scalar/add_scalar take a float, which f64
+// losses (gradient checks) would notice.
+Tensor times(const Tensor& x, double v) { return x * Tensor::scalar(v, x.options()); }
+Tensor plus(const Tensor& x, double v) { return x + Tensor::scalar(v, x.options()); }
+Tensor absolute(const Tensor& x) { return relu(x) + relu(neg(x)); }
+// lo + relu(x - lo) - relu(x - hi): x inside [lo, hi] (gradient 1 inside, 0 outside).
+Tensor clip(const Tensor& x, double lo, double hi) {
+  return plus(relu(plus(x, -lo)) - relu(plus(x, -hi)), lo);
+}
+// log(1 + exp(x)) = relu(x) + log(1 + exp(-|x|)): finite for any x.
+// Its own autograd node: the gradient sigmoid(x) (the composition's relu and |x| would give 0 at x = 0).
+Tensor softplus(const Tensor& x) {
+  Tensor value;
+  {
+    NoGradGuard no_grad;
+    value = relu(x) + log(plus(exp(neg(absolute(x))), 1.0));
+  }
+  return record("softplus", value, {x}, [x](const Tensor& g, GradSlots& grads) {
+    if (!grads.needs(0)) return;
+    NoGradGuard no_grad;
+    grads.add(0, g * sigmoid(x.detach()));
+  });
+}
+Tensor log_prob(const Tensor& p) {
+  return log(clip(p, (kProbEps), (1.0 - kProbEps)));
+}
+
+// sum / count, dividing by a tensor: mean() scales by a float 1/count, which f64 losses would notice.
+Tensor mean_exact(const Tensor& total, int64_t count) {
+  return total / Tensor::scalar(static_cast<double>(count), total.options());
+}
+
+// Each sample's values {batch, ...} -> {batch}: the mean (or sum) over the non-batch axes.
+Tensor per_sample(const Tensor& x, bool sum_axes = false) {
+  const int64_t batch = x.size(0);
+  if (x.dim() == 1) return x;
+  const Tensor rows = x.reshape({batch, -1});
+  return sum_axes ? sum(rows, 1) : mean_exact(sum(rows, 1), rows.size(1));
+}
+
+Tensor reduce(const char* loss, const Tensor& samples, Reduction reduction) {
+  switch (reduction) {
+    case Reduction::none: return samples;
+    case Reduction::sum: return sum(samples);
+    case Reduction::mean: return mean_exact(sum(samples), samples.size(0));
+  }
+  throw std::invalid_argument(fmt::format("{}: unknown reduction", loss));
+}
+
+// An empty batch: {0} for none, 0 for sum; a mean over no samples is an error.
+bool empty_batch(const char* loss, const Tensor& p, Reduction reduction, Tensor& out) {
+  if (p.size(0) != 0) return false;
+  if (reduction == Reduction::mean)
+    throw std::invalid_argument(fmt::format("{}: empty batch (shape {}): the mean over no samples is undefined", loss,
+                                            shape_str(p.shape())));
+  out = reduction == Reduction::none ? Tensor::zeros({0}, p.options()) : Tensor::zeros({}, p.options());
+  return true;
+}
+
+void check_option(const char* loss, const char* option, double value, bool ok, const char* rule) {
+  if (!ok) throw std::invalid_argument(fmt::format("{}: option {} = {} is out of range (need {})", loss, option, value, rule));
+}
+
+}  // namespace
+
+Tensor binary_cross_entropy(const Tensor& p, const Tensor& y, BinaryCrossEntropyOptions o) {
+  const char* name = "binary_cross_entropy";
+  check_pair(name, p, y);
+  check_option(name, "positive_weight", o.positive_weight, o.positive_weight >= 0 && std::isfinite(o.positive_weight), ">= 0");
+  check_option(name, "negative_weight", o.negative_weight, o.negative_weight >= 0 && std::isfinite(o.negative_weight), ">= 0");
+  Tensor out;
+  if (empty_batch(name, p, o.reduction, out)) return out;
+  Tensor pos, neg_term;  // -log p and -log(1 - p)
+  if (o.from_logits) {
+    pos = softplus(neg(p));
+    neg_term = softplus(p);
+  } else {
+    pos = neg(log_prob(p));
+    neg_term = neg(log_prob(plus(neg(p), 1.0f)));
+  }
+  const Tensor one_minus_y = plus(neg(y), 1.0f);
+  const Tensor l = times(y * pos, (o.positive_weight)) +
+                   times(one_minus_y * neg_term, (o.negative_weight));
+  return reduce(name, per_sample(l), o.reduction);
+}
+
+Tensor apply_label_smoothing(const Tensor& y, double smoothing) {
+  check_option("label_smoothing", "smoothing", smoothing, smoothing >= 0 && smoothing <= 1, "0 <= smoothing <= 1");
+  if (y.dim() < 1) throw std::invalid_argument("label_smoothing: target must have a class axis");
+  const double classes = static_cast<double>(y.size(y.dim() - 1));
+  return plus(times(y, (1.0 - smoothing)), (smoothing / classes));
+}
+
+Tensor categorical_cross_entropy(const Tensor& p, const Tensor& y, CategoricalCrossEntropyOptions o) {
+  const char* name = "categorical_cross_entropy";
+  check_pair(name, p, y);
+  if (p.dim() != 2)
+    throw std::invalid_argument(fmt::format("{}: prediction must be {{batch, classes}}, got {}", name, shape_str(p.shape())));
+  const int64_t classes = p.size(1);
+  if (!o.class_weights.empty() && static_cast<int64_t>(o.class_weights.size()) != classes)
+    throw std::invalid_argument(
+        fmt::format("{}: {} class weights for {} classes", name, o.class_weights.size(), classes));
+  for (double w : o.class_weights) check_option(name, "class_weights", w, w >= 0 && std::isfinite(w), "each >= 0");
+  check_option(name, "label_smoothing", o.label_smoothing, o.label_smoothing >= 0 && o.label_smoothing <= 1, "0 <= s <= 1");
+  Tensor out;
+  if (empty_batch(name, p, o.reduction, out)) return out;
+  const Tensor logp = o.from_logits ? log_softmax(p, -1) : log_prob(p);
+  Tensor target = o.label_smoothing > 0 ? apply_label_smoothing(y, o.label_smoothing) : y;
+  Tensor weights_per_sample;
+  if (!o.class_weights.empty()) {
+    std::vector<float> w(o.class_weights.begin(), o.class_weights.end());
+    const Tensor row = Tensor::from_vector({1, classes}, w).to(p.dtype()).to(p.device());
+    weights_per_sample = sum(y * row, 1);  // Σ_c w_c·y_c: the sample's weight
+    target = target * row;
+  }
+  const Tensor samples = neg(sum(target * logp, 1));
+  if (o.reduction == Reduction::mean && weights_per_sample.defined()) return sum(samples) / sum(weights_per_sample);
+  return reduce(name, samples, o.reduction);
+}
+
+Tensor categorical_cross_entropy(const Tensor& p, std::span<const int32_t> labels, CategoricalCrossEntropyOptions o) {
+  if (p.dim() != 2 || p.size(0) != static_cast<int64_t>(labels.size()))
+    throw std::invalid_argument(fmt::format("categorical_cross_entropy: prediction {} for {} labels (expected {{batch, classes}})",
+                                            shape_str(p.shape()), labels.size()));
+  const int64_t classes = p.size(1);
+  std::vector<float> onehot(labels.size() * static_cast<size_t>(classes), 0.0f);
+  for (size_t r = 0; r < labels.size(); ++r) {
+    if (labels[r] < 0 || labels[r] >= classes)
+      throw std::invalid_argument(fmt::format("categorical_cross_entropy: label {} at row {} is out of range for {} classes",
+                                              labels[r], r, classes));
+    onehot[r * static_cast<size_t>(classes) + static_cast<size_t>(labels[r])] = 1.0f;
+  }
+  const Tensor y = Tensor::from_vector({p.size(0), classes}, onehot).to(p.dtype()).to(p.device());
+  return categorical_cross_entropy(p, y, o);
+}
+
+Tensor mean_squared_error(const Tensor& p, const Tensor& y, Reduction reduction) {
+  check_pair("mean_squared_error", p, y);
+  Tensor out;
+  if (empty_batch("mean_squared_error", p, reduction, out)) return out;
+  return reduce("mean_squared_error", per_sample(square(p - y)), reduction);
+}
+
+Tensor mean_absolute_error(const Tensor& p, const Tensor& y, Reduction reduction) {
+  check_pair("mean_absolute_error", p, y);
+  Tensor out;
+  if (empty_batch("mean_absolute_error", p, reduction, out)) return out;
+  return reduce("mean_absolute_error", per_sample(absolute(p - y)), reduction);
+}
+
+Tensor huber(const Tensor& p, const Tensor& y, double delta, Reduction reduction) {
+  check_pair("huber", p, y);
+  check_option("huber", "delta", delta, delta > 0 && std::isfinite(delta), "> 0");
+  Tensor out;
+  if (empty_batch("huber", p, reduction, out)) return out;
+  const Tensor a = absolute(p - y);
+  const Tensor quadratic = a - relu(plus(a, (-delta)));  // min(|d|, delta)
+  const Tensor linear = a - quadratic;
+  return reduce("huber", per_sample(times(square(quadratic), 0.5f) + times(linear, (delta))),
+                reduction);
+}
+
+Tensor log_cosh(const Tensor& p, const Tensor& y, Reduction reduction) {
+  check_pair("log_cosh", p, y);
+  Tensor out;
+  if (empty_batch("log_cosh", p, reduction, out)) return out;
+  const Tensor a = absolute(p - y);
+  const Tensor l = plus(a + log(plus(exp(times(a, -2.0f)), 1.0f)), (-std::log(2.0)));
+  return reduce("log_cosh", per_sample(l), reduction);
+}
+
+Tensor kl_divergence(const Tensor& p, const Tensor& y, Reduction reduction) {
+  check_pair("kl_divergence", p, y);
+  Tensor out;
+  if (empty_batch("kl_divergence", p, reduction, out)) return out;
+  return reduce("kl_divergence", per_sample(y * (log_prob(y) - log_prob(p)), /*sum_axes=*/true), reduction);
+}
+
+Tensor hinge(const Tensor& p, const Tensor& y, Reduction reduction) {
+  check_pair("hinge", p, y);
+  Tensor out;
+  if (empty_batch("hinge", p, reduction, out)) return out;
+  return reduce("hinge", per_sample(relu(plus(neg(y * p), 1.0f))), reduction);
+}
+
+Tensor categorical_hinge(const Tensor& p, const Tensor& y, Reduction reduction) {
+  const char* name = "categorical_hinge";
+  check_pair(name, p, y);
+  if (p.dim() != 2)
+    throw std::invalid_argument(fmt::format("{}: prediction must be {{batch, classes}}, got {}", name, shape_str(p.shape())));
+  Tensor out;
+  if (empty_batch(name, p, reduction, out)) return out;
+  const Tensor negatives = plus(neg(y), 1.0f) * p;  // (1 - y)·p
+  // max over the classes, as a product with the one-hot of each row's argmax (differentiable).
+  const std::vector<int64_t> at = argmax_rows(negatives.detach().to(DType::f32));
+  const int64_t classes = p.size(1);
+  std::vector<float> mask(static_cast<size_t>(p.numel()), 0.0f);
+  for (size_t r = 0; r < at.size(); ++r) mask[r * static_cast<size_t>(classes) + static_cast<size_t>(at[r])] = 1.0f;
+  const Tensor m = Tensor::from_vector(p.shape(), mask).to(p.dtype()).to(p.device());
+  const Tensor worst_negative = sum(negatives * m, 1), positive = sum(y * p, 1);
+  return reduce(name, relu(plus(worst_negative - positive, 1.0f)), reduction);
+}
+
+Tensor soft_margin(const Tensor& p, const Tensor& y, Reduction reduction) {
+  check_pair("soft_margin", p, y);
+  Tensor out;
+  if (empty_batch("soft_margin", p, reduction, out)) return out;
+  return reduce("soft_margin", per_sample(softplus(neg(y * p))), reduction);
+}
+
+Tensor poisson(const Tensor& p, const Tensor& y, Reduction reduction) {
+  check_pair("poisson", p, y);
+  Tensor out;
+  if (empty_batch("poisson", p, reduction, out)) return out;
+  return reduce("poisson", per_sample(p - y * log(plus(p, (kProbEps)))), reduction);
+}
+
+Tensor cosine_similarity(const Tensor& p, const Tensor& y, double eps, Reduction reduction) {
+  check_pair("cosine_similarity", p, y);
+  check_option("cosine_similarity", "eps", eps, eps > 0 && std::isfinite(eps), "> 0");
+  Tensor out;
+  if (empty_batch("cosine_similarity", p, reduction, out)) return out;
+  const int64_t batch = p.size(0);
+  const Tensor a = p.reshape({batch, -1}), b = y.reshape({batch, -1});
+  const double eps2 = eps * eps;
+  // max(|x|, eps) = sqrt(max(Σx², eps²)) = exp(0.5·log(eps² + relu(Σx² - eps²))).
+  auto norm = [eps2](const Tensor& x) {
+    return exp(times(log(plus(relu(plus(sum(square(x), 1), -eps2)), eps2)), 0.5f));
+  };
+  return reduce("cosine_similarity", neg(sum(a * b, 1) / (norm(a) * norm(b))), reduction);
+}
+
+Tensor margin_ranking(const Tensor& p1, const Tensor& p2, const Tensor& y, double margin, Reduction reduction) {
+  check_pair("margin_ranking", p1, y);
+  check_pair("margin_ranking", p2, y);
+  check_option("margin_ranking", "margin", margin, std::isfinite(margin), "a finite value");
+  Tensor out;
+  if (empty_batch("margin_ranking", p1, reduction, out)) return out;
+  return reduce("margin_ranking", per_sample(relu(plus(neg(y * (p1 - p2)), (margin)))), reduction);
+}
+
 }  // namespace axon
