@@ -325,4 +325,110 @@ Tensor margin_ranking(const Tensor& p1, const Tensor& p2, const Tensor& y, doubl
   return reduce("margin_ranking", per_sample(relu(plus(neg(y * (p1 - p2)), (margin)))), reduction);
 }
 
+Tensor connectionist_temporal_classification(const Tensor& log_probs, const std::vector<std::vector<int32_t>>& targets,
+                                             std::span<const int64_t> input_lengths, int64_t blank, Reduction reduction) {
+  const char* name = "connectionist_temporal_classification";
+  if (!log_probs.defined() || log_probs.dim() != 3 || !is_floating(log_probs.dtype()))
+    throw std::invalid_argument(fmt::format("{}: log_probs must be a floating {{batch, time, classes}} tensor, got {} {}", name,
+                                            log_probs.defined() ? dtype_name(log_probs.dtype()) : "undefined",
+                                            log_probs.defined() ? shape_str(log_probs.shape()) : ""));
+  const int64_t batch = log_probs.size(0), frames = log_probs.size(1), classes = log_probs.size(2);
+  if (static_cast<int64_t>(targets.size()) != batch)
+    throw std::invalid_argument(fmt::format("{}: {} target sequences for a batch of {}", name, targets.size(), batch));
+  if (!input_lengths.empty() && static_cast<int64_t>(input_lengths.size()) != batch)
+    throw std::invalid_argument(fmt::format("{}: {} input lengths for a batch of {}", name, input_lengths.size(), batch));
+  if (blank < 0 || blank >= classes)
+    throw std::invalid_argument(fmt::format("{}: option blank = {} is out of range for {} classes", name, blank, classes));
+  for (int64_t b = 0; b < batch; ++b) {
+    if (!input_lengths.empty() && (input_lengths[b] < 0 || input_lengths[b] > frames))
+      throw std::invalid_argument(fmt::format("{}: input length {} of sample {} is outside [0, {}]", name, input_lengths[b], b, frames));
+    for (int32_t l : targets[b])
+      if (l < 0 || l >= classes || l == blank)
+        throw std::invalid_argument(fmt::format("{}: label {} in the target of sample {} is out of range for {} classes or is the blank {}",
+                                                name, l, b, classes, blank));
+  }
+  Tensor out;
+  if (empty_batch(name, log_probs, reduction, out)) return out;
+
+  const Tensor host = log_probs.detach().to(Device::cpu()).to(DType::f64);
+  const double* y = static_cast<const double*>(host.raw_data());
+  const double ninf = -std::numeric_limits<double>::infinity();
+  auto lse = [ninf](double a, double b) {
+    if (a == ninf) return b;
+    if (b == ninf) return a;
+    const double m = std::max(a, b);
+    return m + std::log(std::exp(a - m) + std::exp(b - m));
+  };
+  std::vector<double> losses(static_cast<size_t>(batch)), grad(static_cast<size_t>(host.numel()), 0.0);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t T = input_lengths.empty() ? frames : input_lengths[b];
+    const std::vector<int32_t>& l = targets[b];
+    const int64_t S = 2 * static_cast<int64_t>(l.size()) + 1;
+    auto label = [&](int64_t s) { return s % 2 == 0 ? blank : static_cast<int64_t>(l[static_cast<size_t>(s / 2)]); };
+    auto at = [&](int64_t t, int64_t c) { return y[(b * frames + t) * classes + c]; };
+    if (T == 0) {
+      losses[b] = l.empty() ? 0.0 : std::numeric_limits<double>::infinity();
+      continue;
+    }
+    std::vector<double> alpha(static_cast<size_t>(T * S), ninf), beta(static_cast<size_t>(T * S), ninf);
+    auto A = [&](int64_t t, int64_t s) -> double& { return alpha[static_cast<size_t>(t * S + s)]; };
+    auto B = [&](int64_t t, int64_t s) -> double& { return beta[static_cast<size_t>(t * S + s)]; };
+    A(0, 0) = at(0, blank);
+    if (S > 1) A(0, 1) = at(0, label(1));
+    for (int64_t t = 1; t < T; ++t)
+      for (int64_t s = 0; s < S; ++s) {
+        double a = A(t - 1, s);
+        if (s >= 1) a = lse(a, A(t - 1, s - 1));
+        if (s >= 2 && label(s) != blank && label(s) != label(s - 2)) a = lse(a, A(t - 1, s - 2));
+        A(t, s) = a == ninf ? ninf : a + at(t, label(s));
+      }
+    B(T - 1, S - 1) = at(T - 1, label(S - 1));
+    if (S > 1) B(T - 1, S - 2) = at(T - 1, label(S - 2));
+    for (int64_t t = T - 2; t >= 0; --t)
+      for (int64_t s = 0; s < S; ++s) {
+        double v = B(t + 1, s);
+        if (s + 1 < S) v = lse(v, B(t + 1, s + 1));
+        if (s + 2 < S && label(s) != blank && label(s) != label(s + 2)) v = lse(v, B(t + 1, s + 2));
+        B(t, s) = v == ninf ? ninf : v + at(t, label(s));
+      }
+    const double log_p = S > 1 ? lse(A(T - 1, S - 1), A(T - 1, S - 2)) : A(T - 1, S - 1);
+    if (log_p == ninf) {
+      losses[b] = std::numeric_limits<double>::infinity();
+      continue;
+    }
+    losses[b] = -log_p;
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> occupancy(static_cast<size_t>(classes), ninf);
+      for (int64_t s = 0; s < S; ++s) {
+        double& o = occupancy[static_cast<size_t>(label(s))];
+        o = lse(o, A(t, s) + B(t, s));
+      }
+      for (int64_t c = 0; c < classes; ++c) {
+        const double o = occupancy[static_cast<size_t>(c)];
+        if (o != ninf) grad[static_cast<size_t>((b * frames + t) * classes + c)] = -std::exp(o - at(t, c) - log_p);
+      }
+    }
+  }
+  const Tensor samples_value =
+      Tensor::from_vector({batch}, losses, {DType::f64, Device::cpu()}).to(log_probs.dtype()).to(log_probs.device());
+  const Shape shape = log_probs.shape();
+  const Tensor samples = record(name, samples_value, {log_probs}, [grad, shape, batch](const Tensor& g, GradSlots& grads) {
+    if (!grads.needs(0)) return;
+    NoGradGuard no_grad;
+    const Tensor gh = g.detach().to(Device::cpu()).to(DType::f64);
+    const double* gv = static_cast<const double*>(gh.raw_data());
+    std::vector<double> scaled(grad.size());
+    const size_t per = grad.size() / static_cast<size_t>(batch);
+    for (size_t i = 0; i < grad.size(); ++i) scaled[i] = grad[i] * gv[i / per];
+    grads.add(0, Tensor::from_vector(shape, scaled, {DType::f64, Device::cpu()}).to(g.dtype()).to(g.device()));
+  });
+  if (reduction != Reduction::mean) return reduce(name, samples, reduction);
+  std::vector<double> inverse_lengths;
+  for (const auto& l : targets) inverse_lengths.push_back(1.0 / static_cast<double>(std::max<size_t>(l.size(), 1)));
+  const Tensor scale = Tensor::from_vector({batch}, inverse_lengths, {DType::f64, Device::cpu()})
+                           .to(log_probs.dtype())
+                           .to(log_probs.device());
+  return mean_exact(sum(samples * scale), batch);
+}
+
 }  // namespace axon

@@ -87,4 +87,16 @@ Tensor cosine_similarity(const Tensor& prediction, const Tensor& target, double 
 Tensor margin_ranking(const Tensor& prediction1, const Tensor& prediction2, const Tensor& target, double margin = 0.0,
                       Reduction reduction = Reduction::mean);
 
+// Connectionist temporal classification (Graves et al. 2006), as torch.nn.functional.ctc_loss:
+// log_probs {batch, time, classes} (log-softmax outputs), targets[b] the label sequence of sample b
+// (no blanks; lengths may differ), input_lengths[b] the frames of sample b that count (empty: all).
+// Per-sample loss -log p(target | input) by the forward-backward recursions in float64 on the host
+// (one copy per call from a GPU); mean divides each sample's loss by its target length (at least
+// 1) before averaging, as PyTorch. An impossible alignment (too few frames) gives +inf with a zero
+// gradient (PyTorch's zero_infinity=false gives inf too). The gradient is exact with respect to
+// log_probs; through log_softmax it equals PyTorch's.
+Tensor connectionist_temporal_classification(const Tensor& log_probs, const std::vector<std::vector<int32_t>>& targets,
+                                             std::span<const int64_t> input_lengths = {}, int64_t blank = 0,
+                                             Reduction reduction = Reduction::mean);
+
 }  // namespace axon
