@@ -294,3 +294,26 @@ TEST(Transforms, AStepAllocatesNothingAfterTheFirst) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Transforms, AShardStepsLikeTheWholeForElementwiseOptimizers) {
+  // ZeRO: a rank steps its slice of the flat buffer. Exact for every element-wise chain; lamb and
+  // fromage take norms over the buffer given, and noisy_sgd draws by element index in it.
+  std::vector<float> whole{1, -2, 3, -4, 5, -6, 0.5f}, grads{0.1f, 0.2f, -0.3f, 0.4f, -0.5f, 0.6f, -0.05f};
+  for (const std::string& name : optimizer_names()) {
+    if (name == "lamb" || name == "fromage" || name == "noisy_sgd") continue;
+    SCOPED_TRACE(name);
+    std::vector<float> w = whole, left(whole.begin(), whole.begin() + 3), right(whole.begin() + 3, whole.end());
+    auto a = make_optimizer(name, 0.01), b = make_optimizer(name, 0.01), c = make_optimizer(name, 0.01);
+    for (int t = 0; t < 4; ++t) {
+      a->step(w, grads);
+      b->step(left, std::span<const float>(grads).subspan(0, 3));
+      c->step(right, std::span<const float>(grads).subspan(3));
+    }
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(w[i], left[i]);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(w[3 + i], right[i]);
+  }
+}
+
+}  // namespace
