@@ -28,6 +28,7 @@
 #include "axon/data.h"
 #include "axon/model.h"
 #include "axon/optimizers.h"
+#include "axon/schedules.h"
 #include "axon/trainer.h"
 
 using namespace axon;
@@ -72,7 +73,13 @@ static int run(int argc, char** argv) {
   cli::add_integer(app, "--epochs", epochs, 1, 100000, "Passes over the training set");
   cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
                    "Samples per rank per step (global batch = this × ranks)");
-  app.add_option("--optimizer", optimizer_name, "Optimizer")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
+  app.add_option("--optimizer", optimizer_name, "Optimizer (default options, docs/optimizers.md)")
+      ->check(CLI::IsMember(optimizer_names()));
+  std::string lr_schedule = "constant";
+  app.add_option("--lr-schedule", lr_schedule,
+                 "Learning rate per step from --lr: constant, exponential, cosine, cosine_restarts, polynomial or step, "
+                 "with options as NAME:key=value,... and warmup=N on any (docs/optimizers.md)")
+      ->default_str("constant");
   // The optimizers compute in float: a double such as 1e-50 would become 0 there (no training).
   cli::add_real(app, "--lr", lr, cli::positive_float(), "Learning rate");
   cli::add_integer(app, "--threads", threads, 1, 1024, "Threads per rank (default: cores / ranks on this machine)")
@@ -136,6 +143,15 @@ static int run(int argc, char** argv) {
       throw CLI::ValidationError("--validate-every", "needs validation data: --validation-split, or the real data set");
     if (!checkpoint_dir.empty() && std::filesystem::exists(checkpoint_dir) && !std::filesystem::is_directory(checkpoint_dir))
       throw CLI::ValidationError("--checkpoint-dir", checkpoint_dir + " exists and is not a directory");
+    try {
+      parse_schedule(lr_schedule, lr);
+    } catch (const std::invalid_argument& e) {
+      throw CLI::ValidationError("--lr-schedule", e.what());
+    }
+    if (cuda_graph && lr_schedule != "constant")
+      throw CLI::ValidationError("--cuda-graph", "needs --lr-schedule constant (a graph replays the captured rate)");
+    if (cuda_graph && optimizer_name != "sgd" && optimizer_name != "adam" && optimizer_name != "adamw")
+      throw CLI::ValidationError("--cuda-graph", "needs --optimizer sgd, adam or adamw (the fused, capturable ones)");
     if (backend_name == "nccl" && !device.is_cuda())
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
@@ -193,6 +209,7 @@ static int run(int argc, char** argv) {
   Model model = build_model(model_name);
   Parameters params = init(model, seed).to(device);
   auto optimizer = make_optimizer(optimizer_name, lr);
+  if (lr_schedule != "constant") optimizer = scheduled(std::move(optimizer), parse_schedule(lr_schedule, lr));
   if (comm->is_root()) {
     std::fprintf(stderr, "axon: %s, %zu parameters, %s, %d rank(s) × %d thread(s) (%s; OpenBLAS %s kernels), batch %zu per rank\n",
                  model_name.c_str(), params.count(), optimizer_name.c_str(), comm->size(), threads,
@@ -306,6 +323,7 @@ static int run(int argc, char** argv) {
                           // Everything else params_sha256 depends on (docs/getting-started.md).
                           {"optimizer", optimizer_name},
                           {"lr", lr},
+                          {"lr_schedule", lr_schedule},
                           {"seed", seed},
                           {"threads", threads},
                           {"blas", blas_library()},

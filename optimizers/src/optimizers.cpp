@@ -181,17 +181,282 @@ class Adam final : public Optimizer {
   Tensor m_, v_, vmax_;
 };
 
+class ChainOptimizer final : public Optimizer {
+ public:
+  ChainOptimizer(std::string name, std::string options, double lr, TransformPtr t)
+      : Optimizer(lr), name_(std::move(name)), options_(std::move(options)), t_(std::move(t)) {
+    if (!t_) throw std::invalid_argument(fmt::format("{}: no transform", name_));
+  }
+  std::string name() const override { return name_; }
+  std::string config() const override { return fmt::format("{}(lr={}, {})", name_, lr_, options_); }
+  std::vector<std::pair<std::string, Tensor*>> state() override { return t_->state(); }
+
+ protected:
+  void update(Tensor& p, const Tensor& g) override {
+    if (capturable_)
+      throw std::invalid_argument(fmt::format(
+          "{}: capturable mode (CUDA graphs) is implemented only by the fused sgd, adam and adamw", name_));
+    Backend& be = backend(p.device());
+    if (!u_.defined() || u_.device() != p.device()) {
+      u_ = Tensor::empty(p.shape(), p.options());
+      finite_ = Tensor::zeros({}, p.options());
+    } else if (u_.shape() != p.shape()) {
+      u_ = u_.reshape(p.shape());
+    }
+    be.cast(u_, g);
+    t_->init(p);
+    t_->apply(u_, StepContext{steps_, lr_, p});
+    be.binary(BinaryOp::add, p, u_, p);
+    // nonfinite = 1 - all_finite(p).
+    be.all_finite(p, finite_);
+    be.unary(UnaryOp::mul_scalar, finite_, -1.0, nonfinite_);
+    be.unary(UnaryOp::add_scalar, nonfinite_, 1.0, nonfinite_);
+  }
+
+ private:
+  std::string name_, options_;
+  TransformPtr t_;
+  Tensor u_, finite_;
+};
+
+class Grouped final : public Optimizer {
+ public:
+  Grouped(std::vector<std::pair<std::string, int64_t>> layout, std::vector<ParamGroup> groups,
+          const std::function<std::unique_ptr<Optimizer>()>& rest)
+      : Optimizer(0.0) {
+    if (layout.empty()) throw std::invalid_argument("param_groups: empty layout");
+    if (!rest) throw std::invalid_argument("param_groups: no optimizer for the remaining parameters");
+    for (size_t i = 0; i < groups.size(); ++i)
+      if (!groups[i].make) throw std::invalid_argument(fmt::format("param_groups: group {} makes no optimizer", i));
+    base_lr_ = rest()->learning_rate();
+    set_learning_rate(base_lr_);
+    int64_t offset = 0;
+    for (auto& [name, n] : layout) {
+      if (n < 0) throw std::invalid_argument(fmt::format("param_groups: parameter '{}' has {} elements", name, n));
+      const std::function<std::unique_ptr<Optimizer>()>* make = &rest;
+      for (const ParamGroup& g : groups) {
+        bool hit = false;
+        for (const std::string& pattern : g.name_contains) hit = hit || name.find(pattern) != std::string::npos;
+        if (hit) {
+          make = &g.make;
+          break;
+        }
+      }
+      Part part{name, offset, n, (*make)(), 0.0};
+      part.lr = part.opt->learning_rate();
+      offset += n;
+      parts_.push_back(std::move(part));
+    }
+    total_ = offset;
+  }
+  std::string name() const override { return "param_groups"; }
+  std::string config() const override {
+    std::string s = "param_groups(";
+    for (size_t i = 0; i < parts_.size(); ++i) s += fmt::format("{}{}: {}", i ? ", " : "", parts_[i].name, parts_[i].opt->config());
+    return s + ")";
+  }
+  std::vector<std::pair<std::string, Tensor*>> state() override {
+    std::vector<std::pair<std::string, Tensor*>> s;
+    for (Part& p : parts_)
+      for (auto& [n, b] : p.opt->state()) s.push_back({p.name + "." + n, b});
+    return s;
+  }
+
+ protected:
+  void update(Tensor& p, const Tensor& g) override {
+    if (p.numel() != total_)
+      throw std::invalid_argument(fmt::format("param_groups: the layout holds {} elements, the buffer stepped {}", total_, p.numel()));
+    const double ratio = base_lr_ > 0.0 ? lr_ / base_lr_ : 1.0;
+    Backend& be = backend(p.device());
+    for (Part& part : parts_) {
+      if (part.n == 0) continue;
+      Tensor pv = Tensor::view_of(p.storage(), p.offset() + static_cast<size_t>(part.offset), {part.n});
+      Tensor gv = Tensor::view_of(g.storage(), g.offset() + static_cast<size_t>(part.offset), {part.n});
+      part.opt->set_capturable(capturable_);
+      part.opt->set_learning_rate(part.lr * ratio);
+      part.opt->set_steps(steps_ - 1);
+      part.opt->step(pv, gv);
+      be.binary(BinaryOp::maximum, nonfinite_, part.opt->nonfinite_flag(), nonfinite_);
+    }
+  }
+
+ private:
+  struct Part {
+    std::string name;
+    int64_t offset, n;
+    std::unique_ptr<Optimizer> opt;
+    double lr;
+  };
+  std::vector<Part> parts_;
+  int64_t total_ = 0;
+  double base_lr_ = 0.0;
+};
+
+void require_option(bool ok, const char* optimizer, const char* option, double value, const char* rule) {
+  if (!ok) throw std::invalid_argument(fmt::format("{}: option {} = {} is out of range (need {})", optimizer, option, value, rule));
+}
+
 }  // namespace
 
 std::unique_ptr<Optimizer> sgd(SgdOptions options) { return std::make_unique<Sgd>(options); }
 std::unique_ptr<Optimizer> adam(AdamOptions options) { return std::make_unique<Adam>(options, false); }
 std::unique_ptr<Optimizer> adamw(AdamOptions options) { return std::make_unique<Adam>(options, true); }
 
+std::unique_ptr<Optimizer> chain_optimizer(std::string name, double lr, TransformPtr transform) {
+  std::string options = transform ? transform->config() : "";
+  return std::make_unique<ChainOptimizer>(std::move(name), std::move(options), lr, std::move(transform));
+}
+
+std::unique_ptr<Optimizer> adagrad(AdagradOptions o) {
+  require_option(o.lr_decay >= 0.0 && std::isfinite(o.lr_decay), "adagrad", "lr_decay", o.lr_decay, "a finite value >= 0");
+  require_option(o.weight_decay >= 0.0, "adagrad", "weight_decay", o.weight_decay, ">= 0");
+  const double lr_decay = o.lr_decay;
+  auto lr = stateless(fmt::format("scale_by_learning_rate(lr_decay={})", lr_decay), [lr_decay](Tensor& u, const StepContext& c) {
+    backend(u.device()).unary(UnaryOp::mul_scalar, u, -c.lr / (1.0 + static_cast<double>(c.step - 1) * lr_decay), u);
+  });
+  return std::make_unique<ChainOptimizer>(
+      "adagrad",
+      fmt::format("lr_decay={}, weight_decay={}, initial_accumulator_value={}, eps={}", o.lr_decay, o.weight_decay,
+                  o.initial_accumulator_value, o.eps),
+      o.lr, chain({add_decayed_weights(o.weight_decay), scale_by_rss(o.initial_accumulator_value, o.eps), lr}));
+}
+
+std::unique_ptr<Optimizer> rmsprop(RmspropOptions o) {
+  require_option(o.weight_decay >= 0.0, "rmsprop", "weight_decay", o.weight_decay, ">= 0");
+  require_option(o.momentum >= 0.0, "rmsprop", "momentum", o.momentum, ">= 0");
+  require_option(!o.nesterov || o.momentum > 0.0, "rmsprop", "momentum", o.momentum, "> 0 with nesterov");
+  std::vector<TransformPtr> t{add_decayed_weights(o.weight_decay),
+                              o.centered ? scale_by_stddev(o.decay, o.eps, o.initial_scale)
+                                         : scale_by_rms(o.decay, o.eps, o.initial_scale)};
+  if (o.momentum > 0.0) t.push_back(trace(o.momentum, o.nesterov));
+  t.push_back(scale_by_learning_rate());
+  return std::make_unique<ChainOptimizer>(
+      "rmsprop",
+      fmt::format("decay={}, eps={}, weight_decay={}, momentum={}, centered={}, nesterov={}, initial_scale={}", o.decay,
+                  o.eps, o.weight_decay, o.momentum, o.centered, o.nesterov, o.initial_scale),
+      o.lr, chain(std::move(t)));
+}
+
+std::unique_ptr<Optimizer> radam(RadamOptions o) {
+  require_option(o.weight_decay >= 0.0, "radam", "weight_decay", o.weight_decay, ">= 0");
+  return std::make_unique<ChainOptimizer>(
+      "radam",
+      fmt::format("beta1={}, beta2={}, eps={}, weight_decay={}, threshold={}", o.beta1, o.beta2, o.eps, o.weight_decay,
+                  o.threshold),
+      o.lr,
+      chain({add_decayed_weights(o.weight_decay), scale_by_radam(o.beta1, o.beta2, o.eps, o.threshold),
+             scale_by_learning_rate()}));
+}
+
+std::unique_ptr<Optimizer> nadam(NadamOptions o) {
+  require_option(o.weight_decay >= 0.0, "nadam", "weight_decay", o.weight_decay, ">= 0");
+  return std::make_unique<ChainOptimizer>(
+      "nadam",
+      fmt::format("beta1={}, beta2={}, eps={}, weight_decay={}, momentum_decay={}", o.beta1, o.beta2, o.eps,
+                  o.weight_decay, o.momentum_decay),
+      o.lr,
+      chain({add_decayed_weights(o.weight_decay), scale_by_nadam(o.beta1, o.beta2, o.eps, o.momentum_decay),
+             scale_by_learning_rate()}));
+}
+
+std::unique_ptr<Optimizer> adamax(AdamaxOptions o) {
+  require_option(o.weight_decay >= 0.0, "adamax", "weight_decay", o.weight_decay, ">= 0");
+  return std::make_unique<ChainOptimizer>(
+      "adamax", fmt::format("beta1={}, beta2={}, eps={}, weight_decay={}", o.beta1, o.beta2, o.eps, o.weight_decay),
+      o.lr, chain({add_decayed_weights(o.weight_decay), scale_by_adamax(o.beta1, o.beta2, o.eps), scale_by_learning_rate()}));
+}
+
+std::unique_ptr<Optimizer> adabelief(AdabeliefOptions o) {
+  require_option(o.weight_decay >= 0.0, "adabelief", "weight_decay", o.weight_decay, ">= 0");
+  return std::make_unique<ChainOptimizer>(
+      "adabelief",
+      fmt::format("beta1={}, beta2={}, eps={}, eps_root={}, weight_decay={}", o.beta1, o.beta2, o.eps, o.eps_root,
+                  o.weight_decay),
+      o.lr,
+      chain({scale_by_belief(o.beta1, o.beta2, o.eps, o.eps_root), add_decayed_weights(o.weight_decay),
+             scale_by_learning_rate()}));
+}
+
+std::unique_ptr<Optimizer> fromage(FromageOptions o) {
+  // u = -lr·mult·u + (mult - 1)·p with mult = 1/sqrt(1 + lr²), derived per step from the (possibly
+  // scheduled) learning rate: optax's scale(-lr·mult) → add_decayed_weights(mult - 1).
+  auto scratch = std::make_shared<Tensor>();
+  auto step = stateless("fromage_step", [scratch](Tensor& u, const StepContext& c) {
+    const double mult = 1.0 / std::sqrt(1.0 + c.lr * c.lr);
+    Backend& be = backend(u.device());
+    if (!scratch->defined() || scratch->numel() != u.numel() || scratch->device() != u.device())
+      *scratch = Tensor::empty(u.shape(), u.options());
+    Tensor s = scratch->shape() == u.shape() ? *scratch : scratch->reshape(u.shape());
+    be.unary(UnaryOp::mul_scalar, u, -c.lr * mult, u);
+    be.unary(UnaryOp::mul_scalar, c.params, mult - 1.0, s);
+    be.binary(BinaryOp::add, u, s, u);
+  });
+  return std::make_unique<ChainOptimizer>("fromage", fmt::format("min_norm={}", o.min_norm), o.lr,
+                                          chain({scale_by_trust_ratio(o.min_norm), step}));
+}
+
+std::unique_ptr<Optimizer> lamb(LambOptions o) {
+  require_option(o.weight_decay >= 0.0, "lamb", "weight_decay", o.weight_decay, ">= 0");
+  return std::make_unique<ChainOptimizer>(
+      "lamb",
+      fmt::format("beta1={}, beta2={}, eps={}, eps_root={}, weight_decay={}, min_norm={}", o.beta1, o.beta2, o.eps,
+                  o.eps_root, o.weight_decay, o.min_norm),
+      o.lr,
+      chain({scale_by_adam(o.beta1, o.beta2, o.eps, o.eps_root), add_decayed_weights(o.weight_decay),
+             scale_by_trust_ratio(o.min_norm), scale_by_learning_rate()}));
+}
+
+std::unique_ptr<Optimizer> noisy_sgd(NoisySgdOptions o) {
+  return std::make_unique<ChainOptimizer>("noisy_sgd", fmt::format("eta={}, gamma={}, seed={}", o.eta, o.gamma, o.seed),
+                                          o.lr, chain({scale_by_learning_rate(), add_noise(o.eta, o.gamma, o.seed)}));
+}
+
+std::unique_ptr<Optimizer> yogi(YogiOptions o) {
+  return std::make_unique<ChainOptimizer>(
+      "yogi",
+      fmt::format("beta1={}, beta2={}, eps={}, eps_root={}, initial_accumulator_value={}", o.beta1, o.beta2, o.eps,
+                  o.eps_root, o.initial_accumulator_value),
+      o.lr,
+      chain({scale_by_yogi(o.beta1, o.beta2, o.eps, o.eps_root, o.initial_accumulator_value), scale_by_learning_rate()}));
+}
+
+std::unique_ptr<Optimizer> lion(LionOptions o) {
+  require_option(o.weight_decay >= 0.0, "lion", "weight_decay", o.weight_decay, ">= 0");
+  return std::make_unique<ChainOptimizer>(
+      "lion", fmt::format("beta1={}, beta2={}, weight_decay={}", o.beta1, o.beta2, o.weight_decay), o.lr,
+      chain({scale_by_lion(o.beta1, o.beta2), add_decayed_weights(o.weight_decay), scale_by_learning_rate()}));
+}
+
+std::unique_ptr<Optimizer> param_groups(std::vector<std::pair<std::string, int64_t>> layout,
+                                        std::vector<ParamGroup> groups,
+                                        std::function<std::unique_ptr<Optimizer>()> rest) {
+  return std::make_unique<Grouped>(std::move(layout), std::move(groups), rest);
+}
+
+const std::vector<std::string>& optimizer_names() {
+  static const std::vector<std::string> names{"adabelief", "adagrad", "adam",   "adamax",    "adamw", "fromage", "lamb",
+                                              "lion",      "nadam",   "noisy_sgd", "radam", "rmsprop", "sgd",   "yogi"};
+  return names;
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double lr) {
   if (name == "sgd") return sgd({.lr = lr});
   if (name == "adam") return adam({.lr = lr});
   if (name == "adamw") return adamw({.lr = lr, .weight_decay = 1e-2});
-  throw std::invalid_argument(fmt::format("unknown optimizer '{}' (expected sgd, adam or adamw)", name));
+  if (name == "adagrad") return adagrad({.lr = lr});
+  if (name == "rmsprop") return rmsprop({.lr = lr});
+  if (name == "radam") return radam({.lr = lr});
+  if (name == "nadam") return nadam({.lr = lr});
+  if (name == "adamax") return adamax({.lr = lr});
+  if (name == "adabelief") return adabelief({.lr = lr});
+  if (name == "fromage") return fromage({.lr = lr});
+  if (name == "lamb") return lamb({.lr = lr});
+  if (name == "noisy_sgd") return noisy_sgd({.lr = lr});
+  if (name == "yogi") return yogi({.lr = lr});
+  if (name == "lion") return lion({.lr = lr});
+  std::string list;
+  for (const std::string& n : optimizer_names()) list += (list.empty() ? "" : ", ") + n;
+  throw std::invalid_argument(fmt::format("unknown optimizer '{}' (expected one of {})", name, list));
 }
 
 }  // namespace axon

@@ -10,6 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
+#include <sstream>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <tuple>
 #include <utility>
@@ -375,6 +378,58 @@ TEST(FashionMnist, EmptyTrainingSplitNamesTheFile) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr(data.dir() + "/train-images-idx3-ubyte has no samples"));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("DistributedSampler")));
+}
+
+// ---- any objective: bin/rosenbrock ---------------------------------------------------------
+
+TEST(Rosenbrock, PrintsEveryOptimizerAndTheConvergentOnesConverge) {
+  Result r = run_command(bin("rosenbrock"));
+  ASSERT_EQ(r.code, 0) << r.output;  // exits 1 when an optimizer expected to converge did not
+  std::istringstream lines(r.output);
+  std::string line;
+  std::getline(lines, line);
+  EXPECT_THAT(line, HasSubstr("final loss"));
+  std::set<std::string> names;
+  int converged = 0;
+  while (std::getline(lines, line)) {
+    std::istringstream row(line);
+    std::string name, lr, steps, point, y, loss, verdict;
+    row >> name >> lr >> steps >> point >> y >> loss >> verdict;
+    names.insert(name);
+    if (verdict == "yes") {
+      ++converged;
+      EXPECT_LT(std::stod(loss), 1e-3) << line;
+    }
+  }
+  EXPECT_EQ(names.size(), 14u) << r.output;
+  EXPECT_GE(converged, 11) << r.output;
+}
+
+// ---- every optimizer and learning-rate schedule ----------------------------------------------
+
+TEST_F(TinyData, EveryOptimizerAndScheduleTrains) {
+  const std::vector<std::string> optimizers{"adabelief", "adagrad", "adam",      "adamax", "adamw",   "fromage", "lamb",
+                                            "lion",      "nadam",   "noisy_sgd", "radam",  "rmsprop", "sgd",     "yogi"};
+  const std::vector<std::string> schedules{"constant", "exponential:decay_rate=0.9,transition_steps=2",
+                                           "cosine:decay_steps=20,alpha=0.1", "cosine_restarts:period_steps=4,period_mult=2",
+                                           "polynomial:end_value=0,power=1,transition_steps=20", "step:step_size=3,gamma=0.5",
+                                           "cosine:decay_steps=20,warmup=3"};
+  for (size_t i = 0; i < optimizers.size(); ++i) {
+    // Each optimizer once, with the schedules in turn.
+    const std::string schedule = schedules[i % schedules.size()];
+    Result r = run_command(tiny_run("--optimizer " + optimizers[i] + " --lr 0.001 --lr-schedule " + schedule));
+    ASSERT_EQ(r.code, 0) << optimizers[i] << " " << schedule << "\n" << r.output;
+    const nlohmann::json j = last_json_line(r.output);
+    EXPECT_EQ(j["optimizer"], optimizers[i]);
+    EXPECT_EQ(j["lr_schedule"], schedule);
+    EXPECT_TRUE(j["test_accuracy"].is_number()) << optimizers[i];
+  }
+  Result bad = run_command(tiny_run("--lr-schedule cosine:decay_stepz=3"));
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("no option 'decay_stepz'"));
+  Result unknown = run_command(tiny_run("--lr-schedule cosinus"));
+  EXPECT_EQ(unknown.code, 2) << unknown.output;
+  EXPECT_THAT(unknown.output, HasSubstr("unknown schedule 'cosinus'"));
 }
 
 // ---- the result JSON: what params_sha256 depends on ---------------------------------------

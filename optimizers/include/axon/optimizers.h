@@ -6,10 +6,13 @@
 // of the buffer: the update rules below are element-wise, so a shard is stepped like the whole.
 // Any differentiable objective can be optimized: hand over its parameter and gradient arrays.
 //
-// Update formulas follow PyTorch 1.13 (torch.optim.SGD, Adam, AdamW) exactly.
+// Update formulas follow PyTorch 1.13 (torch.optim.SGD, Adam, AdamW) exactly; those three run as one
+// fused kernel per step. Every other optimizer is a chain of update transforms (axon/transforms.h)
+// ending in the learning rate step; docs/optimizers.md lists each one's defaults and formula.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "axon/tensor.h"
+#include "axon/transforms.h"
 
 namespace axon {
 
@@ -106,7 +110,154 @@ std::unique_ptr<Optimizer> adam(AdamOptions options = {});
 // AdamW's weight decay defaults to 1e-2, as in PyTorch.
 std::unique_ptr<Optimizer> adamw(AdamOptions options = {.lr = 1e-3, .weight_decay = 1e-2});
 
-// "sgd", "adam" or "adamw" with default options and this learning rate; throws on other names.
+// ---- optimizers built from update transforms (axon/transforms.h) ----
+// Each runs its chain and then p += u. Defaults follow Polaris (the seed library) where it has the
+// optimizer, else PyTorch; the formulas follow PyTorch where PyTorch has the optimizer (the
+// fixtures check 20 steps against it) and the cited paper otherwise. Capturable mode (CUDA graphs)
+// is not supported by these: step() throws when it is set.
+
+// An optimizer from any transform: `name` names it in errors and config(), which reads
+// "name(lr=..., <the transform's config>)". The transform usually ends with
+// scale_by_learning_rate(), which reads the optimizer's (possibly scheduled) learning rate.
+std::unique_ptr<Optimizer> chain_optimizer(std::string name, double lr, TransformPtr transform);
+
+// torch.optim.Adagrad: add_decayed_weights(wd) → scale_by_rss → -lr/(1 + (t-1)·lr_decay).
+// Polaris' defaults (lr 1e-3, initial accumulator 0.1, eps 1e-7; PyTorch: 1e-2, 0, 1e-10).
+struct AdagradOptions {
+  double lr = 1e-3;
+  double lr_decay = 0.0;
+  double weight_decay = 0.0;
+  double initial_accumulator_value = 0.1;
+  double eps = 1e-7;
+};
+// torch.optim.RMSprop: add_decayed_weights(wd) → scale_by_rms or, centered, scale_by_stddev →
+// trace(momentum, nesterov) when momentum > 0 → -lr. `decay` is PyTorch's alpha (Polaris' default
+// 0.9; PyTorch's 0.99).
+struct RmspropOptions {
+  double lr = 1e-2;
+  double decay = 0.9;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum = 0.0;
+  bool centered = false;
+  bool nesterov = false;
+  double initial_scale = 0.0;
+};
+// torch.optim.RAdam (add_decayed_weights(wd) → scale_by_radam → -lr).
+struct RadamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double threshold = 5.0;
+};
+// NAdam as torch.optim.NAdam in PyTorch 2 (1.13 multiplies the momentum product by mu_t twice in
+// the second term): add_decayed_weights(wd) → scale_by_nadam → -lr.
+struct NadamOptions {
+  double lr = 2e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum_decay = 4e-3;
+};
+// torch.optim.Adamax (add_decayed_weights(wd) → scale_by_adamax → -lr).
+struct AdamaxOptions {
+  double lr = 2e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+// AdaBelief (Zhuang et al. 2020): scale_by_belief → add_decayed_weights(wd, decoupled) → -lr.
+struct AdabeliefOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 0.0;
+  double eps_root = 1e-16;
+  double weight_decay = 0.0;
+};
+// Fromage (Bernstein et al. 2020, arXiv:2002.03432): p = (p - lr·|p|/|g|·g) / sqrt(1 + lr²), the
+// norms over the buffer stepped (per tensor with parameter groups); as optax:
+// scale_by_trust_ratio(min_norm) → scale_by_learning_rate(1/sqrt(1+lr²)) → add_decayed_weights(1/sqrt(1+lr²) - 1).
+struct FromageOptions {
+  double lr = 1e-2;
+  double min_norm = 0.0;
+};
+// LAMB (You et al. 2020, arXiv:1904.00962): scale_by_adam(eps, eps_root) → add_decayed_weights(wd)
+// → scale_by_trust_ratio(min_norm) → -lr (Polaris).
+struct LambOptions {
+  double lr = 1e-2;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double eps_root = 0.0;
+  double weight_decay = 0.0;
+  double min_norm = 0.0;
+};
+// Noisy SGD (Neelakantan et al. 2015): -lr → add_noise(eta, gamma, seed) (Polaris: the noise is
+// not scaled by the learning rate).
+struct NoisySgdOptions {
+  double lr = 1e-2;
+  double eta = 0.01;
+  double gamma = 0.55;
+  uint64_t seed = 0;
+};
+// Yogi (Zaheer et al. 2018): scale_by_yogi → -lr (Polaris' defaults).
+struct YogiOptions {
+  double lr = 1e-2;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-3;
+  double eps_root = 0.0;
+  double initial_accumulator_value = 1e-6;
+};
+// Lion (Chen et al. 2023): scale_by_lion → add_decayed_weights(wd, decoupled) → -lr (the paper's
+// defaults; its weight decay is typically 3-10x AdamW's with a 3-10x smaller lr).
+struct LionOptions {
+  double lr = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.99;
+  double weight_decay = 0.0;
+};
+
+std::unique_ptr<Optimizer> adagrad(AdagradOptions options = {});
+std::unique_ptr<Optimizer> rmsprop(RmspropOptions options = {});
+std::unique_ptr<Optimizer> radam(RadamOptions options = {});
+std::unique_ptr<Optimizer> nadam(NadamOptions options = {});
+std::unique_ptr<Optimizer> adamax(AdamaxOptions options = {});
+std::unique_ptr<Optimizer> adabelief(AdabeliefOptions options = {});
+std::unique_ptr<Optimizer> fromage(FromageOptions options = {});
+std::unique_ptr<Optimizer> lamb(LambOptions options = {});
+std::unique_ptr<Optimizer> noisy_sgd(NoisySgdOptions options = {});
+std::unique_ptr<Optimizer> yogi(YogiOptions options = {});
+std::unique_ptr<Optimizer> lion(LionOptions options = {});
+
+// The names make_optimizer accepts: adabelief adagrad adam adamax adamw fromage lamb lion nadam
+// noisy_sgd radam rmsprop sgd yogi.
+const std::vector<std::string>& optimizer_names();
+// One of optimizer_names() with default options and this learning rate; throws
+// std::invalid_argument listing the names on any other.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double lr);
+
+// ---- parameter groups ----
+// A group: the parameters whose name contains any of `name_contains` (e.g. {"bias", "norm"}) are
+// stepped by optimizers from `make` (one per parameter tensor: its own learning rate and weight
+// decay, and norms per tensor for lamb and fromage).
+struct ParamGroup {
+  std::vector<std::string> name_contains;
+  std::function<std::unique_ptr<Optimizer>()> make;
+};
+// An optimizer over the flat buffer laid out as `layout` (each parameter's name and number of
+// elements, in buffer order: Parameters::entries()). Each parameter goes to the first group that
+// selects it, else to optimizers from `rest`. set_learning_rate(lr) scales every group's own rate
+// by lr / rest's initial rate (PyTorch's schedulers do the same), so a schedule drives all groups.
+// State names are "<parameter>.<state>". Throws when the layout does not add up to the buffer
+// stepped, or on an empty layout.
+std::unique_ptr<Optimizer> param_groups(std::vector<std::pair<std::string, int64_t>> layout,
+                                        std::vector<ParamGroup> groups,
+                                        std::function<std::unique_ptr<Optimizer>()> rest);
 
 }  // namespace axon

@@ -15,9 +15,14 @@
 
 namespace axon {
 
-enum class BinaryOp : uint8_t { add, sub, mul, div };
-// add_scalar and mul_scalar take their operand in `scalar`.
-enum class UnaryOp : uint8_t { neg, exp, log, relu, sigmoid, tanh, square, add_scalar, mul_scalar };
+// maximum and minimum propagate NaN from either operand (as torch.maximum).
+enum class BinaryOp : uint8_t { add, sub, mul, div, maximum, minimum };
+// add_scalar, mul_scalar, max_scalar (max(x, s)) and min_scalar (min(x, s)) take their operand in
+// `scalar`; sign is -1, 0 or 1 (NaN stays NaN). sqrt, abs, sign, max_scalar and min_scalar have no
+// unary_backward (the optimizers' update transforms use them without autograd).
+enum class UnaryOp : uint8_t {
+  neg, exp, log, relu, sigmoid, tanh, square, add_scalar, mul_scalar, sqrt, abs, sign, max_scalar, min_scalar
+};
 
 // The activations with kernels of their own (axon/activations.h). Each one's scalar formula and
 // derivative are written once, in tensor/src/activation_math.h, and shared by the CPU and CUDA

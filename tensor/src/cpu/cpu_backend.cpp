@@ -175,6 +175,10 @@ class CpuBackend final : public Backend {
         case BinaryOp::sub: return binary_loop<T>(a, b, out, [](A x, A y) { return x - y; });
         case BinaryOp::mul: return binary_loop<T>(a, b, out, [](A x, A y) { return x * y; });
         case BinaryOp::div: return binary_loop<T>(a, b, out, [](A x, A y) { return x / y; });
+        case BinaryOp::maximum:
+          return binary_loop<T>(a, b, out, [](A x, A y) { return x != x || y != y ? x + y : (x > y ? x : y); });
+        case BinaryOp::minimum:
+          return binary_loop<T>(a, b, out, [](A x, A y) { return x != x || y != y ? x + y : (x < y ? x : y); });
       }
     });
   }
@@ -193,6 +197,12 @@ class CpuBackend final : public Backend {
         case UnaryOp::square: return map_loop<T>(x, out, [](A v) { return v * v; });
         case UnaryOp::add_scalar: return map_loop<T>(x, out, [s](A v) { return v + s; });
         case UnaryOp::mul_scalar: return map_loop<T>(x, out, [s](A v) { return v * s; });
+        case UnaryOp::sqrt: return map_loop<T>(x, out, [](A v) { return std::sqrt(v); });
+        case UnaryOp::abs: return map_loop<T>(x, out, [](A v) { return std::fabs(v); });
+        case UnaryOp::sign:
+          return map_loop<T>(x, out, [](A v) { return v > A(0) ? A(1) : (v < A(0) ? A(-1) : v); });
+        case UnaryOp::max_scalar: return map_loop<T>(x, out, [s](A v) { return v < s ? s : v; });
+        case UnaryOp::min_scalar: return map_loop<T>(x, out, [s](A v) { return v > s ? s : v; });
       }
     });
   }

@@ -120,6 +120,8 @@ __device__ __forceinline__ A apply_binary(BinaryOp op, A x, A y) {
     case BinaryOp::sub: return x - y;
     case BinaryOp::mul: return x * y;
     case BinaryOp::div: return x / y;
+    case BinaryOp::maximum: return x != x || y != y ? x + y : (x > y ? x : y);
+    case BinaryOp::minimum: return x != x || y != y ? x + y : (x < y ? x : y);
   }
   return x;
 }
@@ -163,6 +165,11 @@ __device__ __forceinline__ A apply_unary(UnaryOp op, A v, A s) {
     case UnaryOp::square: return v * v;
     case UnaryOp::add_scalar: return v + s;
     case UnaryOp::mul_scalar: return v * s;
+    case UnaryOp::sqrt: return sqrt(v);
+    case UnaryOp::abs: return fabs(v);
+    case UnaryOp::sign: return v > A(0) ? A(1) : (v < A(0) ? A(-1) : v);
+    case UnaryOp::max_scalar: return v < s ? s : v;
+    case UnaryOp::min_scalar: return v > s ? s : v;
   }
   return v;
 }
