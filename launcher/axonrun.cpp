@@ -63,7 +63,7 @@ struct Options {
   std::vector<std::string> hosts;    // --hosts, or the hosts of --hostfile
   std::string hostfile;              // --hostfile
   std::string backend;               // --backend: mpi, nccl or auto; "" when not given
-  double timeout = 30;               // --timeout: seconds without progress before the watchdog stops the job
+  double timeout = 25;               // --timeout: seconds without progress before the watchdog stops the job
   bool tag_output = false;           // --tag-output
   std::string launcher = "auto";     // --launcher: auto, mpirun or srun
   std::string heartbeat_dir;         // --heartbeat-dir: where the heartbeat folder is made
@@ -94,7 +94,8 @@ void print_usage(std::FILE* out) {
       "  --backend B    mpi, nccl or auto: exported to the ranks as AXON_BACKEND (Axon programs\n"
       "                 take it as their default --backend)\n"
       "  --timeout S    seconds a job may go without any rank entering or leaving a collective\n"
-      "                 before the watchdog stops it, naming the stuck ranks (default 30; 0: off)\n"
+      "                 before the watchdog stops it, naming the stuck ranks (default 25, so that a\n"
+      "                 stuck job ends within 30 s; 0: off)\n"
       "  --tag-output   prefix every output line with its rank (mpirun --tag-output, srun --label)\n"
       "  --launcher L   auto, mpirun or srun (default auto: srun inside a Slurm allocation)\n"
       "  --mpirun PATH  mpirun to use (default: $AXON_MPIRUN, else mpirun on PATH)\n"
@@ -178,9 +179,10 @@ std::string checked_host(std::string_view host, const std::string& where) {
 
 std::vector<std::string> parse_hosts(std::string_view list) {
   std::vector<std::string> hosts;
+  const std::string where = "--hosts '" + std::string(list) + "'";
   while (true) {
     size_t comma = list.find(',');
-    hosts.push_back(checked_host(list.substr(0, comma), "--hosts '" + std::string(list) + "'"));
+    hosts.push_back(checked_host(list.substr(0, comma), where));
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
   }

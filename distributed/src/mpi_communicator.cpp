@@ -127,10 +127,11 @@ class MpiCommunicator final : public Communicator {
 }  // namespace
 
 std::unique_ptr<Communicator> make_mpi_communicator() {
-  std::unique_ptr<Communicator> comm = std::make_unique<MpiCommunicator>();
   // The launcher's variables must describe the world MPI started: torchrun-style variables alone
   // (RANK, WORLD_SIZE) give an MPI singleton, which would train alone while believing otherwise.
+  // Read before MPI starts: a singleton exports PMIX_RANK=0 for itself.
   const RankEnvironment env = rank_environment();
+  std::unique_ptr<Communicator> comm = std::make_unique<MpiCommunicator>();
   if (env.launched() && (env.rank != comm->rank() || env.world_size != comm->size())) {
     throw CommError(fmt::format(
         "mpi: the {} launcher variables say this is rank {} of {}, but MPI started rank {} of {}: Axon's ranks meet "

@@ -76,7 +76,9 @@ int slurm_tasks_on_node(const char* name, const std::string& list, int node) {
   auto bad = [&](const std::string& why) {
     return RankEnvironmentError(std::string(name) + "='" + list + "': " + why);
   };
+  if (list.empty()) throw bad("empty list");
   int first_node = 0;
+  std::optional<int> found;
   size_t at = 0;
   while (at < list.size()) {
     size_t end = list.find(',', at);
@@ -96,10 +98,13 @@ int slurm_tasks_on_node(const char* name, const std::string& list, int node) {
       throw bad("entry '" + entry + "' is not N or N(xR)");
     }
     if (!tasks || !repeat || *tasks < 1 || *repeat < 1) throw bad("entry '" + entry + "' is not N or N(xR) with N, R >= 1");
-    if (node < first_node + *repeat) return *tasks;
+    // The whole list is checked, not only up to this node's entry.
+    if (node >= first_node && node < first_node + *repeat) found = *tasks;
     first_node += *repeat;
     at = end + 1;
+    if (at == list.size()) throw bad("empty entry at the end");
   }
+  if (found) return *found;
   throw bad("no entry for node " + std::to_string(node) + " (the list covers " + std::to_string(first_node) + " node" +
             (first_node == 1 ? "" : "s") + ")");
 }
