@@ -1111,8 +1111,10 @@ int run(int argc, char** argv) {
   int code = WEXITSTATUS(status);
   std::optional<launcher::Failure> first = dog.first_failure();
   // The first failing rank's own exit status is the job's (srun returns the largest of all).
+  // A launcher that says all is well is believed: a rank may end without an exit record and
+  // still have succeeded (_exit(0)).
+  if (code == 0) first.reset();
   if (first && first->exited) code = first->status;
-  if (code == 0 && first) code = 1;  // a rank failed although the launcher says all is well
   // Open MPI 4.1 prints its "exited on signal" notice only some of the time (it races with the
   // other ranks' exits); mpirun's exit code is then all there is: 128 + S for a rank killed by S,
   // which a rank's own exit(128 + S) cannot be told from.

@@ -24,10 +24,10 @@ namespace {
 // glibc's on_exit() hands us the exit status, which atexit() does not. A failure that every rank
 // shares (mark_failure_collective) finalizes as well.
 void finish_mpi(int status, void*) {
+  heartbeat::exiting(status);  // for axonrun's watchdog, even when the program finalized MPI itself
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
-  heartbeat::exiting(status);
   if (status == 0 || failure_is_collective()) {
     // Every rank is exiting here too (a failure they all decided alike): a clean finalize keeps
     // each rank's message and exit status, where an abort would kill ranks mid-sentence.
