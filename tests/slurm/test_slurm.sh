@@ -50,11 +50,23 @@ start=$SECONDS
 slurm_start "$work/slurm" || { echo "FAIL: the test Slurm did not start"; exit 1; }
 echo "test Slurm up in $((SECONDS - start)) s (SLURM_CONF=$SLURM_CONF)"
 
-# sbatch --wait, bounded; prints the job id.
+# Submits a batch job; prints its id. The jobs are submitted together and run side by side (the
+# partition oversubscribes): each takes ~3 s of Slurm's own start and end, which would add up.
 submit() {
   local out=$1
   shift
-  timeout -k 10 180 sbatch --parsable --wait --output="$out" "$@" 2>"$out.sbatch-err"
+  sbatch --parsable --output="$out" "$@" 2>"$out.sbatch-err" || echo "sbatch failed: $(cat "$out.sbatch-err")" >&2
+}
+# Waits (at most 180 s) until job $1 has ended.
+wait_job() {
+  local state i
+  for ((i = 0; i < 900; i++)); do
+    state=$(scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n 's/^JobState=//p')
+    case $state in
+      PENDING | CONFIGURING | RUNNING | COMPLETING) sleep 0.2 ;;
+      *) return 0 ;;
+    esac
+  done
 }
 job_field() {  # job_field ID FIELD: e.g. JobState, ExitCode
   scontrol show job "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1
@@ -75,31 +87,37 @@ show() {  # the output of a failed check
 
 # 1. `sbatch -n 2 slurm/train.sbatch` as it is: AXON_BIN defaults to the checkout's build/bin.
 if [[ $bin == "$checkout/build/bin" ]]; then env_bin=(); else env_bin=(--export="ALL,AXON_BIN=$bin"); fi
-id=$(submit "$work/train.out" -n 2 "${env_bin[@]}" "$checkout/slurm/train.sbatch")
+train_id=$(submit "$work/train.out" -n 2 "${env_bin[@]}" "$checkout/slurm/train.sbatch")
+# 2. multinode.sbatch, shrunk to the one node there is (1 node x 2 tasks).
+multi_id=$(submit "$work/multi.out" --nodes=1 --ntasks-per-node=2 --export="ALL,AXON_BIN=$bin" "$checkout/slurm/multinode.sbatch")
+# 3. A failing job: its exit state is the first failing rank's code (2: a usage error).
+fail_id=$(submit "$work/fail.out" -n 2 --export="ALL,AXON_BIN=$bin,TRAIN_ARGS=--epochs 0" "$checkout/slurm/train.sbatch")
+# 4. The watchdog under srun: axonrun inside the allocation starts srun; rank 1 hangs.
+marker="slurm-watchdog-$$"
+hang_id=$(submit "$work/hang.out" -n 2 --export="ALL,AXON_TEST_JOB=$marker" \
+  --wrap="$bin/axonrun --timeout 4 $bin/rank_fault hang-outside 1")
+for id in $train_id $multi_id $fail_id $hang_id; do wait_job "$id"; done
+
+id=$train_id
 state=$(job_field "$id" JobState) code=$(job_field "$id" ExitCode)
 echo "train.sbatch: job $id $state exit $code"
 check "train.sbatch -n 2 completes with exit 0:0" test "$state/$code" = "COMPLETED/0:0"
 check "train.sbatch: the last output line is the training JSON (2 ranks, accuracy >= 0.80)" json_ok "$work/train.out" 2 ||
   show "$work/train.out"
 
-# 2. multinode.sbatch, shrunk to the one node there is (1 node x 2 tasks).
-id=$(submit "$work/multi.out" --nodes=1 --ntasks-per-node=2 --export="ALL,AXON_BIN=$bin" "$checkout/slurm/multinode.sbatch")
+id=$multi_id
 state=$(job_field "$id" JobState) code=$(job_field "$id" ExitCode)
 echo "multinode.sbatch: job $id $state exit $code"
 check "multinode.sbatch (1 node x 2 tasks) completes" test "$state/$code" = "COMPLETED/0:0"
 check "multinode.sbatch: training JSON last" json_ok "$work/multi.out" 2 || show "$work/multi.out"
 
-# 3. A failing job: its exit state is the first failing rank's code (2: a usage error).
-id=$(submit "$work/fail.out" -n 2 --export="ALL,AXON_BIN=$bin,TRAIN_ARGS=--epochs 0" "$checkout/slurm/train.sbatch")
+id=$fail_id
 state=$(job_field "$id" JobState) code=$(job_field "$id" ExitCode)
 echo "train.sbatch with --epochs 0: job $id $state exit $code"
 check "a failing training job ends FAILED with exit 2:0" test "$state/$code" = "FAILED/2:0"
 check "the failing job's output names the bad option" grep -q -- "--epochs" "$work/fail.out"
 
-# 4. The watchdog under srun: axonrun inside the allocation starts srun; rank 1 hangs.
-marker="slurm-watchdog-$$"
-id=$(submit "$work/hang.out" -n 2 --export="ALL,AXON_TEST_JOB=$marker" \
-  --wrap="$bin/axonrun --timeout 4 $bin/rank_fault hang-outside 1")
+id=$hang_id
 state=$(job_field "$id" JobState) code=$(job_field "$id" ExitCode)
 echo "hung job: $id $state exit $code"
 check "a hung rank under srun: the watchdog ends the job with 124" test "$state/$code" = "FAILED/124:0"
