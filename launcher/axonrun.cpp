@@ -993,6 +993,7 @@ class HeartbeatDir {
       const char* tmp = std::getenv("TMPDIR");
       base = tmp && *tmp ? tmp : "/tmp";
     }
+    if (parent.empty()) remove_stale(base);
     std::string pattern = base + "/axonrun-" + std::to_string(::getpid()) + "-XXXXXX";
     if (!::mkdtemp(pattern.data())) {
       throw std::runtime_error("cannot make the heartbeat folder in '" + base + "': " + std::strerror(errno) +
@@ -1009,6 +1010,24 @@ class HeartbeatDir {
   const std::string& path() const { return path_; }
 
  private:
+  // Folders "axonrun-<pid>-XXXXXX" of axonruns that are gone without removing theirs (killed with
+  // SIGKILL). Only in the default temporary folder, which belongs to this machine.
+  static void remove_stale(const std::string& base) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(base, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (!name.starts_with("axonrun-")) continue;
+      const size_t dash = name.find('-', 8);
+      if (dash == std::string::npos || name.size() != dash + 7) continue;
+      pid_t pid = 0;
+      auto [end, err] = std::from_chars(name.data() + 8, name.data() + dash, pid);
+      if (err != std::errc() || end != name.data() + dash || pid <= 0) continue;
+      if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its axonrun still runs
+      std::error_code ignored;
+      std::filesystem::remove_all(entry.path(), ignored);
+    }
+  }
+
   std::string path_;
 };
 

@@ -414,10 +414,22 @@ TEST(Axonrun, KilledLauncherTakesItsJobWithIt) {
   ASSERT_TRUE(sleeping.started()) << "the job never started: " << sleeping.job.err_so_far();
   ASSERT_GE(job_processes(sleeping.marker).size(), 4u) << "cannot see the job's processes";
 
-  ::kill(sleeping.job.pid(), SIGKILL);
+  const pid_t killed = sleeping.job.pid();
+  ::kill(killed, SIGKILL);
   Result r = sleeping.job.wait(60s);
   EXPECT_EQ(r.code, -SIGKILL);
   EXPECT_TRUE(job_gone_within(sleeping.marker, 15s)) << "mpirun or ranks outlived a SIGKILLed axonrun";
+
+  // Its heartbeat folder stayed behind; the next axonrun removes it.
+  auto leftover = [&] {
+    for (const auto& entry : fs::directory_iterator(fs::temp_directory_path()))
+      if (entry.path().filename().string().starts_with("axonrun-" + std::to_string(killed) + "-")) return true;
+    return false;
+  };
+  EXPECT_TRUE(leftover()) << "expected the killed axonrun's heartbeat folder";
+  Result next = run({"-n", "1", "/bin/true"});
+  EXPECT_EQ(next.code, 0) << next.err;
+  EXPECT_FALSE(leftover()) << "the next axonrun left the stale heartbeat folder";
 }
 
 // Open MPI's banners stay out of the way: the failing rank's own line is there, and axonrun's
