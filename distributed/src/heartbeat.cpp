@@ -166,6 +166,13 @@ void collective_end() {
   w.write_locked();
 }
 
+void progress() {
+  Writer& w = writer();
+  std::lock_guard lock(w.mutex);
+  if (w.fd < 0) return;
+  w.write_locked();
+}
+
 void exiting(int status) {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);

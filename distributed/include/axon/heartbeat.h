@@ -56,6 +56,10 @@ std::int64_t now_ns();
 void start(int rank);
 void collective_begin(const char* op);
 void collective_end();
+// Progress without a collective: rewrites the record with a fresh time, so that the watchdog does
+// not take a long phase without collectives (writing a checkpoint, loading a large data set) for
+// a hang. Call it every few seconds in such a phase.
+void progress();
 void exiting(int status);
 
 }  // namespace axon::heartbeat
