@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
+#include <thread>
 
 namespace axon::heartbeat {
 
@@ -21,9 +23,11 @@ constexpr const char* kMagic = "axon-heartbeat 1 ";
 
 struct Writer {
   std::mutex mutex;
+  bool active = false;  // start() has run: the record is kept (and written when fd >= 0)
   int fd = -1;
   Record record;
   int depth = 0;  // nested collectives
+  double collective_timeout_s = 0;
 
   void write_locked() {
     if (fd < 0) return;
@@ -124,10 +128,66 @@ std::optional<Record> parse(std::string_view line) {
   return r;
 }
 
-void start(int rank) {
+namespace {
+
+// AXON_COLLECTIVE_TIMEOUT: ends this process when it has waited in one collective that long.
+// Checked every 200 ms by a thread of its own; _exit so that no exit handler touches MPI, which
+// the main thread is inside of. The launcher (mpirun, srun --kill-on-bad-exit) then ends the job.
+void watch_collectives() {
+  Writer& w = writer();
+  while (true) {
+    ::usleep(200'000);
+    std::lock_guard lock(w.mutex);
+    if (w.depth == 0) continue;
+    const double waited = static_cast<double>(now_ns() - w.record.since_ns) / 1e9;
+    if (waited < w.collective_timeout_s) continue;
+    std::fprintf(stderr,
+                 "axon: rank %d (pid %ld, host %s): collective #%llu (%s) has waited %.1f s for the other ranks "
+                 "(AXON_COLLECTIVE_TIMEOUT=%g); exiting with status %d to stop the job (a rank that has not reached "
+                 "this collective is stuck; axonrun's watchdog names it)\n",
+                 w.record.rank, w.record.pid, w.record.host.c_str(), static_cast<unsigned long long>(w.record.seq),
+                 w.record.op.c_str(), waited, w.collective_timeout_s, kCollectiveTimeoutStatus);
+    std::fflush(stderr);
+    w.record.state = State::exited;
+    w.record.status = kCollectiveTimeoutStatus;
+    w.record.since_ns = now_ns();
+    w.write_locked();
+    ::_exit(kCollectiveTimeoutStatus);
+  }
+}
+
+}  // namespace
+
+std::optional<double> collective_timeout_from_env() {
+  const char* text = std::getenv(kCollectiveTimeoutVariable);
+  if (!text || !*text) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const double seconds = std::strtod(text, &end);
+  // Plain decimal seconds: no hex, inf or nan, nothing after the number, positive, at most a week.
+  const bool plain = std::strspn(text, "0123456789.") == std::strlen(text);
+  if (!plain || end == text || *end != '\0' || errno != 0 || !(seconds > 0) || seconds > 7 * 24 * 3600.0) {
+    throw std::invalid_argument(std::string(kCollectiveTimeoutVariable) + "='" + text +
+                                "' is not a number of seconds > 0 (at most 604800)");
+  }
+  return seconds;
+}
+
+void start(int rank, double collective_timeout_s) {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  if (w.fd >= 0) return;
+  if (w.active) return;
+  w.active = true;
+  char host[256] = "?";
+  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  for (char* p = host; *p; ++p)
+    if (*p == ' ' || *p == '\n') *p = '_';
+  w.record = Record{.rank = rank, .pid = static_cast<long>(::getpid()), .host = host, .state = State::running,
+                    .seq = 0, .op = "none", .since_ns = now_ns(), .updated_ns = 0, .status = 0};
+  if (collective_timeout_s > 0) {
+    w.collective_timeout_s = collective_timeout_s;
+    std::thread(watch_collectives).detach();
+  }
   const char* dir = std::getenv(kDirVariable);
   if (!dir || !*dir) return;
   const std::string path = file_for(dir, rank);
@@ -137,19 +197,13 @@ void start(int rank) {
                  rank, path.c_str(), std::strerror(errno));
     return;
   }
-  char host[256] = "?";
-  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
-  for (char* p = host; *p; ++p)
-    if (*p == ' ' || *p == '\n') *p = '_';
-  w.record = Record{.rank = rank, .pid = static_cast<long>(::getpid()), .host = host, .state = State::running,
-                    .seq = 0, .op = "none", .since_ns = now_ns(), .updated_ns = 0, .status = 0};
   w.write_locked();
 }
 
 void collective_begin(const char* op) {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  if (w.fd < 0 || w.depth++ > 0) return;
+  if (!w.active || w.depth++ > 0) return;
   w.record.state = State::collective;
   w.record.seq += 1;
   w.record.op = op;
@@ -160,7 +214,7 @@ void collective_begin(const char* op) {
 void collective_end() {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  if (w.fd < 0 || w.depth == 0 || --w.depth > 0) return;
+  if (!w.active || w.depth == 0 || --w.depth > 0) return;
   w.record.state = State::running;
   w.record.since_ns = now_ns();
   w.write_locked();
@@ -176,7 +230,7 @@ void progress() {
 void exiting(int status) {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  if (w.fd < 0) return;
+  if (!w.active) return;
   w.record.state = State::exited;
   w.record.status = status;
   w.record.since_ns = now_ns();

@@ -1,6 +1,9 @@
 // with_heartbeat: records each collective's start and end in this rank's heartbeat file (see
 // axon/heartbeat.h), for axonrun's watchdog.
 #include <cstdlib>
+#include <optional>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "axon/communicator.h"
@@ -63,9 +66,15 @@ class HeartbeatCommunicator final : public Communicator {
 }  // namespace
 
 std::unique_ptr<Communicator> with_heartbeat(std::unique_ptr<Communicator> inner) {
-  heartbeat::start(inner->rank());
+  std::optional<double> timeout;
+  try {
+    timeout = heartbeat::collective_timeout_from_env();
+  } catch (const std::invalid_argument& e) {
+    throw CommError(std::string(e.what()) + " (on rank " + std::to_string(inner->rank()) + ")");
+  }
+  heartbeat::start(inner->rank(), timeout.value_or(0));
   const char* dir = std::getenv(heartbeat::kDirVariable);
-  if (!dir || !*dir) return inner;
+  if ((!dir || !*dir) && !timeout) return inner;
   return std::make_unique<HeartbeatCommunicator>(std::move(inner));
 }
 

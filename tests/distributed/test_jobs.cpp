@@ -156,3 +156,23 @@ TEST(JobFaults, TimeoutZeroTurnsTheWatchdogOff) {
   EXPECT_EQ(r.code, 124) << r.output;
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("watchdog")));
 }
+
+// Without axonrun (bare mpirun, srun): AXON_COLLECTIVE_TIMEOUT makes a rank that has waited that
+// long inside one collective exit with 124, naming the collective, and the launcher ends the job.
+TEST(JobFaults, CollectiveTimeoutEndsAHungJobUnderBareMpirun) {
+  static int count = 0;
+  const std::string marker = "collective-timeout-" + std::to_string(::getpid()) + "-" + std::to_string(++count);
+  Result r = run_command("AXON_TEST_JOB=" + marker + " AXON_COLLECTIVE_TIMEOUT=3 timeout -k 10 60 mpirun -np 2 " +
+                         AXON_BIN_DIR + "/rank_fault hang-outside 1");
+  EXPECT_EQ(r.code, 124) << r.output;
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(
+                            "axon: rank 0 \\(pid [0-9]+, host [^)]+\\): collective #4 \\(allreduce\\) has waited 3.[0-9] s "
+                            "for the other ranks \\(AXON_COLLECTIVE_TIMEOUT=3\\); exiting with status 124"));
+  EXPECT_LT(r.seconds, 20.0) << r.output;
+  EXPECT_TRUE(axon::testing::job_gone_within(marker, std::chrono::milliseconds(5000))) << r.output;
+
+  Result bad = run_command("AXON_COLLECTIVE_TIMEOUT=soon timeout -k 10 60 mpirun -np 2 " + std::string(AXON_BIN_DIR) +
+                           "/rank_exit 0");
+  EXPECT_NE(bad.code, 0) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("AXON_COLLECTIVE_TIMEOUT='soon' is not a number of seconds > 0"));
+}

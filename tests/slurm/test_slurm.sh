@@ -145,6 +145,20 @@ status=$?
 check "srun --mpi=$mpi -n 2 fashion_mnist exits 0" test "$status" -eq 0 || show "$work/srun.err"
 check "srun --mpi=$mpi -n 2 fashion_mnist: training JSON (2 ranks, accuracy >= 0.80)" json_ok "$work/srun.out" 2
 
+# 6. Without axonrun: the in-rank collective timeout under srun ends the step.
+marker2="slurm-collective-timeout-$$"
+start_hang=$SECONDS
+AXON_TEST_JOB=$marker2 AXON_COLLECTIVE_TIMEOUT=3 timeout -k 10 60 srun --mpi="$mpi" --kill-on-bad-exit=1 -n 2 \
+  "$bin/rank_fault" hang-outside 1 >"$work/ct.out" 2>&1
+status=$?
+check "srun: AXON_COLLECTIVE_TIMEOUT=3 ends a hung step within 15 s (exit $status)" \
+  test "$status" -ne 0 -a $((SECONDS - start_hang)) -lt 15
+check "srun: the waiting rank names its collective" grep -q "collective #4 (allreduce) has waited" "$work/ct.out" ||
+  show "$work/ct.out"
+sleep 1
+left=$(grep -l "AXON_TEST_JOB=$marker2" /proc/[0-9]*/environ 2>/dev/null | wc -l)
+check "srun: no process of the step is left" test "$left" -eq 0
+
 echo "gpu.sbatch: not run here: this test Slurm has no GPUs (no gres); scripts/gpu-check.sh covers GPU training"
 echo "slurm test: $((SECONDS - start)) s"
 echo "$passed passed, $failed failed"

@@ -81,8 +81,10 @@ bool distributed_debug_enabled();
 // latency-bound all-reduce per collective: for debugging, not for production runs.
 std::unique_ptr<Communicator> with_collective_checks(std::unique_ptr<Communicator> inner);
 // Wraps `inner` so that each collective is recorded in this rank's heartbeat file while it runs
-// (axon/heartbeat.h), when AXON_HEARTBEAT_DIR is set (axonrun sets it); returns `inner` itself
-// otherwise. Costs two small pwrite calls per collective. The MPI and NCCL factories apply it.
+// (axon/heartbeat.h), when AXON_HEARTBEAT_DIR is set (axonrun sets it), and so that a rank that
+// waits in one collective longer than AXON_COLLECTIVE_TIMEOUT seconds exits (status 124); returns
+// `inner` itself when neither is set. Costs two small pwrite calls per collective. The MPI and
+// NCCL factories apply it. Throws CommError naming AXON_COLLECTIVE_TIMEOUT when it is malformed.
 std::unique_ptr<Communicator> with_heartbeat(std::unique_ptr<Communicator> inner);
 // Whether a launcher started this process as a rank of a job: rank_environment().launched()
 // (Open MPI, a Slurm job step, MPICH/Hydra or torchrun variables). Throws RankEnvironmentError

@@ -23,6 +23,11 @@ namespace axon::heartbeat {
 
 // The environment variable naming the folder; ranks write nothing when it is unset.
 inline constexpr const char* kDirVariable = "AXON_HEARTBEAT_DIR";
+// Seconds a rank may wait inside one collective before it exits with kCollectiveTimeoutStatus
+// (unset: no limit). The in-rank fallback for jobs without axonrun's watchdog (bare mpirun or
+// srun, ranks on nodes that do not share the heartbeat folder).
+inline constexpr const char* kCollectiveTimeoutVariable = "AXON_COLLECTIVE_TIMEOUT";
+inline constexpr int kCollectiveTimeoutStatus = 124;
 
 enum class State { running, collective, exited };
 
@@ -49,11 +54,18 @@ std::optional<Record> parse(std::string_view line);
 // CLOCK_REALTIME in nanoseconds.
 std::int64_t now_ns();
 
-// This process's heartbeat writer. All functions are no-ops until start() found
-// AXON_HEARTBEAT_DIR; they never throw (a heartbeat that cannot be written must not stop
-// training: the watchdog then does not see this rank, which docs/launching.md describes).
-// Thread-safe; nested collectives (a NCCL communicator forwarding to the MPI one) count once.
-void start(int rank);
+// AXON_COLLECTIVE_TIMEOUT in seconds; nullopt when unset. Throws std::invalid_argument naming the
+// variable and its value when it is not plain decimal seconds in (0, 604800].
+std::optional<double> collective_timeout_from_env();
+
+// This process's heartbeat writer. All functions are no-ops until start(); the file is written
+// only when AXON_HEARTBEAT_DIR is set. They never throw (a heartbeat that cannot be written must
+// not stop training: the watchdog then does not see this rank, which docs/launching.md
+// describes). Thread-safe; nested collectives (a NCCL communicator forwarding to the MPI one)
+// count once. With collective_timeout_s > 0, a thread ends the process (_exit with
+// kCollectiveTimeoutStatus, after a message naming the rank and the collective) once it has
+// waited that long inside one collective.
+void start(int rank, double collective_timeout_s = 0);
 void collective_begin(const char* op);
 void collective_end();
 // Progress without a collective: rewrites the record with a fresh time, so that the watchdog does
