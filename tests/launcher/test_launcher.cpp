@@ -75,7 +75,9 @@ class Axonrun {
     for (char** entry = environ; *entry; ++entry) {
       std::string text = *entry;
       std::string name = text.substr(0, text.find('='));
-      bool drop = name == "AXON_MPIRUN";  // a user's override must not leak into the tests
+      // A user's override must not leak into the tests, nor a Slurm allocation that ctest runs in
+      // (axonrun would start srun instead of mpirun).
+      bool drop = name == "AXON_MPIRUN" || name == "AXON_SRUN" || name == "SLURM_JOB_ID";
       for (const auto& unset : changes.unset) drop = drop || name == unset;
       for (const auto& [key, value] : changes.set) drop = drop || name == key;
       if (!drop) env.push_back(text);
