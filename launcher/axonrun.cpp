@@ -1043,6 +1043,18 @@ int run(int argc, char** argv) {
     return 0;
   }
 
+  // axonrun started as one rank of a job (`srun -n 4 axonrun ...`) starts a whole job per rank.
+  try {
+    const RankEnvironment outer = rank_environment();
+    if (outer.launched() && outer.world_size > 1) {
+      std::fprintf(stderr,
+                   "axonrun: warning: axonrun itself runs as rank %d of %d (%s launcher variables): each of those %d "
+                   "processes starts a job of its own; start axonrun once, outside mpirun or srun\n",
+                   outer.rank, outer.world_size, outer.source.c_str(), outer.world_size);
+    }
+  } catch (const RankEnvironmentError&) {
+    // Not axonrun's concern: its ranks get variables of their own from mpirun or srun.
+  }
   const bool use_srun = opts.launcher == "srun" || (opts.launcher == "auto" && in_slurm_allocation());
   if (opts.ranks == 0 && opts.backend == "nccl") {
     opts.ranks = visible_gpus();

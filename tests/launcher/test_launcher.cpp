@@ -643,6 +643,18 @@ TEST(Axonrun, InsideASlurmAllocationSrunStartsTheJob) {
   EXPECT_EQ(real.out, "--nodes=1 --ntasks=2 --ntasks-per-node=2 --kill-on-bad-exit=1 --cpu-bind=none --mpi=pmix /bin/true\n");
 }
 
+// axonrun started as a rank of another job would start one job per rank: it says so.
+TEST(Axonrun, WarnsWhenItRunsAsARankOfAnotherJob) {
+  Result nested = run({"-n", "1", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"},
+                      {.set = {{"SLURM_STEP_ID", "0"}, {"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "4"},
+                               {"SLURM_LOCALID", "1"}, {"SLURM_NODEID", "0"}}});
+  EXPECT_EQ(nested.code, 0) << nested.err;
+  EXPECT_TRUE(contains(nested.err, "axonrun: warning: axonrun itself runs as rank 1 of 4 (slurm launcher variables)"))
+      << nested.err;
+  Result alone = run({"-n", "1", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"});
+  EXPECT_FALSE(contains(alone.err, "warning")) << alone.err;
+}
+
 TEST(Axonrun, RejectsBadNewOptionsNamingThem) {
   struct Case {
     std::vector<std::string> args;
