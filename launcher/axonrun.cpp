@@ -97,7 +97,8 @@ void print_usage(std::FILE* out) {
       "                 before the watchdog stops it, naming the stuck ranks (default 25, so that a\n"
       "                 stuck job ends within 30 s; 0: off)\n"
       "  --tag-output   prefix every output line with its rank (mpirun --tag-output, srun --label)\n"
-      "  --launcher L   auto, mpirun or srun (default auto: srun inside a Slurm allocation)\n"
+      "  --launcher L   auto, mpirun or srun (default auto: srun inside a Slurm allocation,\n"
+      "                 unless --mpirun is given)\n"
       "  --mpirun PATH  mpirun to use (default: $AXON_MPIRUN, else mpirun on PATH)\n"
       "                 (srun: $AXON_SRUN, else srun on PATH)\n"
       "  --heartbeat-dir DIR\n"
@@ -1055,7 +1056,9 @@ int run(int argc, char** argv) {
   } catch (const RankEnvironmentError&) {
     // Not axonrun's concern: its ranks get variables of their own from mpirun or srun.
   }
-  const bool use_srun = opts.launcher == "srun" || (opts.launcher == "auto" && in_slurm_allocation());
+  // auto: srun inside an allocation, unless an mpirun was named on the command line.
+  const bool use_srun =
+      opts.launcher == "srun" || (opts.launcher == "auto" && in_slurm_allocation() && opts.mpirun.empty());
   if (opts.ranks == 0 && opts.backend == "nccl") {
     opts.ranks = visible_gpus();
     if (opts.ranks == 0) throw UsageError("--backend nccl without -n: no GPU is visible here; give -n N");

@@ -633,6 +633,10 @@ TEST(Axonrun, InsideASlurmAllocationSrunStartsTheJob) {
                            " --nodes=2 --ntasks=8 --ntasks-per-node=4 --nodelist=a,b --kill-on-bad-exit=1 --cpu-bind=none "
                            "--mpi=pmix /bin/true\n");
 
+  // An mpirun named on the command line is used inside the allocation too.
+  Result named = run({"-n", "1", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"}, slurm);
+  EXPECT_EQ(named.out, "/bin/echo -np 1 --bind-to none /bin/true\n");
+
   // --launcher mpirun overrides the allocation.
   Result forced = run({"-n", "1", "--launcher", "mpirun", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"}, slurm);
   EXPECT_EQ(forced.out, "/bin/echo -np 1 --bind-to none /bin/true\n");
