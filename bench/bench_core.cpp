@@ -1,8 +1,13 @@
 // Micro-benchmarks of the pieces of a training step (Google Benchmark).
 //   build/bin/bench_core --benchmark_filter=TrainStep
 #include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 #include "axon/autograd.h"
+#include "axon/heartbeat.h"
 #include "axon/losses.h"
 #include "axon/model.h"
 #include "axon/ops.h"
@@ -114,5 +119,25 @@ static void BM_TrainStep(benchmark::State& state) {
 }
 BENCHMARK(BM_TrainStep)->ArgNames({"big", "threads"})->Args({0, 1})->Args({1, 1})->Args({0, 2})->Args({1, 2})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// What a rank's heartbeat adds to each collective under axonrun (axon/heartbeat.h): the record
+// rewritten on entry and on exit, two pwrite calls into a file in the temporary folder.
+static void BM_HeartbeatPerCollective(benchmark::State& state) {
+  char dir[] = "/tmp/axon-bench-heartbeat-XXXXXX";
+  if (!::mkdtemp(dir)) {
+    state.SkipWithError("mkdtemp failed");
+    return;
+  }
+  ::setenv(axon::heartbeat::kDirVariable, dir, 1);
+  axon::heartbeat::start(0);
+  for (auto _ : state) {
+    axon::heartbeat::collective_begin("allreduce");
+    axon::heartbeat::collective_end();
+  }
+  ::unsetenv(axon::heartbeat::kDirVariable);
+  std::remove(axon::heartbeat::file_for(dir, 0).c_str());
+  ::rmdir(dir);
+}
+BENCHMARK(BM_HeartbeatPerCollective)->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

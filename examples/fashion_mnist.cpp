@@ -69,6 +69,8 @@ static int run(int argc, char** argv) {
   int64_t checkpoint_every = 0, validate_every = 0;
   std::string checkpoint_dir, resume, log_dir;
   std::string device_name = "cpu", precision = "f32", backend_name = "auto";
+  // axonrun --backend B exports AXON_BACKEND=B to the ranks: the default of --backend.
+  if (const char* backend = std::getenv("AXON_BACKEND"); backend && *backend) backend_name = backend;
   app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big"}));
   cli::add_integer(app, "--epochs", epochs, 1, 100000, "Passes over the training set");
   cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
@@ -152,6 +154,8 @@ static int run(int argc, char** argv) {
       throw CLI::ValidationError("--cuda-graph", "needs --lr-schedule constant (a graph replays the captured rate)");
     if (cuda_graph && optimizer_name != "sgd" && optimizer_name != "adam" && optimizer_name != "adamw")
       throw CLI::ValidationError("--cuda-graph", "needs --optimizer sgd, adam or adamw (the fused, capturable ones)");
+    if (backend_name != "auto" && backend_name != "mpi" && backend_name != "nccl")
+      throw CLI::ValidationError("--backend", "AXON_BACKEND='" + backend_name + "': expected mpi, nccl or auto");
     if (backend_name == "nccl" && !device.is_cuda())
       throw CLI::ValidationError("--backend", "nccl needs --device cuda");
   } catch (const CLI::ParseError& e) {
@@ -370,8 +374,14 @@ int main(int argc, char** argv) {
     mark_failure_collective();
     return 1;
   } catch (const std::exception& e) {
-    // Anything else may differ between ranks: say which rank it is.
-    if (launched_with_ranks())
+    // Anything else may differ between ranks: say which rank it is. (The launcher's variables
+    // themselves may be what is wrong: then there is no rank to name.)
+    bool ranks = false;
+    try {
+      ranks = launched_with_ranks();
+    } catch (const RankEnvironmentError&) {
+    }
+    if (ranks)
       std::fprintf(stderr, "fashion_mnist: error: rank %d: %s\n", launcher_rank(), e.what());
     else
       std::fprintf(stderr, "fashion_mnist: error: %s\n", e.what());

@@ -1,11 +1,15 @@
-// axonrun: start an Axon program on N local ranks through Open MPI's mpirun.
+// axonrun: start an Axon program on N ranks per node through Open MPI's mpirun, or through
+// Slurm's srun inside a Slurm allocation, watch its ranks, and end the whole job when one fails
+// or the job stops making progress.
 //
-//   axonrun -n N [--mpirun PATH] [--dry-run] [--] program [args...]
+//   axonrun [-n N | --nproc-per-node N] [--nnodes M] [--hosts h1,h2 | --hostfile F]
+//           [--backend mpi|nccl|auto] [--timeout S] [--tag-output] [--dry-run] [--] program [args...]
 //
 // The arguments are parsed by hand: everything from the program name on must reach
 // the program untouched, even words that look like axonrun options.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -21,9 +25,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -31,6 +37,9 @@
 #include <vector>
 
 #include "axon/cpu_budget.h"
+#include "axon/heartbeat.h"
+#include "axon/rank_env.h"
+#include "watchdog.h"
 
 extern char** environ;
 
@@ -49,7 +58,15 @@ struct UsageError : std::runtime_error {
 };
 
 struct Options {
-  int ranks = 0;                     // 0 until -n is given
+  int ranks = 0;                     // ranks per node (-n, --nproc-per-node); 0 until given
+  int nnodes = 0;                    // --nnodes; 0 until given
+  std::vector<std::string> hosts;    // --hosts, or the hosts of --hostfile
+  std::string hostfile;              // --hostfile
+  std::string backend;               // --backend: mpi, nccl or auto; "" when not given
+  double timeout = 25;               // --timeout: seconds without progress before the watchdog stops the job
+  bool tag_output = false;           // --tag-output
+  std::string launcher = "auto";     // --launcher: auto, mpirun or srun
+  std::string heartbeat_dir;         // --heartbeat-dir: where the heartbeat folder is made
   std::string mpirun;                // from --mpirun; empty when not given
   bool dry_run = false;
   bool allow_many_ranks = false;     // --allow-many-ranks: no upper bound on -n
@@ -60,14 +77,34 @@ struct Options {
 
 void print_usage(std::FILE* out) {
   std::fputs(
-      "Usage: axonrun -n N [--mpirun PATH] [--dry-run] [--allow-many-ranks] [--] program [args...]\n"
+      "Usage: axonrun [-n N | --nproc-per-node N] [--nnodes M] [--hosts h1,h2 | --hostfile F]\n"
+      "               [--backend mpi|nccl|auto] [--timeout S] [--tag-output] [--dry-run] [--] program [args...]\n"
       "\n"
-      "Start program on N local ranks with Open MPI's mpirun.\n"
+      "Start program on N ranks per node (N x M ranks in all) and watch them. Inside a Slurm\n"
+      "allocation (SLURM_JOB_ID set) the job is started with srun (--mpi=pmix where Slurm has it),\n"
+      "otherwise with Open MPI's mpirun.\n"
       "\n"
       "Options:\n"
-      "  -n N           number of ranks (a positive integer)\n"
+      "  -n N, --nproc-per-node N\n"
+      "                 ranks per node (a positive integer); under srun, default: the allocation's\n"
+      "                 tasks; with --backend nccl, default: the GPUs of this machine\n"
+      "  --nnodes M     nodes (default: the hosts given, the allocation's nodes, else 1)\n"
+      "  --hosts h1,h2  the nodes to start ranks on (mpirun: N slots on each; srun: --nodelist)\n"
+      "  --hostfile F   the same, one host per line ('host [slots=K]'; '#' starts a comment)\n"
+      "  --backend B    mpi, nccl or auto: exported to the ranks as AXON_BACKEND (Axon programs\n"
+      "                 take it as their default --backend)\n"
+      "  --timeout S    seconds a job may go without any rank entering or leaving a collective\n"
+      "                 before the watchdog stops it, naming the stuck ranks (default 25, so that a\n"
+      "                 stuck job ends within 30 s; 0: off)\n"
+      "  --tag-output   prefix every output line with its rank (mpirun --tag-output, srun --label)\n"
+      "  --launcher L   auto, mpirun or srun (default auto: srun inside a Slurm allocation,\n"
+      "                 unless --mpirun is given)\n"
       "  --mpirun PATH  mpirun to use (default: $AXON_MPIRUN, else mpirun on PATH)\n"
-      "  --dry-run      print the mpirun command line and exit\n"
+      "                 (srun: $AXON_SRUN, else srun on PATH)\n"
+      "  --heartbeat-dir DIR\n"
+      "                 where the ranks' heartbeat folder is made (default $TMPDIR or /tmp); on a\n"
+      "                 shared file system for ranks on other nodes\n"
+      "  --dry-run      print the command line that would start the job and exit\n"
       "  --allow-many-ranks\n"
       "                 allow N above 64 ranks per usable CPU (at most 4096 without this flag)\n"
       "  -h, --help     show this help and exit\n"
@@ -75,12 +112,17 @@ void print_usage(std::FILE* out) {
       "  --             end of axonrun options (needed if the program name starts with '-')\n"
       "\n"
       "Everything from the program name on is passed to the program untouched.\n"
-      "Ranks are not bound to cores (--bind-to none): each runs multi-threaded BLAS on the CPUs\n"
-      "axonrun may use. When N exceeds the CPU cores (or the cgroup CPU quota), --oversubscribe is added.\n"
+      "Ranks are not bound to cores (--bind-to none, srun --cpu-bind=none): each runs multi-threaded\n"
+      "BLAS on the CPUs axonrun may use. When N exceeds the CPU cores (or the cgroup CPU quota),\n"
+      "--oversubscribe is added.\n"
       "Open MPI's banners are filtered out of stderr; a rank that dies of a signal is named\n"
       "(\"axonrun: rank 1 (pid 1234) was killed by signal 9 (SIGKILL)\"). Set\n"
       "OMPI_MCA_orte_execute_quiet yourself to get mpirun's stderr unfiltered. When the job\n"
-      "fails, axonrun's last line says how.\n"
+      "fails, axonrun's last line says how, and which rank failed first.\n"
+      "\n"
+      "Watchdog: each rank of an Axon program records in a heartbeat file when it enters and leaves\n"
+      "a collective. When no rank has done either for --timeout seconds, axonrun names the stuck\n"
+      "ranks, kills the job's processes and exits 124.\n"
       "\n"
       "Threads: each Axon program runs OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS BLAS threads per\n"
       "rank; unset, the CPUs it may use (affinity mask, cgroup quota) / ranks on the machine.\n"
@@ -91,7 +133,8 @@ void print_usage(std::FILE* out) {
       "axonrun then exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM). If axonrun\n"
       "is killed (even by SIGKILL), mpirun gets SIGTERM and stops the ranks.\n"
       "\n"
-      "Exit code: the job's; 128 + N when stopped by signal N; 2 when axonrun could not start the job.\n",
+      "Exit code: the first failing rank's; 128 + N when stopped by signal N; 124 when the watchdog\n"
+      "stopped a stuck job; 2 when axonrun could not start the job.\n",
       out);
 }
 
@@ -105,6 +148,66 @@ int parse_ranks(std::string_view text) {
   return ranks;
 }
 
+int parse_nodes(std::string_view text) {
+  int nodes = 0;
+  const char* end = text.data() + text.size();
+  auto [stop, err] = std::from_chars(text.data(), end, nodes);
+  if (text.empty() || err != std::errc() || stop != end || nodes <= 0 || nodes > 100000) {
+    throw UsageError("--nnodes expects a positive integer number of nodes, got '" + std::string(text) + "'");
+  }
+  return nodes;
+}
+
+double parse_timeout(std::string_view text) {
+  double seconds = -1;
+  const char* end = text.data() + text.size();
+  auto [stop, err] = std::from_chars(text.data(), end, seconds);
+  // At most a week: more is a typo, and 0 already turns the watchdog off.
+  if (text.empty() || err != std::errc() || stop != end || !(seconds >= 0) || seconds > 7 * 24 * 3600.0) {
+    throw UsageError("--timeout expects seconds, a number from 0 (no watchdog) to 604800, got '" + std::string(text) + "'");
+  }
+  return seconds;
+}
+
+// A host name as mpirun and srun take it: letters, digits, '.', '-', '_'.
+std::string checked_host(std::string_view host, const std::string& where) {
+  if (host.empty() || host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
+                          std::string_view::npos) {
+    throw UsageError(where + ": '" + std::string(host) + "' is not a host name (letters, digits, '.', '-', '_')");
+  }
+  return std::string(host);
+}
+
+std::vector<std::string> parse_hosts(std::string_view list) {
+  std::vector<std::string> hosts;
+  const std::string where = "--hosts '" + std::string(list) + "'";
+  while (true) {
+    size_t comma = list.find(',');
+    hosts.push_back(checked_host(list.substr(0, comma), where));
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return hosts;
+}
+
+// "host [slots=K] [...]" per line, '#' to the end of a line is a comment; the first word counts.
+std::vector<std::string> read_hostfile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw UsageError("--hostfile '" + path + "': cannot open: " + std::strerror(errno));
+  std::vector<std::string> hosts;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    line = line.substr(0, line.find('#'));
+    size_t start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos) continue;
+    size_t end = line.find_first_of(" \t\r", start);
+    hosts.push_back(checked_host(std::string_view(line).substr(start, end == std::string::npos ? end : end - start),
+                                 "--hostfile " + path + ":" + std::to_string(number)));
+  }
+  if (hosts.empty()) throw UsageError("--hostfile '" + path + "' names no host");
+  return hosts;
+}
+
 Options parse_args(int argc, char** argv) {
   Options opts;
   int i = 1;
@@ -112,6 +215,19 @@ Options parse_args(int argc, char** argv) {
   auto value_of = [&](std::string_view option) -> std::string_view {
     if (i + 1 >= argc) throw UsageError("option " + std::string(option) + " needs a value");
     return argv[++i];
+  };
+  // "--name VALUE" or "--name=VALUE": true and the value in `value` when `arg` is option `name`.
+  std::string_view value;
+  auto option = [&](std::string_view arg, std::string_view name) {
+    if (arg == name) {
+      value = value_of(name);
+      return true;
+    }
+    if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
+      value = arg.substr(name.size() + 1);
+      return true;
+    }
+    return false;
   };
 
   for (; i < argc; ++i) {
@@ -132,12 +248,39 @@ Options parse_args(int argc, char** argv) {
       opts.dry_run = true;
     } else if (arg == "--allow-many-ranks") {
       opts.allow_many_ranks = true;
+    } else if (arg == "--tag-output") {
+      opts.tag_output = true;
     } else if (arg == "-n") {
       opts.ranks = parse_ranks(value_of(arg));
-    } else if (arg.starts_with("-n")) {
+    } else if (option(arg, "--nproc-per-node")) {
+      opts.ranks = parse_ranks(value);
+    } else if (arg.starts_with("-n") && !arg.starts_with("--")) {
       opts.ranks = parse_ranks(arg.substr(2));  // "-n4"
-    } else if (arg == "--mpirun" || arg.starts_with("--mpirun=")) {
-      opts.mpirun = arg == "--mpirun" ? value_of(arg) : arg.substr(std::string_view("--mpirun=").size());
+    } else if (option(arg, "--nnodes")) {
+      opts.nnodes = parse_nodes(value);
+    } else if (option(arg, "--hosts")) {
+      if (!opts.hostfile.empty()) throw UsageError("give either --hosts or --hostfile, not both");
+      opts.hosts = parse_hosts(value);
+    } else if (option(arg, "--hostfile")) {
+      if (!opts.hosts.empty()) throw UsageError("give either --hosts or --hostfile, not both");
+      if (value.empty()) throw UsageError("--hostfile needs a path");
+      opts.hostfile = value;
+      opts.hosts = read_hostfile(opts.hostfile);
+    } else if (option(arg, "--backend")) {
+      if (value != "mpi" && value != "nccl" && value != "auto")
+        throw UsageError("--backend expects mpi, nccl or auto, got '" + std::string(value) + "'");
+      opts.backend = value;
+    } else if (option(arg, "--timeout")) {
+      opts.timeout = parse_timeout(value);
+    } else if (option(arg, "--launcher")) {
+      if (value != "auto" && value != "mpirun" && value != "srun")
+        throw UsageError("--launcher expects auto, mpirun or srun, got '" + std::string(value) + "'");
+      opts.launcher = value;
+    } else if (option(arg, "--heartbeat-dir")) {
+      if (value.empty()) throw UsageError("--heartbeat-dir needs a path");
+      opts.heartbeat_dir = value;
+    } else if (option(arg, "--mpirun")) {
+      opts.mpirun = value;
       if (opts.mpirun.empty()) throw UsageError("--mpirun needs a path");
     } else {
       throw UsageError("unknown option '" + std::string(arg) +
@@ -146,7 +289,10 @@ Options parse_args(int argc, char** argv) {
   }
 
   opts.command.assign(argv + i, argv + argc);
-  if (opts.ranks == 0) throw UsageError("missing -n N, the number of ranks to start");
+  if (!opts.hosts.empty() && opts.nnodes > static_cast<int>(opts.hosts.size())) {
+    throw UsageError("--nnodes " + std::to_string(opts.nnodes) + " but only " + std::to_string(opts.hosts.size()) +
+                     " host" + (opts.hosts.size() == 1 ? "" : "s") + " given");
+  }
   if (opts.command.empty()) throw UsageError("missing the program to run");
   return opts;
 }
@@ -170,32 +316,45 @@ std::optional<std::string> find_on_path(const std::string& name) {
   }
 }
 
-// Order: --mpirun, then $AXON_MPIRUN, then mpirun on PATH.
-std::string resolve_mpirun(const Options& opts) {
-  std::string requested = opts.mpirun;
-  std::string source = "--mpirun";
+// Order: the flag (--mpirun), then the variable ($AXON_MPIRUN / $AXON_SRUN), then the name on PATH.
+std::string resolve_tool(const std::string& flag_value, const char* flag, const char* variable, const char* name,
+                         const char* install_hint) {
+  std::string requested = flag_value;
+  std::string source = flag;
   if (requested.empty()) {
-    const char* env = std::getenv("AXON_MPIRUN");
+    const char* env = std::getenv(variable);
     if (env && *env) {
       requested = env;
-      source = "AXON_MPIRUN";
+      source = variable;
     }
   }
-
   if (requested.empty()) {
-    if (auto found = find_on_path("mpirun")) return *found;
-    throw std::runtime_error(
-        "mpirun not found on PATH; install Open MPI (e.g. `apt-get install openmpi-bin`) "
-        "or give its path with --mpirun or AXON_MPIRUN");
+    if (auto found = find_on_path(name)) return *found;
+    throw std::runtime_error(std::string(name) + " not found on PATH; " + install_hint);
   }
   if (requested.find('/') == std::string::npos) {
     if (auto found = find_on_path(requested)) return *found;
-    throw std::runtime_error("mpirun '" + requested + "' (from " + source + ") not found on PATH");
+    throw std::runtime_error(std::string(name) + " '" + requested + "' (from " + source + ") not found on PATH");
   }
   if (!is_executable_file(requested)) {
-    throw std::runtime_error("mpirun '" + requested + "' (from " + source + ") is not an executable file");
+    throw std::runtime_error(std::string(name) + " '" + requested + "' (from " + source + ") is not an executable file");
   }
   return requested;
+}
+
+std::string resolve_mpirun(const Options& opts) {
+  return resolve_tool(opts.mpirun, "--mpirun", "AXON_MPIRUN", "mpirun",
+                      "install Open MPI (e.g. `apt-get install openmpi-bin`) or give its path with --mpirun or AXON_MPIRUN");
+}
+
+std::string resolve_srun() {
+  return resolve_tool("", "", "AXON_SRUN", "srun", "install Slurm's client (`apt-get install slurm-client`) or set AXON_SRUN");
+}
+
+// Inside a Slurm allocation: SLURM_JOB_ID is set (sbatch, salloc, srun).
+bool in_slurm_allocation() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  return job && *job;
 }
 
 // Checked here so a typo gives one clear line instead of an mpirun error page per rank.
@@ -254,20 +413,106 @@ void check_rank_limit(const Options& opts) {
   }
 }
 
-std::vector<std::string> build_mpirun_argv(const std::string& mpirun, const Options& opts) {
-  std::vector<std::string> args = {mpirun, "-np", std::to_string(opts.ranks)};
-  // The CPUs counted the way Axon programs count them (affinity mask and cgroup quota, shared
-  // code in axon/cpu_budget.h): under a quota of fewer CPUs than ranks, the ranks oversubscribe.
-  const int slots = std::min(available_slots(), usable_cpus().cpus);
-  // Open MPI refuses more ranks than cores unless told.
-  if (opts.ranks > slots) args.push_back("--oversubscribe");
+// Variables the ranks on other nodes need: mpirun passes its environment on to local ranks only.
+std::vector<std::string> exported_variables(const Options& opts) {
+  std::vector<std::string> names = {"AXON_LAUNCHER", heartbeat::kDirVariable};
+  if (!opts.backend.empty()) names.push_back("AXON_BACKEND");
+  for (const char* name : {"AXON_DISTRIBUTED_DEBUG", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"})
+    if (std::getenv(name)) names.push_back(name);
+  return names;
+}
+
+std::vector<std::string> build_mpirun_argv(const std::string& mpirun, const Options& opts, int nodes) {
+  const int world = opts.ranks * nodes;
+  std::vector<std::string> args = {mpirun, "-np", std::to_string(world)};
+  if (opts.hosts.empty()) {
+    // The CPUs counted the way Axon programs count them (affinity mask and cgroup quota, shared
+    // code in axon/cpu_budget.h): under a quota of fewer CPUs than ranks, the ranks oversubscribe.
+    const int slots = std::min(available_slots(), usable_cpus().cpus);
+    // Open MPI refuses more ranks than cores unless told.
+    if (opts.ranks > slots) args.push_back("--oversubscribe");
+  } else {
+    // N slots on each of the first `nodes` hosts; mpirun fills them in order (rank r on host r / N).
+    std::string list;
+    for (int h = 0; h < nodes; ++h) list += (h ? "," : "") + opts.hosts[static_cast<size_t>(h)] + ":" + std::to_string(opts.ranks);
+    args.insert(args.end(), {"--host", list});
+  }
   // Always unbound: with ranks <= cores mpirun's default (bind-to core) pins each rank to one
   // core, and then cpu_budget(), which divides the affinity mask by the ranks on the node,
   // divides a second time: a rank's multi-threaded BLAS would run on one core, and the thread
   // count in the run's record would differ from the same program started without axonrun.
   args.insert(args.end(), {"--bind-to", "none"});
+  if (opts.tag_output) args.push_back("--tag-output");
+  if (!opts.hosts.empty()) {
+    for (const std::string& name : exported_variables(opts)) args.insert(args.end(), {"-x", name});
+  }
   args.insert(args.end(), opts.command.begin(), opts.command.end());
   return args;
+}
+
+// "pmix" when this Slurm has the PMIx plugin (srun --mpi=list) and the user did not choose one
+// (SLURM_MPI_TYPE); "" to leave Slurm's default.
+std::string srun_mpi_type(const std::string& srun) {
+  if (const char* chosen = std::getenv("SLURM_MPI_TYPE"); chosen && *chosen) return "";
+  std::string quoted = "'";
+  for (char c : srun) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  quoted += "'";
+  FILE* pipe = ::popen((quoted + " --mpi=list 2>&1").c_str(), "r");
+  if (!pipe) return "";
+  std::string text;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) text.append(buffer, n);
+  ::pclose(pipe);
+  // Slurm 22.05 lists one plugin per line, e.g. "srun: pmix" or "\tpmix".
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    size_t end = line.find_last_not_of(" \t\r");
+    if (end == std::string::npos) continue;
+    line.resize(end + 1);
+    size_t start = line.find_last_of(" \t:");
+    if (line.substr(start == std::string::npos ? 0 : start + 1) == "pmix") return "pmix";
+  }
+  return "";
+}
+
+// nodes: 0 when srun is to take the allocation's.
+std::vector<std::string> build_srun_argv(const std::string& srun, const Options& opts, int nodes,
+                                         const std::string& mpi_type) {
+  std::vector<std::string> args = {srun};
+  if (nodes > 0) args.push_back("--nodes=" + std::to_string(nodes));
+  if (opts.ranks > 0) {
+    if (nodes > 0) args.push_back("--ntasks=" + std::to_string(opts.ranks * nodes));
+    args.push_back("--ntasks-per-node=" + std::to_string(opts.ranks));
+  }
+  if (!opts.hosts.empty()) {
+    std::string list;
+    for (int h = 0; h < nodes; ++h) list += (h ? "," : "") + opts.hosts[static_cast<size_t>(h)];
+    args.push_back("--nodelist=" + list);
+  }
+  // One failed task ends the step (srun's default waits for the others); unbound, as with mpirun.
+  args.insert(args.end(), {"--kill-on-bad-exit=1", "--cpu-bind=none"});
+  if (!mpi_type.empty()) args.push_back("--mpi=" + mpi_type);
+  if (opts.tag_output) args.push_back("--label");
+  args.insert(args.end(), opts.command.begin(), opts.command.end());
+  return args;
+}
+
+// GPUs this process may use: CUDA_VISIBLE_DEVICES's entries, else the /dev/nvidiaK devices.
+int visible_gpus() {
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    std::string_view list = visible;
+    if (list.empty()) return 0;
+    return static_cast<int>(std::count(list.begin(), list.end(), ',')) + 1;
+  }
+  int count = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 6 && name.starts_with("nvidia") &&
+        name.find_first_not_of("0123456789", 6) == std::string::npos)
+      ++count;
+  }
+  return count;
 }
 
 std::string shell_quote(const std::string& word) {
@@ -550,47 +795,130 @@ pid_t start_mpirun(const std::vector<std::string>& args, const sigset_t& handled
   return pid;
 }
 
-// Forwards mpirun's stderr through a StderrFilter until mpirun exits; mpirun is left unreaped.
-// Every wait is bounded by mpirun's own lifetime, plus kDrainMs for output still in the pipe: a
-// process that inherited the pipe and outlives mpirun cannot hold axonrun.
-void forward_stderr(pid_t pid, int fd) {
-  constexpr int kPollMs = 100, kDrainMs = 2000;
+// What the watchdog decided while the job ran.
+struct Watch {
+  launcher::Watchdog* dog = nullptr;  // null: no heartbeat folder (nothing to watch)
+  bool stopped = false;               // the watchdog stopped a stuck job
+  std::vector<int> blamed;            // the stuck ranks it named
+  double stalled_s = 0;
+};
+
+// Kills the local processes of ranks that still run (SIGKILL: a stuck or stopped rank may not
+// answer SIGTERM). Returns how many it killed.
+int kill_local_ranks(const launcher::Watchdog& dog) {
+  int killed = 0;
+  for (pid_t pid : dog.live_local_pids()) {
+    if (::kill(pid, SIGKILL) == 0) ++killed;
+  }
+  return killed;
+}
+
+// Until the launcher (mpirun or srun) exits: forwards its stderr through a StderrFilter (when
+// err_fd >= 0), notes each local rank's end as it happens (pidfds), and every kScanMs reads the
+// heartbeats; a stuck job is reported and its processes killed. The launcher is left unreaped.
+// Every wait is bounded by the launcher's own lifetime, plus kDrainMs for output still in the
+// pipe: a process that inherited the pipe and outlives the launcher cannot hold axonrun.
+void monitor(pid_t pid, int err_fd, Watch& watch) {
+  constexpr int kPollMs = 100, kScanMs = 250, kDrainMs = 2000, kKillGraceMs = 10000;
   StderrFilter filter(STDERR_FILENO);
   char buffer[65536];
   // Reads what is there; false at end of stream.
   auto read_some = [&]() {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    ssize_t n = ::read(err_fd, buffer, sizeof buffer);
     if (n > 0) filter.feed(std::string_view(buffer, static_cast<size_t>(n)));
     return n > 0 || (n < 0 && (errno == EINTR || errno == EAGAIN));
   };
-  bool open = true;
-  while (open) {
+  bool open = err_fd >= 0;
+  auto last_scan = std::chrono::steady_clock::now() - std::chrono::milliseconds(kScanMs);
+  bool stop_pending = false;  // the watchdog sent SIGTERM at stop_sent; SIGKILL follows after the grace
+  auto stop_sent = std::chrono::steady_clock::now();
+  while (true) {
     siginfo_t info{};
     if (::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno != EINTR) {
-      throw std::runtime_error(std::string("waiting for mpirun failed: ") + std::strerror(errno));
+      throw std::runtime_error(std::string("waiting for the launcher failed: ") + std::strerror(errno));
     }
     if (info.si_pid == pid) break;  // exited
-    pollfd ready{fd, POLLIN, 0};
-    int n = ::poll(&ready, 1, kPollMs);  // a stop signal interrupts it (EINTR): just go round
-    if (n > 0) open = read_some();
+
+    std::vector<pollfd> fds;
+    if (open) fds.push_back({err_fd, POLLIN, 0});
+    if (watch.dog) {
+      for (int fd : watch.dog->pidfds()) fds.push_back({fd, POLLIN, 0});
+    }
+    int n = ::poll(fds.data(), fds.size(), kPollMs);  // a stop signal interrupts it (EINTR): just go round
+    bool stderr_ready = false;
+    for (const pollfd& p : fds) {
+      if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      if (p.fd == err_fd) stderr_ready = true;
+      else watch.dog->process_ended(p.fd);
+    }
+    if (stderr_ready) open = read_some();
     else if (n == 0) filter.idle(kPollMs);
+    if (!open && err_fd >= 0 && !watch.dog) {
+      // mpirun closed its stderr and there is nothing else to watch: wait for it to exit.
+      ::waitid(P_PID, pid, &info, WEXITED | WNOWAIT);
+      break;
+    }
+
+    const auto now = std::chrono::steady_clock::now();
+    if (watch.dog && now - last_scan >= std::chrono::milliseconds(kScanMs)) {
+      last_scan = now;
+      watch.dog->scan();
+      if (!watch.stopped && g_stop_signal.load() == 0) {
+        if (auto report = watch.dog->stuck(watch.blamed)) {
+          watch.stopped = true;
+          filter.finish();
+          for (const std::string& line : *report) std::fprintf(stderr, "axonrun: %s\n", line.c_str());
+          std::fflush(stderr);
+          kill_local_ranks(*watch.dog);
+          ::kill(pid, SIGTERM);
+          stop_sent = now;
+          stop_pending = true;
+        }
+      }
+    }
+    // A launcher that does not stop within the grace period after the watchdog's stop is killed.
+    if (stop_pending && now - stop_sent > std::chrono::milliseconds(kKillGraceMs)) {
+      ::kill(pid, SIGKILL);
+      stop_pending = false;
+    }
   }
-  // mpirun has exited (or closed its stderr): take what is left, for a bounded time.
+  // The launcher has exited: take what is left, for a bounded time.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kDrainMs);
   while (open) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
-    pollfd ready{fd, POLLIN, 0};
+    pollfd ready{err_fd, POLLIN, 0};
     int n = ::poll(&ready, 1, static_cast<int>(std::min<long long>(left.count(), kPollMs)));
     if (n > 0) open = read_some();
-    else if (n == 0) break;  // mpirun is gone and the pipe is quiet
+    else if (n == 0) break;  // the launcher is gone and the pipe is quiet
   }
   filter.finish();
 }
 
-// Starts mpirun, stops it on any of kStopSignals, and returns its wait status. With
-// filter_stderr, mpirun's stderr comes through a pipe and a StderrFilter; stdout is untouched.
-int run_and_wait(const std::vector<std::string>& args, bool filter_stderr) {
+// After the launcher has exited: waits up to kGraceMs for local ranks to end, then kills those
+// that outlived it, so that no rank is left behind. Says which ones it killed.
+void reap_local_ranks(launcher::Watchdog& dog, const std::string& launcher_name) {
+  constexpr int kGraceMs = 3000;
+  dog.scan();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kGraceMs);
+  while (true) {
+    dog.reap_all();
+    if (dog.live_local_pids().empty() || std::chrono::steady_clock::now() > deadline) break;
+    std::vector<pollfd> fds;
+    for (int fd : dog.pidfds()) fds.push_back({fd, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 100);
+  }
+  for (pid_t pid : dog.live_local_pids()) {
+    if (::kill(pid, SIGKILL) == 0) {
+      std::fprintf(stderr, "axonrun: a rank process (pid %d) outlived %s; killed it\n", static_cast<int>(pid),
+                   launcher_name.c_str());
+    }
+  }
+}
+
+// Starts the launcher, stops it on any of kStopSignals, and returns its wait status. With
+// filter_stderr, its stderr comes through a pipe and a StderrFilter; stdout is untouched.
+int run_and_wait(const std::vector<std::string>& args, bool filter_stderr, Watch& watch) {
   sigset_t handled, previous;
   sigemptyset(&handled);
   for (int signo : kStopSignals) {
@@ -639,9 +967,9 @@ int run_and_wait(const std::vector<std::string>& args, bool filter_stderr) {
   if (filter_stderr) {
     ::close(err_pipe[1]);  // mpirun holds the only write end: its exit ends the stream
     ::fcntl(err_pipe[0], F_SETFL, O_NONBLOCK);
-    forward_stderr(pid, err_pipe[0]);
-    ::close(err_pipe[0]);
   }
+  if (filter_stderr || watch.dog) monitor(pid, err_pipe[0], watch);
+  if (filter_stderr) ::close(err_pipe[0]);
 
   // Wait without reaping first: until it is reaped the pid cannot be reused, so the
   // handler can never signal an unrelated process.
@@ -657,6 +985,53 @@ int run_and_wait(const std::vector<std::string>& args, bool filter_stderr) {
   return status;
 }
 
+// The ranks' heartbeat folder, removed with everything in it when axonrun is done.
+class HeartbeatDir {
+ public:
+  explicit HeartbeatDir(const std::string& parent) {
+    std::string base = parent;
+    if (base.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      base = tmp && *tmp ? tmp : "/tmp";
+    }
+    if (parent.empty()) remove_stale(base);
+    std::string pattern = base + "/axonrun-" + std::to_string(::getpid()) + "-XXXXXX";
+    if (!::mkdtemp(pattern.data())) {
+      throw std::runtime_error("cannot make the heartbeat folder in '" + base + "': " + std::strerror(errno) +
+                               " (choose another with --heartbeat-dir)");
+    }
+    path_ = pattern;
+  }
+  ~HeartbeatDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  HeartbeatDir(const HeartbeatDir&) = delete;
+  HeartbeatDir& operator=(const HeartbeatDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  // Folders "axonrun-<pid>-XXXXXX" of axonruns that are gone without removing theirs (killed with
+  // SIGKILL). Only in the default temporary folder, which belongs to this machine.
+  static void remove_stale(const std::string& base) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(base, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (!name.starts_with("axonrun-")) continue;
+      const size_t dash = name.find('-', 8);
+      if (dash == std::string::npos || name.size() != dash + 7) continue;
+      pid_t pid = 0;
+      auto [end, err] = std::from_chars(name.data() + 8, name.data() + dash, pid);
+      if (err != std::errc() || end != name.data() + dash || pid <= 0) continue;
+      if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its axonrun still runs
+      std::error_code ignored;
+      std::filesystem::remove_all(entry.path(), ignored);
+    }
+  }
+
+  std::string path_;
+};
+
 int run(int argc, char** argv) {
   Options opts = parse_args(argc, argv);
   if (opts.help) {
@@ -669,17 +1044,52 @@ int run(int argc, char** argv) {
     return 0;
   }
 
-  std::string mpirun = resolve_mpirun(opts);
+  // axonrun started as one rank of a job (`srun -n 4 axonrun ...`) starts a whole job per rank.
+  try {
+    const RankEnvironment outer = rank_environment();
+    if (outer.launched() && outer.world_size > 1) {
+      std::fprintf(stderr,
+                   "axonrun: warning: axonrun itself runs as rank %d of %d (%s launcher variables): each of those %d "
+                   "processes starts a job of its own; start axonrun once, outside mpirun or srun\n",
+                   outer.rank, outer.world_size, outer.source.c_str(), outer.world_size);
+    }
+  } catch (const RankEnvironmentError&) {
+    // Not axonrun's concern: its ranks get variables of their own from mpirun or srun.
+  }
+  // auto: srun inside an allocation, unless an mpirun was named on the command line.
+  const bool use_srun =
+      opts.launcher == "srun" || (opts.launcher == "auto" && in_slurm_allocation() && opts.mpirun.empty());
+  if (opts.ranks == 0 && opts.backend == "nccl") {
+    opts.ranks = visible_gpus();
+    if (opts.ranks == 0) throw UsageError("--backend nccl without -n: no GPU is visible here; give -n N");
+  }
+  if (opts.ranks == 0 && !use_srun) throw UsageError("missing -n N, the number of ranks to start");
+  // Nodes: --nnodes, else the hosts given, else (srun) the allocation's, else 1.
+  int nodes = opts.nnodes;
+  if (nodes == 0 && !opts.hosts.empty()) nodes = static_cast<int>(opts.hosts.size());
+  if (nodes == 0 && use_srun) {
+    nodes = parse_index_variable("SLURM_JOB_NUM_NODES", std::getenv("SLURM_JOB_NUM_NODES"))
+                .value_or(parse_index_variable("SLURM_NNODES", std::getenv("SLURM_NNODES")).value_or(0));
+  }
+  if (nodes == 0) nodes = 1;
+  if (!use_srun && nodes > 1 && opts.hosts.empty()) {
+    throw UsageError("--nnodes " + std::to_string(nodes) + " needs --hosts or --hostfile (or a Slurm allocation)");
+  }
+
+  std::string tool = use_srun ? resolve_srun() : resolve_mpirun(opts);
   check_program(opts.command[0]);
-  check_rank_limit(opts);
+  if (opts.ranks > 0) check_rank_limit(opts);
   // The program may ignore the thread variables (fashion_mnist does when given --threads), so a
   // bad one is only a warning here; axonrun's own slot arithmetic never reads them.
   try {
-    (void)cpu_budget(opts.ranks);
+    (void)cpu_budget(std::max(opts.ranks, 1));
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "axonrun: warning: %s; ranks started without --threads will reject it\n", e.what());
   }
-  std::vector<std::string> args = build_mpirun_argv(mpirun, opts);
+  const int world = opts.ranks * nodes;  // 0 when srun takes the allocation's tasks
+  std::vector<std::string> args = use_srun ? build_srun_argv(tool, opts, opts.ranks > 0 || opts.nnodes > 0 ? nodes : 0,
+                                                             srun_mpi_type(tool))
+                                           : build_mpirun_argv(tool, opts, nodes);
   if (opts.dry_run) {
     std::printf("%s\n", join_quoted(args).c_str());
     return 0;
@@ -691,8 +1101,14 @@ int run(int argc, char** argv) {
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
   }
   ::setenv("AXON_LAUNCHER", "axonrun", 1);
+  if (!opts.backend.empty()) ::setenv("AXON_BACKEND", opts.backend.c_str(), 1);
   // mpirun hands the ranks pipes, not our terminal; tell them when a live progress line will show.
   if (::isatty(STDERR_FILENO)) ::setenv("AXON_PROGRESS_TTY", "1", 1);
+  HeartbeatDir heartbeats(opts.heartbeat_dir);
+  ::setenv(heartbeat::kDirVariable, heartbeats.path().c_str(), 1);
+  launcher::Watchdog dog(heartbeats.path(), world, opts.timeout);
+  Watch watch;
+  watch.dog = &dog;
 
   // Open MPI's banners ("MPI_ABORT was invoked...", "Primary job terminated normally, but...")
   // repeat what axonrun's last line says and bury the failing rank's own message, but
@@ -702,12 +1118,24 @@ int run(int argc, char** argv) {
   const bool filter_stderr = std::getenv("OMPI_MCA_orte_execute_quiet") == nullptr;
   if (filter_stderr) ::setenv("OMPI_MCA_orte_execute_quiet", "0", 1);  // an MCA params file must not hide it
 
-  int status = run_and_wait(args, filter_stderr);
+  int status = run_and_wait(args, filter_stderr, watch);
+  const std::string launcher_name = use_srun ? "srun" : "mpirun";
+  reap_local_ranks(dog, launcher_name);
+  const std::string job = " (" + (world > 0 ? std::to_string(world) + " rank" + (world == 1 ? "" : "s") + ", " : "") +
+                          "command: " + join_quoted(opts.command) + ")";
   if (int signo = g_stop_signal.load(); signo != 0) {
     // A cancel, not a crash: whatever mpirun returned while stopping, report the signal.
     std::fprintf(stderr, "axonrun: job stopped by %s (sent to axonrun); exit code %d\n", signal_name(signo).c_str(),
                  128 + signo);
     return 128 + signo;
+  }
+  if (watch.stopped) {
+    constexpr int kStuck = 124;  // as timeout(1)
+    const size_t n = watch.blamed.size();
+    std::fprintf(stderr, "axonrun: job stopped by the watchdog: rank%s %s %s stuck (no progress for %g s); exit code %d%s\n",
+                 n == 1 ? "" : "s", launcher::list_ranks(watch.blamed).c_str(), n == 1 ? "is" : "are", opts.timeout,
+                 kStuck, job.c_str());
+    return kStuck;
   }
   if (WIFSIGNALED(status)) {
     int signo = WTERMSIG(status);
@@ -715,16 +1143,30 @@ int run(int argc, char** argv) {
     return 128 + signo;
   }
   int code = WEXITSTATUS(status);
+  std::optional<launcher::Failure> first = dog.first_failure();
+  // The first failing rank's own exit status is the job's (srun returns the largest of all).
+  // A launcher that says all is well is believed: a rank may end without an exit record and
+  // still have succeeded (_exit(0)).
+  if (code == 0) first.reset();
+  if (first && first->exited) code = first->status;
   // Open MPI 4.1 prints its "exited on signal" notice only some of the time (it races with the
   // other ranks' exits); mpirun's exit code is then all there is: 128 + S for a rank killed by S,
   // which a rank's own exit(128 + S) cannot be told from.
-  if (filter_stderr && !g_rank_signal_named && code > 128 && code - 128 < NSIG) {
+  if (filter_stderr && !g_rank_signal_named && !first && code > 128 && code - 128 < NSIG) {
     std::fprintf(stderr, "axonrun: a rank was killed by signal %d (%s) or exited with code %d; Open MPI did not say which rank\n",
                  code - 128, signal_name(code - 128).c_str(), code);
   }
   if (code != 0) {
-    std::fprintf(stderr, "axonrun: job failed with exit code %d (%d rank%s, command: %s)\n", code,
-                 opts.ranks, opts.ranks == 1 ? "" : "s", join_quoted(opts.command).c_str());
+    std::string how;
+    if (first) {
+      how = ": rank " + std::to_string(first->rank) + " (pid " + std::to_string(first->pid) + ", host " + first->host +
+            ") failed first: ";
+      if (first->exited) how += "exit status " + std::to_string(first->status);
+      else if (code > 128 && code - 128 < NSIG) how += "killed by signal " + std::to_string(code - 128) + " (" + signal_name(code - 128) + ")";
+      else how += "ended without exiting (killed by a signal)";
+      how += opts.tag_output ? "; its output is above, tagged with its rank" : "; its output is above (--tag-output marks each line's rank)";
+    }
+    std::fprintf(stderr, "axonrun: job failed with exit code %d%s%s\n", code, how.c_str(), job.c_str());
   }
   return code;
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "axon/communicator.h"
+#include "axon/rank_env.h"
 
 namespace axon {
 
@@ -28,14 +29,6 @@ class LocalCommunicator final : public Communicator {
     if (root != 0) throw CommError("local broadcast: root " + std::to_string(root) + " does not exist in a world of 1");
   }
 };
-
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  long n = std::strtol(v, &end, 10);
-  return (*end == '\0' && n > 0) ? static_cast<int>(n) : fallback;
-}
 
 }  // namespace
 
@@ -87,46 +80,22 @@ void Communicator::broadcast(Tensor& data, int root) {
   copy_back(data, host);
 }
 
-bool launched_with_ranks() {
-  // Open MPI's mpirun, Slurm's srun (PMI) and MPICH's Hydra each set one of these.
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_NTASKS"})
-    if (std::getenv(name)) return true;
-  return false;
-}
+bool launched_with_ranks() { return rank_environment().launched(); }
 
-namespace {
-// A rank index from the environment: digits only (strtol would accept "-1", " 1" or "1x"),
-// at most 10^9. Empty when unset; -1 when set but malformed.
-std::optional<int> env_index(const char* name) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return std::nullopt;
-  long n = 0;
-  for (const char* p = v; *p; ++p) {
-    if (*p < '0' || *p > '9' || n > 1'000'000'000) return -1;
-    n = n * 10 + (*p - '0');
-  }
-  return n <= 1'000'000'000 ? static_cast<int>(n) : -1;
-}
-}  // namespace
+int local_rank() { return rank_environment().local_rank; }
 
-int local_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
-    if (std::optional<int> n = env_index(name); n && *n >= 0) return *n;
-  return 0;
-}
-
-int local_world_size() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE"}) {
-    int n = env_int(name, 0);
-    if (n > 0) return n;
-  }
-  return 1;
-}
+int local_world_size() { return rank_environment().local_world_size; }
 
 int launcher_rank() {
-  // The first variable set decides; a malformed one reads as rank 0 (a wrong rank 0 prints twice).
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
-    if (std::optional<int> n = env_index(name)) return *n >= 0 ? *n : 0;
+  // Never throws: it only decides which rank prints what is the same everywhere. The first rank
+  // variable set decides; a malformed one reads as rank 0 (a wrong rank 0 prints twice).
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    try {
+      if (std::optional<int> n = parse_index_variable(name, std::getenv(name))) return *n;
+    } catch (const RankEnvironmentError&) {
+      return 0;
+    }
+  }
   return 0;
 }
 

@@ -11,6 +11,8 @@
 
 #include "axon/agreement.h"
 #include "axon/communicator.h"
+#include "axon/heartbeat.h"
+#include "axon/rank_env.h"
 
 namespace axon {
 
@@ -22,6 +24,7 @@ namespace {
 // glibc's on_exit() hands us the exit status, which atexit() does not. A failure that every rank
 // shares (mark_failure_collective) finalizes as well.
 void finish_mpi(int status, void*) {
+  heartbeat::exiting(status);  // for axonrun's watchdog, even when the program finalized MPI itself
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
@@ -124,7 +127,18 @@ class MpiCommunicator final : public Communicator {
 }  // namespace
 
 std::unique_ptr<Communicator> make_mpi_communicator() {
+  // The launcher's variables must describe the world MPI started: torchrun-style variables alone
+  // (RANK, WORLD_SIZE) give an MPI singleton, which would train alone while believing otherwise.
+  // Read before MPI starts: a singleton exports PMIX_RANK=0 for itself.
+  const RankEnvironment env = rank_environment();
   std::unique_ptr<Communicator> comm = std::make_unique<MpiCommunicator>();
+  if (env.launched() && (env.rank != comm->rank() || env.world_size != comm->size())) {
+    throw CommError(fmt::format(
+        "mpi: the {} launcher variables say this is rank {} of {}, but MPI started rank {} of {}: Axon's ranks meet "
+        "through MPI, so start the job with axonrun, mpirun or srun (a rendezvous through MASTER_ADDR and MASTER_PORT "
+        "alone is not implemented)",
+        env.source, env.rank, env.world_size, comm->rank(), comm->size()));
+  }
   // The debug checks add a collective before every collective, so they decide the sequence of
   // collectives themselves: all ranks must have them or none. One small all-reduce finds out.
   const bool debug = distributed_debug_enabled();
@@ -143,7 +157,7 @@ std::unique_ptr<Communicator> make_mpi_communicator() {
         "whole job (mpirun -x AXON_DISTRIBUTED_DEBUG=1, or export it before axonrun)",
         with, without, comm->rank()));
   }
-  return debug ? with_collective_checks(std::move(comm)) : std::move(comm);
+  return with_heartbeat(debug ? with_collective_checks(std::move(comm)) : std::move(comm));
 }
 
 }  // namespace axon

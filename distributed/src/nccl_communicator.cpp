@@ -108,7 +108,7 @@ class NcclCommunicator final : public Communicator {
 }  // namespace
 
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Device device) {
-  return std::make_unique<NcclCommunicator>(bootstrap, device);
+  return with_heartbeat(std::make_unique<NcclCommunicator>(bootstrap, device));
 }
 
 std::string nccl_version() {

@@ -605,6 +605,38 @@ TEST(FashionMnist, BadDeviceOrPrecisionIsAUsageError) {
   }
 }
 
+// The launcher's variables are read strictly before anything starts (axon/rank_env.h): a bad one
+// is an error naming it, never a silent guess. Torchrun-style variables alone cannot start an MPI
+// world: the ranks would each train alone, so that is an error naming both views.
+TEST(FashionMnist, BadOrUnusableLauncherVariablesAreErrorsNamingThem) {
+  AXON_REQUIRE_MPI();
+  const std::string clean = "env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u PMIX_RANK -u SLURM_STEP_ID ";
+  Result bad = run_command(clean + "RANK=0 WORLD_SIZE=two " + bin("fashion_mnist") + " --synthetic 64 --no-progress");
+  EXPECT_EQ(bad.code, 1) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("fashion_mnist: error: WORLD_SIZE='two' is not a non-negative decimal integer"));
+
+  Result inconsistent = run_command(clean + "RANK=2 WORLD_SIZE=2 " + bin("fashion_mnist") + " --synthetic 64 --no-progress");
+  EXPECT_EQ(inconsistent.code, 1) << inconsistent.output;
+  EXPECT_THAT(inconsistent.output, HasSubstr("RANK=2 is not below WORLD_SIZE=2"));
+
+  Result alone = run_command(clean + "RANK=1 WORLD_SIZE=2 timeout -k 5 60 " + bin("fashion_mnist") +
+                             " --synthetic 64 --no-progress");
+  EXPECT_EQ(alone.code, 1) << alone.output;
+  EXPECT_THAT(alone.output, HasSubstr("the torchrun launcher variables say this is rank 1 of 2, but MPI started rank 0 of 1"));
+}
+
+// axonrun --backend B hands B to the ranks as AXON_BACKEND, the default of --backend.
+TEST(FashionMnist, AxonBackendVariableIsTheDefaultBackend) {
+  Result nccl = run_command("AXON_BACKEND=nccl " + bin("fashion_mnist") + " --synthetic 10 --no-progress");
+  EXPECT_EQ(nccl.code, 2) << nccl.output;
+  EXPECT_THAT(nccl.output, HasSubstr("nccl needs --device cuda"));
+  Result bad = run_command("AXON_BACKEND=gloo " + bin("fashion_mnist") + " --synthetic 10 --no-progress");
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("AXON_BACKEND='gloo': expected mpi, nccl or auto"));
+  Result flag_wins = run_command("AXON_BACKEND=nccl " + bin("fashion_mnist") + " --synthetic 10 --no-progress --backend mpi");
+  EXPECT_EQ(flag_wins.code, 0) << flag_wins.output;
+}
+
 // These run where there is a GPU (scripts/gpu-check.sh); elsewhere they skip, saying why.
 static int visible_gpus() { return axon::cuda::device_count(); }
 

@@ -21,12 +21,16 @@
 #include <utility>
 #include <vector>
 
+#include "../support/process.h"
+
 extern char** environ;
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+using axon::testing::job_gone_within;
+using axon::testing::job_processes;
 
 const std::string kAxonrun = std::string(AXON_BIN_DIR) + "/axonrun";
 
@@ -71,7 +75,9 @@ class Axonrun {
     for (char** entry = environ; *entry; ++entry) {
       std::string text = *entry;
       std::string name = text.substr(0, text.find('='));
-      bool drop = name == "AXON_MPIRUN";  // a user's override must not leak into the tests
+      // A user's override must not leak into the tests, nor a Slurm allocation that ctest runs in
+      // (axonrun would start srun instead of mpirun).
+      bool drop = name == "AXON_MPIRUN" || name == "AXON_SRUN" || name == "SLURM_JOB_ID";
       for (const auto& unset : changes.unset) drop = drop || name == unset;
       for (const auto& [key, value] : changes.set) drop = drop || name == key;
       if (!drop) env.push_back(text);
@@ -356,42 +362,6 @@ TEST(Axonrun, UserChosenQuietSettingIsLeftAlone) {
 #ifdef AXON_HAS_RANK_PROGRAM
 const std::string kRankProgram = std::string(AXON_BIN_DIR) + "/rank_program";
 
-// Every live process whose environment holds AXON_TEST_JOB=marker: axonrun, mpirun and the
-// ranks all inherit it, and a process re-parented to init keeps it.
-std::vector<pid_t> job_processes(const std::string& marker) {
-  const std::string entry = "AXON_TEST_JOB=" + marker;
-  std::vector<pid_t> found;
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return found;
-  while (dirent* d = ::readdir(proc)) {
-    char* end = nullptr;
-    long pid = std::strtol(d->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    std::ifstream environ_file("/proc/" + std::string(d->d_name) + "/environ", std::ios::binary);
-    std::string text((std::istreambuf_iterator<char>(environ_file)), std::istreambuf_iterator<char>());
-    // A zombie's environment reads empty: it no longer runs, so it does not count.
-    size_t at = text.find(entry);
-    if (at != std::string::npos && (at == 0 || text[at - 1] == '\0') &&
-        (at + entry.size() == text.size() || text[at + entry.size()] == '\0')) {
-      found.push_back(static_cast<pid_t>(pid));
-    }
-  }
-  ::closedir(proc);
-  return found;
-}
-
-// Waits (bounded) until no process of the job is left; kills any that are, so a failure
-// does not leave ranks running.
-bool job_gone_within(const std::string& marker, std::chrono::seconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (job_processes(marker).empty()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  for (pid_t pid : job_processes(marker)) ::kill(pid, SIGKILL);
-  return false;
-}
-
 // A two-rank MPI job that has started and is sleeping, tagged with a unique marker.
 struct SleepingJob {
   explicit SleepingJob(const std::string& name)
@@ -446,10 +416,22 @@ TEST(Axonrun, KilledLauncherTakesItsJobWithIt) {
   ASSERT_TRUE(sleeping.started()) << "the job never started: " << sleeping.job.err_so_far();
   ASSERT_GE(job_processes(sleeping.marker).size(), 4u) << "cannot see the job's processes";
 
-  ::kill(sleeping.job.pid(), SIGKILL);
+  const pid_t killed = sleeping.job.pid();
+  ::kill(killed, SIGKILL);
   Result r = sleeping.job.wait(60s);
   EXPECT_EQ(r.code, -SIGKILL);
   EXPECT_TRUE(job_gone_within(sleeping.marker, 15s)) << "mpirun or ranks outlived a SIGKILLed axonrun";
+
+  // Its heartbeat folder stayed behind; the next axonrun removes it.
+  auto leftover = [&] {
+    for (const auto& entry : fs::directory_iterator(fs::temp_directory_path()))
+      if (entry.path().filename().string().starts_with("axonrun-" + std::to_string(killed) + "-")) return true;
+    return false;
+  };
+  EXPECT_TRUE(leftover()) << "expected the killed axonrun's heartbeat folder";
+  Result next = run({"-n", "1", "/bin/true"});
+  EXPECT_EQ(next.code, 0) << next.err;
+  EXPECT_FALSE(leftover()) << "the next axonrun left the stale heartbeat folder";
 }
 
 // Open MPI's banners stay out of the way: the failing rank's own line is there, and axonrun's
@@ -462,8 +444,11 @@ TEST(Axonrun, FailingRankMessageIsNotBuriedInBanners) {
                              "Primary job", "-----------"}) {
     EXPECT_FALSE(contains(r.err, banner)) << "Open MPI banner '" << banner << "' in: " << r.err;
   }
-  EXPECT_TRUE(r.err.ends_with("axonrun: job failed with exit code 7 (2 ranks, command: " + kRankProgram + " fail 7)\n"))
+  // The summary is the last line and names the rank that failed first (from its heartbeat).
+  EXPECT_TRUE(r.err.ends_with(") failed first: exit status 7; its output is above (--tag-output marks each line's rank) (2 ranks, "
+                              "command: " + kRankProgram + " fail 7)\n"))
       << r.err;
+  EXPECT_TRUE(contains(r.err, "axonrun: job failed with exit code 7: rank 1 (pid ")) << r.err;
 }
 #endif
 
@@ -583,6 +568,126 @@ TEST(Axonrun, DryRunPrintsTheQuotedCommand) {
   EXPECT_EQ(r.out, "/bin/echo -np 2 --bind-to none sh -c 'echo it'\\''s $HOME'\n");
 }
 
+TEST(Axonrun, DryRunWithNodesHostsAndOptions) {
+  // -n is per node: 2 ranks on each of 2 hosts; remote ranks get Axon's variables through -x.
+  Result hosts = run({"-n", "2", "--hosts", "node1,node2", "--tag-output", "--mpirun", "/bin/echo", "--dry-run", "/bin/true", "-x"},
+                     {.unset = {"AXON_DISTRIBUTED_DEBUG", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"}});
+  EXPECT_EQ(hosts.code, 0) << hosts.err;
+  EXPECT_EQ(hosts.out,
+            "/bin/echo -np 4 --host node1:2,node2:2 --bind-to none --tag-output -x AXON_LAUNCHER -x AXON_HEARTBEAT_DIR /bin/true -x\n");
+
+  // --nnodes takes the first M hosts; --nproc-per-node is -n; --backend is exported.
+  TempFile hostfile("# the cluster\nnode1 slots=8\n\n  node2\t# second\nnode3\n");
+  Result file = run({"--nproc-per-node=3", "--hostfile", hostfile.path, "--nnodes", "2", "--backend", "nccl", "--mpirun",
+                     "/bin/echo", "--dry-run", "/bin/true"},
+                    {.unset = {"AXON_DISTRIBUTED_DEBUG", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"}});
+  EXPECT_EQ(file.code, 0) << file.err;
+  EXPECT_EQ(file.out,
+            "/bin/echo -np 6 --host node1:3,node2:3 --bind-to none -x AXON_LAUNCHER -x AXON_HEARTBEAT_DIR -x AXON_BACKEND /bin/true\n");
+
+  // One node: nothing to export (mpirun hands its environment to local ranks).
+  Result local = run({"-n", "1", "--tag-output", "--timeout", "7.5", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"});
+  EXPECT_EQ(local.out, "/bin/echo -np 1 --bind-to none --tag-output /bin/true\n");
+}
+
+TEST(Axonrun, BackendIsExportedToTheRanks) {
+  Result r = run({"-n", "2", "--backend", "mpi", "sh", "-c", "echo backend=$AXON_BACKEND"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "backend=mpi\nbackend=mpi\n");
+}
+
+TEST(Axonrun, TagOutputNamesEachLinesRank) {
+  Result r = run({"-n", "2", "--tag-output", "sh", "-c", "echo hello"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, ",0]<stdout>:hello\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, ",1]<stdout>:hello\n")) << r.out;
+}
+
+// Inside a Slurm allocation (SLURM_JOB_ID) the job starts with srun; a stand-in srun that lists
+// the PMIx plugin for --mpi=list and echoes anything else shows the command line.
+TEST(Axonrun, InsideASlurmAllocationSrunStartsTheJob) {
+  TempFile fake_srun("#!/bin/sh\nif [ \"$1\" = --mpi=list ]; then printf 'MPI plugin types are...\\n\\tnone\\n\\tpmix\\n'; "
+                     "exit 0; fi\necho \"$@\"\n",
+                     0700);
+  const EnvChanges slurm = {.unset = {"SLURM_MPI_TYPE", "SLURM_NNODES"},
+                            .set = {{"SLURM_JOB_ID", "42"}, {"SLURM_JOB_NUM_NODES", "1"}, {"AXON_SRUN", fake_srun.path}}};
+  Result dry = run({"-n", "2", "--tag-output", "--dry-run", "/bin/true", "a b"}, slurm);
+  EXPECT_EQ(dry.code, 0) << dry.err;
+  EXPECT_EQ(dry.out, fake_srun.path +
+                         " --nodes=1 --ntasks=2 --ntasks-per-node=2 --kill-on-bad-exit=1 --cpu-bind=none --mpi=pmix --label "
+                         "/bin/true 'a b'\n");
+
+  // Without -n, srun takes the allocation's tasks; the user's SLURM_MPI_TYPE is left to srun.
+  EnvChanges chosen = slurm;
+  chosen.set.push_back({"SLURM_MPI_TYPE", "pmi2"});
+  Result all = run({"--dry-run", "/bin/true"}, chosen);
+  EXPECT_EQ(all.code, 0) << all.err;
+  EXPECT_EQ(all.out, fake_srun.path + " --kill-on-bad-exit=1 --cpu-bind=none /bin/true\n");
+
+  // Two nodes from the allocation, and hosts as a node list.
+  EnvChanges two = slurm;
+  for (auto& [name, value] : two.set)
+    if (name == "SLURM_JOB_NUM_NODES") value = "2";
+  Result nodes = run({"-n", "4", "--hosts", "a,b", "--dry-run", "/bin/true"}, two);
+  EXPECT_EQ(nodes.out, fake_srun.path +
+                           " --nodes=2 --ntasks=8 --ntasks-per-node=4 --nodelist=a,b --kill-on-bad-exit=1 --cpu-bind=none "
+                           "--mpi=pmix /bin/true\n");
+
+  // An mpirun named on the command line is used inside the allocation too.
+  Result named = run({"-n", "1", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"}, slurm);
+  EXPECT_EQ(named.out, "/bin/echo -np 1 --bind-to none /bin/true\n");
+
+  // --launcher mpirun overrides the allocation.
+  Result forced = run({"-n", "1", "--launcher", "mpirun", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"}, slurm);
+  EXPECT_EQ(forced.out, "/bin/echo -np 1 --bind-to none /bin/true\n");
+
+  // The real run goes through the stand-in srun.
+  Result real = run({"-n", "2", "/bin/true"}, slurm);
+  EXPECT_EQ(real.code, 0) << real.err;
+  EXPECT_EQ(real.out, "--nodes=1 --ntasks=2 --ntasks-per-node=2 --kill-on-bad-exit=1 --cpu-bind=none --mpi=pmix /bin/true\n");
+}
+
+// axonrun started as a rank of another job would start one job per rank: it says so.
+TEST(Axonrun, WarnsWhenItRunsAsARankOfAnotherJob) {
+  Result nested = run({"-n", "1", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"},
+                      {.set = {{"SLURM_STEP_ID", "0"}, {"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "4"},
+                               {"SLURM_LOCALID", "1"}, {"SLURM_NODEID", "0"}}});
+  EXPECT_EQ(nested.code, 0) << nested.err;
+  EXPECT_TRUE(contains(nested.err, "axonrun: warning: axonrun itself runs as rank 1 of 4 (slurm launcher variables)"))
+      << nested.err;
+  Result alone = run({"-n", "1", "--mpirun", "/bin/echo", "--dry-run", "/bin/true"});
+  EXPECT_FALSE(contains(alone.err, "warning")) << alone.err;
+}
+
+TEST(Axonrun, RejectsBadNewOptionsNamingThem) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  TempFile empty_hostfile("# nothing\n");
+  TempFile bad_hostfile("node1\nno/de\n");
+  for (const Case& c : std::vector<Case>{
+           {{"--nproc-per-node", "0", "prog"}, "-n expects a positive integer number of ranks, got '0'"},
+           {{"-n", "1", "--nnodes", "x", "prog"}, "--nnodes expects a positive integer number of nodes, got 'x'"},
+           {{"-n", "1", "--nnodes", "2", "prog"}, "--nnodes 2 needs --hosts or --hostfile (or a Slurm allocation)"},
+           {{"-n", "1", "--hosts", "a,b", "--nnodes", "3", "prog"}, "--nnodes 3 but only 2 hosts given"},
+           {{"-n", "1", "--hosts", "a,,b", "prog"}, "--hosts 'a,,b': '' is not a host name"},
+           {{"-n", "1", "--hosts", "a", "--hostfile", "f", "prog"}, "give either --hosts or --hostfile, not both"},
+           {{"-n", "1", "--hostfile", "/no/such/file", "prog"}, "--hostfile '/no/such/file': cannot open"},
+           {{"-n", "1", "--hostfile", empty_hostfile.path, "prog"}, "--hostfile '" + empty_hostfile.path + "' names no host"},
+           {{"-n", "1", "--hostfile", bad_hostfile.path, "prog"}, "--hostfile " + bad_hostfile.path + ":2: 'no/de' is not a host name"},
+           {{"-n", "1", "--backend", "gloo", "prog"}, "--backend expects mpi, nccl or auto, got 'gloo'"},
+           {{"-n", "1", "--timeout", "-1", "prog"}, "--timeout expects seconds, a number from 0 (no watchdog) to 604800, got '-1'"},
+           {{"-n", "1", "--timeout", "nan", "prog"}, "--timeout expects seconds, a number from 0 (no watchdog) to 604800, got 'nan'"},
+           {{"-n", "1", "--timeout=", "prog"}, "--timeout expects seconds, a number from 0 (no watchdog) to 604800, got ''"},
+           {{"-n", "1", "--launcher", "ssh", "prog"}, "--launcher expects auto, mpirun or srun, got 'ssh'"},
+       }) {
+    Result r = run(c.args, {.unset = {"SLURM_JOB_ID"}});
+    EXPECT_EQ(r.code, 2) << c.message;
+    EXPECT_TRUE(contains(r.err, "axonrun: error: " + c.message)) << "expected: " << c.message << "\ngot: " << r.err;
+  }
+}
+
 TEST(Axonrun, MpirunOverrides) {
   // With echo standing in for mpirun, the job prints the mpirun arguments it was given.
   Result flag = run({"-n", "1", "--mpirun", "/bin/echo", "/bin/true"});
@@ -601,7 +706,9 @@ TEST(Axonrun, MpirunOverrides) {
 TEST(Axonrun, HelpAndVersion) {
   Result help = run({"--help"});
   EXPECT_EQ(help.code, 0);
-  EXPECT_TRUE(contains(help.out, "Usage: axonrun -n N")) << help.out;
+  EXPECT_TRUE(contains(help.out, "Usage: axonrun [-n N | --nproc-per-node N] [--nnodes M]")) << help.out;
+  for (const char* option : {"--hosts", "--hostfile", "--backend", "--timeout", "--tag-output", "--launcher", "--dry-run"})
+    EXPECT_TRUE(contains(help.out, option)) << option;
   EXPECT_TRUE(contains(help.out, "--allow-many-ranks")) << help.out;
   EXPECT_TRUE(contains(help.out, "--bind-to none")) << help.out;
 

@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "axon/rank_env.h"
 #include "axon/tensor.h"
 
 namespace axon {
@@ -79,7 +80,15 @@ bool distributed_debug_enabled();
 // and the real collective is not made, so no rank's buffer is written past its end. Costs a
 // latency-bound all-reduce per collective: for debugging, not for production runs.
 std::unique_ptr<Communicator> with_collective_checks(std::unique_ptr<Communicator> inner);
-// Whether this process was started by a launcher that runs several ranks.
+// Wraps `inner` so that each collective is recorded in this rank's heartbeat file while it runs
+// (axon/heartbeat.h), when AXON_HEARTBEAT_DIR is set (axonrun sets it), and so that a rank that
+// waits in one collective longer than AXON_COLLECTIVE_TIMEOUT seconds exits (status 124); returns
+// `inner` itself when neither is set. Costs two small pwrite calls per collective. The MPI and
+// NCCL factories apply it. Throws CommError naming AXON_COLLECTIVE_TIMEOUT when it is malformed.
+std::unique_ptr<Communicator> with_heartbeat(std::unique_ptr<Communicator> inner);
+// Whether a launcher started this process as a rank of a job: rank_environment().launched()
+// (Open MPI, a Slurm job step, MPICH/Hydra or torchrun variables). Throws RankEnvironmentError
+// when those variables are malformed or inconsistent.
 bool launched_with_ranks();
 
 // A program that is about to exit with a failure that every rank hit at the same point (an error
@@ -90,16 +99,18 @@ bool launched_with_ranks();
 void mark_failure_collective();
 bool failure_is_collective();
 
-// How many ranks share this machine (from the launcher's environment; 1 when unknown).
+// How many ranks share this node: rank_environment().local_world_size (1 for a single process).
+// Throws RankEnvironmentError naming the variable when the launcher's variables are malformed or
+// inconsistent (axon/rank_env.h has the variables and their order of precedence).
 int local_world_size();
-// This rank's index among the ranks on its machine (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID,
-// SLURM_LOCALID or LOCAL_RANK; 0 when unknown). Picks the GPU: local_rank % device_count.
+// This rank's index among the ranks on its node: rank_environment().local_rank (0 for a single
+// process). Picks the GPU: local_rank % device_count. Throws like local_world_size().
 int local_rank();
 
 // This process's rank as the launcher announced it (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK,
 // SLURM_PROCID, first one set), readable before MPI starts, so a program can print what is the
-// same on every rank (usage errors, --help) from rank 0 only. 0 when no launcher set one, or
-// when the value is not a plain non-negative decimal number.
+// same on every rank (usage errors, --help) from rank 0 only. Never throws: 0 when no launcher
+// set one, or when the value is not a plain non-negative decimal number.
 int launcher_rank();
 
 }  // namespace axon

@@ -1,0 +1,77 @@
+// Rank heartbeats: how axonrun's watchdog sees each rank's progress. Standard library and POSIX
+// only, so that axonrun (which depends on nothing else in Axon) compiles it in as well.
+//
+// axonrun creates a folder and exports it as AXON_HEARTBEAT_DIR. Each rank that makes an MPI
+// communicator keeps one file there, "rank-<R>", holding one fixed-width line that it rewrites in
+// place (one pwrite, no allocation) when it enters or leaves a collective and when it exits:
+//
+//   axon-heartbeat 1 rank=1 pid=4242 host=vm state=collective seq=7 op=allreduce since=<ns>
+//       updated=<ns> status=0
+//
+// state is "running" (outside a collective; seq collectives completed), "collective" (inside
+// collective number seq, op, since `since`), or "exited" (status). Times are CLOCK_REALTIME
+// nanoseconds, so ranks on other nodes compare when the folder is on a shared file system.
+// docs/launching.md explains how the watchdog decides that a job is stuck.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace axon::heartbeat {
+
+// The environment variable naming the folder; ranks write nothing when it is unset.
+inline constexpr const char* kDirVariable = "AXON_HEARTBEAT_DIR";
+// Seconds a rank may wait inside one collective before it exits with kCollectiveTimeoutStatus
+// (unset: no limit). The in-rank fallback for jobs without axonrun's watchdog (bare mpirun or
+// srun, ranks on nodes that do not share the heartbeat folder).
+inline constexpr const char* kCollectiveTimeoutVariable = "AXON_COLLECTIVE_TIMEOUT";
+inline constexpr int kCollectiveTimeoutStatus = 124;
+
+enum class State { running, collective, exited };
+
+struct Record {
+  int rank = 0;
+  long pid = 0;
+  std::string host;
+  State state = State::running;
+  std::uint64_t seq = 0;    // collectives completed (running), or the one in progress (collective)
+  std::string op = "none";  // the collective in progress or the last one; no spaces
+  std::int64_t since_ns = 0;    // when the current state began
+  std::int64_t updated_ns = 0;  // when the record was written
+  int status = 0;               // exit status (state exited)
+};
+
+// "running", "collective", "exited".
+const char* state_name(State state);
+// The file of rank `rank` in `dir`: "<dir>/rank-<rank>".
+std::string file_for(const std::string& dir, int rank);
+// The record as one line, padded with spaces to a fixed width (ends with '\n').
+std::string format(const Record& record);
+// A line written by format(); nullopt when it is not one (e.g. torn by a concurrent rewrite).
+std::optional<Record> parse(std::string_view line);
+// CLOCK_REALTIME in nanoseconds.
+std::int64_t now_ns();
+
+// AXON_COLLECTIVE_TIMEOUT in seconds; nullopt when unset. Throws std::invalid_argument naming the
+// variable and its value when it is not plain decimal seconds in (0, 604800].
+std::optional<double> collective_timeout_from_env();
+
+// This process's heartbeat writer. All functions are no-ops until start(); the file is written
+// only when AXON_HEARTBEAT_DIR is set. They never throw (a heartbeat that cannot be written must
+// not stop training: the watchdog then does not see this rank, which docs/launching.md
+// describes). Thread-safe; nested collectives (a NCCL communicator forwarding to the MPI one)
+// count once. With collective_timeout_s > 0, a thread ends the process (_exit with
+// kCollectiveTimeoutStatus, after a message naming the rank and the collective) once it has
+// waited that long inside one collective.
+void start(int rank, double collective_timeout_s = 0);
+void collective_begin(const char* op);
+void collective_end();
+// Progress without a collective: rewrites the record with a fresh time, so that the watchdog does
+// not take a long phase without collectives (writing a checkpoint, loading a large data set) for
+// a hang. Call it every few seconds in such a phase.
+void progress();
+void exiting(int status);
+
+}  // namespace axon::heartbeat

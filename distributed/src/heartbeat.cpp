@@ -1,0 +1,240 @@
+// Rank heartbeats (see axon/heartbeat.h). Standard library and POSIX only: axonrun compiles it in.
+#include "axon/heartbeat.h"
+
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+namespace axon::heartbeat {
+
+namespace {
+
+constexpr size_t kWidth = 255;  // the line's length without '\n'
+constexpr const char* kMagic = "axon-heartbeat 1 ";
+
+struct Writer {
+  std::mutex mutex;
+  bool active = false;  // start() has run: the record is kept (and written when fd >= 0)
+  int fd = -1;
+  Record record;
+  int depth = 0;  // nested collectives
+  double collective_timeout_s = 0;
+
+  void write_locked() {
+    if (fd < 0) return;
+    record.updated_ns = now_ns();
+    const std::string line = format(record);
+    if (::pwrite(fd, line.data(), line.size(), 0) != static_cast<ssize_t>(line.size())) {
+      // A full disk or a folder that went away: stop writing; the watchdog then ignores the
+      // stale record's age only after the rank's last update (see docs/launching.md).
+      ::close(fd);
+      fd = -1;
+    }
+  }
+};
+
+Writer& writer() {
+  static Writer* w = new Writer;  // never destroyed: exiting() runs from on_exit handlers
+  return *w;
+}
+
+bool parse_field(std::string_view& rest, std::string_view key, std::string_view& value) {
+  while (rest.starts_with(' ')) rest.remove_prefix(1);
+  if (!rest.starts_with(key) || rest.size() <= key.size() || rest[key.size()] != '=') return false;
+  rest.remove_prefix(key.size() + 1);
+  size_t end = rest.find(' ');
+  value = rest.substr(0, end);
+  rest.remove_prefix(end == std::string_view::npos ? rest.size() : end);
+  return !value.empty();
+}
+
+template <typename T>
+bool parse_number(std::string_view text, T& out) {
+  if (text.empty() || text.size() > 20) return false;
+  bool negative = text.front() == '-';
+  if (negative) text.remove_prefix(1);
+  if (text.empty()) return false;
+  unsigned long long n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<unsigned long long>(c - '0');
+  }
+  out = negative ? static_cast<T>(-static_cast<long long>(n)) : static_cast<T>(n);
+  return true;
+}
+
+}  // namespace
+
+const char* state_name(State state) {
+  switch (state) {
+    case State::running: return "running";
+    case State::collective: return "collective";
+    case State::exited: return "exited";
+  }
+  return "running";
+}
+
+std::string file_for(const std::string& dir, int rank) { return dir + "/rank-" + std::to_string(rank); }
+
+std::int64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::string format(const Record& r) {
+  char buffer[kWidth + 2];
+  int n = std::snprintf(buffer, sizeof buffer, "%srank=%d pid=%ld host=%.64s state=%s seq=%llu op=%.32s since=%lld updated=%lld status=%d",
+                        kMagic, r.rank, r.pid, r.host.empty() ? "?" : r.host.c_str(), state_name(r.state),
+                        static_cast<unsigned long long>(r.seq), r.op.empty() ? "none" : r.op.c_str(),
+                        static_cast<long long>(r.since_ns), static_cast<long long>(r.updated_ns), r.status);
+  std::string line(buffer, static_cast<size_t>(n < 0 ? 0 : std::min<int>(n, kWidth)));
+  line.resize(kWidth, ' ');
+  return line + '\n';
+}
+
+std::optional<Record> parse(std::string_view line) {
+  if (!line.starts_with(kMagic) || !line.ends_with('\n')) return std::nullopt;
+  line.remove_prefix(std::strlen(kMagic));
+  Record r;
+  std::string_view v;
+  std::string_view rest = line;
+  if (!parse_field(rest, "rank", v) || !parse_number(v, r.rank)) return std::nullopt;
+  if (!parse_field(rest, "pid", v) || !parse_number(v, r.pid)) return std::nullopt;
+  if (!parse_field(rest, "host", v)) return std::nullopt;
+  r.host = v;
+  if (!parse_field(rest, "state", v)) return std::nullopt;
+  if (v == "running") r.state = State::running;
+  else if (v == "collective") r.state = State::collective;
+  else if (v == "exited") r.state = State::exited;
+  else return std::nullopt;
+  if (!parse_field(rest, "seq", v) || !parse_number(v, r.seq)) return std::nullopt;
+  if (!parse_field(rest, "op", v)) return std::nullopt;
+  r.op = v;
+  if (!parse_field(rest, "since", v) || !parse_number(v, r.since_ns)) return std::nullopt;
+  if (!parse_field(rest, "updated", v) || !parse_number(v, r.updated_ns)) return std::nullopt;
+  if (!parse_field(rest, "status", v) || !parse_number(v, r.status)) return std::nullopt;
+  while (rest.starts_with(' ')) rest.remove_prefix(1);
+  if (rest != "\n") return std::nullopt;
+  return r;
+}
+
+namespace {
+
+// AXON_COLLECTIVE_TIMEOUT: ends this process when it has waited in one collective that long.
+// Checked every 200 ms by a thread of its own; _exit so that no exit handler touches MPI, which
+// the main thread is inside of. The launcher (mpirun, srun --kill-on-bad-exit) then ends the job.
+void watch_collectives() {
+  Writer& w = writer();
+  while (true) {
+    ::usleep(200'000);
+    std::lock_guard lock(w.mutex);
+    if (w.depth == 0) continue;
+    const double waited = static_cast<double>(now_ns() - w.record.since_ns) / 1e9;
+    if (waited < w.collective_timeout_s) continue;
+    std::fprintf(stderr,
+                 "axon: rank %d (pid %ld, host %s): collective #%llu (%s) has waited %.1f s for the other ranks "
+                 "(AXON_COLLECTIVE_TIMEOUT=%g); exiting with status %d to stop the job (a rank that has not reached "
+                 "this collective is stuck; axonrun's watchdog names it)\n",
+                 w.record.rank, w.record.pid, w.record.host.c_str(), static_cast<unsigned long long>(w.record.seq),
+                 w.record.op.c_str(), waited, w.collective_timeout_s, kCollectiveTimeoutStatus);
+    std::fflush(stderr);
+    w.record.state = State::exited;
+    w.record.status = kCollectiveTimeoutStatus;
+    w.record.since_ns = now_ns();
+    w.write_locked();
+    ::_exit(kCollectiveTimeoutStatus);
+  }
+}
+
+}  // namespace
+
+std::optional<double> collective_timeout_from_env() {
+  const char* text = std::getenv(kCollectiveTimeoutVariable);
+  if (!text || !*text) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const double seconds = std::strtod(text, &end);
+  // Plain decimal seconds: no hex, inf or nan, nothing after the number, positive, at most a week.
+  const bool plain = std::strspn(text, "0123456789.") == std::strlen(text);
+  if (!plain || end == text || *end != '\0' || errno != 0 || !(seconds > 0) || seconds > 7 * 24 * 3600.0) {
+    throw std::invalid_argument(std::string(kCollectiveTimeoutVariable) + "='" + text +
+                                "' is not a number of seconds > 0 (at most 604800)");
+  }
+  return seconds;
+}
+
+void start(int rank, double collective_timeout_s) {
+  Writer& w = writer();
+  std::lock_guard lock(w.mutex);
+  if (w.active) return;
+  w.active = true;
+  char host[256] = "?";
+  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  for (char* p = host; *p; ++p)
+    if (*p == ' ' || *p == '\n') *p = '_';
+  w.record = Record{.rank = rank, .pid = static_cast<long>(::getpid()), .host = host, .state = State::running,
+                    .seq = 0, .op = "none", .since_ns = now_ns(), .updated_ns = 0, .status = 0};
+  if (collective_timeout_s > 0) {
+    w.collective_timeout_s = collective_timeout_s;
+    std::thread(watch_collectives).detach();
+  }
+  const char* dir = std::getenv(kDirVariable);
+  if (!dir || !*dir) return;
+  const std::string path = file_for(dir, rank);
+  w.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (w.fd < 0) {
+    std::fprintf(stderr, "axon: warning: rank %d cannot write its heartbeat file %s: %s (the launcher's watchdog will not see this rank)\n",
+                 rank, path.c_str(), std::strerror(errno));
+    return;
+  }
+  w.write_locked();
+}
+
+void collective_begin(const char* op) {
+  Writer& w = writer();
+  std::lock_guard lock(w.mutex);
+  if (!w.active || w.depth++ > 0) return;
+  w.record.state = State::collective;
+  w.record.seq += 1;
+  w.record.op = op;
+  w.record.since_ns = now_ns();
+  w.write_locked();
+}
+
+void collective_end() {
+  Writer& w = writer();
+  std::lock_guard lock(w.mutex);
+  if (!w.active || w.depth == 0 || --w.depth > 0) return;
+  w.record.state = State::running;
+  w.record.since_ns = now_ns();
+  w.write_locked();
+}
+
+void progress() {
+  Writer& w = writer();
+  std::lock_guard lock(w.mutex);
+  if (w.fd < 0) return;
+  w.write_locked();
+}
+
+void exiting(int status) {
+  Writer& w = writer();
+  std::lock_guard lock(w.mutex);
+  if (!w.active) return;
+  w.record.state = State::exited;
+  w.record.status = status;
+  w.record.since_ns = now_ns();
+  w.write_locked();
+}
+
+}  // namespace axon::heartbeat
