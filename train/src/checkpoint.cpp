@@ -17,6 +17,8 @@
 #include <limits>
 #include <set>
 
+#include "axon/heartbeat.h"
+
 namespace axon {
 
 namespace fs = std::filesystem;
@@ -63,8 +65,11 @@ void write_file_synced(const std::string& path, const std::string& data) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw CheckpointError(fmt::format("checkpoint: cannot create {}: {}", path, errno_text(errno)));
   size_t done = 0;
+  constexpr size_t kChunk = size_t{64} << 20;
   while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    // A big checkpoint takes a while: tell axonrun's watchdog this rank is busy, not hung.
+    heartbeat::progress();
+    const ssize_t n = ::write(fd, data.data() + done, std::min(kChunk, data.size() - done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const int err = n < 0 ? errno : ENOSPC;
