@@ -542,3 +542,44 @@ TEST_F(LogsTest, ValidationEveryNStepsReachesHandlersAndTensorBoard) {
 
 }  // namespace
 }  // namespace axon
+
+namespace axon {
+namespace {
+
+// Gradient accumulation (groups of 3 batches, the last group of an epoch shorter) with
+// checkpoints every 2 optimizer steps: saves happen only at group ends, and resuming from any of
+// them is bit-identical.
+TEST_F(ResumeTest, WithGradientAccumulationSavesAtGroupEndsAndResumesExactly) {
+  const data::Dataset train = tiny_dataset(448, 1);  // 14 batches of 32: groups 3+3+3+3+2
+  auto run = [&](const std::string& resume_from, const std::string& save_to) {
+    Parameters params = init(small_model(), 9);
+    auto opt = adam({.lr = 3e-3});
+    auto comm = make_local_communicator();
+    TrainOptions o{.epochs = 2, .batch_size = 32, .seed = 4, .progress = false};
+    o.grad_accum = 3;
+    Trainer trainer(small_model(), params, *opt, *comm, o);
+    if (!save_to.empty()) {
+      ModelCheckpointOptions saving;
+      saving.dir = save_to;
+      saving.every_steps = 2;
+      trainer.add_callback(model_checkpoint(saving));
+    }
+    if (!resume_from.empty()) trainer.load_checkpoint(resume_from);
+    trainer.fit(train);
+    return std::make_pair(parameters_sha256(params), opt->steps());
+  };
+  const auto straight = run("", "");
+  EXPECT_EQ(straight.second, 10);  // 5 optimizer steps per epoch
+  run("", path("ga"));
+  const std::vector<std::string> saved = list_checkpoints(path("ga"));
+  ASSERT_FALSE(saved.empty());
+  for (const std::string& ck : saved) {
+    const nlohmann::json meta = read_checkpoint(ck).meta;
+    const int64_t in_epoch = meta["step_in_epoch"];
+    EXPECT_TRUE(in_epoch % 3 == 0 || in_epoch == 14) << ck << " saved inside a group at batch " << in_epoch;
+    EXPECT_EQ(run(ck, "").first, straight.first) << ck;
+  }
+}
+
+}  // namespace
+}  // namespace axon
