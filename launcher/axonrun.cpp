@@ -129,9 +129,11 @@ void print_usage(std::FILE* out) {
       "axonrun warns about an invalid value of either variable and starts the job: ranks given\n"
       "--threads ignore it, the others reject it.\n"
       "\n"
-      "Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM stop the whole job;\n"
-      "axonrun then exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM). If axonrun\n"
-      "is killed (even by SIGKILL), mpirun gets SIGTERM and stops the ranks.\n"
+      "Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGALRM stop the whole job; axonrun then\n"
+      "exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM). If axonrun is killed\n"
+      "(even by SIGKILL), mpirun gets SIGTERM and stops the ranks. SIGUSR1 and SIGUSR2 are\n"
+      "passed on to every rank and the job goes on: Axon programs with a checkpoint folder\n"
+      "checkpoint and exit 4 (preemption, e.g. Slurm's --signal=B:USR1@60; slurm/requeue.sbatch).\n"
       "\n"
       "Exit code: the first failing rank's; 128 + N when stopped by signal N; 124 when the watchdog\n"
       "stopped a stuck job; 2 when axonrun could not start the job.\n",
@@ -720,7 +722,11 @@ class StderrFilter {
 // signal mpirun documents as "kill the job" (it forwards SIGUSR1/2 to the ranks, which would
 // die of them or ignore them, and its handling of SIGHUP/SIGQUIT is not a documented contract).
 // SIGKILL cannot be caught: see start_mpirun for how the job still ends with axonrun.
-constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM};
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM};
+// Signals passed on to the ranks as they are, the job going on: SIGUSR1/SIGUSR2 are how clusters
+// ask for a checkpoint before a time limit or preemption (Slurm's --signal); mpirun and srun
+// forward them to every rank, whose preemption handler (axon/preemption.h) checkpoints and exits.
+constexpr int kForwardedSignals[] = {SIGUSR1, SIGUSR2};
 
 // The running mpirun, for the signal handler; 0 when there is none.
 std::atomic<pid_t> g_child{0};
@@ -728,6 +734,13 @@ std::atomic<pid_t> g_child{0};
 std::atomic<int> g_stop_signal{0};
 static_assert(std::atomic<pid_t>::is_always_lock_free, "signal handler needs a lock-free pid");
 static_assert(std::atomic<int>::is_always_lock_free, "signal handler needs a lock-free int");
+
+extern "C" void forward_to_job(int signo) {
+  int saved_errno = errno;
+  pid_t child = g_child.load();
+  if (child > 0) ::kill(child, signo);
+  errno = saved_errno;
+}
 
 extern "C" void stop_job(int signo) {
   int saved_errno = errno;
@@ -771,6 +784,9 @@ pid_t start_mpirun(const std::vector<std::string>& args, const sigset_t& handled
     // pending must end this child, not run axonrun's handler here and be lost. The mask survives
     // exec, and mpirun must see its signals.
     for (int signo : kStopSignals) {
+      if (::sigismember(&handled, signo) == 1) ::signal(signo, SIG_DFL);
+    }
+    for (int signo : kForwardedSignals) {
       if (::sigismember(&handled, signo) == 1) ::signal(signo, SIG_DFL);
     }
     ::sigaction(SIGPIPE, &sigpipe, nullptr);
@@ -927,6 +943,17 @@ int run_and_wait(const std::vector<std::string>& args, bool filter_stderr, Watch
     if (current.sa_handler == SIG_IGN) continue;  // e.g. nohup, a background job: keep ignoring it
     struct sigaction action {};
     action.sa_handler = stop_job;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    ::sigaction(signo, &action, nullptr);
+    sigaddset(&handled, signo);
+  }
+  for (int signo : kForwardedSignals) {
+    struct sigaction current {};
+    ::sigaction(signo, nullptr, &current);
+    if (current.sa_handler == SIG_IGN) continue;
+    struct sigaction action {};
+    action.sa_handler = forward_to_job;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
     ::sigaction(signo, &action, nullptr);

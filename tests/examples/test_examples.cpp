@@ -820,3 +820,23 @@ TEST_F(TinyData, APreemptionSignalCheckpointsAndTheResumedRunMatches) {
     EXPECT_EQ(b["train_loss"], a["train_loss"]);
   }
 }
+
+// SIGUSR1 to axonrun (what Slurm's --signal=B:USR1 sends the batch script, which passes it on)
+// reaches every rank through mpirun: they checkpoint at the same step and the job exits 4.
+TEST_F(TinyData, SigUsr1ToAxonrunCheckpointsEveryRank) {
+  AXON_REQUIRE_MPI();
+  const std::string ck = (dir_ / "usr1").string();
+  const std::string job = bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
+                          " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 2000 --epochs 30 --checkpoint-dir " +
+                          ck + " --checkpoint-every 5";
+  Result r = run_command("( " + job + " & for i in $(seq 600); do [ -d " + ck +
+                         "/step-000000005 ] && break; sleep 0.05; done; kill -USR1 $!; wait $! )");
+  EXPECT_EQ(r.code, 4) << r.output;
+  EXPECT_EQ(count(r.output, "fashion_mnist: preempted by signal 10"), 1u) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("stopped by SIGUSR1")));
+  Result resumed = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
+                               " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 2000 --epochs 30 --checkpoint-dir " +
+                               ck + " --resume auto");
+  EXPECT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_FALSE(last_json_line(resumed.output)["resumed_from"].is_null());
+}
