@@ -159,6 +159,34 @@ sleep 1
 left=$(grep -l "AXON_TEST_JOB=$marker2" /proc/[0-9]*/environ 2>/dev/null | wc -l)
 check "srun: no process of the step is left" test "$left" -eq 0
 
+# 7. requeue.sbatch: SIGUSR1 to the batch script (what --signal=B:USR1@60 sends before the time
+#    limit) reaches the ranks, which checkpoint and exit 4; the script requeues the job, and the
+#    second run resumes and finishes with the parameters of an uninterrupted run.
+rq_args="--synthetic 3000 --batch-size 16 --threads 1 --seed 3 --epochs 12 --no-progress --checkpoint-every 5"
+rq_ck="$work/rq-ck"
+rq_id=$(submit "$work/rq.out" -n 2 --export="ALL,AXON_BIN=$bin,TRAIN_ARGS=$rq_args,CHECKPOINT_DIR=$rq_ck" \
+  "$checkout/slurm/requeue.sbatch")
+for ((i = 0; i < 1200; i++)); do [[ -d $rq_ck/step-000000005 ]] && break; sleep 0.1; done
+scancel --signal=USR1 --batch "$rq_id"
+rq_start=$SECONDS
+for ((i = 0; i < 1500; i++)); do  # the requeued run: until it has ended for good (300 s at most)
+  rq_state=$(job_field "$rq_id" JobState)
+  [[ $rq_state == COMPLETED || $rq_state == FAILED || $rq_state == CANCELLED || $rq_state == TIMEOUT ]] && break
+  sleep 0.2
+done
+echo "requeue.sbatch: job $rq_id $rq_state after $((SECONDS - rq_start)) s exit $(job_field "$rq_id" ExitCode), restarts $(job_field "$rq_id" Restarts)"
+check "requeue.sbatch: SIGUSR1 checkpoints, the job requeues once and completes" \
+  test "$rq_state/$(job_field "$rq_id" Restarts)" = "COMPLETED/1" || show "$work/rq.out"
+check "requeue.sbatch: the ranks were preempted with a checkpoint" grep -q "fashion_mnist: preempted by signal 10" "$work/rq.out"
+# shellcheck disable=SC2086
+"$bin/axonrun" -n 2 -- "$bin/fashion_mnist" ${rq_args/--checkpoint-every 5/} >"$work/rq-straight.out" 2>"$work/rq-straight.err"
+check "requeue.sbatch: the resumed run ends with the parameters of an uninterrupted one" python3 -c '
+import json, sys
+a, b = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:])
+print("  params_sha256 %s (requeued) vs %s (straight)" % (a["params_sha256"][:16], b["params_sha256"][:16]))
+sys.exit(0 if a["params_sha256"] == b["params_sha256"] and a["resumed_from"] else 1)' "$work/rq.out" "$work/rq-straight.out" ||
+  show "$work/rq-straight.err"
+
 echo "gpu.sbatch: not run here: this test Slurm has no GPUs (no gres); scripts/gpu-check.sh covers GPU training"
 echo "slurm test: $((SECONDS - start)) s"
 echo "$passed passed, $failed failed"
