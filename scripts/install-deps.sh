@@ -11,6 +11,8 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  # Tests run small Python scripts (an independent TensorBoard reader, JSON checks in the Slurm test).
+  python3
   # A real single-node Slurm for tests/slurm (srun, sbatch; munge authenticates the daemons).
   slurmctld slurmd slurm-client munge
 )
