@@ -170,13 +170,23 @@ for ((i = 0; i < 1200; i++)); do [[ -d $rq_ck/step-000000005 ]] && break; sleep 
 scancel --signal=USR1 --batch "$rq_id"
 rq_start=$SECONDS
 rq_released=0
-for ((i = 0; i < 1500; i++)); do  # the requeued run: until it has ended for good (300 s at most)
+for ((i = 0; i < 1500; i++)); do  # until the requeued (second) run has ended (300 s at most)
   rq_state=$(job_field "$rq_id" JobState)
-  # Slurm holds a requeued job back for a while (BeginTime two minutes on): start it now.
-  if [[ $rq_state == PENDING && $rq_released == 0 && $(job_field "$rq_id" Restarts) == 1 ]]; then
+  rq_restarts=$(job_field "$rq_id" Restarts)
+  # Slurm holds a requeued job back for two minutes: once the first run's processes are gone
+  # (a new step must not start while the old one is still being torn down), start it now.
+  if [[ $rq_state == PENDING && $rq_released == 0 && $rq_restarts == 1 ]]; then
+    for ((j = 0; j < 300; j++)); do
+      pgrep -f "fashion_mnist.*$rq_ck" >/dev/null || pgrep -f "slurmstepd: \[$rq_id" >/dev/null ||
+        [[ -n $(squeue -h -s -j "$rq_id" 2>/dev/null) ]] || break
+      sleep 0.1
+    done
+    sleep 5
     scontrol update JobId="$rq_id" StartTime=now && rq_released=1
   fi
-  [[ $rq_state == COMPLETED || $rq_state == FAILED || $rq_state == CANCELLED || $rq_state == TIMEOUT ]] && break
+  if [[ $rq_restarts == 1 ]] && grep -q "run 2;" "$work/rq.out" 2>/dev/null; then
+    case $rq_state in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL) break ;; esac
+  fi
   sleep 0.2
 done
 echo "requeue.sbatch: job $rq_id $rq_state after $((SECONDS - rq_start)) s exit $(job_field "$rq_id" ExitCode), restarts $(job_field "$rq_id" Restarts)"
