@@ -33,9 +33,8 @@ using axon::testing::run_command;
 
 static std::string bin(const std::string& name) { return std::string(AXON_BIN_DIR) + "/" + name; }
 
-// The last line that is a JSON object. Not simply the last line: under mpirun, stdout and
-// stderr reach us through separate pipes, so rank 0's stderr lines (epoch summaries) may arrive
-// after its final JSON line on stdout.
+// The last line of a command's stdout that is a JSON object (the examples print their result
+// last, as one JSON line; a rank's stdout may still carry other lines).
 static nlohmann::json last_json_line(const std::string& output) {
   size_t end = output.size();
   while (end > 0) {
@@ -200,7 +199,7 @@ TEST(FashionMnist, TwoRanksThroughTheLauncherTrainToTheTarget) {
   Result r = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
                  " --model mlp --epochs 1 --batch-size 128 --optimizer adam --threads 1 --no-progress");
   ASSERT_EQ(r.code, 0) << r.output;
-  nlohmann::json j = last_json_line(r.output);
+  nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_EQ(j["world_size"], 2);
   EXPECT_EQ(j["model"], "mlp");
   EXPECT_EQ(j["epochs"], 1);
@@ -212,7 +211,7 @@ TEST(FashionMnist, TwoRanksThroughTheLauncherTrainToTheTarget) {
   Result again = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
                      " --model mlp --epochs 1 --batch-size 128 --optimizer adam --threads 1 --no-progress");
   ASSERT_EQ(again.code, 0) << again.output;
-  EXPECT_EQ(last_json_line(again.output)["params_sha256"], j["params_sha256"]);
+  EXPECT_EQ(last_json_line(again.stdout_text)["params_sha256"], j["params_sha256"]);
 }
 
 TEST(FashionMnist, AFailedRankStopsTheWholeJobWithAnExplanation) {
@@ -366,7 +365,7 @@ TEST(FashionMnist, EmptyTestSplitIsReportedAsNotMeasured) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("test split is empty"));
   EXPECT_THAT(r.output, HasSubstr("test metrics not measured"));
-  nlohmann::json j = last_json_line(r.output);
+  nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_TRUE(j["test_accuracy"].is_null()) << j;
   EXPECT_TRUE(j["test_loss"].is_null()) << j;
   EXPECT_EQ(j["test_samples"], 0);
@@ -419,7 +418,7 @@ TEST_F(TinyData, EveryOptimizerAndScheduleTrains) {
     const std::string schedule = schedules[i % schedules.size()];
     Result r = run_command(tiny_run("--optimizer " + optimizers[i] + " --lr 0.001 --lr-schedule " + schedule));
     ASSERT_EQ(r.code, 0) << optimizers[i] << " " << schedule << "\n" << r.output;
-    const nlohmann::json j = last_json_line(r.output);
+    const nlohmann::json j = last_json_line(r.stdout_text);
     EXPECT_EQ(j["optimizer"], optimizers[i]);
     EXPECT_EQ(j["lr_schedule"], schedule);
     EXPECT_TRUE(j["test_accuracy"].is_number()) << optimizers[i];
@@ -437,7 +436,7 @@ TEST_F(TinyData, EveryOptimizerAndScheduleTrains) {
 TEST_F(TinyData, ResultJsonRecordsEverythingTheHashDependsOn) {
   Result r = run_command(tiny_run("--seed 7 --lr 0.01 --optimizer sgd --model mlp"));
   ASSERT_EQ(r.code, 0) << r.output;
-  const nlohmann::json j = last_json_line(r.output);
+  const nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_EQ(j["model"], "mlp");
   EXPECT_EQ(j["optimizer"], "sgd");
   EXPECT_EQ(j["lr"], 0.01);
@@ -461,7 +460,7 @@ TEST_F(TinyData, SameRecordedSettingsGiveTheSameHash) {
   ASSERT_EQ(a.code, 0) << a.output;
   ASSERT_EQ(b.code, 0) << b.output;
   ASSERT_EQ(other.code, 0) << other.output;
-  nlohmann::json ja = last_json_line(a.output), jb = last_json_line(b.output), jo = last_json_line(other.output);
+  nlohmann::json ja = last_json_line(a.stdout_text), jb = last_json_line(b.stdout_text), jo = last_json_line(other.stdout_text);
   for (const char* timing : {"train_samples_per_s", "epoch_samples_per_s"}) {  // the only keys that may differ
     ja.erase(timing);
     jb.erase(timing);
@@ -580,7 +579,7 @@ TEST(FashionMnist, Bf16MixedPrecisionTrainsToTheTargetOnTheCpu) {
   Result r = run_command(bin("fashion_mnist") + " --model mlp --epochs 1 --batch-size 128 --threads 1 --no-progress"
                          " --precision bf16");
   ASSERT_EQ(r.code, 0) << r.output;
-  nlohmann::json j = last_json_line(r.output);
+  nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_EQ(j["dtype"], "bf16");
   EXPECT_EQ(j["device"], "cpu");
   EXPECT_GE(j["test_accuracy"].get<double>(), 0.82);
@@ -589,7 +588,7 @@ TEST(FashionMnist, Bf16MixedPrecisionTrainsToTheTargetOnTheCpu) {
 TEST(FashionMnist, SyntheticDataHasNoTestMetrics) {
   Result r = run_command(bin("fashion_mnist") + " --synthetic 300 --batch-size 32 --threads 1 --no-progress");
   ASSERT_EQ(r.code, 0) << r.output;
-  nlohmann::json j = last_json_line(r.output);
+  nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_TRUE(j["test_accuracy"].is_null());
   EXPECT_EQ(j["test_samples"], 0);
   EXPECT_EQ(j["data"], "synthetic(300 samples, seed 0)");
@@ -650,7 +649,7 @@ TEST(FashionMnistGpu, TrainsToTheTargetOnOneGpuInF32AndBf16) {
         Result r = run_command(bin("fashion_mnist") + " --device cuda --model " + model +
                                " --epochs 1 --batch-size 128 --no-progress --precision " + precision + graph);
         ASSERT_EQ(r.code, 0) << what << "\n" << r.output;
-        nlohmann::json j = last_json_line(r.output);
+        nlohmann::json j = last_json_line(r.stdout_text);
         EXPECT_EQ(j["device"], "cuda:0");
         EXPECT_EQ(j["cuda_graph"], *graph != '\0');
         EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << what;
@@ -672,8 +671,8 @@ TEST(FashionMnistGpu, ResumeFromAMidEpochCheckpointIsBitIdentical) {
     ASSERT_EQ(run_command(base + " --epochs 1 --checkpoint-dir " + ck + " --checkpoint-every 60").code, 0);
     Result resumed = run_command(base + " --epochs 2 --resume " + ck + "/step-000000060");
     ASSERT_EQ(resumed.code, 0) << graph << "\n" << resumed.output;
-    EXPECT_EQ(last_json_line(resumed.output)["params_sha256"], last_json_line(straight.output)["params_sha256"]) << graph;
-    EXPECT_EQ(last_json_line(resumed.output)["train_loss"], last_json_line(straight.output)["train_loss"]) << graph;
+    EXPECT_EQ(last_json_line(resumed.stdout_text)["params_sha256"], last_json_line(straight.stdout_text)["params_sha256"]) << graph;
+    EXPECT_EQ(last_json_line(resumed.stdout_text)["train_loss"], last_json_line(straight.stdout_text)["train_loss"]) << graph;
   }
   std::error_code ec;
   fs::remove_all(dir, ec);
@@ -686,7 +685,7 @@ TEST(FashionMnistGpu, TwoRanksOnTwoGpusOverNcclAndMpi) {
     Result r = run_command("timeout -k 10 300 " + bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
                            " --device cuda --epochs 1 --batch-size 128 --no-progress --backend " + backend);
     ASSERT_EQ(r.code, 0) << backend << "\n" << r.output;
-    nlohmann::json j = last_json_line(r.output);
+    nlohmann::json j = last_json_line(r.stdout_text);
     EXPECT_EQ(j["backend"], backend);
     EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << backend;
   }
@@ -713,9 +712,9 @@ TEST_F(TinyData, ResumeGivesTheSameParametersAndLossOnOneAndTwoRanks) {
       return r;
     };
     const std::string a = (dir_ / ("a" + std::to_string(np))).string(), b = (dir_ / ("b" + std::to_string(np))).string();
-    const nlohmann::json straight = last_json_line(run("--epochs 2").output);
+    const nlohmann::json straight = last_json_line(run("--epochs 2").stdout_text);
     run("--epochs 1 --checkpoint-dir " + a);
-    const nlohmann::json resumed = last_json_line(run("--epochs 2 --resume " + a).output);
+    const nlohmann::json resumed = last_json_line(run("--epochs 2 --resume " + a).stdout_text);
     EXPECT_EQ(resumed["params_sha256"], straight["params_sha256"]);
     EXPECT_EQ(resumed["train_loss"], straight["train_loss"]);
     EXPECT_EQ(resumed["test_accuracy"], straight["test_accuracy"]);
@@ -723,11 +722,11 @@ TEST_F(TinyData, ResumeGivesTheSameParametersAndLossOnOneAndTwoRanks) {
     // Mid-epoch: a checkpoint after every step; resume from the first step of epoch 2.
     run("--epochs 2 --checkpoint-dir " + b + " --checkpoint-every 1");
     const std::string mid = b + "/step-" + fmt::format("{:09d}", 4 / np + 1);
-    const nlohmann::json from_mid = last_json_line(run("--epochs 2 --resume " + mid).output);
+    const nlohmann::json from_mid = last_json_line(run("--epochs 2 --resume " + mid).stdout_text);
     EXPECT_EQ(from_mid["params_sha256"], straight["params_sha256"]);
     EXPECT_EQ(from_mid["train_loss"], straight["train_loss"]);
     // --resume auto with nothing there starts fresh; with checkpoints, continues from the newest.
-    const nlohmann::json fresh = last_json_line(run("--epochs 2 --resume auto --checkpoint-dir " + (dir_ / ("c" + std::to_string(np))).string()).output);
+    const nlohmann::json fresh = last_json_line(run("--epochs 2 --resume auto --checkpoint-dir " + (dir_ / ("c" + std::to_string(np))).string()).stdout_text);
     EXPECT_TRUE(fresh["resumed_from"].is_null());
     EXPECT_EQ(fresh["params_sha256"], straight["params_sha256"]);
   }
@@ -763,7 +762,7 @@ TEST_F(TinyData, EarlyStoppingStopsEveryRankAtTheSameEpoch) {
                                        "--validation-split 0.25 --epochs 30 --early-stopping-patience 1 --optimizer sgd "
                                        "--lr 0.05 --log-dir " + logs));
   ASSERT_EQ(r.code, 0) << r.output;
-  const nlohmann::json j = last_json_line(r.output);
+  const nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_TRUE(j["stopped_early"].get<bool>());
   const int epochs = j["epochs_trained"];
   EXPECT_LT(epochs, 30);
@@ -814,7 +813,7 @@ TEST_F(TinyData, APreemptionSignalCheckpointsAndTheResumedRunMatches) {
     EXPECT_THAT(preempted.output, Not(HasSubstr("MPI_ABORT")));  // every rank stops alike: a clean exit
     Result resumed = run_command(command(" --checkpoint-dir " + ck + " --resume auto"));
     ASSERT_EQ(resumed.code, 0) << resumed.output;
-    const nlohmann::json a = last_json_line(straight.output), b = last_json_line(resumed.output);
+    const nlohmann::json a = last_json_line(straight.stdout_text), b = last_json_line(resumed.stdout_text);
     EXPECT_FALSE(b["resumed_from"].is_null());
     EXPECT_EQ(b["params_sha256"], a["params_sha256"]);
     EXPECT_EQ(b["train_loss"], a["train_loss"]);
@@ -838,5 +837,5 @@ TEST_F(TinyData, SigUsr1ToAxonrunCheckpointsEveryRank) {
                                " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 2000 --epochs 30 --checkpoint-dir " +
                                ck + " --resume auto");
   EXPECT_EQ(resumed.code, 0) << resumed.output;
-  EXPECT_FALSE(last_json_line(resumed.output)["resumed_from"].is_null());
+  EXPECT_FALSE(last_json_line(resumed.stdout_text)["resumed_from"].is_null());
 }

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -19,20 +20,34 @@ namespace axon::testing {
 
 struct CommandResult {
   int code;            // exit status, or 128 + signal number
-  std::string output;  // stdout and stderr together
+  std::string output;  // all of stdout, then all of stderr
   double seconds;
+  std::string stdout_text;  // stdout alone
 };
 
+// stdout and stderr are read apart: under mpirun they come from different processes (mpirun
+// forwards the ranks' stdout, axonrun their stderr), so merged into one pipe a long stdout line
+// can be cut by a stderr line. `output` keeps each stream whole.
 inline CommandResult run_command(const std::string& command) {
   const auto start = std::chrono::steady_clock::now();
+  char err_path[] = "/tmp/axon_test_stderr_XXXXXX";
+  const int err_fd = ::mkstemp(err_path);
+  if (err_fd < 0) return {-1, "mkstemp failed", 0.0, ""};
+  ::close(err_fd);
   std::string out;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return {-1, "popen failed", 0.0};
+  FILE* pipe = popen(("{ " + command + "\n} 2>" + err_path).c_str(), "r");
+  if (!pipe) {
+    ::unlink(err_path);
+    return {-1, "popen failed", 0.0, ""};
+  }
   std::array<char, 4096> buf;
   while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
   const int status = pclose(pipe);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out, seconds};
+  std::ifstream err_file(err_path, std::ios::binary);
+  std::string err((std::istreambuf_iterator<char>(err_file)), std::istreambuf_iterator<char>());
+  ::unlink(err_path);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out + err, seconds, out};
 }
 
 // Every live process whose environment holds AXON_TEST_JOB=marker: axonrun, mpirun or srun and
