@@ -5,14 +5,17 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "axon/agreement.h"
+#include "axon/backend.h"
 #include "axon/communicator.h"
 #include "axon/heartbeat.h"
 #include "axon/rank_env.h"
+#include "comm_internal.h"
 
 namespace axon {
 
@@ -56,11 +59,74 @@ void ensure_mpi_initialized() {
 MPI_Op to_mpi(ReduceOp op) {
   switch (op) {
     case ReduceOp::sum: return MPI_SUM;
+    case ReduceOp::avg: return MPI_SUM;  // then scaled by 1/size
     case ReduceOp::max: return MPI_MAX;
     case ReduceOp::min: return MPI_MIN;
   }
   return MPI_SUM;
 }
+
+std::string mpi_error_text(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, text, &len);
+  return std::string(text, static_cast<size_t>(len));
+}
+
+// A non-blocking MPI collective. `finish` runs once, after completion, on the thread that
+// observed it (scaling for avg, copying a staged buffer back to a bf16 or GPU tensor).
+class MpiWork final : public Work {
+ public:
+  MpiWork(MPI_Request request, std::string what, std::function<void()> finish)
+      : request_(request), what_(std::move(what)), finish_(std::move(finish)) {}
+  ~MpiWork() override {
+    // A handle dropped without wait(): the buffers it holds must outlive MPI's use of them.
+    if (!done_ && request_ != MPI_REQUEST_NULL) {
+      int finalized = 0;
+      MPI_Finalized(&finalized);
+      if (!finalized) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    }
+  }
+
+  void wait() override {
+    if (done_) return rethrow();
+    complete(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+  }
+  bool test() override {
+    if (done_) {
+      rethrow();
+      return true;
+    }
+    int flag = 0;
+    const int code = MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
+    if (code != MPI_SUCCESS || flag) complete(code);
+    return done_;
+  }
+
+ private:
+  void complete(int code) {
+    done_ = true;
+    if (code != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_, mpi_error_text(code));
+    else if (finish_) {
+      try {
+        finish_();
+      } catch (const std::exception& e) {
+        error_ = fmt::format("{}: finishing failed: {}", what_, e.what());
+      }
+    }
+    finish_ = nullptr;  // drops the buffers it held
+    rethrow();
+  }
+  void rethrow() const {
+    if (!error_.empty()) throw CommError(error_);
+  }
+
+  MPI_Request request_;
+  std::string what_;
+  std::function<void()> finish_;
+  bool done_ = false;
+  std::string error_;
+};
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -85,10 +151,14 @@ class MpiCommunicator final : public Communicator {
   void allreduce(std::span<float> data, ReduceOp op) override {
     check(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_FLOAT, to_mpi(op), comm_),
           "allreduce(float)", data.size());
+    if (op == ReduceOp::avg)
+      for (float& x : data) x /= static_cast<float>(size_);
   }
   void allreduce(std::span<double> data, ReduceOp op) override {
     check(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_DOUBLE, to_mpi(op), comm_),
           "allreduce(double)", data.size());
+    if (op == ReduceOp::avg)
+      for (double& x : data) x /= static_cast<double>(size_);
   }
   void broadcast(std::span<float> data, int root) override {
     check_root(root);
@@ -100,14 +170,126 @@ class MpiCommunicator final : public Communicator {
   }
   void barrier() override { check(MPI_Barrier(comm_), "barrier", 0); }
 
+  // ---- Tensor collectives through MPI's non-blocking collectives ----
+  // Host f32 and f64 tensors are handed to MPI as they are; bf16 and GPU tensors through a host
+  // f32/f64 staging copy made now and copied back on completion.
+
+  void allreduce(Tensor& data, ReduceOp op) override { allreduce_async(data, op)->wait(); }
+  void broadcast(Tensor& data, int root) override { broadcast_async(data, root)->wait(); }
+
+  std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
+    detail::check_collective_tensor("allreduce", data, *this);
+    if (data.numel() == 0) return completed_work();
+    Staged buf = stage(data, true);
+    const size_t n = static_cast<size_t>(data.numel());
+    const std::string what = describe("allreduce", buf.host, n, reduce_op_name(op));
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Iallreduce(MPI_IN_PLACE, buf.host.raw_data(), count(n, "allreduce"), mpi_type(buf.host), to_mpi(op), comm_,
+                         &request),
+          "allreduce", n);
+    const int world = size_;
+    return std::make_shared<MpiWork>(request, what, [data, buf, op, world]() mutable {
+      if (op == ReduceOp::avg) axon::backend(buf.host.device()).unary(UnaryOp::mul_scalar, buf.host, 1.0 / world, buf.host);
+      buf.copy_back(data);
+    });
+  }
+
+  std::shared_ptr<Work> broadcast_async(Tensor& data, int root) override {
+    detail::check_collective_tensor("broadcast", data, *this);
+    check_root(root);
+    if (data.numel() == 0) return completed_work();
+    // Bytes: a bf16 tensor goes as it is, no widening needed.
+    Staged buf = stage(data, false);
+    const size_t bytes = buf.host.nbytes();
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Ibcast(buf.host.raw_data(), count(bytes, "broadcast"), MPI_BYTE, root, comm_, &request), "broadcast",
+          static_cast<size_t>(data.numel()));
+    return std::make_shared<MpiWork>(request, describe("broadcast", data, static_cast<size_t>(data.numel()), "root " + std::to_string(root)),
+                                     [data, buf]() mutable { buf.copy_back(data); });
+  }
+
+  std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op) override {
+    detail::check_scatter_shapes("reduce_scatter", input, output, *this);
+    if (output.numel() == 0) return completed_work();
+    Staged in = stage(input, true), out = stage(output, true, /*copy_values=*/false);
+    const size_t n = static_cast<size_t>(output.numel());
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Ireduce_scatter_block(in.host.raw_data(), out.host.raw_data(), count(n, "reduce_scatter"), mpi_type(in.host),
+                                    to_mpi(op), comm_, &request),
+          "reduce_scatter", n);
+    const int world = size_;
+    return std::make_shared<MpiWork>(request, describe("reduce_scatter", in.host, n, reduce_op_name(op)),
+                                     [output, in, out, op, world]() mutable {
+                                       if (op == ReduceOp::avg)
+                                         axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / world, out.host);
+                                       out.copy_back(output);
+                                     });
+  }
+
+  std::shared_ptr<Work> allgather_async(const Tensor& input, Tensor& output) override {
+    detail::check_scatter_shapes("allgather", output, input, *this);
+    if (input.numel() == 0) return completed_work();
+    // Bytes, like broadcast: no arithmetic, so bf16 travels as it is.
+    Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
+    const size_t bytes = in.host.nbytes();
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Iallgather(in.host.raw_data(), count(bytes, "allgather"), MPI_BYTE, out.host.raw_data(),
+                         count(bytes, "allgather"), MPI_BYTE, comm_, &request),
+          "allgather", static_cast<size_t>(input.numel()));
+    return std::make_shared<MpiWork>(request, describe("allgather", input, static_cast<size_t>(input.numel()), ""),
+                                     [output, in, out]() mutable { out.copy_back(output); });
+  }
+
+  void send(const Tensor& data, int dst, int tag) override {
+    detail::check_collective_tensor("send", data, *this);
+    detail::check_peer("send", dst, *this);
+    Staged buf = stage(data, false);
+    check(MPI_Send(buf.host.raw_data(), count(buf.host.nbytes(), "send"), MPI_BYTE, dst, tag, comm_),
+          "send", static_cast<size_t>(data.numel()));
+  }
+  void recv(Tensor& data, int src, int tag) override {
+    detail::check_collective_tensor("recv", data, *this);
+    detail::check_peer("recv", src, *this);
+    Staged buf = stage(data, false, /*copy_values=*/false);
+    MPI_Status status;
+    check(MPI_Recv(buf.host.raw_data(), count(buf.host.nbytes(), "recv"), MPI_BYTE, src, tag, comm_, &status), "recv",
+          static_cast<size_t>(data.numel()));
+    int got = 0;
+    MPI_Get_count(&status, MPI_BYTE, &got);
+    if (static_cast<size_t>(got) != buf.host.nbytes())
+      throw CommError(fmt::format("mpi recv on rank {} of {}: rank {} sent {} bytes but {} were expected ({} {} elements)",
+                                  rank_, size_, src, got, buf.host.nbytes(), data.numel(), dtype_name(data.dtype())));
+    buf.copy_back(data);
+  }
+
  private:
+  // The host buffer MPI works on: the tensor itself when it is a host f32/f64 tensor (or any
+  // host tensor when only bytes move), else a host copy (widened to f32 from bf16 when
+  // `arithmetic`), written back by copy_back.
+  struct Staged {
+    Tensor host;
+    bool staged = false;
+    void copy_back(Tensor& t) const {
+      if (staged) t.copy_from(host.to(t.dtype()).to(t.device()));
+    }
+  };
+  static Staged stage(const Tensor& t, bool arithmetic, bool copy_values = true) {
+    const bool widen = arithmetic && t.dtype() == DType::bf16;
+    if (!t.device().is_cuda() && !widen) return {t, false};
+    const DType dtype = widen ? DType::f32 : t.dtype();
+    if (!copy_values) return {Tensor::empty(t.shape(), TensorOptions{dtype, Device::cpu()}), true};
+    Tensor host = t.detach().to(Device::cpu());
+    return {widen ? host.to(DType::f32) : host, true};
+  }
+  static MPI_Datatype mpi_type(const Tensor& t) { return t.dtype() == DType::f64 ? MPI_DOUBLE : MPI_FLOAT; }
+  std::string describe(const char* op, const Tensor& t, size_t n, const std::string& detail) const {
+    return fmt::format("mpi {}({}{}{}) of {} elements on rank {} of {}", op, dtype_name(t.dtype()), detail.empty() ? "" : ", ",
+                       detail, n, rank_, size_);
+  }
+
   void check(int code, const char* what, size_t n) const {
     if (code == MPI_SUCCESS) return;
-    char text[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(code, text, &len);
-    throw CommError(fmt::format("mpi {} of {} elements failed on rank {} of {}: {}", what, n, rank_, size_,
-                                std::string(text, static_cast<size_t>(len))));
+    throw CommError(fmt::format("mpi {} of {} elements failed on rank {} of {}: {}", what, n, rank_, size_, mpi_error_text(code)));
   }
   int count(size_t n, const char* what) const {
     // Larger buffers would need chunking; nobody reduces 8 GiB in one call yet.
