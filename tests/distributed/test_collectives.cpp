@@ -340,6 +340,29 @@ TEST(Training, ZeroStagesEqualUnshardedTrainingAndShardTheOptimizerState) {
   expect_close(train_with(2, 64, 2).params, train_with(0, 64, 2).params, "zero 2 with grad_accum 2");
 }
 
+TEST(Training, RanksWithDifferentZeroStagesOrBucketsFailOnEveryRankBeforeTheFirstCollective) {
+  const data::Dataset train = synthetic(64);
+  Model model = input({-1, 12}) | dense(3);
+  const int r = world().rank();
+  for (int which = 0; which < 2; ++which) {
+    Parameters params = init(model, 3);
+    auto opt = adam({.lr = 0.01});
+    TrainOptions options{.epochs = 1, .batch_size = 16, .progress = false};
+    if (which == 0) options.zero_stage = r % 2;
+    else options.bucket_bytes = r % 2 == 0 ? 1024 : 2048;
+    Trainer trainer(model, params, *opt, world(), options);
+    try {
+      trainer.fit(train);
+      FAIL() << "rank " << r;
+    } catch (const CommError& e) {
+      const std::string evens = world().size() == 3 ? "ranks 0, 2 have" : "rank 0 has";
+      EXPECT_THAT(e.what(), HasSubstr(which == 0 ? "ranks disagree on ZeRO stage: " + evens + " 0, rank 1 has 1"
+                                                 : "ranks disagree on gradient bucket bytes (0: after backward): " + evens +
+                                                       " 1024, rank 1 has 2048"));
+    }
+  }
+}
+
 TEST(Training, ZeroRefusesANormBasedOptimizer) {
   Model model = input({-1, 12}) | dense(3);
   Parameters params = init(model, 3);

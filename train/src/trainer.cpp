@@ -390,6 +390,11 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("parameter count", params_.count())
       .add_hash("parameter layout fingerprint", layout_fingerprint(params_))
       .add_string("optimizer", optimizer_.config())
+      // Each decides the sequence and sizes of the gradient collectives.
+      .add_uint("ZeRO stage", static_cast<uint64_t>(options_.zero_stage))
+      .add_uint("gradient bucket bytes (0: after backward)", reducer_ ? options_.bucket_bytes : 0)
+      .add_uint("first gradient bucket bytes", reducer_ ? options_.first_bucket_bytes : 0)
+      .add_uint("find_unused_parameters", options_.find_unused_parameters)
       // Not a collective count, but params_sha256 depends on it (BLAS sums in another order), and
       // the result records one value for the whole job.
       .add_uint("BLAS threads per rank (--threads)", static_cast<uint64_t>(num_threads()))
