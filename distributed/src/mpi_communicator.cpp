@@ -5,7 +5,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
 #include <functional>
+#include <mutex>
+#include <thread>
 #include <limits>
 #include <string>
 #include <vector>
@@ -128,10 +133,133 @@ class MpiWork final : public Work {
   std::string error_;
 };
 
+// How non-blocking collectives make progress (AXON_MPI_PROGRESS):
+//   "test" (default): MPI's non-blocking collectives, advanced inside MPI calls — Work::test(),
+//                     which the reducer calls at every grad-ready hook, and wait();
+//   "thread":         a communication thread makes every MPI call of this communicator, in
+//                     issue order, so collectives advance while the caller computes (needs
+//                     MPI_THREAD_SERIALIZED; a costlier hand-off for small blocking calls).
+// docs/distributed.md compares the two.
+bool progress_thread_requested() {
+  const char* v = std::getenv("AXON_MPI_PROGRESS");
+  if (!v || !*v || std::strcmp(v, "test") == 0) return false;
+  if (std::strcmp(v, "thread") == 0) return true;
+  throw CommError(fmt::format("mpi: AXON_MPI_PROGRESS='{}': expected test or thread", v));
+}
+
+// A collective queued for the communication thread.
+class ThreadWork final : public Work {
+ public:
+  ThreadWork(std::string what, std::function<void()> finish) : what_(std::move(what)), finish_(std::move(finish)) {}
+
+  // On the communication thread.
+  void complete(int code) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    code_ = code;
+    done_ = true;
+    cv_.notify_all();
+  }
+  void wait() override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return done_; });
+    lock.unlock();
+    finish();
+  }
+  bool test() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!done_) return false;
+    }
+    finish();
+    return true;
+  }
+
+ private:
+  // On the caller's thread, once: the staged copy-back and scaling, then the verdict.
+  void finish() {
+    if (!finished_) {
+      finished_ = true;
+      if (code_ != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_, mpi_error_text(code_));
+      else if (finish_) {
+        try {
+          finish_();
+        } catch (const std::exception& e) {
+          error_ = fmt::format("{}: finishing failed: {}", what_, e.what());
+        }
+      }
+      finish_ = nullptr;
+    }
+    if (!error_.empty()) throw CommError(error_);
+  }
+
+  std::string what_;
+  std::function<void()> finish_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  int code_ = MPI_SUCCESS;
+  bool finished_ = false;
+  std::string error_;
+};
+
+// The communication thread: runs queued MPI calls one at a time, in order.
+class ProgressThread {
+ public:
+  ProgressThread() : thread_([this] { run(); }) {}
+  ~ProgressThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void push(std::function<int()> call, std::shared_ptr<ThreadWork> work) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back({std::move(call), std::move(work)});
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  struct Task {
+    std::function<int()> call;
+    std::shared_ptr<ThreadWork> work;
+  };
+  void run() {
+    for (;;) {
+      Task task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task.work->complete(task.call());
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator() {
     ensure_mpi_initialized();
+    if (progress_thread_requested()) {
+      int provided = MPI_THREAD_SINGLE;
+      MPI_Query_thread(&provided);
+      if (provided < MPI_THREAD_SERIALIZED)
+        throw CommError(fmt::format("mpi: AXON_MPI_PROGRESS=thread needs MPI_THREAD_SERIALIZED, but this MPI granted "
+                                    "thread level {} (0 single, 1 funneled, 2 serialized, 3 multiple)",
+                                    provided));
+      progress_ = std::make_unique<ProgressThread>();
+    }
     // Our own communicator, with errors returned (not fatal) so we can say what failed.
     check(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup", 0);
     check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", 0);
@@ -139,6 +267,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_size(comm_, &size_);
   }
   ~MpiCommunicator() override {
+    progress_.reset();  // finishes what is queued, then joins
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Comm_free(&comm_);
@@ -149,26 +278,32 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
 
   void allreduce(std::span<float> data, ReduceOp op) override {
-    check(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_FLOAT, to_mpi(op), comm_),
+    const int n = count(data.size(), "allreduce");
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_FLOAT, to_mpi(op), comm_); }),
           "allreduce(float)", data.size());
     if (op == ReduceOp::avg)
       for (float& x : data) x /= static_cast<float>(size_);
   }
   void allreduce(std::span<double> data, ReduceOp op) override {
-    check(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_DOUBLE, to_mpi(op), comm_),
+    const int n = count(data.size(), "allreduce");
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_DOUBLE, to_mpi(op), comm_); }),
           "allreduce(double)", data.size());
     if (op == ReduceOp::avg)
       for (double& x : data) x /= static_cast<double>(size_);
   }
   void broadcast(std::span<float> data, int root) override {
     check_root(root);
-    check(MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_FLOAT, root, comm_), "broadcast(float)", data.size());
+    const int n = count(data.size(), "broadcast");
+    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_FLOAT, root, comm_); }), "broadcast(float)", data.size());
   }
   void broadcast(std::span<std::byte> data, int root) override {
     check_root(root);
-    check(MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_BYTE, root, comm_), "broadcast(bytes)", data.size());
+    const int n = count(data.size(), "broadcast");
+    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_BYTE, root, comm_); }), "broadcast(bytes)", data.size());
   }
-  void barrier() override { check(MPI_Barrier(comm_), "barrier", 0); }
+  void barrier() override {
+    check(blocking([&] { return MPI_Barrier(comm_); }), "barrier", 0);
+  }
 
   // ---- Tensor collectives through MPI's non-blocking collectives ----
   // Host f32 and f64 tensors are handed to MPI as they are; bf16 and GPU tensors through a host
@@ -183,12 +318,12 @@ class MpiCommunicator final : public Communicator {
     Staged buf = stage(data, true);
     const size_t n = static_cast<size_t>(data.numel());
     const std::string what = describe("allreduce", buf.host, n, reduce_op_name(op));
-    MPI_Request request = MPI_REQUEST_NULL;
-    check(MPI_Iallreduce(MPI_IN_PLACE, buf.host.raw_data(), count(n, "allreduce"), mpi_type(buf.host), to_mpi(op), comm_,
-                         &request),
-          "allreduce", n);
+    const int c = count(n, "allreduce");
+    void* p = buf.host.raw_data();
+    const MPI_Datatype type = mpi_type(buf.host);
     const int world = size_;
-    return std::make_shared<MpiWork>(request, what, [data, buf, op, world]() mutable {
+    return launch([=, this](MPI_Request* r) { return MPI_Iallreduce(MPI_IN_PLACE, p, c, type, to_mpi(op), comm_, r); },
+                  "allreduce", n, what, [data, buf, op, world]() mutable {
       if (op == ReduceOp::avg) axon::backend(buf.host.device()).unary(UnaryOp::mul_scalar, buf.host, 1.0 / world, buf.host);
       buf.copy_back(data);
     });
@@ -201,11 +336,12 @@ class MpiCommunicator final : public Communicator {
     // Bytes: a bf16 tensor goes as it is, no widening needed.
     Staged buf = stage(data, false);
     const size_t bytes = buf.host.nbytes();
-    MPI_Request request = MPI_REQUEST_NULL;
-    check(MPI_Ibcast(buf.host.raw_data(), count(bytes, "broadcast"), MPI_BYTE, root, comm_, &request), "broadcast",
-          static_cast<size_t>(data.numel()));
-    return std::make_shared<MpiWork>(request, describe("broadcast", data, static_cast<size_t>(data.numel()), "root " + std::to_string(root)),
-                                     [data, buf]() mutable { buf.copy_back(data); });
+    const int c = count(bytes, "broadcast");
+    void* p = buf.host.raw_data();
+    return launch([=, this](MPI_Request* r) { return MPI_Ibcast(p, c, MPI_BYTE, root, comm_, r); }, "broadcast",
+                  static_cast<size_t>(data.numel()),
+                  describe("broadcast", data, static_cast<size_t>(data.numel()), "root " + std::to_string(root)),
+                  [data, buf]() mutable { buf.copy_back(data); });
   }
 
   std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op) override {
@@ -213,12 +349,13 @@ class MpiCommunicator final : public Communicator {
     if (output.numel() == 0) return completed_work();
     Staged in = stage(input, true), out = stage(output, true, /*copy_values=*/false);
     const size_t n = static_cast<size_t>(output.numel());
-    MPI_Request request = MPI_REQUEST_NULL;
-    check(MPI_Ireduce_scatter_block(in.host.raw_data(), out.host.raw_data(), count(n, "reduce_scatter"), mpi_type(in.host),
-                                    to_mpi(op), comm_, &request),
-          "reduce_scatter", n);
+    const int c = count(n, "reduce_scatter");
+    const void* src = in.host.raw_data();
+    void* dst = out.host.raw_data();
+    const MPI_Datatype type = mpi_type(in.host);
     const int world = size_;
-    return std::make_shared<MpiWork>(request, describe("reduce_scatter", in.host, n, reduce_op_name(op)),
+    return launch([=, this](MPI_Request* r) { return MPI_Ireduce_scatter_block(src, dst, c, type, to_mpi(op), comm_, r); },
+                  "reduce_scatter", n, describe("reduce_scatter", in.host, n, reduce_op_name(op)),
                                      [output, in, out, op, world]() mutable {
                                        if (op == ReduceOp::avg)
                                          axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / world, out.host);
@@ -232,27 +369,30 @@ class MpiCommunicator final : public Communicator {
     // Bytes, like broadcast: no arithmetic, so bf16 travels as it is.
     Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
     const size_t bytes = in.host.nbytes();
-    MPI_Request request = MPI_REQUEST_NULL;
-    check(MPI_Iallgather(in.host.raw_data(), count(bytes, "allgather"), MPI_BYTE, out.host.raw_data(),
-                         count(bytes, "allgather"), MPI_BYTE, comm_, &request),
-          "allgather", static_cast<size_t>(input.numel()));
-    return std::make_shared<MpiWork>(request, describe("allgather", input, static_cast<size_t>(input.numel()), ""),
-                                     [output, in, out]() mutable { out.copy_back(output); });
+    const int c = count(bytes, "allgather");
+    const void* src = in.host.raw_data();
+    void* dst = out.host.raw_data();
+    return launch([=, this](MPI_Request* r) { return MPI_Iallgather(src, c, MPI_BYTE, dst, c, MPI_BYTE, comm_, r); },
+                  "allgather", static_cast<size_t>(input.numel()),
+                  describe("allgather", input, static_cast<size_t>(input.numel()), ""),
+                  [output, in, out]() mutable { out.copy_back(output); });
   }
 
   void send(const Tensor& data, int dst, int tag) override {
     detail::check_collective_tensor("send", data, *this);
     detail::check_peer("send", dst, *this);
     Staged buf = stage(data, false);
-    check(MPI_Send(buf.host.raw_data(), count(buf.host.nbytes(), "send"), MPI_BYTE, dst, tag, comm_),
-          "send", static_cast<size_t>(data.numel()));
+    const int c = count(buf.host.nbytes(), "send");
+    check(blocking([&] { return MPI_Send(buf.host.raw_data(), c, MPI_BYTE, dst, tag, comm_); }), "send",
+          static_cast<size_t>(data.numel()));
   }
   void recv(Tensor& data, int src, int tag) override {
     detail::check_collective_tensor("recv", data, *this);
     detail::check_peer("recv", src, *this);
     Staged buf = stage(data, false, /*copy_values=*/false);
     MPI_Status status;
-    check(MPI_Recv(buf.host.raw_data(), count(buf.host.nbytes(), "recv"), MPI_BYTE, src, tag, comm_, &status), "recv",
+    const int c = count(buf.host.nbytes(), "recv");
+    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), c, MPI_BYTE, src, tag, comm_, &status); }), "recv",
           static_cast<size_t>(data.numel()));
     int got = 0;
     MPI_Get_count(&status, MPI_BYTE, &got);
@@ -263,6 +403,40 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // Starts a non-blocking collective: here (test mode), or queued for the communication thread,
+  // which starts it and waits for it there.
+  template <typename Start>
+  std::shared_ptr<Work> launch(Start start, const char* op, size_t n, std::string what, std::function<void()> finish) {
+    if (progress_) {
+      auto work = std::make_shared<ThreadWork>(std::move(what), std::move(finish));
+      progress_->push(
+          [start]() mutable {
+            MPI_Request request = MPI_REQUEST_NULL;
+            const int code = start(&request);
+            return code != MPI_SUCCESS ? code : MPI_Wait(&request, MPI_STATUS_IGNORE);
+          },
+          work);
+      return work;
+    }
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(start(&request), op, n);
+    return std::make_shared<MpiWork>(request, std::move(what), std::move(finish));
+  }
+  // A blocking MPI call: made here, or (thread mode) by the communication thread after everything
+  // queued before it, so that MPI sees one thread and one order.
+  template <typename Call>
+  int blocking(Call call) {
+    if (!progress_) return call();
+    auto work = std::make_shared<ThreadWork>("", nullptr);
+    int code = MPI_SUCCESS;
+    progress_->push([&] { return code = call(); }, work);
+    try {
+      work->wait();
+    } catch (const CommError&) {
+    }
+    return code;
+  }
+
   // The host buffer MPI works on: the tensor itself when it is a host f32/f64 tensor (or any
   // host tensor when only bytes move), else a host copy (widened to f32 from bf16 when
   // `arithmetic`), written back by copy_back.
@@ -304,6 +478,7 @@ class MpiCommunicator final : public Communicator {
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
+  std::unique_ptr<ProgressThread> progress_;  // AXON_MPI_PROGRESS=thread
 };
 
 }  // namespace
