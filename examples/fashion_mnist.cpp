@@ -354,6 +354,7 @@ static int run(int argc, char** argv) {
                           {"bucket_mb", bucket_mb},
                           {"zero_stage", zero_stage},
                           {"optimizer_state_bytes", optimizer_state_bytes},
+                          {"gradient_wait_s", trainer.gradient_wait_seconds()},
                           {"data", synthetic > 0 ? train.source : data_dir},
                           {"axon_version", AXON_VERSION},
                           {"test_accuracy", json_metric(last.test.accuracy)},

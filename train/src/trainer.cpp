@@ -312,9 +312,12 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   // The gradient every rank steps with: averaged over the ranks (the whole buffer; with ZeRO
   // stage 2 only this rank's shard of it).
   Tensor averaged = grads;
-  if (reducer_) reducer_->finalize();
+  const auto reduce_begin = std::chrono::steady_clock::now();
+  if (reducer_) reducer_->finalize();  // times its own wait
   else if (options_.zero_stage != 2) data_parallel_.average_gradients();
-  if (zero_) averaged = zero_->reduce_gradients();
+  if (zero_) averaged = zero_->reduce_gradients();  // stage 2: the reduce-scatter
+  if (!reducer_ && comm_.size() > 1)
+    gradient_wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_begin).count();
   // The mean of the accumulated batches' gradients (each already a mean over its rows); scaled
   // after the reduction, which the reducer may have started during backward.
   if (micro_batches > 1) backend(averaged.device()).unary(UnaryOp::mul_scalar, averaged, 1.0 / micro_batches, averaged);

@@ -223,6 +223,9 @@ class Trainer {
 
   const LoopState& loop_state() const { return state_; }
   Optimizer& optimizer() { return optimizer_; }
+  // Seconds this rank has spent waiting for gradient reductions after backward (the part of the
+  // communication not hidden behind backward), summed over all steps so far; 0 on one rank.
+  double gradient_wait_seconds() const { return gradient_wait_seconds_ + (reducer_ ? reducer_->wait_seconds() : 0.0); }
   Parameters& parameters() { return params_; }
   Communicator& communicator() { return comm_; }
   const TrainOptions& options() const { return options_; }
@@ -275,6 +278,7 @@ class Trainer {
   DataParallel data_parallel_;
   std::unique_ptr<Reducer> reducer_;    // bucketed all-reduce, when used (see TrainOptions)
   std::unique_ptr<ZeroSharding> zero_;  // ZeRO stage 1 or 2, when used
+  double gradient_wait_seconds_ = 0.0;  // in the all-reduce/reduce-scatter made after backward
   Parameters compute_params_;  // the compute-dtype copy under mixed precision; empty otherwise
   bool synced_ = false;
   bool capturing_ = false;  // run_step is being recorded into a CUDA graph
