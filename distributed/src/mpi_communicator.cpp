@@ -174,8 +174,50 @@ class MpiCommunicator final : public Communicator {
   // Host f32 and f64 tensors are handed to MPI as they are; bf16 and GPU tensors through a host
   // f32/f64 staging copy made now and copied back on completion.
 
-  void allreduce(Tensor& data, ReduceOp op) override { allreduce_async(data, op)->wait(); }
-  void broadcast(Tensor& data, int root) override { broadcast_async(data, root)->wait(); }
+  // The blocking forms call MPI's blocking collectives: Open MPI runs MPI_Iallreduce and friends
+  // through coll/libnbc, whose schedules cost several microseconds more per call than coll/tuned's
+  // MPI_Allreduce at small sizes (2-3x slower under 64 KiB at 2 ranks; docs/benchmarks.md,
+  // "Collectives: axon-bench"), and pick other algorithms.
+  void allreduce(Tensor& data, ReduceOp op) override {
+    detail::check_collective_tensor("allreduce", data, *this);
+    if (data.numel() == 0) return;
+    Staged buf = stage(data, true);
+    const size_t n = static_cast<size_t>(data.numel());
+    check(MPI_Allreduce(MPI_IN_PLACE, buf.host.raw_data(), count(n, "allreduce"), mpi_type(buf.host), to_mpi(op), comm_),
+          "allreduce", n);
+    if (op == ReduceOp::avg) axon::backend(buf.host.device()).unary(UnaryOp::mul_scalar, buf.host, 1.0 / size_, buf.host);
+    buf.copy_back(data);
+  }
+  void broadcast(Tensor& data, int root) override {
+    detail::check_collective_tensor("broadcast", data, *this);
+    check_root(root);
+    if (data.numel() == 0) return;
+    Staged buf = stage(data, false);
+    check(MPI_Bcast(buf.host.raw_data(), count(buf.host.nbytes(), "broadcast"), MPI_BYTE, root, comm_), "broadcast",
+          static_cast<size_t>(data.numel()));
+    buf.copy_back(data);
+  }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    detail::check_scatter_shapes("reduce_scatter", input, output, *this);
+    if (output.numel() == 0) return;
+    Staged in = stage(input, true), out = stage(output, true, /*copy_values=*/false);
+    const size_t n = static_cast<size_t>(output.numel());
+    check(MPI_Reduce_scatter_block(in.host.raw_data(), out.host.raw_data(), count(n, "reduce_scatter"), mpi_type(in.host),
+                                   to_mpi(op), comm_),
+          "reduce_scatter", n);
+    if (op == ReduceOp::avg) axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / size_, out.host);
+    out.copy_back(output);
+  }
+  void allgather(const Tensor& input, Tensor& output) override {
+    detail::check_scatter_shapes("allgather", output, input, *this);
+    if (input.numel() == 0) return;
+    Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
+    const size_t bytes = in.host.nbytes();
+    check(MPI_Allgather(in.host.raw_data(), count(bytes, "allgather"), MPI_BYTE, out.host.raw_data(),
+                        count(bytes, "allgather"), MPI_BYTE, comm_),
+          "allgather", static_cast<size_t>(input.numel()));
+    out.copy_back(output);
+  }
 
   std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
     detail::check_collective_tensor("allreduce", data, *this);
