@@ -600,6 +600,8 @@ int run(int argc, char** argv) {
   CLI::App app{"Benchmark Axon's collectives and data-parallel training (under axonrun, mpirun or srun)", "axon-bench"};
   app.require_subcommand(1);
   CollectiveOptions co;
+  // axonrun --backend B exports AXON_BACKEND=B to the ranks: the default of --backend.
+  if (const char* backend = std::getenv("AXON_BACKEND"); backend && *backend) co.backend = backend;
   CLI::App* coll = app.add_subcommand("collectives", "Time allreduce, reduce_scatter, allgather and broadcast over a range of sizes");
   coll->add_option("--collectives", co.collectives, "Which collectives, in order (comma-separated)")
       ->delimiter(',')
