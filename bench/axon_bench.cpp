@@ -107,7 +107,8 @@ struct CollectiveOptions {
   size_t min = 8, max = size_t{256} << 20;
   int step_factor = 2;
   int iters = 20, warmup = 5, rounds = 1;
-  std::string backend = "auto", dtype_name = "f32", op_name = "sum", average = "mean", mode = "blocking";
+  std::string backend = "auto", dtype_name = "f32", op_name = "sum", average = "mean", mode = "blocking",
+              mpi_mode = "blocking", stat = "mean";
   int root = 0;
   bool json = false, compare_mpi = false;
 };
@@ -310,7 +311,25 @@ class CollectiveBench {
     const MPI_Op op = op_ == ReduceOp::max ? MPI_MAX : op_ == ReduceOp::min ? MPI_MIN : MPI_SUM;
     const int count = static_cast<int>(k.count);
     int code = MPI_SUCCESS;
-    switch (k.collective) {
+    if (o_.mpi_mode == "nonblocking") {
+      // MPI_I<collective> and MPI_Wait: Open MPI runs these through coll/libnbc.
+      MPI_Request request = MPI_REQUEST_NULL;
+      switch (k.collective) {
+        case Collective::allreduce:
+          code = MPI_Iallreduce(MPI_IN_PLACE, k.a.raw_data(), count, type, op, mpi_comm_, &request);
+          break;
+        case Collective::reduce_scatter:
+          code = MPI_Ireduce_scatter_block(k.a.raw_data(), k.b.raw_data(), count, type, op, mpi_comm_, &request);
+          break;
+        case Collective::allgather:
+          code = MPI_Iallgather(k.a.raw_data(), count, type, k.b.raw_data(), count, type, mpi_comm_, &request);
+          break;
+        case Collective::broadcast: code = MPI_Ibcast(k.a.raw_data(), count, type, o_.root, mpi_comm_, &request); break;
+      }
+      if (code == MPI_SUCCESS) code = MPI_Wait(&request, MPI_STATUS_IGNORE);
+      if (op_ == ReduceOp::avg && k.collective == Collective::allreduce) scale(k.a);
+      if (op_ == ReduceOp::avg && k.collective == Collective::reduce_scatter) scale(k.b);
+    } else switch (k.collective) {
       case Collective::allreduce:
         code = MPI_Allreduce(MPI_IN_PLACE, k.a.raw_data(), count, type, op, mpi_comm_);
         if (op_ == ReduceOp::avg) scale(k.a);
@@ -342,15 +361,40 @@ class CollectiveBench {
   void mpi_call(Case&) { throw CommError("axon-bench was built without MPI: --compare-mpi is not available"); }
 #endif
 
-  // Seconds this rank spends in `iters` calls, started together after a barrier.
+  // Times `iters` calls, started together after a barrier. --stat mean (nccl-tests): one clock
+  // around the loop, appended as a single total; median/min: each call timed on its own (GPU
+  // calls synchronized one by one), appended one by one.
   template <class F>
-  double timed(int iters, F call) {
-    if (iters <= 0) return 0.0;
+  void timed(int iters, F call, std::vector<double>& samples) {
+    if (iters <= 0) return;
     comm_.barrier();
-    const auto start = Clock::now();
-    for (int i = 0; i < iters; ++i) call();
-    if (device_.is_cuda()) cuda::synchronize(device_.index);
-    return seconds_since(start);
+    if (o_.stat == "mean") {
+      const auto start = Clock::now();
+      for (int i = 0; i < iters; ++i) call();
+      if (device_.is_cuda()) cuda::synchronize(device_.index);
+      samples.push_back(seconds_since(start));
+      return;
+    }
+    for (int i = 0; i < iters; ++i) {
+      const auto start = Clock::now();
+      call();
+      if (device_.is_cuda()) cuda::synchronize(device_.index);
+      samples.push_back(seconds_since(start));
+    }
+  }
+  // This rank's seconds per call from the samples of `iters` calls, as --stat says.
+  double per_call(std::vector<double> samples, int iters) const {
+    if (o_.stat == "mean") {
+      double total = 0;
+      for (double x : samples) total += x;
+      return total / iters;
+    }
+    if (o_.stat == "min") return *std::min_element(samples.begin(), samples.end());
+    const size_t mid = samples.size() / 2;
+    std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid), samples.end());
+    double median = samples[mid];
+    if (samples.size() % 2 == 0) median = (median + *std::max_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid))) / 2;
+    return median;
   }
 
   // The per-call time over ranks, as --average says (nccl-tests -a: 0 rank 0, 1 mean, 2 min, 3 max).
@@ -371,7 +415,7 @@ class CollectiveBench {
     for (int i = 0; i < o_.warmup; ++i) axon();
     if (o_.compare_mpi)
       for (int i = 0; i < o_.warmup; ++i) mpi();
-    double axon_s = 0, mpi_s = 0;
+    std::vector<double> axon_s, mpi_s;
     if (o_.compare_mpi) {
       // Axon, MPI, MPI, Axon, in --rounds groups: a load that rises or falls during the row
       // weighs on both alike. Each side makes --iters calls in all.
@@ -379,16 +423,16 @@ class CollectiveBench {
       for (int r = 0; r < rounds; ++r) {
         const int calls = o_.iters / rounds + (r < o_.iters % rounds ? 1 : 0);
         const int first = calls / 2, second = calls - first;
-        axon_s += timed(first, axon);
-        mpi_s += timed(first, mpi);
-        mpi_s += timed(second, mpi);
-        axon_s += timed(second, axon);
+        timed(first, axon, axon_s);
+        timed(first, mpi, mpi_s);
+        timed(second, mpi, mpi_s);
+        timed(second, axon, axon_s);
       }
     } else {
-      axon_s = timed(o_.iters, axon);
+      timed(o_.iters, axon, axon_s);
     }
-    const double t = over_ranks(axon_s / o_.iters);
-    const double t_mpi = o_.compare_mpi ? over_ranks(mpi_s / o_.iters) : 0.0;
+    const double t = over_ranks(per_call(axon_s, o_.iters));
+    const double t_mpi = o_.compare_mpi ? over_ranks(per_call(mpi_s, o_.iters)) : 0.0;
 
     // The check: fresh inputs, one call, every element.
     fill_inputs(k);
@@ -433,12 +477,12 @@ class CollectiveBench {
       if (o_.json) {
         std::string line = fmt::format(
             "{{\"op\":\"{}\",\"bytes\":{},\"count\":{},\"dtype\":\"{}\",\"redop\":\"{}\",\"ranks\":{},\"backend\":\"{}\","
-            "\"mode\":\"{}\",\"time_us\":{:.3f},\"algbw_GBps\":{:.4f},\"busbw_GBps\":{:.4f},\"errors\":{}",
-            name_of(k.collective), k.bytes, k.count, o_.dtype_name, redop, n, comm_.backend(), o_.mode, t * 1e6, algbw,
+            "\"mode\":\"{}\",\"stat\":\"{}\",\"time_us\":{:.3f},\"algbw_GBps\":{:.4f},\"busbw_GBps\":{:.4f},\"errors\":{}",
+            name_of(k.collective), k.bytes, k.count, o_.dtype_name, redop, n, comm_.backend(), o_.mode, o_.stat, t * 1e6, algbw,
             busbw, wrong_all);
         if (o_.compare_mpi)
-          line += fmt::format(",\"mpi_time_us\":{:.3f},\"mpi_busbw_GBps\":{:.4f},\"ratio\":{:.4f}", t_mpi * 1e6, busbw_mpi,
-                              t_mpi / t);
+          line += fmt::format(",\"mpi_mode\":\"{}\",\"mpi_time_us\":{:.3f},\"mpi_busbw_GBps\":{:.4f},\"ratio\":{:.4f}",
+                              o_.mpi_mode, t_mpi * 1e6, busbw_mpi, t_mpi / t);
         std::printf("%s}\n", line.c_str());
       } else {
         std::printf("  %-14s %12zu %12zu %6s %6s %9.2f %8.3f %8.3f %8lld", name_of(k.collective), k.bytes, k.count,
@@ -488,12 +532,15 @@ int run_collectives(Communicator& world, const CollectiveOptions& o) {
   const DType dtype = parse_dtype(o.dtype_name);
   if (comm.rank() == 0 && !o.json) {
     std::printf("# axon-bench collectives: %d rank(s), backend %s%s, dtype %s, op %s, %s calls, iters %d, warmup %d, "
-                "time: %s over ranks\n",
+                "time: %s per call, %s over ranks\n",
                 comm.size(), comm.backend().c_str(), use_nccl ? fmt::format(" ({})", device.str()).c_str() : "",
-                o.dtype_name.c_str(), o.op_name.c_str(), o.mode.c_str(), o.iters, o.warmup, o.average.c_str());
+                o.dtype_name.c_str(), o.op_name.c_str(), o.mode.c_str(), o.iters, o.warmup, o.stat.c_str(),
+                o.average.c_str());
     std::printf("# algbw = size / time; busbw = algbw x 2(n-1)/n (allreduce), (n-1)/n (reduce_scatter, allgather), "
                 "1 (broadcast), as nccl-tests\n");
-    if (o.compare_mpi) std::printf("# ratio = Axon busbw / raw MPI busbw on the same buffers, timed interleaved\n");
+    if (o.compare_mpi)
+      std::printf("# ratio = Axon busbw / raw MPI busbw (%s MPI calls) on the same buffers, timed interleaved in %d round(s)\n",
+                  o.mpi_mode.c_str(), o.rounds);
     std::fflush(stdout);
   }
   CollectiveBench bench(comm, o, dtype, device);
@@ -624,8 +671,18 @@ int run(int argc, char** argv) {
                    "The per-call time reported: mean over ranks (nccl-tests' default), max, min or rank0")
       ->check(CLI::IsMember({"mean", "max", "min", "rank0"}))
       ->default_str("mean");
+  coll->add_option("--stat", co.stat,
+                   "Time per call: mean of a timed loop (nccl-tests), or median/min of individually timed calls (robust "
+                   "against a rank being descheduled on a shared, loaded machine)")
+      ->check(CLI::IsMember({"mean", "median", "min"}))
+      ->default_str("mean");
   coll->add_option("--mode", co.mode, "blocking calls, or async: the *_async call and wait()")
       ->check(CLI::IsMember({"blocking", "async"}))
+      ->default_str("blocking");
+  coll->add_option("--mpi-mode", co.mpi_mode,
+                   "With --compare-mpi: the raw calls are blocking (MPI_Allreduce, ...) or nonblocking (MPI_Iallreduce, "
+                   "... and MPI_Wait)")
+      ->check(CLI::IsMember({"blocking", "nonblocking"}))
       ->default_str("blocking");
   cli::add_integer(*coll, "--rounds", co.rounds, 1, 1000000,
                    "With --compare-mpi: split the timed calls into this many Axon-MPI-MPI-Axon groups");
@@ -659,6 +716,8 @@ int run(int argc, char** argv) {
       co.max = parse_size("--max-bytes", co.max_bytes);
       if (co.min > co.max)
         throw CLI::ValidationError("--min-bytes", fmt::format("{} is larger than --max-bytes {}", co.min_bytes, co.max_bytes));
+      if (co.backend != "auto" && co.backend != "mpi" && co.backend != "nccl")
+        throw CLI::ValidationError("--backend", "AXON_BACKEND='" + co.backend + "': expected mpi, nccl or auto");
       if (co.compare_mpi && co.backend == "nccl")
         throw CLI::ValidationError("--compare-mpi", "times MPI on host buffers: use it with --backend mpi");
       if (co.compare_mpi && co.dtype_name == "bf16")
