@@ -93,6 +93,14 @@ class CheckedCommunicator final : public Communicator {
     check({Op::broadcast, root, static_cast<size_t>(data.numel()), dtype_code(data)});
     return inner_->broadcast_async(data, root);
   }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    check({Op::reduce_scatter, static_cast<int>(op), static_cast<size_t>(input.numel()), dtype_code(input)});
+    inner_->reduce_scatter(input, output, op);
+  }
+  void allgather(const Tensor& input, Tensor& output) override {
+    check({Op::allgather, 0, static_cast<size_t>(output.numel()), dtype_code(input)});
+    inner_->allgather(input, output);
+  }
   std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op) override {
     check({Op::reduce_scatter, static_cast<int>(op), static_cast<size_t>(input.numel()), dtype_code(input)});
     return inner_->reduce_scatter_async(input, output, op);

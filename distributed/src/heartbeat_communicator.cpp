@@ -73,6 +73,14 @@ class HeartbeatCommunicator final : public Communicator {
     InCollective mark("broadcast");
     inner_->broadcast(data, root);
   }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    InCollective mark("reduce_scatter");
+    inner_->reduce_scatter(input, output, op);
+  }
+  void allgather(const Tensor& input, Tensor& output) override {
+    InCollective mark("allgather");
+    inner_->allgather(input, output);
+  }
   std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
     return std::make_shared<HeartbeatWork>(inner_->allreduce_async(data, op), "allreduce");
   }

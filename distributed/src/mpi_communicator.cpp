@@ -3,16 +3,17 @@
 
 #include <fmt/format.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <functional>
-#include <mutex>
-#include <thread>
 #include <limits>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "axon/agreement.h"
@@ -78,12 +79,28 @@ std::string mpi_error_text(int code) {
   return std::string(text, static_cast<size_t>(len));
 }
 
+// What a non-blocking collective is, for its error message: "mpi allreduce(f32, sum) of 1000
+// elements on rank 1 of 2". Kept as plain fields and formatted only on failure: formatting on
+// every call cost ~0.3 us, a quarter of a 1 KiB all-reduce between two ranks of one machine.
+struct Description {
+  const char* op = "";
+  DType dtype = DType::f32;
+  size_t n = 0;
+  const char* reduce = nullptr;  // the reduce op's name, if any
+  int root = -1;                 // broadcast's root, if any
+  int rank = 0, size = 1;
+  std::string str() const {
+    std::string detail = reduce ? std::string(", ") + reduce : root >= 0 ? ", root " + std::to_string(root) : "";
+    return fmt::format("mpi {}({}{}) of {} elements on rank {} of {}", op, dtype_name(dtype), detail, n, rank, size);
+  }
+};
+
 // A non-blocking MPI collective. `finish` runs once, after completion, on the thread that
 // observed it (scaling for avg, copying a staged buffer back to a bf16 or GPU tensor).
 class MpiWork final : public Work {
  public:
-  MpiWork(MPI_Request request, std::string what, std::function<void()> finish)
-      : request_(request), what_(std::move(what)), finish_(std::move(finish)) {}
+  MpiWork(MPI_Request request, Description what, std::function<void()> finish)
+      : request_(request), what_(what), finish_(std::move(finish)) {}
   ~MpiWork() override {
     // A handle dropped without wait(): the buffers it holds must outlive MPI's use of them.
     if (!done_ && request_ != MPI_REQUEST_NULL) {
@@ -111,12 +128,12 @@ class MpiWork final : public Work {
  private:
   void complete(int code) {
     done_ = true;
-    if (code != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_, mpi_error_text(code));
+    if (code != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_.str(), mpi_error_text(code));
     else if (finish_) {
       try {
         finish_();
       } catch (const std::exception& e) {
-        error_ = fmt::format("{}: finishing failed: {}", what_, e.what());
+        error_ = fmt::format("{}: finishing failed: {}", what_.str(), e.what());
       }
     }
     finish_ = nullptr;  // drops the buffers it held
@@ -127,7 +144,7 @@ class MpiWork final : public Work {
   }
 
   MPI_Request request_;
-  std::string what_;
+  Description what_;
   std::function<void()> finish_;
   bool done_ = false;
   std::string error_;
@@ -150,7 +167,7 @@ bool progress_thread_requested() {
 // A collective queued for the communication thread.
 class ThreadWork final : public Work {
  public:
-  ThreadWork(std::string what, std::function<void()> finish) : what_(std::move(what)), finish_(std::move(finish)) {}
+  ThreadWork(Description what, std::function<void()> finish) : what_(what), finish_(std::move(finish)) {}
 
   // On the communication thread.
   void complete(int code) {
@@ -179,12 +196,12 @@ class ThreadWork final : public Work {
   void finish() {
     if (!finished_) {
       finished_ = true;
-      if (code_ != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_, mpi_error_text(code_));
+      if (code_ != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_.str(), mpi_error_text(code_));
       else if (finish_) {
         try {
           finish_();
         } catch (const std::exception& e) {
-          error_ = fmt::format("{}: finishing failed: {}", what_, e.what());
+          error_ = fmt::format("{}: finishing failed: {}", what_.str(), e.what());
         }
       }
       finish_ = nullptr;
@@ -192,7 +209,7 @@ class ThreadWork final : public Work {
     if (!error_.empty()) throw CommError(error_);
   }
 
-  std::string what_;
+  Description what_;
   std::function<void()> finish_;
   std::mutex mutex_;
   std::condition_variable cv_;
@@ -278,46 +295,82 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
 
   void allreduce(std::span<float> data, ReduceOp op) override {
-    const int n = count(data.size(), "allreduce");
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_FLOAT, to_mpi(op), comm_); }),
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_FLOAT, to_mpi(op), comm_); }),
           "allreduce(float)", data.size());
     if (op == ReduceOp::avg)
       for (float& x : data) x /= static_cast<float>(size_);
   }
   void allreduce(std::span<double> data, ReduceOp op) override {
-    const int n = count(data.size(), "allreduce");
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_DOUBLE, to_mpi(op), comm_); }),
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_DOUBLE, to_mpi(op), comm_); }),
           "allreduce(double)", data.size());
     if (op == ReduceOp::avg)
       for (double& x : data) x /= static_cast<double>(size_);
   }
   void broadcast(std::span<float> data, int root) override {
     check_root(root);
-    const int n = count(data.size(), "broadcast");
-    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_FLOAT, root, comm_); }), "broadcast(float)", data.size());
+    check(blocking([&] { return MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_FLOAT, root, comm_); }), "broadcast(float)", data.size());
   }
   void broadcast(std::span<std::byte> data, int root) override {
     check_root(root);
-    const int n = count(data.size(), "broadcast");
-    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_BYTE, root, comm_); }), "broadcast(bytes)", data.size());
+    check(blocking([&] { return MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_BYTE, root, comm_); }), "broadcast(bytes)", data.size());
   }
-  void barrier() override {
-    check(blocking([&] { return MPI_Barrier(comm_); }), "barrier", 0);
-  }
+  void barrier() override { check(blocking([&] { return MPI_Barrier(comm_); }), "barrier", 0); }
 
   // ---- Tensor collectives through MPI's non-blocking collectives ----
   // Host f32 and f64 tensors are handed to MPI as they are; bf16 and GPU tensors through a host
   // f32/f64 staging copy made now and copied back on completion.
 
-  void allreduce(Tensor& data, ReduceOp op) override { allreduce_async(data, op)->wait(); }
-  void broadcast(Tensor& data, int root) override { broadcast_async(data, root)->wait(); }
+  // The blocking forms call MPI's blocking collectives: Open MPI runs MPI_Iallreduce and friends
+  // through coll/libnbc, whose schedules cost several microseconds more per call than coll/tuned's
+  // MPI_Allreduce at small sizes (2-3x slower under 64 KiB at 2 ranks; docs/benchmarks.md,
+  // "Collectives: axon-bench"), and pick other algorithms.
+  void allreduce(Tensor& data, ReduceOp op) override {
+    detail::check_collective_tensor("allreduce", data, *this);
+    if (data.numel() == 0) return;
+    Staged buf = stage(data, true);
+    const size_t n = static_cast<size_t>(data.numel());
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, buf.host.raw_data(), count(n, "allreduce"), mpi_type(buf.host), to_mpi(op), comm_); }),
+          "allreduce", n);
+    if (op == ReduceOp::avg) axon::backend(buf.host.device()).unary(UnaryOp::mul_scalar, buf.host, 1.0 / size_, buf.host);
+    buf.copy_back(data);
+  }
+  void broadcast(Tensor& data, int root) override {
+    detail::check_collective_tensor("broadcast", data, *this);
+    check_root(root);
+    if (data.numel() == 0) return;
+    Staged buf = stage(data, false);
+    check(blocking([&] { return MPI_Bcast(buf.host.raw_data(), count(buf.host.nbytes(), "broadcast"), MPI_BYTE, root, comm_); }), "broadcast",
+          static_cast<size_t>(data.numel()));
+    buf.copy_back(data);
+  }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    detail::check_scatter_shapes("reduce_scatter", input, output, *this);
+    if (output.numel() == 0) return;
+    Staged in = stage(input, true), out = stage(output, true, /*copy_values=*/false);
+    const size_t n = static_cast<size_t>(output.numel());
+    check(blocking([&] { return MPI_Reduce_scatter_block(in.host.raw_data(), out.host.raw_data(), count(n, "reduce_scatter"), mpi_type(in.host),
+                                   to_mpi(op), comm_); }),
+          "reduce_scatter", n);
+    if (op == ReduceOp::avg) axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / size_, out.host);
+    out.copy_back(output);
+  }
+  void allgather(const Tensor& input, Tensor& output) override {
+    detail::check_scatter_shapes("allgather", output, input, *this);
+    if (input.numel() == 0) return;
+    Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
+    const size_t bytes = in.host.nbytes();
+    check(blocking([&] { return MPI_Allgather(in.host.raw_data(), count(bytes, "allgather"), MPI_BYTE, out.host.raw_data(),
+                        count(bytes, "allgather"), MPI_BYTE, comm_); }),
+          "allgather", static_cast<size_t>(input.numel()));
+    out.copy_back(output);
+  }
 
   std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
     detail::check_collective_tensor("allreduce", data, *this);
     if (data.numel() == 0) return completed_work();
     Staged buf = stage(data, true);
     const size_t n = static_cast<size_t>(data.numel());
-    const std::string what = describe("allreduce", buf.host, n, reduce_op_name(op));
+    const Description what = describe("allreduce", buf.host, n, reduce_op_name(op));
     const int c = count(n, "allreduce");
     void* p = buf.host.raw_data();
     const MPI_Datatype type = mpi_type(buf.host);
@@ -340,7 +393,7 @@ class MpiCommunicator final : public Communicator {
     void* p = buf.host.raw_data();
     return launch([=, this](MPI_Request* r) { return MPI_Ibcast(p, c, MPI_BYTE, root, comm_, r); }, "broadcast",
                   static_cast<size_t>(data.numel()),
-                  describe("broadcast", data, static_cast<size_t>(data.numel()), "root " + std::to_string(root)),
+                  describe("broadcast", data, static_cast<size_t>(data.numel()), nullptr, root),
                   [data, buf]() mutable { buf.copy_back(data); });
   }
 
@@ -374,7 +427,7 @@ class MpiCommunicator final : public Communicator {
     void* dst = out.host.raw_data();
     return launch([=, this](MPI_Request* r) { return MPI_Iallgather(src, c, MPI_BYTE, dst, c, MPI_BYTE, comm_, r); },
                   "allgather", static_cast<size_t>(input.numel()),
-                  describe("allgather", input, static_cast<size_t>(input.numel()), ""),
+                  describe("allgather", input, static_cast<size_t>(input.numel()), nullptr),
                   [output, in, out]() mutable { out.copy_back(output); });
   }
 
@@ -382,17 +435,15 @@ class MpiCommunicator final : public Communicator {
     detail::check_collective_tensor("send", data, *this);
     detail::check_peer("send", dst, *this);
     Staged buf = stage(data, false);
-    const int c = count(buf.host.nbytes(), "send");
-    check(blocking([&] { return MPI_Send(buf.host.raw_data(), c, MPI_BYTE, dst, tag, comm_); }), "send",
-          static_cast<size_t>(data.numel()));
+    check(blocking([&] { return MPI_Send(buf.host.raw_data(), count(buf.host.nbytes(), "send"), MPI_BYTE, dst, tag, comm_); }),
+          "send", static_cast<size_t>(data.numel()));
   }
   void recv(Tensor& data, int src, int tag) override {
     detail::check_collective_tensor("recv", data, *this);
     detail::check_peer("recv", src, *this);
     Staged buf = stage(data, false, /*copy_values=*/false);
     MPI_Status status;
-    const int c = count(buf.host.nbytes(), "recv");
-    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), c, MPI_BYTE, src, tag, comm_, &status); }), "recv",
+    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), count(buf.host.nbytes(), "recv"), MPI_BYTE, src, tag, comm_, &status); }), "recv",
           static_cast<size_t>(data.numel()));
     int got = 0;
     MPI_Get_count(&status, MPI_BYTE, &got);
@@ -406,9 +457,9 @@ class MpiCommunicator final : public Communicator {
   // Starts a non-blocking collective: here (test mode), or queued for the communication thread,
   // which starts it and waits for it there.
   template <typename Start>
-  std::shared_ptr<Work> launch(Start start, const char* op, size_t n, std::string what, std::function<void()> finish) {
+  std::shared_ptr<Work> launch(Start start, const char* op, size_t n, Description what, std::function<void()> finish) {
     if (progress_) {
-      auto work = std::make_shared<ThreadWork>(std::move(what), std::move(finish));
+      auto work = std::make_shared<ThreadWork>(what, std::move(finish));
       progress_->push(
           [start]() mutable {
             MPI_Request request = MPI_REQUEST_NULL;
@@ -420,20 +471,31 @@ class MpiCommunicator final : public Communicator {
     }
     MPI_Request request = MPI_REQUEST_NULL;
     check(start(&request), op, n);
-    return std::make_shared<MpiWork>(request, std::move(what), std::move(finish));
+    return std::make_shared<MpiWork>(request, what, std::move(finish));
   }
   // A blocking MPI call: made here, or (thread mode) by the communication thread after everything
   // queued before it, so that MPI sees one thread and one order.
   template <typename Call>
   int blocking(Call call) {
     if (!progress_) return call();
-    auto work = std::make_shared<ThreadWork>("", nullptr);
+    auto work = std::make_shared<ThreadWork>(Description{}, nullptr);
     int code = MPI_SUCCESS;
-    progress_->push([&] { return code = call(); }, work);
+    std::exception_ptr thrown;  // an argument check inside `call` throws here, not on the thread
+    progress_->push(
+        [&] {
+          try {
+            return code = call();
+          } catch (...) {
+            thrown = std::current_exception();
+            return code = MPI_ERR_OTHER;
+          }
+        },
+        work);
     try {
       work->wait();
     } catch (const CommError&) {
     }
+    if (thrown) std::rethrow_exception(thrown);
     return code;
   }
 
@@ -456,9 +518,8 @@ class MpiCommunicator final : public Communicator {
     return {widen ? host.to(DType::f32) : host, true};
   }
   static MPI_Datatype mpi_type(const Tensor& t) { return t.dtype() == DType::f64 ? MPI_DOUBLE : MPI_FLOAT; }
-  std::string describe(const char* op, const Tensor& t, size_t n, const std::string& detail) const {
-    return fmt::format("mpi {}({}{}{}) of {} elements on rank {} of {}", op, dtype_name(t.dtype()), detail.empty() ? "" : ", ",
-                       detail, n, rank_, size_);
+  Description describe(const char* op, const Tensor& t, size_t n, const char* reduce, int root = -1) const {
+    return Description{op, t.dtype(), n, reduce, root, rank_, size_};
   }
 
   void check(int code, const char* what, size_t n) const {

@@ -69,7 +69,8 @@ class Communicator {
   // assumed); bf16 is reduced in f32 and rounded once. The MPI backend runs host tensors through
   // MPI's non-blocking collectives; the NCCL backend runs GPU tensors on the GPU. Every call
   // throws CommError naming the op, this rank, the world size, and the dtype, device or sizes it
-  // cannot handle. Each blocking form is its *_async form followed by wait().
+  // cannot handle. Each blocking form is its *_async form followed by wait(), unless a backend
+  // has a faster blocking call (MPI: the blocking MPI collectives).
 
   // In place: afterwards every rank holds the reduction over all ranks.
   virtual void allreduce(Tensor& data, ReduceOp op = ReduceOp::sum);
@@ -80,11 +81,11 @@ class Communicator {
   // input {size() * n} (same dtype and device as output {n}), split into size() blocks of n:
   // rank r's output is the reduction over ranks of block r (MPI_Reduce_scatter_block,
   // ncclReduceScatter). Callers pad their buffers to a multiple of the world size.
-  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op = ReduceOp::sum);
+  virtual void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op = ReduceOp::sum);
   virtual std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op = ReduceOp::sum);
   // input {n} from every rank, concatenated in rank order into output {size() * n}
   // (MPI_Allgather, ncclAllGather).
-  void allgather(const Tensor& input, Tensor& output);
+  virtual void allgather(const Tensor& input, Tensor& output);
   virtual std::shared_ptr<Work> allgather_async(const Tensor& input, Tensor& output);
   // Point to point, blocking: `data` to rank `dst`; into `data` from rank `src` (same element
   // count and dtype on both sides; a tag tells apart messages between the same two ranks).
