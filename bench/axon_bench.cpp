@@ -516,9 +516,11 @@ class CollectiveBench {
 
 int run_collectives(Communicator& world, const CollectiveOptions& o) {
   // The backend: NCCL for GPU buffers when asked (or by default where it is built in and a GPU
-  // is there), else the MPI (or, for one process, local) communicator on host buffers.
+  // is there, unless --compare-mpi), else the MPI (or, for one process, local) communicator on host buffers.
   const bool gpu = cuda::device_count() > 0;
-  const bool use_nccl = o.backend == "nccl" || (o.backend == "auto" && gpu && !nccl_version().empty());
+  // --compare-mpi times MPI on host buffers, so auto then means mpi.
+  const bool use_nccl =
+      o.backend == "nccl" || (o.backend == "auto" && gpu && !nccl_version().empty() && !o.compare_mpi);
   std::unique_ptr<Communicator> nccl;
   Device device = Device::cpu();
   if (use_nccl) {
