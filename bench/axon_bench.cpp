@@ -309,6 +309,9 @@ class CollectiveBench {
   void mpi_call(Case& k) {
     const MPI_Datatype type = dtype_ == DType::f64 ? MPI_DOUBLE : MPI_FLOAT;
     const MPI_Op op = op_ == ReduceOp::max ? MPI_MAX : op_ == ReduceOp::min ? MPI_MIN : MPI_SUM;
+    if (k.count > static_cast<size_t>(std::numeric_limits<int>::max()))
+      throw CommError(fmt::format("raw MPI {}: {} elements exceed MPI's int count (--max-bytes is too large for "
+                                  "--compare-mpi)", name_of(k.collective), k.count));
     const int count = static_cast<int>(k.count);
     int code = MPI_SUCCESS;
     if (o_.mpi_mode == "nonblocking") {
