@@ -3,17 +3,16 @@
 
 #include <fmt/format.h>
 
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <exception>
 #include <functional>
-#include <limits>
 #include <mutex>
-#include <string>
 #include <thread>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "axon/agreement.h"
@@ -81,7 +80,7 @@ std::string mpi_error_text(int code) {
 
 // What a non-blocking collective is, for its error message: "mpi allreduce(f32, sum) of 1000
 // elements on rank 1 of 2". Kept as plain fields and formatted only on failure: formatting on
-// every call cost ~0.3 us, a quarter of a 1 KiB all-reduce between two ranks of one machine.
+// every call cost ~0.3 us, a tenth of a 1 KiB MPI_Iallreduce between two ranks of one machine.
 struct Description {
   const char* op = "";
   DType dtype = DType::f32;
@@ -295,42 +294,49 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
 
   void allreduce(std::span<float> data, ReduceOp op) override {
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_FLOAT, to_mpi(op), comm_); }),
+    const int n = count(data.size(), "allreduce");
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_FLOAT, to_mpi(op), comm_); }),
           "allreduce(float)", data.size());
     if (op == ReduceOp::avg)
       for (float& x : data) x /= static_cast<float>(size_);
   }
   void allreduce(std::span<double> data, ReduceOp op) override {
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_DOUBLE, to_mpi(op), comm_); }),
+    const int n = count(data.size(), "allreduce");
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_DOUBLE, to_mpi(op), comm_); }),
           "allreduce(double)", data.size());
     if (op == ReduceOp::avg)
       for (double& x : data) x /= static_cast<double>(size_);
   }
   void broadcast(std::span<float> data, int root) override {
     check_root(root);
-    check(blocking([&] { return MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_FLOAT, root, comm_); }), "broadcast(float)", data.size());
+    const int n = count(data.size(), "broadcast");
+    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_FLOAT, root, comm_); }), "broadcast(float)", data.size());
   }
   void broadcast(std::span<std::byte> data, int root) override {
     check_root(root);
-    check(blocking([&] { return MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_BYTE, root, comm_); }), "broadcast(bytes)", data.size());
+    const int n = count(data.size(), "broadcast");
+    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_BYTE, root, comm_); }), "broadcast(bytes)", data.size());
   }
-  void barrier() override { check(blocking([&] { return MPI_Barrier(comm_); }), "barrier", 0); }
+  void barrier() override {
+    check(blocking([&] { return MPI_Barrier(comm_); }), "barrier", 0);
+  }
 
-  // ---- Tensor collectives through MPI's non-blocking collectives ----
+  // ---- Tensor collectives: the *_async forms through MPI's non-blocking collectives ----
   // Host f32 and f64 tensors are handed to MPI as they are; bf16 and GPU tensors through a host
   // f32/f64 staging copy made now and copied back on completion.
 
   // The blocking forms call MPI's blocking collectives: Open MPI runs MPI_Iallreduce and friends
-  // through coll/libnbc, whose schedules cost several microseconds more per call than coll/tuned's
-  // MPI_Allreduce at small sizes (2-3x slower under 64 KiB at 2 ranks; docs/benchmarks.md,
-  // "Collectives: axon-bench"), and pick other algorithms.
+  // through coll/libnbc, which at 2 ranks on one machine took 1.8x as long as coll/tuned's
+  // MPI_Allreduce at 1 KiB and 2x at 1 MiB (docs/benchmarks.md, "Collectives: axon-bench").
   void allreduce(Tensor& data, ReduceOp op) override {
     detail::check_collective_tensor("allreduce", data, *this);
     if (data.numel() == 0) return;
     Staged buf = stage(data, true);
     const size_t n = static_cast<size_t>(data.numel());
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, buf.host.raw_data(), count(n, "allreduce"), mpi_type(buf.host), to_mpi(op), comm_); }),
-          "allreduce", n);
+    const int c = count(n, "allreduce");
+    void* p = buf.host.raw_data();
+    const MPI_Datatype type = mpi_type(buf.host);
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, p, c, type, to_mpi(op), comm_); }), "allreduce", n);
     if (op == ReduceOp::avg) axon::backend(buf.host.device()).unary(UnaryOp::mul_scalar, buf.host, 1.0 / size_, buf.host);
     buf.copy_back(data);
   }
@@ -339,8 +345,9 @@ class MpiCommunicator final : public Communicator {
     check_root(root);
     if (data.numel() == 0) return;
     Staged buf = stage(data, false);
-    check(blocking([&] { return MPI_Bcast(buf.host.raw_data(), count(buf.host.nbytes(), "broadcast"), MPI_BYTE, root, comm_); }), "broadcast",
-          static_cast<size_t>(data.numel()));
+    const int c = count(buf.host.nbytes(), "broadcast");
+    void* p = buf.host.raw_data();
+    check(blocking([&] { return MPI_Bcast(p, c, MPI_BYTE, root, comm_); }), "broadcast", static_cast<size_t>(data.numel()));
     buf.copy_back(data);
   }
   void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
@@ -348,9 +355,11 @@ class MpiCommunicator final : public Communicator {
     if (output.numel() == 0) return;
     Staged in = stage(input, true), out = stage(output, true, /*copy_values=*/false);
     const size_t n = static_cast<size_t>(output.numel());
-    check(blocking([&] { return MPI_Reduce_scatter_block(in.host.raw_data(), out.host.raw_data(), count(n, "reduce_scatter"), mpi_type(in.host),
-                                   to_mpi(op), comm_); }),
-          "reduce_scatter", n);
+    const int c = count(n, "reduce_scatter");
+    const void* src = in.host.raw_data();
+    void* dst = out.host.raw_data();
+    const MPI_Datatype type = mpi_type(in.host);
+    check(blocking([&] { return MPI_Reduce_scatter_block(src, dst, c, type, to_mpi(op), comm_); }), "reduce_scatter", n);
     if (op == ReduceOp::avg) axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / size_, out.host);
     out.copy_back(output);
   }
@@ -358,10 +367,11 @@ class MpiCommunicator final : public Communicator {
     detail::check_scatter_shapes("allgather", output, input, *this);
     if (input.numel() == 0) return;
     Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
-    const size_t bytes = in.host.nbytes();
-    check(blocking([&] { return MPI_Allgather(in.host.raw_data(), count(bytes, "allgather"), MPI_BYTE, out.host.raw_data(),
-                        count(bytes, "allgather"), MPI_BYTE, comm_); }),
-          "allgather", static_cast<size_t>(input.numel()));
+    const int c = count(in.host.nbytes(), "allgather");
+    const void* src = in.host.raw_data();
+    void* dst = out.host.raw_data();
+    check(blocking([&] { return MPI_Allgather(src, c, MPI_BYTE, dst, c, MPI_BYTE, comm_); }), "allgather",
+          static_cast<size_t>(input.numel()));
     out.copy_back(output);
   }
 
@@ -435,15 +445,17 @@ class MpiCommunicator final : public Communicator {
     detail::check_collective_tensor("send", data, *this);
     detail::check_peer("send", dst, *this);
     Staged buf = stage(data, false);
-    check(blocking([&] { return MPI_Send(buf.host.raw_data(), count(buf.host.nbytes(), "send"), MPI_BYTE, dst, tag, comm_); }),
-          "send", static_cast<size_t>(data.numel()));
+    const int c = count(buf.host.nbytes(), "send");
+    check(blocking([&] { return MPI_Send(buf.host.raw_data(), c, MPI_BYTE, dst, tag, comm_); }), "send",
+          static_cast<size_t>(data.numel()));
   }
   void recv(Tensor& data, int src, int tag) override {
     detail::check_collective_tensor("recv", data, *this);
     detail::check_peer("recv", src, *this);
     Staged buf = stage(data, false, /*copy_values=*/false);
     MPI_Status status;
-    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), count(buf.host.nbytes(), "recv"), MPI_BYTE, src, tag, comm_, &status); }), "recv",
+    const int c = count(buf.host.nbytes(), "recv");
+    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), c, MPI_BYTE, src, tag, comm_, &status); }), "recv",
           static_cast<size_t>(data.numel()));
     int got = 0;
     MPI_Get_count(&status, MPI_BYTE, &got);
@@ -480,22 +492,11 @@ class MpiCommunicator final : public Communicator {
     if (!progress_) return call();
     auto work = std::make_shared<ThreadWork>(Description{}, nullptr);
     int code = MPI_SUCCESS;
-    std::exception_ptr thrown;  // an argument check inside `call` throws here, not on the thread
-    progress_->push(
-        [&] {
-          try {
-            return code = call();
-          } catch (...) {
-            thrown = std::current_exception();
-            return code = MPI_ERR_OTHER;
-          }
-        },
-        work);
+    progress_->push([&] { return code = call(); }, work);
     try {
       work->wait();
     } catch (const CommError&) {
     }
-    if (thrown) std::rethrow_exception(thrown);
     return code;
   }
 
