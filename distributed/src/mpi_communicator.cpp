@@ -101,11 +101,16 @@ class MpiWork final : public Work {
   MpiWork(MPI_Request request, Description what, std::function<void()> finish)
       : request_(request), what_(what), finish_(std::move(finish)) {}
   ~MpiWork() override {
-    // A handle dropped without wait(): the buffers it holds must outlive MPI's use of them.
+    // A handle dropped without wait(): the buffers it holds must outlive MPI's use of them, and
+    // its result is still finished (scaled for avg, copied back when staged).
     if (!done_ && request_ != MPI_REQUEST_NULL) {
       int finalized = 0;
       MPI_Finalized(&finalized);
-      if (!finalized) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+      if (finalized) return;
+      try {
+        complete(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+      } catch (...) {  // no one is left to tell
+      }
     }
   }
 
@@ -170,8 +175,11 @@ class ThreadWork final : public Work {
 
   // On the communication thread.
   void complete(int code) {
+    // MPI's error text is read here, on the communication thread, the only one calling MPI.
+    std::string text = code == MPI_SUCCESS ? std::string() : mpi_error_text(code);
     std::lock_guard<std::mutex> lock(mutex_);
     code_ = code;
+    code_text_ = std::move(text);
     done_ = true;
     cv_.notify_all();
   }
@@ -195,7 +203,7 @@ class ThreadWork final : public Work {
   void finish() {
     if (!finished_) {
       finished_ = true;
-      if (code_ != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_.str(), mpi_error_text(code_));
+      if (code_ != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_.str(), code_text_);
       else if (finish_) {
         try {
           finish_();
@@ -214,6 +222,7 @@ class ThreadWork final : public Work {
   std::condition_variable cv_;
   bool done_ = false;
   int code_ = MPI_SUCCESS;
+  std::string code_text_;
   bool finished_ = false;
   std::string error_;
 };
@@ -345,9 +354,10 @@ class MpiCommunicator final : public Communicator {
     check_root(root);
     if (data.numel() == 0) return;
     Staged buf = stage(data, false);
-    const int c = count(buf.host.nbytes(), "broadcast");
+    const int c = count(static_cast<size_t>(buf.host.numel()), "broadcast");
     void* p = buf.host.raw_data();
-    check(blocking([&] { return MPI_Bcast(p, c, MPI_BYTE, root, comm_); }), "broadcast", static_cast<size_t>(data.numel()));
+    const MPI_Datatype type = element_type(buf.host);
+    check(blocking([&] { return MPI_Bcast(p, c, type, root, comm_); }), "broadcast", static_cast<size_t>(data.numel()));
     buf.copy_back(data);
   }
   void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
@@ -367,10 +377,11 @@ class MpiCommunicator final : public Communicator {
     detail::check_scatter_shapes("allgather", output, input, *this);
     if (input.numel() == 0) return;
     Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
-    const int c = count(in.host.nbytes(), "allgather");
+    const int c = count(static_cast<size_t>(in.host.numel()), "allgather");
     const void* src = in.host.raw_data();
     void* dst = out.host.raw_data();
-    check(blocking([&] { return MPI_Allgather(src, c, MPI_BYTE, dst, c, MPI_BYTE, comm_); }), "allgather",
+    const MPI_Datatype type = element_type(in.host);
+    check(blocking([&] { return MPI_Allgather(src, c, type, dst, c, type, comm_); }), "allgather",
           static_cast<size_t>(input.numel()));
     out.copy_back(output);
   }
@@ -380,7 +391,7 @@ class MpiCommunicator final : public Communicator {
     if (data.numel() == 0) return completed_work();
     Staged buf = stage(data, true);
     const size_t n = static_cast<size_t>(data.numel());
-    const Description what = describe("allreduce", buf.host, n, reduce_op_name(op));
+    const Description what = describe("allreduce", data, n, reduce_op_name(op));
     const int c = count(n, "allreduce");
     void* p = buf.host.raw_data();
     const MPI_Datatype type = mpi_type(buf.host);
@@ -398,10 +409,10 @@ class MpiCommunicator final : public Communicator {
     if (data.numel() == 0) return completed_work();
     // Bytes: a bf16 tensor goes as it is, no widening needed.
     Staged buf = stage(data, false);
-    const size_t bytes = buf.host.nbytes();
-    const int c = count(bytes, "broadcast");
+    const int c = count(static_cast<size_t>(buf.host.numel()), "broadcast");
     void* p = buf.host.raw_data();
-    return launch([=, this](MPI_Request* r) { return MPI_Ibcast(p, c, MPI_BYTE, root, comm_, r); }, "broadcast",
+    const MPI_Datatype type = element_type(buf.host);
+    return launch([=, this](MPI_Request* r) { return MPI_Ibcast(p, c, type, root, comm_, r); }, "broadcast",
                   static_cast<size_t>(data.numel()),
                   describe("broadcast", data, static_cast<size_t>(data.numel()), nullptr, root),
                   [data, buf]() mutable { buf.copy_back(data); });
@@ -418,7 +429,7 @@ class MpiCommunicator final : public Communicator {
     const MPI_Datatype type = mpi_type(in.host);
     const int world = size_;
     return launch([=, this](MPI_Request* r) { return MPI_Ireduce_scatter_block(src, dst, c, type, to_mpi(op), comm_, r); },
-                  "reduce_scatter", n, describe("reduce_scatter", in.host, n, reduce_op_name(op)),
+                  "reduce_scatter", n, describe("reduce_scatter", input, n, reduce_op_name(op)),
                                      [output, in, out, op, world]() mutable {
                                        if (op == ReduceOp::avg)
                                          axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / world, out.host);
@@ -431,11 +442,11 @@ class MpiCommunicator final : public Communicator {
     if (input.numel() == 0) return completed_work();
     // Bytes, like broadcast: no arithmetic, so bf16 travels as it is.
     Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
-    const size_t bytes = in.host.nbytes();
-    const int c = count(bytes, "allgather");
+    const int c = count(static_cast<size_t>(in.host.numel()), "allgather");
     const void* src = in.host.raw_data();
     void* dst = out.host.raw_data();
-    return launch([=, this](MPI_Request* r) { return MPI_Iallgather(src, c, MPI_BYTE, dst, c, MPI_BYTE, comm_, r); },
+    const MPI_Datatype type = element_type(in.host);
+    return launch([=, this](MPI_Request* r) { return MPI_Iallgather(src, c, type, dst, c, type, comm_, r); },
                   "allgather", static_cast<size_t>(input.numel()),
                   describe("allgather", input, static_cast<size_t>(input.numel()), nullptr),
                   [output, in, out]() mutable { out.copy_back(output); });
@@ -445,8 +456,9 @@ class MpiCommunicator final : public Communicator {
     detail::check_collective_tensor("send", data, *this);
     detail::check_peer("send", dst, *this);
     Staged buf = stage(data, false);
-    const int c = count(buf.host.nbytes(), "send");
-    check(blocking([&] { return MPI_Send(buf.host.raw_data(), c, MPI_BYTE, dst, tag, comm_); }), "send",
+    const int c = count(static_cast<size_t>(buf.host.numel()), "send");
+    const MPI_Datatype type = element_type(buf.host);
+    check(blocking([&] { return MPI_Send(buf.host.raw_data(), c, type, dst, tag, comm_); }), "send",
           static_cast<size_t>(data.numel()));
   }
   void recv(Tensor& data, int src, int tag) override {
@@ -454,14 +466,15 @@ class MpiCommunicator final : public Communicator {
     detail::check_peer("recv", src, *this);
     Staged buf = stage(data, false, /*copy_values=*/false);
     MPI_Status status;
-    const int c = count(buf.host.nbytes(), "recv");
-    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), c, MPI_BYTE, src, tag, comm_, &status); }), "recv",
+    const int c = count(static_cast<size_t>(buf.host.numel()), "recv");
+    const MPI_Datatype type = element_type(buf.host);
+    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), c, type, src, tag, comm_, &status); }), "recv",
           static_cast<size_t>(data.numel()));
     int got = 0;
-    MPI_Get_count(&status, MPI_BYTE, &got);
-    if (static_cast<size_t>(got) != buf.host.nbytes())
-      throw CommError(fmt::format("mpi recv on rank {} of {}: rank {} sent {} bytes but {} were expected ({} {} elements)",
-                                  rank_, size_, src, got, buf.host.nbytes(), data.numel(), dtype_name(data.dtype())));
+    MPI_Get_count(&status, type, &got);
+    if (got != c)
+      throw CommError(fmt::format("mpi recv on rank {} of {}: rank {} sent {} elements but {} {} elements were expected",
+                                  rank_, size_, src, got, data.numel(), dtype_name(data.dtype())));
     buf.copy_back(data);
   }
 
@@ -517,6 +530,17 @@ class MpiCommunicator final : public Communicator {
     if (!copy_values) return {Tensor::empty(t.shape(), TensorOptions{dtype, Device::cpu()}), true};
     Tensor host = t.detach().to(Device::cpu());
     return {widen ? host.to(DType::f32) : host, true};
+  }
+  // The MPI type of one element as stored, for calls that only move data (broadcast, allgather,
+  // send/recv): counts stay in elements, so MPI's int count limits elements, not bytes.
+  static MPI_Datatype element_type(const Tensor& t) {
+    switch (t.dtype()) {
+      case DType::f64: return MPI_DOUBLE;
+      case DType::bf16: return MPI_UINT16_T;
+      case DType::i32: return MPI_INT32_T;
+      case DType::i64: return MPI_INT64_T;
+      default: return MPI_FLOAT;
+    }
   }
   static MPI_Datatype mpi_type(const Tensor& t) { return t.dtype() == DType::f64 ? MPI_DOUBLE : MPI_FLOAT; }
   Description describe(const char* op, const Tensor& t, size_t n, const char* reduce, int root = -1) const {
