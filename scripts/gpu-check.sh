@@ -16,6 +16,8 @@
 #                fashion_mnist --device cuda (f32; --precision bf16; --cuda-graph), mlp, 1 epoch on the
 #                real Fashion-MNIST: test accuracy must be >= 0.82
 #   bench        bench/compare_pytorch_gpu.sh (Axon vs PyTorch eager / CUDA graph on the same GPU)
+#   nccl-bench   axon-bench collectives --backend nccl at world size 1 (every value checked; the
+#                figures are NCCL's local copies, not a link's bandwidth)
 #   full-suite   the rest of ctest, with whatever time is left (tests that need mpirun are left out
 #                when the machine has none: MPI is off in this build)
 # Prints a summary table, writes it as JSON to gpu-check.json (and to $OUT/gpu-check.json when $OUT
@@ -374,6 +376,14 @@ else
   fi
   PHASE_DETAIL="table in $build/logs/bench.log"
   phase bench 210 bench/compare_pytorch_gpu.sh "${bench_args[@]}"
+fi
+
+# NCCL's collectives through Axon at world size 1 (this build has no MPI to start more ranks).
+if ((built)) && [[ $device != cpu ]] && [[ -x $repo/$build/bin/axon-bench ]]; then
+  PHASE_DETAIL="table in $build/logs/nccl-bench.log"
+  phase nccl-bench 60 with_axon_env "$repo/$build/bin/axon-bench" collectives --backend nccl -b 8 -e 256M --iters 10 --warmup 3
+else
+  record nccl-bench skipped 0 "no GPU build or no axon-bench"
 fi
 
 # The rest of the suite with the time that is left. MPI is off in this build, so tests that train on
