@@ -243,6 +243,8 @@ class Trainer {
   // Queues loss_sum += loss × rows and correct += the rows whose argmax is the label (no host sync).
   static void accumulate_metrics(const StepResult& result, const Batch& batch, Tensor& loss_sum, Tensor& correct);
   void sync_parameters();
+  // Averages the model state (batch_norm's running statistics) over the ranks; collective.
+  void sync_state();
   EvalResult evaluate_agreed(const data::Dataset& dataset, int epoch);
 
   Model model_;
