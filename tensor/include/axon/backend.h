@@ -101,8 +101,9 @@ struct GroupNormParams {
   // torch.nn.functional.batch_norm.
   bool update_running = false;
   double momentum = 0.1;
-  int64_t channels() const { return groups * group_size; }
-  int64_t lane_size() const { return positions * group_size * inner; }
+  // constexpr: callable from CUDA kernels (nvcc --expt-relaxed-constexpr).
+  constexpr int64_t channels() const { return groups * group_size; }
+  constexpr int64_t lane_size() const { return positions * group_size * inner; }
 };
 
 // Resizing the two spatial dims of x viewed as {outer, in_h, in_w, inner} to {outer, out_h, out_w,
