@@ -325,6 +325,18 @@ TEST(Graphs, ResidualBlockSplitCondAndCustomLayers) {
   for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(got[i], w[i], 1e-5f);
 }
 
+TEST(Graphs, ACustomLayerOfModeTrainPassesItsInputThroughInInference) {
+  CustomLayerOptions o;
+  o.op_name = "noise";
+  o.mode = CustomLayerOptions::Mode::train;
+  Model m = layer([](const std::vector<Tensor>& in, std::span<const Tensor>) { return add_scalar(in[0], 1.0f); },
+                  {input({-1, 2})}, o);
+  Parameters params = init(m, 0);
+  Tensor x = Tensor::from_vector({1, 2}, std::vector<float>{3, 4});
+  EXPECT_EQ(predict(m, params, x).to_vector(), (std::vector<float>{3, 4}));
+  EXPECT_EQ(forward(plan(m), params, x, ForwardContext{true}).to_vector(), (std::vector<float>{4, 5}));
+}
+
 TEST(Summary, PrintsEveryLayerOfAResidualBlockAndTheTotal) {
   Model x = input({-1, 16});
   Model block = add(x | dense(32) | batch_norm() | relu() | dense(16), x) | dense(10);
