@@ -33,10 +33,29 @@
 
 using namespace axon;
 
+// "resnet" for now: a residual network of dense layers with batch_norm, merged by add — He et
+// al. 2016's pre-activation block ("Identity Mappings in Deep Residual Networks") with dense layers
+// in place of convolutions until those land: dense 256, then two blocks
+// x + dense(relu(batch_norm(dense(relu(batch_norm(x)))))), then batch_norm → relu → dense 10.
+// batch_norm's gamma starts at ones (PyTorch's; the seed's default is glorot_uniform), and its
+// momentum is 0.5: in a one-epoch run the weights change fast, and inference uses running
+// statistics that must keep up (with 0.1, 2 ranks measured 0.849 to 0.859 over four seeds; with
+// 0.5, 0.852 to 0.860).
+static Model dense_resnet() {
+  BatchNormOptions bn;
+  bn.gamma_initializer = initializers::ones();
+  bn.momentum = 0.5;
+  Model x = input({-1, 784}) | dense(256);
+  for (int block = 0; block < 2; ++block)
+    x = add(x | batch_norm(bn) | relu() | dense(256) | batch_norm(bn) | relu() | dense(256), x);
+  return x | batch_norm(bn) | relu() | dense(10);
+}
+
 static Model build_model(const std::string& name) {
   if (name == "mlp") return input({-1, 784}) | dense(128, Activation::relu) | dense(10);
   if (name == "mlp_big")
     return input({-1, 784}) | dense(1024, Activation::relu) | dense(1024, Activation::relu) | dense(10);
+  if (name == "resnet") return dense_resnet();
   throw std::invalid_argument(fmt::format("unknown model '{}'", name));
 }
 
@@ -72,7 +91,7 @@ static int run(int argc, char** argv) {
   std::string device_name = "cpu", precision = "f32", backend_name = "auto";
   // axonrun --backend B exports AXON_BACKEND=B to the ranks: the default of --backend.
   if (const char* backend = std::getenv("AXON_BACKEND"); backend && *backend) backend_name = backend;
-  app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big"}));
+  app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big", "resnet"}));
   cli::add_integer(app, "--epochs", epochs, 1, 100000, "Passes over the training set");
   cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
                    "Samples per rank per step (global batch = this × ranks)");

@@ -173,7 +173,7 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
   }
 
   // Shapes and parameters, from the inputs forward.
-  size_t param_index = 0;
+  size_t param_index = 0, state_index = 0;
   for (size_t i = 0; i < result.layers.size(); ++i) {
     PlannedLayer& layer = result.layers[i];
     const bool is_input = std::find(result.input_layers.begin(), result.input_layers.end(), i) != result.input_layers.end();
@@ -183,19 +183,23 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
       try {
         layer.output_shape = layer.node->layer->output_shape(in_shapes);
         layer.params = layer.node->layer->params(in_shapes);
+        layer.state = layer.node->layer->state(in_shapes);
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
       }
     }
     layer.first_param = param_index;
     param_index += layer.params.size();
+    layer.first_state = state_index;
+    state_index += layer.state.size();
   }
   return result;
 }
 
 // ---- parameters ----
 
-Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device, DType dtype)
+Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device, DType dtype,
+                       const std::vector<std::pair<std::string, Shape>>& state_layout)
     : device_(device), dtype_(dtype) {
   if (!is_floating(dtype))
     throw std::invalid_argument(fmt::format("parameters: dtype {} cannot be trained (f32, f64 or bf16)", dtype_name(dtype)));
@@ -214,6 +218,45 @@ Parameters::Parameters(const std::vector<std::pair<std::string, Shape>>& layout,
     entries_.push_back({name, value});
     offset += static_cast<size_t>(shape_numel(shape));
   }
+  if (state_layout.empty()) return;
+  const DType sd = state_dtype();
+  for (const auto& [name, shape] : state_layout) state_total_ += static_cast<size_t>(shape_numel(shape));
+  state_ = std::make_shared<Storage>(state_total_ * dtype_size(sd), device);
+  flat_state().fill(0.0);
+  offset = 0;
+  for (const auto& [name, shape] : state_layout) {
+    if (state_index_.count(name) || index_.count(name)) throw std::invalid_argument("parameters: duplicate name " + name);
+    state_index_[name] = state_entries_.size();
+    state_entries_.push_back({name, Tensor::view_of(state_, offset, shape, sd)});
+    offset += static_cast<size_t>(shape_numel(shape));
+  }
+}
+
+const Tensor& Parameters::state(const std::string& name) const {
+  auto it = state_index_.find(name);
+  if (it == state_index_.end()) throw std::out_of_range("parameters: no model state named '" + name + "'");
+  return state_entries_[it->second].value;
+}
+
+Tensor Parameters::flat_state() const {
+  return state_ ? Tensor::view_of(state_, 0, {static_cast<int64_t>(state_total_)}, state_dtype())
+                : Tensor::empty({0}, {state_dtype(), device_});
+}
+
+void Parameters::share_state(const Parameters& other) {
+  bool same = other.state_entries_.size() == state_entries_.size() && other.device_ == device_ &&
+              other.state_dtype() == state_dtype();
+  for (size_t i = 0; same && i < state_entries_.size(); ++i)
+    same = other.state_entries_[i].name == state_entries_[i].name &&
+           other.state_entries_[i].value.shape() == state_entries_[i].value.shape();
+  if (!same)
+    throw std::invalid_argument(fmt::format("parameters: cannot share the model state of parameters with another state "
+                                            "layout ({} entries {} on {} there, {} entries {} on {} here)",
+                                            other.state_entries_.size(), dtype_name(other.state_dtype()),
+                                            other.device_.str(), state_entries_.size(), dtype_name(state_dtype()),
+                                            device_.str()));
+  state_ = other.state_;
+  state_entries_ = other.state_entries_;
 }
 
 const Tensor& Parameters::operator[](const std::string& name) const {
@@ -259,9 +302,12 @@ void Parameters::zero_grad() {
 Parameters Parameters::to(Device device, DType dtype) const {
   std::vector<std::pair<std::string, Shape>> layout;
   for (const Entry& e : entries_) layout.emplace_back(e.name, e.value.shape());
-  Parameters copy(layout, device, dtype);
+  std::vector<std::pair<std::string, Shape>> state_layout;
+  for (const Entry& e : state_entries_) state_layout.emplace_back(e.name, e.value.shape());
+  Parameters copy(layout, device, dtype, state_layout);
   copy.flat_values().copy_from(flat_values().to(dtype).to(device));
   copy.flat_grads().copy_from(flat_grads().to(dtype).to(device));
+  if (state_total_ > 0) copy.flat_state().copy_from(flat_state().to(copy.state_dtype()).to(device));
   return copy;
 }
 
@@ -271,10 +317,12 @@ Parameters Parameters::clone() const { return to(device_, dtype_); }
 // ---- init ----
 
 static Parameters init_from_plan(const ModelPlan& p, uint64_t seed) {
-  std::vector<std::pair<std::string, Shape>> layout;
-  for (const PlannedLayer& layer : p.layers)
+  std::vector<std::pair<std::string, Shape>> layout, state_layout;
+  for (const PlannedLayer& layer : p.layers) {
     for (const ParamSpec& spec : layer.params) layout.emplace_back(layer.name + "." + spec.name, spec.shape);
-  Parameters params(layout);
+    for (const ParamSpec& spec : layer.state) state_layout.emplace_back(layer.name + "." + spec.name, spec.shape);
+  }
+  Parameters params(layout, Device::cpu(), DType::f32, state_layout);
   Generator gen(seed);
   size_t k = 0;
   for (const PlannedLayer& layer : p.layers)
@@ -296,6 +344,20 @@ static Parameters init_from_plan(const ModelPlan& p, uint64_t seed) {
       if (value.device() != params.device()) value = value.to(params.device());
       params.at(k++).detach().copy_from(value);
     }
+  // Model state after every parameter, so adding a stateful layer leaves the parameter draws of a
+  // seed unchanged. State initializers are deterministic (zeros, ones) but get the generator too.
+  k = 0;
+  for (const PlannedLayer& layer : p.layers)
+    for (const ParamSpec& spec : layer.state) {
+      const std::string name = layer.name + "." + spec.name;
+      Tensor value = spec.init ? spec.init(spec.shape, gen) : Tensor();
+      if (!value.defined() || value.shape() != spec.shape)
+        throw std::invalid_argument(fmt::format("init: the initializer of model state {} returned shape {}, expected {}",
+                                                name, value.defined() ? shape_str(value.shape()) : std::string("(none)"),
+                                                shape_str(spec.shape)));
+      Tensor dst = params.state_entries()[k++].value;
+      dst.copy_from(value.to(dst.dtype()).to(dst.device()));
+    }
   return params;
 }
 
@@ -307,23 +369,36 @@ Parameters init(const Model& model, const Shape& input_shape, uint64_t seed) {
 
 // ---- running ----
 
-Tensor forward(const ModelPlan& p, const Parameters& params, const Tensor& input, const ForwardContext& ctx) {
-  if (p.input_layers.size() != 1)
-    throw std::invalid_argument(fmt::format("model: forward with one input, but the model has {} inputs", p.input_layers.size()));
+Tensor forward(const ModelPlan& p, const Parameters& params, const std::vector<Tensor>& model_inputs,
+               const ForwardContext& ctx) {
+  if (p.input_layers.size() != model_inputs.size())
+    throw std::invalid_argument(fmt::format("model: forward with {} input(s), but the model has {} (in the order of "
+                                            "ModelPlan::input_layers)",
+                                            model_inputs.size(), p.input_layers.size()));
   size_t expected = p.layers.empty() ? 0 : p.layers.back().first_param + p.layers.back().params.size();
   if (params.size() != expected)
     throw std::invalid_argument(fmt::format("model: the parameters hold {} tensors but the model needs {} (were they made "
                                             "by init() of this model?)", params.size(), expected));
+  const size_t expected_state = p.layers.empty() ? 0 : p.layers.back().first_state + p.layers.back().state.size();
+  if (params.state_entries().size() != expected_state)
+    throw std::invalid_argument(fmt::format("model: the parameters hold {} model state tensors but the model needs {} "
+                                            "(were they made by init() of this model?)",
+                                            params.state_entries().size(), expected_state));
 
   std::vector<Tensor> outputs(p.layers.size());
-  std::vector<Tensor> layer_params;
+  std::vector<Tensor> layer_params, layer_state;
+  ForwardContext layer_ctx = ctx;
+  if (!model_inputs.empty() && model_inputs[0].defined()) layer_ctx.options = model_inputs[0].options();
+  layer_ctx.options.device = params.device();
   for (size_t i = 0; i < p.layers.size(); ++i) {
     const PlannedLayer& layer = p.layers[i];
     std::vector<Tensor> inputs;
-    if (i == p.input_layers[0]) {
-      if (!shape_fits(layer.output_shape, input.shape()))
+    const auto which = std::find(p.input_layers.begin(), p.input_layers.end(), i);
+    if (which != p.input_layers.end()) {
+      const Tensor& input = model_inputs[static_cast<size_t>(which - p.input_layers.begin())];
+      if (!input.defined() || !shape_fits(layer.output_shape, input.shape()))
         throw std::invalid_argument(fmt::format("{}: input of shape {} does not fit the declared shape {}",
-                                                layer_label(layer), shape_str(input.shape()),
+                                                layer_label(layer), input.defined() ? shape_str(input.shape()) : "(none)",
                                                 model_shape_str(layer.output_shape)));
       inputs.push_back(input);
     }
@@ -340,13 +415,32 @@ Tensor forward(const ModelPlan& p, const Parameters& params, const Tensor& input
                                                 shape_str(entry.value.shape())));
       layer_params.push_back(entry.value);
     }
+    layer_state.clear();
+    for (size_t k = 0; k < layer.state.size(); ++k) {
+      const std::string expected_name = layer.name + "." + layer.state[k].name;
+      const size_t at = layer.first_state + k;
+      if (at >= params.state_entries().size() || params.state_entries()[at].name != expected_name ||
+          params.state_entries()[at].value.shape() != layer.state[k].shape)
+        throw std::invalid_argument(fmt::format("{}: needs model state {} of shape {}, the parameters have {}",
+                                                layer_label(layer), expected_name, shape_str(layer.state[k].shape),
+                                                at < params.state_entries().size()
+                                                    ? params.state_entries()[at].name + " of shape " +
+                                                          shape_str(params.state_entries()[at].value.shape())
+                                                    : std::string("none")));
+      layer_state.push_back(params.state_entries()[at].value);
+    }
+    layer_ctx.state = layer_state;
     try {
-      outputs[i] = layer.node->layer->forward(inputs, layer_params, ctx);
+      outputs[i] = layer.node->layer->forward(inputs, layer_params, layer_ctx);
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
     }
   }
   return outputs.back();
+}
+
+Tensor forward(const ModelPlan& p, const Parameters& params, const Tensor& input, const ForwardContext& ctx) {
+  return forward(p, params, std::vector<Tensor>{input}, ctx);
 }
 
 Tensor forward(const Model& model, const Parameters& params, const Tensor& input, const ForwardContext& ctx) {
@@ -358,14 +452,23 @@ Tensor predict(const Model& model, const Parameters& params, const Tensor& input
   return forward(plan(model), params, input, ForwardContext{});
 }
 
+Tensor predict(const Model& model, const Parameters& params, const std::vector<Tensor>& inputs) {
+  NoGradGuard no_grad;
+  return forward(plan(model), params, inputs, ForwardContext{});
+}
+
 // ---- summary ----
 
 std::string summary(const Model& model) {
   ModelPlan p = plan(model);
   std::vector<std::array<std::string, 3>> rows{{"Layer", "Shape", "Parameters"}};
+  int64_t total = 0;
   for (const PlannedLayer& layer : p.layers) {
+    // As the seed's table, a layer's count includes its model state (kind :state parameters).
     int64_t count = 0;
     for (const ParamSpec& spec : layer.params) count += shape_numel(spec.shape);
+    for (const ParamSpec& spec : layer.state) count += shape_numel(spec.shape);
+    total += count;
     rows.push_back({layer_label(layer), model_shape_str(layer.output_shape), std::to_string(count)});
   }
   size_t w0 = 0, w1 = 0;
@@ -375,6 +478,15 @@ std::string summary(const Model& model) {
   }
   std::string out;
   for (const auto& r : rows) out += fmt::format(" {:<{}}{:<{}}{}\n", r[0], w0 + 3, r[1], w1 + 3, r[2]);
+  // The seed's footer (Axon.Display.as_table): the total and its size at 32 bits per value, in
+  // 1000-based units with two decimals.
+  const double bytes = 4.0 * static_cast<double>(total);
+  std::string memory;
+  if (bytes < 1e3) memory = fmt::format("{} bytes", static_cast<int64_t>(bytes));
+  else if (bytes < 1e6) memory = fmt::format("{:.2f} kilobytes", bytes / 1e3);
+  else if (bytes < 1e9) memory = fmt::format("{:.2f} megabytes", bytes / 1e6);
+  else memory = fmt::format("{:.2f} gigabytes", bytes / 1e9);
+  out += fmt::format("Total Parameters: {}\nTotal Parameters Memory: {}\n", total, memory);
   return out;
 }
 

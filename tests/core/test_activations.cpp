@@ -181,7 +181,9 @@ TEST(Activations, AreTheActivationOptionOfDense) {
       " dense_4 (dense)             {nil, 5}   25\n"
       " leaky_relu_5 (leaky_relu)   {nil, 5}   0\n"
       " dense_6 (dense)             {nil, 2}   12\n"
-      " log_sumexp_7 (log_sumexp)   {nil, 1}   0\n";
+      " log_sumexp_7 (log_sumexp)   {nil, 1}   0\n"
+      "Total Parameters: 53\n"
+      "Total Parameters Memory: 212 bytes\n";
   EXPECT_EQ(summary(model), expected);
   Parameters params = init(model, 1);
   Tensor x = Tensor::from_vector({2, 3}, std::vector<float>{0.5f, -1.0f, 2.0f, 1.5f, 0.25f, -0.75f});

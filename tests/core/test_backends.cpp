@@ -21,6 +21,7 @@
 #include "axon/nn_ops.h"
 #include "axon/ops.h"
 #include "axon/random.h"
+#include "axon/shape_ops.h"
 
 namespace axon {
 namespace {
@@ -111,6 +112,36 @@ std::vector<OpCase> op_cases() {
       {"layer_norm_axis0_no_beta", {{{4, 3}}, {{4}}}, [](const Inputs& x) { return layer_norm(x[0], x[1], Tensor(), 0, 0.1); }},
       {"rms_norm", {{{3, 5}}, {{5}}}, [](const Inputs& x) { return rms_norm(x[0], x[1]); }},
       {"rms_norm_axis1_shift", {{{2, 4, 3}}, {{4}}}, [](const Inputs& x) { return rms_norm(x[0], x[1], 1, 1e-3, 0.5); }},
+      // Group-statistics normalization (batch_norm with its running statistics made fresh per call,
+      // group_norm, instance_norm) and the shape ops (axon/shape_ops.h).
+      {"batch_norm_train", {{{6, 4}}, {{4}}, {{4}}}, [](const Inputs& x) {
+         const TensorOptions s{x[0].dtype() == DType::f64 ? DType::f64 : DType::f32, x[0].device()};
+         return batch_norm(x[0], x[1], x[2], Tensor::zeros({4}, s), Tensor::ones({4}, s), true);
+       }},
+      {"batch_norm_train_channels_first", {{{3, 4, 5}}, {{4}}}, [](const Inputs& x) {
+         return batch_norm(x[0], x[1], Tensor(), Tensor(), Tensor(), true, 0.1, 1e-3, 1);
+       }},
+      {"batch_norm_inference", {{{5, 2, 3}}, {{3}}, {{3}}}, [](const Inputs& x) {
+         const TensorOptions s{x[0].dtype() == DType::f64 ? DType::f64 : DType::f32, x[0].device()};
+         return batch_norm(x[0], x[1], x[2], Tensor::from_vector({3}, std::vector<double>{0.25, -0.5, 1.0}, s),
+                           Tensor::from_vector({3}, std::vector<double>{0.5, 2.0, 1.5}, s), false);
+       }},
+      {"group_norm", {{{2, 3, 6}}, {{6}}, {{6}}}, [](const Inputs& x) { return group_norm(x[0], x[1], x[2], 3); }},
+      {"group_norm_channels_first", {{{2, 6, 2, 2}}, {{6}}, {{6}}},
+       [](const Inputs& x) { return group_norm(x[0], x[1], x[2], 2, 1); }},
+      {"instance_norm", {{{2, 5, 3}}, {{3}}, {{3}}}, [](const Inputs& x) { return instance_norm(x[0], x[1], x[2]); }},
+      {"permute", {{{2, 3, 4}}}, [](const Inputs& x) { return square(permute(x[0], {2, 0, 1})); }},
+      {"slice", {{{3, 5}}}, [](const Inputs& x) { return square(slice(x[0], 1, 1, 3)); }},
+      {"concatenate", {{{2, 3}}, {{2, 2}}}, [](const Inputs& x) { return square(concatenate({x[0], x[1]}, 1)); }},
+      {"split", {{{5, 2}}}, [](const Inputs& x) {
+         std::vector<Tensor> parts = split(x[0], {2, 3}, 0);
+         return add(sum(square(parts[0])), sum(mul_scalar(parts[1], 3.0f)));
+       }},
+      {"pad", {{{2, 3, 2}}}, [](const Inputs& x) { return square(pad(x[0], {{0, 0}, {1, -1}, {2, 1}}, 0.5)); }},
+      {"resize_nearest", {{{2, 3, 2, 2}}}, [](const Inputs& x) { return resize(x[0], 5, 3); }},
+      {"resize_bilinear", {{{2, 3, 4, 2}}}, [](const Inputs& x) { return resize(x[0], 5, 3, ResizeMethod::bilinear); }},
+      {"resize_bilinear_channels_first", {{{1, 2, 3, 3}}},
+       [](const Inputs& x) { return resize(x[0], 4, 2, ResizeMethod::bilinear, false); }},
       {"softmax_cross_entropy", {{{4, 5}}}, [](const Inputs& x) {
          Tensor labels = Tensor::from_vector({4}, std::vector<int32_t>{0, 4, 2, 2}, {DType::i32, Device::cpu()});
          return softmax_cross_entropy(x[0], labels.to(x[0].device()));

@@ -18,7 +18,9 @@ TEST(Summary, MatchesElixirAxonForTheReadmeModel) {
       " input_1 (input)       {nil, 784}   0\n"
       " dense_2 (dense)       {nil, 128}   100480\n"
       " dense_3 (dense)       {nil, 10}    1290\n"
-      " softmax_4 (softmax)   {nil, 10}    0\n";
+      " softmax_4 (softmax)   {nil, 10}    0\n"
+      "Total Parameters: 101770\n"
+      "Total Parameters Memory: 407.08 kilobytes\n";
   EXPECT_EQ(summary(readme_model()), expected);
 }
 

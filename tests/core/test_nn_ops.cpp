@@ -220,7 +220,9 @@ TEST(Normalization, TheLayersHaveTheSeedsParametersAndMatchTheFunctions) {
       " dense_2 (dense)             {nil, 8}   56\n"
       " layer_norm_3 (layer_norm)   {nil, 8}   16\n"
       " rms_norm_4 (rms_norm)       {nil, 8}   8\n"
-      " dense_5 (dense)             {nil, 2}   18\n";
+      " dense_5 (dense)             {nil, 2}   18\n"
+      "Total Parameters: 98\n"
+      "Total Parameters Memory: 392 bytes\n";
   EXPECT_EQ(summary(model), expected);
   Parameters p = init(model, 5);
   EXPECT_EQ(p["layer_norm_3.gamma"].shape(), (Shape{8}));

@@ -245,6 +245,24 @@ TEST(Trainer, EvaluateOnDifferentDatasetsFailsOnBothRanks) {
               HasSubstr("ranks disagree on evaluation dataset size: rank 0 has 50, rank 1 has 60"));
 }
 
+TEST(Trainer, ModelStateIsAveragedOverRanksSoEveryRankEvaluatesTheSameModel) {
+  // Each rank's batch_norm statistics follow its own shard; fit() averages them at each epoch end
+  // (and evaluation and checkpoints do), so both ranks end with the same state.
+  const data::Dataset train = synthetic(256);
+  Model model = input({-1, 12}) | batch_norm({.momentum = 1.0}) | dense(3);
+  Parameters params = init(model, 3);
+  auto opt = make_optimizer("adam", 0.01);
+  Trainer trainer(model, params, *opt, world(), {.epochs = 1, .batch_size = 16, .seed = 2, .progress = false});
+  trainer.fit(train);
+  std::vector<float> state = params.flat_state().to_vector();
+  ASSERT_EQ(state.size(), 24u);
+  std::vector<float> lo = state, hi = state;
+  world().allreduce(lo, ReduceOp::min);
+  world().allreduce(hi, ReduceOp::max);
+  EXPECT_EQ(lo, hi);
+  EXPECT_NE(state, std::vector<float>(state.size(), state[0]));
+}
+
 // ---- Non-finite numbers stop every rank at the same step ----
 
 TEST(Trainer, NaNLossOnOneRankStopsBothRanksAtTheSameStep) {

@@ -105,7 +105,9 @@ TEST(ReadmeModel, PrintsTheSummaryTable) {
             " input_1 (input)       {nil, 784}   0\n"
             " dense_2 (dense)       {nil, 128}   100480\n"
             " dense_3 (dense)       {nil, 10}    1290\n"
-            " softmax_4 (softmax)   {nil, 10}    0\n");
+            " softmax_4 (softmax)   {nil, 10}    0\n"
+            "Total Parameters: 101770\n"
+            "Total Parameters Memory: 407.08 kilobytes\n");
 }
 
 TEST(FashionMnist, UnknownFlagValuesAreRejected) {
@@ -570,6 +572,20 @@ TEST_F(TinyData, ADataErrorOnOneRankIsPrintedByThatRankWithItsNumber) {
       << r.output;
   EXPECT_EQ(count(r.output, "fashion-mnist: /nonexistent/rank1"), 1u) << r.output;
   EXPECT_EQ(count(r.output, "rank 0:"), 0u) << r.output;
+}
+
+TEST(FashionMnist, ResnetWithBatchNormReachesTheTargetOnTwoRanks) {
+  // The dense residual network with batch_norm (docs/layers.md): ≥ 0.85 after one epoch; its
+  // running statistics are averaged over the ranks before the test set is evaluated.
+  AXON_REQUIRE_MPI();
+  if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  Result r = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
+                         " --model resnet --epochs 1 --batch-size 128 --threads 1 --no-progress");
+  ASSERT_EQ(r.code, 0) << r.output;
+  nlohmann::json j = last_json_line(r.stdout_text);
+  EXPECT_EQ(j["model"], "resnet");
+  EXPECT_EQ(j["world_size"], 2);
+  EXPECT_GE(j["test_accuracy"].get<double>(), 0.85);
 }
 
 // ---- devices and precision (docs/gpu.md) ----------------------------------------------------

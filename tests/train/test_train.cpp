@@ -114,6 +114,30 @@ TEST(Trainer, LearnsASeparableProblemAndReportsConsistentNumbers) {
   EXPECT_DOUBLE_EQ(*after.accuracy, *result.epochs.back().test.accuracy);
 }
 
+TEST(Trainer, BatchNormLearnsAndItsRunningStatisticsFollowTrainingInF32AndBf16) {
+  // Training updates the model state (in bf16 mixed precision too: the compute copy shares the f32
+  // master copy's state); evaluation uses it, and evaluating changes nothing.
+  data::Dataset train = synthetic(1000, 1), test = synthetic(300, 2);
+  Model model = input({-1, 8}) | dense(32) | batch_norm({.gamma_initializer = initializers::ones()}) | relu() | dense(4);
+  for (DType compute : {DType::f32, DType::bf16}) {
+    Parameters params = init(model, 0);
+    const std::vector<float> initial = params.flat_state().to_vector();
+    auto opt = adam({.lr = 1e-2f});
+    auto comm = make_local_communicator();
+    TrainOptions o{.epochs = 3, .batch_size = 32, .progress = false};
+    o.compute_dtype = compute;
+    Trainer trainer(model, params, *opt, *comm, o);
+    TrainResult result = trainer.fit(train, &test);
+    ASSERT_TRUE(result.epochs.back().test.accuracy);
+    EXPECT_GT(*result.epochs.back().test.accuracy, 0.9) << dtype_name(compute);
+    const std::vector<float> trained = params.flat_state().to_vector();
+    EXPECT_NE(trained, initial) << dtype_name(compute);
+    for (float v : trained) EXPECT_TRUE(std::isfinite(v));
+    trainer.evaluate(test);
+    EXPECT_EQ(params.flat_state().to_vector(), trained) << "evaluation changed the running statistics";
+  }
+}
+
 TEST(Trainer, SameSeedIsBitIdentical) {
   data::Dataset train = synthetic(300, 3);
   Model model = input({-1, 8}) | dense(16, Activation::tanh) | dense(4);

@@ -115,7 +115,11 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
                                             dtype_name(params_.dtype())));
   if (!is_floating(options_.compute_dtype))
     throw std::invalid_argument(fmt::format("trainer: compute dtype {} is not floating", dtype_name(options_.compute_dtype)));
-  if (options_.compute_dtype != DType::f32) compute_params_ = params_.to(params_.device(), options_.compute_dtype);
+  if (options_.compute_dtype != DType::f32) {
+    compute_params_ = params_.to(params_.device(), options_.compute_dtype);
+    // Model state stays f32 and is shared: training updates the master copy's running statistics.
+    compute_params_.share_state(params_);
+  }
   if (options_.check_every < 0)
     throw std::invalid_argument(fmt::format("trainer: check_every must be >= 0, got {}", options_.check_every));
   if (options_.check_every == 0) options_.check_every = params_.device().is_cpu() ? 1 : 50;
@@ -159,7 +163,7 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
                        !options_.cuda_graph && options_.zero_stage != 2;
   if (overlap) {
     std::vector<ReducerParameter> watched;
-    const size_t base = params_.flat_grads().offset();
+    const size_t base = params_.flat_values().offset();
     for (const auto& entry : params_.entries())
       watched.push_back({entry.name, entry.value, entry.value.offset() - base, static_cast<size_t>(entry.value.numel())});
     reducer_ = std::make_unique<Reducer>(
@@ -221,7 +225,21 @@ void Trainer::sync_parameters() {
   // Same model and same starting point on every rank, checked before the first collective.
   data_parallel_.verify_layout(layout_fingerprint(params_));
   data_parallel_.broadcast_parameters();
+  if (comm_.size() > 1 && params_.state_count() > 0) {
+    Tensor state = params_.flat_state();
+    comm_.broadcast(state, 0);
+  }
   synced_ = true;
+}
+
+void Trainer::sync_state() {
+  // Each rank's running statistics follow its own batches; they are averaged over the ranks where
+  // they are used or saved (evaluation, the end of an epoch, checkpoints), so every rank evaluates
+  // and saves the same model. One all-reduce of the flat state buffer.
+  if (comm_.size() < 2 || params_.state_count() == 0) return;
+  Tensor state = params_.flat_state();
+  comm_.allreduce(state, ReduceOp::sum);
+  backend(state.device()).unary(UnaryOp::mul_scalar, state, 1.0 / comm_.size(), state);
 }
 
 namespace {
@@ -626,6 +644,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
     const double run_samples = (totals[2] - (continued ? start_samples_ * static_cast<double>(world) : 0.0));
     progress.finish(live_steps_done_, er.train_loss, er.train_accuracy,
                     er.train_seconds > 0 ? run_samples / er.train_seconds : 0.0);
+    sync_state();
     if (test) er.test = evaluate_agreed(*test, epoch + 1);
     result.train_seconds += er.train_seconds;
     result.train_samples += static_cast<int64_t>(run_samples);
@@ -727,6 +746,7 @@ EvalResult Trainer::evaluate(const data::Dataset& dataset) {
 EvalResult Trainer::evaluate_agreed(const data::Dataset& dataset, int epoch) {
   NoGradGuard no_grad;
   FlushDenormalsGuard flush_denormals;
+  sync_state();
   // A contiguous, disjoint slice per rank: no sample is counted twice, none is skipped. The one
   // all-reduce below has a fixed size, however many batches (maybe none) this rank's slice has.
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
@@ -773,6 +793,8 @@ uint64_t layout_fingerprint(const Parameters& params) {
     }
   };
   for (const auto& entry : params.entries()) mix(entry.name + ":" + shape_str(entry.value.shape()) + ";");
+  // Model state too (nothing is mixed in for models without it, so their fingerprints are unchanged).
+  for (const auto& entry : params.state_entries()) mix("state " + entry.name + ":" + shape_str(entry.value.shape()) + ";");
   return h;
 }
 

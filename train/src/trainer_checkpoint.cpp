@@ -78,6 +78,7 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
     correct = start_correct_;
     samples = start_samples_;
   }
+  sync_state();  // every rank saves (and rank 0 writes) the ranks' average running statistics
   // Each rank's own partial epoch sums, gathered to rank 0 through one sum-reduction.
   std::vector<double> partial(3 * world, 0.0);
   partial[3 * rank] = loss_sum;
@@ -130,6 +131,7 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       std::map<std::string, NamedTensors> files;
       NamedTensors& model = files[kModelFile];
       for (const auto& entry : params_.entries()) model.emplace_back(entry.name, entry.value);
+      for (const auto& entry : params_.state_entries()) model.emplace_back(entry.name, entry.value);  // model state
       NamedTensors opt = gathered_state;
       if (!zero_)
         for (const auto& [name, tensor] : optimizer_.state())
@@ -204,6 +206,15 @@ std::string Trainer::load_checkpoint(const std::string& path) {
         throw fail(fmt::format("parameter '{}' is {} {} there, {} f32 here", entry.name, shape_str(it->second->shape()),
                                dtype_name(it->second->dtype()), shape_str(entry.value.shape())));
     }
+    // Model state (batch_norm's running statistics), by name and shape, in the same file.
+    for (const auto& entry : params_.state_entries()) {
+      const auto it = saved.find(entry.name);
+      if (it == saved.end()) throw fail(fmt::format("{} has no model state '{}'", kModelFile, entry.name));
+      if (it->second->shape() != entry.value.shape() || it->second->dtype() != entry.value.dtype())
+        throw fail(fmt::format("model state '{}' is {} {} there, {} {} here", entry.name, shape_str(it->second->shape()),
+                               dtype_name(it->second->dtype()), shape_str(entry.value.shape()),
+                               dtype_name(entry.value.dtype())));
+    }
     // Optimizer state.
     std::map<std::string, const Tensor*> saved_state;
     if (const auto o = ck.files.find(kOptimizerFile); o != ck.files.end())
@@ -242,6 +253,10 @@ std::string Trainer::load_checkpoint(const std::string& path) {
 
     // Everything checked: apply.
     for (const auto& entry : params_.entries()) {
+      Tensor dst = entry.value;
+      dst.copy_from(saved.at(entry.name)->to(dst.device()));
+    }
+    for (const auto& entry : params_.state_entries()) {
       Tensor dst = entry.value;
       dst.copy_from(saved.at(entry.name)->to(dst.device()));
     }

@@ -23,9 +23,18 @@ struct ParamSpec {
   Initializer init;
 };
 
+// How a forward pass runs. `training` selects train mode (dropout active, batch_norm on batch
+// statistics, updating its running ones) or inference mode (predict()); the model's forward sets
+// `state` for each layer to that layer's model state.
 struct ForwardContext {
   bool training = false;
   Generator* rng = nullptr;  // for stochastic layers (dropout) in training mode
+  // This layer's model state (Layer::state, in that order): views into the flat state buffer of
+  // axon::Parameters, never requiring grad. Layers update them in place in training mode only.
+  std::span<const Tensor> state = {};
+  // The dtype and device of the model's inputs and parameters (set by the model's forward), for
+  // layers without inputs (constant) to make their tensors on.
+  TensorOptions options = {};
 };
 
 class Layer {
@@ -37,6 +46,11 @@ class Layer {
   // message about the shapes (the model adds the layer's name).
   virtual Shape output_shape(const std::vector<Shape>& inputs) const = 0;
   virtual std::vector<ParamSpec> params(const std::vector<Shape>& /*inputs*/) const { return {}; }
+  // Model state from input shapes: non-trainable values that training updates and checkpoints
+  // save (batch_norm's running mean and variance; the seed's parameters of kind :state). Kept in
+  // Parameters beside the trainable parameters, in a flat buffer of their own that optimizers
+  // never see; f32 (f64 for f64 parameters).
+  virtual std::vector<ParamSpec> state(const std::vector<Shape>& /*inputs*/) const { return {}; }
   virtual Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params,
                          const ForwardContext& ctx) const = 0;
 };

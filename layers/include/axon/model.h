@@ -12,12 +12,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "axon/activations.h"
 #include "axon/layer.h"
 #include "axon/nn_ops.h"
+#include "axon/shape_ops.h"
 
 namespace axon {
 
@@ -118,6 +120,98 @@ struct RmsNormOptions {
 };
 LayerStep rms_norm(RmsNormOptions options = {});
 
+// ---- normalization with model state; group and instance normalization (axon/nn_ops.h) ----
+// Invalid options throw std::invalid_argument when the layer is built (epsilon < 0, momentum
+// outside [0, 1], num_groups < 1) or when the model is planned (init, summary) for what depends on
+// the input shape (a channel axis out of range or on the batch axis, num_groups not dividing the
+// channels), naming the layer, its options and the shape.
+
+// batch_norm: params gamma {C} and beta {C}; model state mean {C} (zeros) and var {C} (ones),
+// updated in training mode (the trainer's forward) and used in inference mode (predict, evaluation).
+// The seed's defaults, including gamma_initializer glorot_uniform (pass initializers::ones() for
+// PyTorch's). running = (1 − momentum)·running + momentum·batch, PyTorch's convention (see
+// docs/layers.md for the seed's).
+struct BatchNormOptions {
+  int64_t channel_index = -1;
+  double epsilon = 1e-5;
+  double momentum = 0.1;
+  Initializer gamma_initializer = initializers::glorot_uniform();
+  Initializer beta_initializer = initializers::zeros();
+};
+LayerStep batch_norm(BatchNormOptions options = {});
+
+// group_norm over num_groups groups of channels per sample: params gamma {C} (ones) and beta {C}.
+struct GroupNormOptions {
+  int64_t channel_index = -1;
+  double epsilon = 1e-5;
+  Initializer gamma_initializer = initializers::ones();
+  Initializer beta_initializer = initializers::zeros();
+};
+LayerStep group_norm(int64_t num_groups, GroupNormOptions options = {});
+
+// instance_norm: each (sample, channel) over the spatial axes (rank ≥ 3); params gamma {C}
+// (glorot_uniform, the seed's) and beta {C}. Always the instance's own statistics: no model state
+// (PyTorch's default; the seed keeps running statistics it does not use differently).
+struct InstanceNormOptions {
+  int64_t channel_index = -1;
+  double epsilon = 1e-5;
+  Initializer gamma_initializer = initializers::glorot_uniform();
+  Initializer beta_initializer = initializers::zeros();
+};
+LayerStep instance_norm(InstanceNormOptions options = {});
+
+// ---- shape layers (axon/shape_ops.h) ----
+enum class Channels { last, first };  // the seed's channels: :last | :first
+// reshape's special sizes: the input's batch size (the seed's :batch) and the one size inferred
+// from the element count (:auto). The new shape is the whole shape, batch axis included:
+//   reshape({kBatch, 28, 28, 1})     reshape({kBatch, kAuto})
+inline constexpr int64_t kBatch = -2;
+inline constexpr int64_t kAuto = -1;
+LayerStep reshape(Shape shape);
+// transpose: the permutation of every axis, batch included ({0, 2, 1} swaps the last two of a 3-d input).
+LayerStep transpose(std::vector<int64_t> permutation);
+// pad: one {before, after} pair per spatial axis (the axes other than batch and channels), value
+// filled in; negative amounts crop.
+LayerStep pad(std::vector<std::pair<int64_t, int64_t>> config, double value = 0.0, Channels channels = Channels::last);
+// resize a 4-d input's two spatial axes to {height, width}.
+LayerStep resize(int64_t height, int64_t width, ResizeMethod method = ResizeMethod::nearest,
+                 Channels channels = Channels::last);
+
+// ---- combinators: layers of several inputs ----
+// Element-wise, with NumPy broadcasting (a size 1 stretches; the batch size −1 matches any).
+Model add(const Model& a, const Model& b);
+Model add(const std::vector<Model>& xs);
+Model subtract(const Model& a, const Model& b);
+Model subtract(const std::vector<Model>& xs);  // xs[0] − xs[1] − ...
+Model multiply(const Model& a, const Model& b);
+Model multiply(const std::vector<Model>& xs);
+// Joined along axis (not the batch axis); other axes must agree.
+Model concatenate(const Model& a, const Model& b, int64_t axis = -1);
+Model concatenate(const std::vector<Model>& xs, int64_t axis = -1);
+// Cut along axis into n equal parts (n must divide the axis), or into parts of these sizes.
+std::vector<Model> split(const Model& x, int64_t n, int64_t axis = -1);
+std::vector<Model> split(const Model& x, std::vector<int64_t> sizes, int64_t axis = -1);
+// A fixed tensor (no batch axis; it broadcasts in merges), converted to the model's dtype and device.
+Model constant(const Tensor& value);
+// on_true's output when predicate(parent's output) holds, else on_false's (their shapes must agree).
+// Both branches are computed; the predicate reads its tensor on the host.
+Model cond(const Model& parent, std::function<bool(const Tensor&)> predicate, const Model& on_true,
+           const Model& on_false);
+
+// ---- custom layers: any differentiable function of tensors (the seed's Axon.layer and Axon.nx) ----
+using LayerFunction = std::function<Tensor(const std::vector<Tensor>& inputs, std::span<const Tensor> params)>;
+struct CustomLayerOptions {
+  std::string op_name = "custom";        // the name in summaries: "<op_name>_<n>"
+  std::vector<ParamSpec> params;         // trainable parameters, passed to the function in this order
+  // The output shape from the input shapes (batch −1). When empty, it is traced: the function runs
+  // once on zeros with batch size 2, and an output axis 0 of size 2 becomes the batch.
+  std::function<Shape(const std::vector<Shape>&)> output_shape;
+  enum class Mode { both, train, inference } mode = Mode::both;  // otherwise the first input passes through
+};
+Model layer(LayerFunction function, const std::vector<Model>& inputs, CustomLayerOptions options = {});
+// A parameterless one-input function layer, piped: x | nx([](const Tensor& t) { return t * t; }).
+LayerStep nx(std::function<Tensor(const Tensor&)> function, std::string op_name = "nx");
+
 // ---- the analysed model: layers in execution order with names and shapes ----
 struct PlannedLayer {
   const ModelNode* node;
@@ -126,6 +220,8 @@ struct PlannedLayer {
   Shape output_shape;            // batch dimension -1
   std::vector<ParamSpec> params;
   size_t first_param = 0;        // index of its first entry in Parameters
+  std::vector<ParamSpec> state;  // its model state (Layer::state)
+  size_t first_state = 0;        // index of its first entry in Parameters::state_entries()
 };
 
 struct ModelPlan {
@@ -150,8 +246,9 @@ class Parameters {
   // Lays out parameters of these names and shapes contiguously, in this order, zero-filled, of
   // `dtype` (f32, f64 or bf16) on `device`. Throws when the device cannot be used (see
   // axon/allocator.h) or the dtype is not floating.
+  // `state_layout` names and shapes the model state (zero-filled, f32, or f64 for f64 parameters).
   Parameters(const std::vector<std::pair<std::string, Shape>>& layout, Device device = Device::cpu(),
-             DType dtype = DType::f32);
+             DType dtype = DType::f32, const std::vector<std::pair<std::string, Shape>>& state_layout = {});
 
   size_t size() const { return entries_.size(); }       // number of tensors
   size_t count() const { return total_; }              // number of floats
@@ -175,17 +272,33 @@ class Parameters {
   void zero_grad();
   // A deep copy with its own buffers, on the same device or on another one, converted to `dtype`
   // (a bf16 compute copy of f32 master weights, for mixed precision).
+  // The model state is copied too.
   Parameters clone() const;
   Parameters to(Device device) const;
   Parameters to(Device device, DType dtype) const;
+
+  // ---- model state: non-trainable values beside the parameters (Layer::state) ----
+  // Entries "batch_norm_3.mean", ..., views into one flat buffer of their own (no grad, never
+  // touched by an optimizer); f32, or f64 for f64 parameters, on the parameters' device.
+  const std::vector<Entry>& state_entries() const { return state_entries_; }
+  size_t state_count() const { return state_total_; }  // number of values
+  const Tensor& state(const std::string& name) const;  // throws naming the missing entry
+  Tensor flat_state() const;                           // {state_count()}, sharing the buffer
+  DType state_dtype() const { return dtype_ == DType::f64 ? DType::f64 : DType::f32; }
+  // Makes this object's state entries views of `other`'s state buffer (same names and shapes, same
+  // device, else std::invalid_argument): a mixed-precision compute copy then updates the master
+  // copy's running statistics directly.
+  void share_state(const Parameters& other);
 
  private:
   std::vector<Entry> entries_;
   std::map<std::string, size_t> index_;
   void check_host(const char* what) const;
 
-  std::shared_ptr<Storage> values_, grads_;
-  size_t total_ = 0;
+  std::shared_ptr<Storage> values_, grads_, state_;
+  std::vector<Entry> state_entries_;
+  std::map<std::string, size_t> state_index_;
+  size_t total_ = 0, state_total_ = 0;
   Device device_ = Device::cpu();
   DType dtype_ = DType::f32;
 };
@@ -198,8 +311,16 @@ Tensor predict(const Model& model, const Parameters& params, const Tensor& input
 // forward() records the autograd graph when grad mode is on (training step).
 Tensor forward(const Model& model, const Parameters& params, const Tensor& input, const ForwardContext& ctx);
 Tensor forward(const ModelPlan& plan, const Parameters& params, const Tensor& input, const ForwardContext& ctx);
+// Models of several inputs take them in the order of ModelPlan::input_layers: the order in which
+// the graph first reaches them from the output, inputs of a merge left to right (add(a, b): a's
+// input first). Throws naming the count, or the input layer and both shapes.
+Tensor forward(const ModelPlan& plan, const Parameters& params, const std::vector<Tensor>& inputs,
+               const ForwardContext& ctx);
+Tensor predict(const Model& model, const Parameters& params, const std::vector<Tensor>& inputs);
 
-// The model summary table (layer, output shape, parameter count), as Elixir's Axon prints it.
+// The model summary table (layer, output shape, parameter count including model state), as
+// Elixir's Axon prints it, then its footer lines "Total Parameters: N" and "Total Parameters
+// Memory: X" (32 bits a value, 1000-based units).
 std::string summary(const Model& model);
 
 }  // namespace axon

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "axon/tensor.h"
 
@@ -78,6 +79,42 @@ struct AxisSplit {
   int64_t outer = 1, n = 1, inner = 1;
 };
 AxisSplit split_at(const Shape& shape, int64_t axis);
+
+// Normalization over groups of channels (batch_norm, group_norm, instance_norm; axon/nn_ops.h).
+// x is viewed as {samples, positions, groups·group_size, inner}: the channel axis in the middle,
+// `positions` the dims between the sample axis and the channel axis (channels last), `inner` the
+// dims after it (channels first). Channel c = g·group_size + k belongs to group g. Statistics are
+// taken per lane (s, g), lane index s·groups + g, over (position, k, inner):
+//   batch_norm:    samples 1 (the batch is one sample), positions = the dims before the channel
+//                  axis, batch included; groups = channels, group_size 1
+//   group_norm:    samples = batch, groups as asked
+//   instance_norm: samples = batch, groups = channels
+// y = (x − mean)·rstd·gamma[c] + beta[c], rstd = 1/√(var + eps), var biased.
+struct GroupNormParams {
+  int64_t samples = 1, positions = 1, groups = 1, group_size = 1, inner = 1;
+  double eps = 1e-5;
+  // Inference: mean and rstd come from running_mean and running_var ({groups}, samples must be 1)
+  // instead of the batch; the backward pass then treats them as constants.
+  bool use_running = false;
+  // Training with running statistics: after the batch statistics, running_mean and running_var
+  // become (1 − momentum)·running + momentum·batch, the variance unbiased (n/(n − 1)), as
+  // torch.nn.functional.batch_norm.
+  bool update_running = false;
+  double momentum = 0.1;
+  // constexpr: callable from CUDA kernels (nvcc --expt-relaxed-constexpr).
+  constexpr int64_t channels() const { return groups * group_size; }
+  constexpr int64_t lane_size() const { return positions * group_size * inner; }
+};
+
+// Resizing the two spatial dims of x viewed as {outer, in_h, in_w, inner} to {outer, out_h, out_w,
+// inner} (channels last: outer = batch, inner = channels; channels first: outer = batch·channels,
+// inner 1). nearest: source index ⌊(o + ½)·in/out⌋ (the seed's, torch's "nearest-exact");
+// bilinear: half-pixel centres, source (o + ½)·in/out − ½ clamped at 0 (torch's bilinear with
+// align_corners=False, antialias=False).
+struct ResizeParams {
+  int64_t outer = 1, in_h = 1, in_w = 1, out_h = 1, out_w = 1, inner = 1;
+  bool bilinear = false;
+};
 
 // The scalars of one Adam/AdamW step as PyTorch derives them (in double, then rounded to float):
 //   g' = g + l2·p;  m = m·beta1 + one_minus_beta1·g';  v = v·beta2 + one_minus_beta2·g'²
@@ -156,6 +193,27 @@ class Backend {
   virtual void norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& g, const Tensor& mean,
                              const Tensor& rstd, const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma,
                              Tensor* dbeta) = 0;
+  // Group-statistics normalization (GroupNormParams): writes y and the lane statistics mean and
+  // rstd ({samples·groups}, f32, or f64 for f64 x); gamma and beta {channels} may be null (no
+  // scale, no offset); running_mean and running_var ({groups}, the dtype of mean) are read when
+  // p.use_running and updated in place when p.update_running, else may be null.
+  virtual void group_norm(const Tensor& x, const Tensor* gamma, const Tensor* beta, const GroupNormParams& p, Tensor& y,
+                          Tensor& mean, Tensor& rstd, Tensor* running_mean, Tensor* running_var) = 0;
+  // Its backward given the output gradient g: writes (does not add) dx, dgamma and dbeta, each
+  // skipped when null.
+  virtual void group_norm_backward(const Tensor& x, const Tensor* gamma, const Tensor& g, const Tensor& mean,
+                                   const Tensor& rstd, const GroupNormParams& p, Tensor* dx, Tensor* dgamma,
+                                   Tensor* dbeta) = 0;
+  // dst {outer, dst_n, inner}[o, dst_offset + k, i] = src {outer, src_n, inner}[o, src_offset + k, i]
+  // for k < count (any dtype): concatenate, split, pad and their backward passes.
+  virtual void axis_copy(const Tensor& src, int64_t src_n, int64_t src_offset, Tensor& dst, int64_t dst_n,
+                         int64_t dst_offset, int64_t outer, int64_t inner, int64_t count) = 0;
+  // out = x with its axes permuted: out.size(d) = x.size(perm[d]) (any dtype, rank ≤ 8).
+  virtual void permute(const Tensor& x, const std::vector<int64_t>& perm, Tensor& out) = 0;
+  // out = x resized (ResizeParams).
+  virtual void resize(const Tensor& x, const ResizeParams& p, Tensor& out) = 0;
+  // dx (f32, or f64 for f64 g; x's shape) = the gradient of resize given the output gradient g.
+  virtual void resize_backward(const Tensor& g, const ResizeParams& p, Tensor& dx) = 0;
   // Fused softmax cross-entropy over logits {batch, classes} and i32 labels {batch}: writes
   // probs {batch, classes} and loss (one f32 or f64 element) = mean over rows of −log softmax[label].
   // Labels outside [0, classes) make the loss NaN (checked on the host by the front end when the

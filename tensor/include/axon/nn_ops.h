@@ -1,5 +1,5 @@
 // Dropout and normalization on tensors, differentiable (the functional forms of the dropout,
-// layer_norm and rms_norm layers; shared/notes/axon-inventory.md §3).
+// layer_norm, rms_norm, batch_norm, group_norm and instance_norm layers; shared/notes/axon-inventory.md §3).
 //
 // x has any shape with the batch axis first (for example {batch, features} or
 // {batch, time, features}) in f32, f64 or bf16 (computed in f32, statistics summed in double) on
@@ -47,5 +47,36 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int6
 // RMS normalization (Zhang & Sennrich 2019): y = x/√(mean(x²) + epsilon)·(shift + gamma) along
 // `axis`, the seed's rms_norm (epsilon 1e-6, shift 0). gamma has shape {x.size(axis)}.
 Tensor rms_norm(const Tensor& x, const Tensor& gamma, int64_t axis = -1, double epsilon = 1e-6, double shift = 0.0);
+
+// Batch normalization (Ioffe & Szegedy 2015, "Batch Normalization: Accelerating Deep Network
+// Training by Reducing Internal Covariate Shift"): every channel c of x (the axis channel_index,
+// default −1: channels last, as the seed; 1 for channels first) is normalized over every other
+// axis, the batch included: y = (x − mean_c)/√(var_c + epsilon)·gamma_c + beta_c.
+//   training: mean and the biased variance of this batch; running_mean and running_var (when
+//             defined) are updated in place to (1 − momentum)·running + momentum·batch, with the
+//             unbiased batch variance — torch.nn.functional.batch_norm(training=True). (The seed's
+//             update_ema weighs the old value by momentum instead; see docs/layers.md.)
+//   inference: running_mean and running_var are used (they must be defined), as constants.
+// gamma and beta {C} of x's dtype and device; either may be undefined (no scale, no offset).
+// running_mean and running_var {C} are f32 (f64 for f64 x) on x's device, and must not require
+// grad. x has rank ≥ 2 and the channel axis is not the batch axis.
+// Throws std::invalid_argument naming the op, the option and the shapes at fault.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, double momentum = 0.1, double epsilon = 1e-5,
+                  int64_t channel_index = -1);
+
+// Group normalization (Wu & He 2018, "Group Normalization"): the channels of each sample are split
+// into num_groups groups of C/num_groups consecutive channels, each normalized over its channels
+// and every non-batch axis; then per-channel gamma and beta {C}. The same in training and
+// inference. num_groups must divide C. F.group_norm with channel_index 1.
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t num_groups,
+                  int64_t channel_index = -1, double epsilon = 1e-5);
+
+// Instance normalization (Ulyanov, Vedaldi & Lempitsky 2016, "Instance Normalization: The Missing
+// Ingredient for Fast Stylization"): each (sample, channel) normalized over the spatial axes;
+// group_norm with one channel per group. F.instance_norm (no running statistics) with
+// channel_index 1. Needs rank ≥ 3 (at least one spatial axis).
+Tensor instance_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t channel_index = -1,
+                     double epsilon = 1e-5);
 
 }  // namespace axon

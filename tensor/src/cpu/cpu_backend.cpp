@@ -17,6 +17,7 @@
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
 #include "../layer_kernels.h"
+#include "../norm_shape_kernels.h"
 
 namespace axon {
 
@@ -367,6 +368,23 @@ class CpuBackend final : public Backend {
                      const AxisSplit& s, const NormParams& p, Tensor* dx, Tensor* dgamma, Tensor* dbeta) override {
     cpu_detail::norm_backward(x, gamma, g, mean, rstd, s, p, dx, dgamma, dbeta);
   }
+
+  // Group-statistics normalization and shape kernels: cpu/norm_shape_kernels.cpp.
+  void group_norm(const Tensor& x, const Tensor* gamma, const Tensor* beta, const GroupNormParams& p, Tensor& y,
+                  Tensor& mean, Tensor& rstd, Tensor* running_mean, Tensor* running_var) override {
+    cpu_detail::group_norm(x, gamma, beta, p, y, mean, rstd, running_mean, running_var);
+  }
+  void group_norm_backward(const Tensor& x, const Tensor* gamma, const Tensor& g, const Tensor& mean, const Tensor& rstd,
+                           const GroupNormParams& p, Tensor* dx, Tensor* dgamma, Tensor* dbeta) override {
+    cpu_detail::group_norm_backward(x, gamma, g, mean, rstd, p, dx, dgamma, dbeta);
+  }
+  void axis_copy(const Tensor& src, int64_t src_n, int64_t src_offset, Tensor& dst, int64_t dst_n, int64_t dst_offset,
+                 int64_t outer, int64_t inner, int64_t count) override {
+    cpu_detail::axis_copy(src, src_n, src_offset, dst, dst_n, dst_offset, outer, inner, count);
+  }
+  void permute(const Tensor& x, const std::vector<int64_t>& perm, Tensor& out) override { cpu_detail::permute(x, perm, out); }
+  void resize(const Tensor& x, const ResizeParams& p, Tensor& out) override { cpu_detail::resize(x, p, out); }
+  void resize_backward(const Tensor& g, const ResizeParams& p, Tensor& dx) override { cpu_detail::resize_backward(g, p, dx); }
 
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& loss) override {
     dispatch_floating(logits.dtype(), "cross_entropy", [&]<class T>() {

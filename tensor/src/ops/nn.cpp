@@ -131,4 +131,112 @@ Tensor rms_norm(const Tensor& x, const Tensor& gamma, int64_t axis, double epsil
   return norm_impl("rms_norm", x, gamma, Tensor(), axis, NormParams{epsilon, true, shift});
 }
 
+
+namespace {
+
+// batch_norm, group_norm, instance_norm: checks, the kernel, and the backward pass.
+//   per_sample: statistics per sample (group and instance norm) rather than over the batch
+Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
+                       bool per_sample, int64_t channel_index, double epsilon, const Tensor& running_mean,
+                       const Tensor& running_var, bool training, double momentum) {
+  detail::check_floating(op, x);
+  if (!std::isfinite(epsilon) || epsilon < 0)
+    throw std::invalid_argument(fmt::format("{}: epsilon must be finite and non-negative, got {}", op, epsilon));
+  if (x.dim() < 2)
+    throw std::invalid_argument(
+        fmt::format("{}: needs an input of rank 2 or more {{batch, ..., channels}}, got {}", op, shape_str(x.shape())));
+  const int64_t a = detail::normalize_axis(channel_index, x.dim(), op, x.shape());
+  if (a == 0)
+    throw std::invalid_argument(
+        fmt::format("{}: channel_index {} names the batch axis of shape {}", op, channel_index, shape_str(x.shape())));
+  const int64_t c = x.size(a);
+  if (groups <= 0 || c % groups != 0)
+    throw std::invalid_argument(fmt::format("{}: num_groups {} does not divide the {} channels of input shape {}", op,
+                                            groups, c, shape_str(x.shape())));
+  GroupNormParams p;
+  p.eps = epsilon;
+  p.groups = per_sample ? groups : c;
+  p.group_size = c / p.groups;
+  p.samples = per_sample ? x.size(0) : 1;
+  p.positions = 1;
+  for (int64_t d = per_sample ? 1 : 0; d < a; ++d) p.positions *= x.size(d);
+  for (int64_t d = a + 1; d < x.dim(); ++d) p.inner *= x.size(d);
+  if (x.numel() > 0 && p.lane_size() == 0)
+    throw std::invalid_argument(fmt::format("{}: input shape {} leaves nothing to normalize over", op, shape_str(x.shape())));
+  if (gamma.defined()) check_param(op, "gamma", x, gamma, channel_index, c);
+  if (beta.defined()) check_param(op, "beta", x, beta, channel_index, c);
+  const TensorOptions stats{x.dtype() == DType::f64 ? DType::f64 : DType::f32, x.device()};
+  const bool has_running = running_mean.defined() || running_var.defined();
+  if (has_running) {
+    for (const Tensor* t : {&running_mean, &running_var}) {
+      const char* what = t == &running_mean ? "running_mean" : "running_var";
+      if (!t->defined()) throw std::invalid_argument(fmt::format("{}: {} is undefined (give both or neither)", op, what));
+      if (t->device() != x.device() || t->dtype() != stats.dtype || t->dim() != 1 || t->size(0) != c)
+        throw std::invalid_argument(fmt::format("{}: {} must be {} {{{}}} on {}, got {} {} on {}", op, what,
+                                                dtype_name(stats.dtype), c, x.device().str(), dtype_name(t->dtype()),
+                                                shape_str(t->shape()), t->device().str()));
+      if (t->requires_grad())
+        throw std::invalid_argument(fmt::format("{}: {} is model state and must not require grad", op, what));
+    }
+  }
+  if (!training && !has_running)
+    throw std::invalid_argument(fmt::format("{}: inference needs running_mean and running_var", op));
+  if (!(momentum >= 0.0 && momentum <= 1.0))
+    throw std::invalid_argument(fmt::format("{}: momentum must be in [0, 1], got {}", op, momentum));
+  p.use_running = !training;
+  p.update_running = training && has_running;
+  p.momentum = momentum;
+
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  Tensor mean = Tensor::empty({p.samples * p.groups}, stats), rstd = Tensor::empty({p.samples * p.groups}, stats);
+  Tensor rm = running_mean, rv = running_var;
+  if (y.numel() > 0)
+    backend(x.device()).group_norm(x, gamma.defined() ? &gamma : nullptr, beta.defined() ? &beta : nullptr, p, y, mean,
+                                   rstd, has_running ? &rm : nullptr, has_running ? &rv : nullptr);
+  return record(op, y, {x, gamma, beta},
+                [x = x.detach(), gamma = gamma.defined() ? gamma.detach() : Tensor(), mean, rstd, p](const Tensor& g,
+                                                                                                  GradSlots& grads) {
+                  Tensor dx, dgamma, dbeta;
+                  if (grads.needs(0)) dx = Tensor::empty(x.shape(), x.options());
+                  if (grads.size() > 1 && grads.needs(1)) dgamma = Tensor::empty(gamma.shape(), gamma.options());
+                  if (grads.size() > 2 && grads.needs(2)) dbeta = Tensor::empty({p.channels()}, x.options());
+                  if (x.numel() > 0) {
+                    backend(x.device()).group_norm_backward(x, gamma.defined() ? &gamma : nullptr, g, mean, rstd, p,
+                                                            dx.defined() ? &dx : nullptr,
+                                                            dgamma.defined() ? &dgamma : nullptr,
+                                                            dbeta.defined() ? &dbeta : nullptr);
+                  } else {
+                    if (dgamma.defined()) dgamma.fill(0.0);
+                    if (dbeta.defined()) dbeta.fill(0.0);
+                  }
+                  if (dx.defined()) grads.add(0, dx);
+                  if (dgamma.defined()) grads.add(1, dgamma);
+                  if (dbeta.defined()) grads.add(2, dbeta);
+                });
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, double momentum, double epsilon, int64_t channel_index) {
+  return group_norm_impl("batch_norm", x, gamma, beta, 1, false, channel_index, epsilon, running_mean, running_var,
+                         training, momentum);
+}
+
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t num_groups, int64_t channel_index,
+                  double epsilon) {
+  return group_norm_impl("group_norm", x, gamma, beta, num_groups, true, channel_index, epsilon, Tensor(), Tensor(), true,
+                         0.0);
+}
+
+Tensor instance_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t channel_index, double epsilon) {
+  if (x.dim() < 3)
+    throw std::invalid_argument(fmt::format(
+        "instance_norm: needs an input with a spatial axis {{batch, ..., channels}} (rank 3 or more), got {}",
+        shape_str(x.shape())));
+  const int64_t a = detail::normalize_axis(channel_index, x.dim(), "instance_norm", x.shape());
+  return group_norm_impl("instance_norm", x, gamma, beta, x.size(a) == 0 ? 1 : x.size(a), true, channel_index, epsilon,
+                         Tensor(), Tensor(), true, 0.0);
+}
+
 }  // namespace axon

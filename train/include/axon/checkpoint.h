@@ -2,7 +2,8 @@
 // written atomically and verified on load.
 //
 // Layout of a checkpoint directory (e.g. checkpoints/step-000000469/):
-//   model.safetensors      the parameters (f32 master weights), by parameter name
+//   model.safetensors      the parameters (f32 master weights) and the model state (batch_norm's
+//                          running statistics, averaged over the ranks), by name
 //   optimizer.safetensors  the optimizer's state buffers (exp_avg, ...), when it has any
 //   meta.json              format and version, the trainer's position (epoch, step, partial epoch
 //                          sums), metric history, callback state, model-structure hash, the training

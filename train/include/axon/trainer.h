@@ -264,6 +264,8 @@ class Trainer {
   void sync_parameters();
   // Whether `value` holds on any rank (one small all-reduce when there are several).
   bool any_rank(bool value);
+  // Averages the model state (batch_norm's running statistics) over the ranks; collective.
+  void sync_state();
   EvalResult evaluate_agreed(const data::Dataset& dataset, int epoch);
 
   Model model_;
