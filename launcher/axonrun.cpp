@@ -889,6 +889,13 @@ int kill_local_ranks(const launcher::Watchdog& dog) {
   return killed;
 }
 
+// "<before>2.5<after>"
+std::string fmt_seconds(const char* before, double seconds, const char* after) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%g", seconds);
+  return before + std::string(text) + after;
+}
+
 // Passes a preemption request (SIGTERM to axonrun) on to every rank: SIGTERM straight to each
 // local rank process the watchdog knows, which Axon's preemption handler turns into a checkpoint
 // and exit 4. mpirun would answer a SIGTERM by killing the ranks (srun by SIGKILL), so ranks that
@@ -905,8 +912,7 @@ void forward_preemption(pid_t launcher_pid, Watch& watch) {
                "axonrun: SIGTERM: asking the job to write a checkpoint and stop (passed on to %s); a second SIGTERM%s "
                "stops it at once\n",
                all_local ? "every rank" : "the ranks, SIGUSR1 through the launcher to those on other nodes or not yet started",
-               watch.term_timeout > 0 ? (", or " + std::to_string(static_cast<long long>(watch.term_timeout)) +
-                                         " s (--term-timeout) without it ending,").c_str()
+               watch.term_timeout > 0 ? fmt_seconds(", or ", watch.term_timeout, " s (--term-timeout) without it ending,").c_str()
                                       : "");
   std::fflush(stderr);
 }

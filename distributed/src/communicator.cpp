@@ -90,7 +90,7 @@ int local_world_size() { return rank_environment().local_world_size; }
 int launcher_rank() {
   // Never throws: it only decides which rank prints what is the same everywhere. The first rank
   // variable set decides; a malformed one reads as rank 0 (a wrong rank 0 prints twice).
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID", "RANK"}) {
     try {
       if (std::optional<int> n = parse_index_variable(name, std::getenv(name))) return *n;
     } catch (const RankEnvironmentError&) {

@@ -426,7 +426,15 @@ TcpStore::~TcpStore() {
     }
   }
   client_.reset();
-  if (server_ && std::uncaught_exceptions() == 0) server_->wait_for_clients(timeout_.count() > 0 ? timeout_ : std::chrono::seconds(30));
+  // The store outlives the other ranks' last reads. When rank 0 is failing, a little: long
+  // enough for the others to learn the cause from the store (their waits fail naming the rank
+  // that died) rather than from a lost connection.
+  if (server_) {
+    const std::chrono::milliseconds limit = std::uncaught_exceptions() > 0 ? std::chrono::milliseconds(2000)
+                                            : timeout_.count() > 0          ? timeout_
+                                                                            : std::chrono::milliseconds(30000);
+    server_->wait_for_clients(limit);
+  }
 }
 
 std::string TcpStore::address() const { return fmt::format("{}:{}", host_, port_); }

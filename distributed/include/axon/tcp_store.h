@@ -9,7 +9,7 @@
 // MASTER_ADDR:MASTER_PORT.
 //
 // Wire protocol (one request, then one reply, per connection at a time): request = op (u8), key
-// length (u32), key, value length (u64), value, timeout in ms (u64; 0 = none); reply = status
+// length (u32), value length (u64), timeout in ms (u64; 0 = none), key, value; reply = status
 // (u8: 0 ok, 1 timeout, 2 error), length (u64), payload (the value, or the error text). Integers
 // little-endian as on the host (the job's hosts are assumed alike).
 //
@@ -43,9 +43,10 @@ class TcpStore {
   // Throws StoreError when the port cannot be bound ("address in use").
   TcpStore(const std::string& host, int port, int rank, int world_size, bool is_server,
            std::chrono::milliseconds timeout);
-  // Tells the store this rank leaves on purpose (so no one takes it for dead). The server, on
-  // rank 0, then waits (at most the timeout, else 30 s) until every other rank has left too, so
-  // that no rank loses the store before it has read its last value.
+  // Tells the store this rank leaves on purpose (so no one takes it for dead), unless an exception
+  // is unwinding (a failing rank: the others' waits then fail naming it). The server, on rank 0,
+  // then waits until every other rank has left too (at most the timeout, else 30 s; 2 s when
+  // failing), so that no rank loses the store before it has read its last value.
   ~TcpStore();
   TcpStore(const TcpStore&) = delete;
   TcpStore& operator=(const TcpStore&) = delete;
