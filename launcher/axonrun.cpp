@@ -901,8 +901,11 @@ std::string fmt_seconds(const char* before, double seconds, const char* after) {
 // and exit 4. mpirun would answer a SIGTERM by killing the ranks (srun by SIGKILL), so ranks that
 // axonrun cannot signal itself (on other nodes, or not registered yet) get SIGUSR1 through the
 // launcher instead, which both forward and Axon programs take the same way.
-void forward_preemption(pid_t launcher_pid, Watch& watch) {
+// When no rank has a heartbeat file (not Axon programs, which know nothing of checkpoints, or a
+// job still starting) SIGTERM stops the job as any stop signal does. Returns false then.
+bool forward_preemption(pid_t launcher_pid, Watch& watch) {
   watch.dog->scan();
+  if (watch.dog->registered() == 0) return false;
   const std::vector<pid_t> local = watch.dog->live_local_pids();
   for (pid_t pid : local) ::kill(pid, SIGTERM);
   const bool all_local = watch.world > 0 && watch.dog->registered() == watch.world &&
@@ -915,6 +918,7 @@ void forward_preemption(pid_t launcher_pid, Watch& watch) {
                watch.term_timeout > 0 ? fmt_seconds(", or ", watch.term_timeout, " s (--term-timeout) without it ending,").c_str()
                                       : "");
   std::fflush(stderr);
+  return true;
 }
 
 // Until the launcher (mpirun or srun) exits: forwards its stderr through a StderrFilter (when
@@ -966,10 +970,14 @@ void monitor(pid_t pid, int err_fd, Watch& watch) {
 
     const auto now = std::chrono::steady_clock::now();
     if (watch.dog && !watch.preempt_forwarded && g_preempt_signal.load() != 0 && g_stop_signal.load() == 0) {
-      filter.finish();
-      forward_preemption(pid, watch);
-      watch.preempt_forwarded = true;
-      preempt_sent = now;
+      filter.finish();  // a partial line of a rank's output ends before axonrun's
+      if (forward_preemption(pid, watch)) {
+        watch.preempt_forwarded = true;
+        preempt_sent = now;
+      } else {
+        g_preempt_signal.store(0);
+        stop_job(SIGTERM);
+      }
     }
     if (watch.preempt_forwarded && !watch.term_timed_out && g_stop_signal.load() == 0 && watch.term_timeout > 0 &&
         now - preempt_sent > std::chrono::duration<double>(watch.term_timeout)) {
@@ -1230,6 +1238,13 @@ Attempt run_attempt(const std::vector<std::string>& args, const Options& opts, i
                  code - 128, signal_name(code - 128).c_str(), code);
   }
   result.code = code;
+  if (const int signo = g_preempt_signal.load(); signo != 0 && code != 0 && code != kExitPreempted) {
+    // Ranks without a preemption handler (no checkpoint folder) died of the SIGTERM passed on,
+    // or failed while stopping: a stop someone asked for all the same, never restarted.
+    result.summary = "job stopped by " + signal_name(signo) + " (sent to axonrun); exit code " + std::to_string(code);
+    if (code != 128 + signo) result.summary += " (the ranks' own)";
+    return result;
+  }
   if (code == kExitPreempted) {
     // The ranks' "preempted" status: they wrote a checkpoint because the job was asked to stop
     // (SIGTERM or SIGUSR1 to axonrun, or a signal from the cluster to the ranks themselves).

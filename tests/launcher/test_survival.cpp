@@ -64,8 +64,8 @@ class Survival : public ::testing::Test {
   std::string marker_;
 };
 
-// A small run: 1000 synthetic samples, 16 per rank per step, 6 epochs (31 steps each on 2 ranks).
-const std::string kTraining = " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 1000 --epochs 6";
+// A small run: 800 synthetic samples, 16 per rank per step, 3 epochs (25 steps each on 2 ranks).
+const std::string kTraining = " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 800 --epochs 3";
 
 // A free TCP port for a store (the kernel's pick, released again; a clash is unlikely).
 int free_port() {
@@ -162,22 +162,32 @@ TEST_F(Survival, SigtermToAxonrunCheckpointsEveryRankAndTheResumedRunMatches) {
   EXPECT_EQ(b["params_sha256"], a["params_sha256"]);
 }
 
-// Ranks that ignore the request (here SIGTERM and SIGUSR1 are ignored): after --term-timeout,
-// axonrun stops the job itself (exit 143); a second SIGTERM does so at once.
+// Ranks that ignore the request (rank_fault, an Axon program, started with SIGTERM and SIGUSR1
+// ignored): after --term-timeout, axonrun stops the job itself (exit 143); a second SIGTERM does
+// so at once. Programs that are not Axon's (no heartbeat: they know nothing of checkpoints) are
+// stopped by the first SIGTERM, as before (Axonrun/StopSignal in test_launcher.cpp).
 TEST_F(Survival, AJobThatDoesNotStopAfterSigtermIsStoppedByTheTermTimeoutOrASecondSigterm) {
   AXON_REQUIRE_MPI();
-  const std::string stubborn = " -n 2 sh -c 'trap \"\" TERM USR1; exec sleep 60'";
-  Result timed = run_command(tagged("( " + bin("axonrun") + " --term-timeout 1" + stubborn +
-                                    " & sleep 1; kill -TERM $!; wait $! )"));
+  const std::string stubborn = " -n 2 sh -c 'trap \"\" TERM USR1; exec " + bin("rank_fault") + " hang-outside 1'";
+  // Started once rank 0 has printed "rank 0 ready" (both ranks have made collectives).
+  auto after_ready = [&](const std::string& axonrun_options, const std::string& signals) {
+    const std::string out = (dir_ / "out").string();
+    return run_command(tagged("( " + bin("axonrun") + axonrun_options + stubborn + " > " + out + " & for i in $(seq 600); do "
+                              "grep -q 'rank 0 ready' " + out + " 2>/dev/null && break; sleep 0.02; done; " + signals +
+                              " wait $! )"));
+  };
+  Result timed = after_ready(" --term-timeout 1", "kill -TERM $!;");
   EXPECT_EQ(timed.code, 143) << timed.output;
+  EXPECT_THAT(timed.output, HasSubstr("axonrun: SIGTERM: asking the job to write a checkpoint and stop (passed on to every rank)"));
   EXPECT_THAT(timed.output, HasSubstr("axonrun: the job did not stop within 1 s after SIGTERM (--term-timeout); stopping it"));
   EXPECT_THAT(timed.output, HasSubstr("axonrun: job stopped by SIGTERM (sent to axonrun, and the job did not stop within --term-timeout)"));
   EXPECT_LT(timed.seconds, 30.0);
   ASSERT_TRUE(axon::testing::job_gone_within(marker_, std::chrono::milliseconds(1000)));
 
-  Result twice = run_command(tagged("( " + bin("axonrun") + stubborn + " & sleep 1; kill -TERM $!; sleep 0.5; kill -TERM $!; wait $! )"));
+  Result twice = after_ready("", "kill -TERM $!; sleep 0.5; kill -TERM $!;");
   EXPECT_EQ(twice.code, 143) << twice.output;
-  EXPECT_THAT(twice.output, HasSubstr("axonrun: job stopped by SIGTERM (sent to axonrun)"));
+  EXPECT_THAT(twice.output, HasSubstr("axonrun: SIGTERM: asking the job to write a checkpoint and stop"));
+  EXPECT_THAT(twice.output, HasSubstr("axonrun: job stopped by SIGTERM (sent to axonrun); exit code 143"));
   EXPECT_LT(twice.seconds, 30.0);
 }
 
