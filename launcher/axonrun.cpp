@@ -771,6 +771,9 @@ constexpr int kForwardedSignals[] = {SIGUSR1, SIGUSR2};
 std::atomic<pid_t> g_child{0};
 // The first stop signal axonrun received; 0 when none. It, not mpirun's status, sets the exit code.
 std::atomic<int> g_stop_signal{0};
+// Whether the stop signal has been sent on to a launcher (once only).
+std::atomic<bool> g_stop_delivered{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "signal handler needs a lock-free flag");
 // The preemption signal (SIGTERM) axonrun received and is passing on to the ranks; 0 when none.
 std::atomic<int> g_preempt_signal{0};
 // Whether SIGTERM means preemption (--term-timeout > 0) rather than an immediate stop.
@@ -792,9 +795,16 @@ extern "C" void stop_job(int signo) {
   // once", which could skip stopping the ranks.
   if (g_stop_signal.compare_exchange_strong(none, signo)) {
     pid_t child = g_child.load();
-    if (child > 0) ::kill(child, signo == SIGINT ? SIGINT : SIGTERM);
+    if (child > 0 && !g_stop_delivered.exchange(true)) ::kill(child, signo == SIGINT ? SIGINT : SIGTERM);
   }
   errno = saved_errno;
+}
+
+// A stop signal that came while no launcher ran (between two starts of --max-restarts) is
+// delivered to the next one as soon as it exists; see run_and_wait.
+void deliver_pending_stop(pid_t child) {
+  const int signo = g_stop_signal.load();
+  if (signo != 0 && !g_stop_delivered.exchange(true)) ::kill(child, signo == SIGINT ? SIGINT : SIGTERM);
 }
 
 // SIGTERM is how clusters preempt a job and how `kill` stops one. The first SIGTERM while a job
@@ -1104,6 +1114,7 @@ int run_and_wait(const std::vector<std::string>& args, bool filter_stderr, Watch
   }
   g_child.store(pid);
   ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+  deliver_pending_stop(pid);
 
   if (filter_stderr) {
     ::close(err_pipe[1]);  // mpirun holds the only write end: its exit ends the stream
@@ -1374,6 +1385,12 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "axonrun: job succeeded after %d restart%s\n", attempt, attempt == 1 ? "" : "s");
       }
       return result.code;
+    }
+    if (const int signo = g_stop_signal.load(); signo != 0) {
+      // Stopped while the failed start was being reaped: no restart.
+      std::fprintf(stderr, "axonrun: %s\naxonrun: job stopped by %s (sent to axonrun) before a restart; exit code %d\n",
+                   result.summary.c_str(), signal_name(signo).c_str(), 128 + signo);
+      return 128 + signo;
     }
     std::fprintf(stderr, "axonrun: %s\naxonrun: restarting the job (restart %d of %d, AXON_RESTART_COUNT=%d)\n",
                  result.summary.c_str(), attempt + 1, opts.max_restarts, attempt + 1);

@@ -4,13 +4,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <sstream>
 #include <string>
 
@@ -67,10 +69,20 @@ class Survival : public ::testing::Test {
 // A small run: 800 synthetic samples, 16 per rank per step, 3 epochs (25 steps each on 2 ranks).
 const std::string kTraining = " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 800 --epochs 3";
 
-// A free TCP port for a store (the kernel's pick, released again; a clash is unlikely).
+// A free TCP port for a store: one the kernel picks, released again (the kernel does not hand it
+// out again at once, so a clash with another process is unlikely).
 int free_port() {
-  std::random_device rd;
-  return 20000 + static_cast<int>(rd() % 20000);
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ADD_FAILURE() << "cannot pick a free port";
+  }
+  if (fd >= 0) ::close(fd);
+  return ntohs(addr.sin_port);
 }
 
 }  // namespace
@@ -123,6 +135,17 @@ TEST_F(Survival, WhenEveryRestartFailsTheLastFailureIsTheJobsAndSaysHowManyWereT
   EXPECT_THAT(r.output, HasSubstr("axonrun: job failed with exit code 137: rank 1 (pid "));
   EXPECT_THAT(r.output, HasSubstr("; gave up after 2 restarts (3 starts, --max-restarts 2)"));
   EXPECT_LT(r.seconds, 60.0) << r.output;
+}
+
+// Ctrl-C while a job keeps failing and restarting ends the sequence: no further start.
+TEST_F(Survival, ASignalToAxonrunEndsTheRestarts) {
+  AXON_REQUIRE_MPI();
+  Result r = run_command(tagged("( timeout -k 5 120 " + bin("axonrun") + " -n 2 --max-restarts 1000 " + bin("rank_fault") +
+                                " kill 1 & sleep 3; kill -INT $!; wait $! )"));
+  EXPECT_EQ(r.code, 130) << r.output;
+  EXPECT_GE(count(r.output, "axonrun: restarting the job"), 1u) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("SIGINT (sent to axonrun)"));
+  EXPECT_LT(r.seconds, 30.0) << r.output;
 }
 
 TEST(AxonrunRestarts, BadValuesAreUsageErrors) {
