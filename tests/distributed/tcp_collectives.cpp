@@ -3,6 +3,7 @@
 // the results of each collective on one line, "rank R: ...", then exits 0.
 //   tcp_collectives            the collectives
 //   tcp_collectives die R      rank R kills itself (SIGKILL) before the second all-reduce
+//   tcp_collectives mismatch   rank 1 all-reduces 3 floats where the others reduce 2
 #include <signal.h>
 
 #include <cstdio>
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
     auto comm = axon::make_communicator();
     const int r = comm->rank(), n = comm->size();
     std::vector<float> f{static_cast<float>(r + 1), static_cast<float>(-r)};
+    if (argc > 1 && std::strcmp(argv[1], "mismatch") == 0 && r == 1) f.push_back(0.0f);
     comm->allreduce(std::span<float>(f), axon::ReduceOp::sum);
     if (argc > 2 && std::strcmp(argv[1], "die") == 0 && std::atoi(argv[2]) == r) ::raise(SIGKILL);
     std::vector<double> d{static_cast<double>(r) * 0.5, static_cast<double>(10 - r)};

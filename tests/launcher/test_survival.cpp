@@ -66,8 +66,8 @@ class Survival : public ::testing::Test {
   std::string marker_;
 };
 
-// A small run: 800 synthetic samples, 16 per rank per step, 3 epochs (25 steps each on 2 ranks).
-const std::string kTraining = " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 800 --epochs 3";
+// A small run: 640 synthetic samples, 16 per rank per step, 3 epochs (20 steps each on 2 ranks).
+const std::string kTraining = " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 640 --epochs 3";
 
 // A free TCP port for a store: one the kernel picks, released again (the kernel does not hand it
 // out again at once, so a clash with another process is unlikely).
@@ -297,6 +297,20 @@ TEST_F(Survival, ARankThatDiesEndsTheOthersWithAnErrorNamingIt) {
     EXPECT_EQ(status_of(dir_, rank), 1) << out;
     EXPECT_THAT(out, HasSubstr("rank 1 of 3 left the job without closing its connection to the store (its process died or "
                                "was killed)"));
+  }
+}
+
+// Rank 1 all-reduces 3 floats, ranks 0 and 2 two: rank 0 compares the calls, and every rank
+// fails with the same message naming both calls (no rank reads past its buffer, none hangs).
+TEST_F(Survival, MismatchedCollectivesThroughTheTcpStoreAreAnErrorOnEveryRank) {
+  Result r = by_hand(dir_, 3, free_port(), bin("tcp_collectives") + " mismatch", "AXON_TEST_JOB=" + marker_);
+  EXPECT_LT(r.seconds, 20.0);
+  for (int rank = 0; rank < 3; ++rank) {
+    const std::string out = slurp(dir_ / ("rank-" + std::to_string(rank)));
+    EXPECT_EQ(status_of(dir_, rank), 1) << out;
+    EXPECT_THAT(out, HasSubstr("tcp collective mismatch at call 2: rank 0 calls allreduce(float, sum) of 2 elements, rank 1 "
+                               "calls allreduce(float, sum) of 3 elements"))
+        << out;
   }
 }
 
