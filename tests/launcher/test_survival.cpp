@@ -66,8 +66,9 @@ class Survival : public ::testing::Test {
   std::string marker_;
 };
 
-// A small run: 640 synthetic samples, 16 per rank per step, 3 epochs (20 steps each on 2 ranks).
-const std::string kTraining = " --no-progress --batch-size 16 --threads 1 --seed 3 --synthetic 640 --epochs 3";
+// A small run: 640 synthetic samples, 8 per rank per step, 3 epochs of 40 steps on 2 ranks: long
+// enough that a kill or signal sent once step 5 is checkpointed lands mid-run, even on a busy machine.
+const std::string kTraining = " --no-progress --batch-size 8 --threads 1 --seed 3 --synthetic 640 --epochs 3";
 
 // A free TCP port for a store: one the kernel picks, released again (the kernel does not hand it
 // out again at once, so a clash with another process is unlikely).
