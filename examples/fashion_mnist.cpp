@@ -65,7 +65,8 @@ static int run(int argc, char** argv) {
   size_t synthetic = 0;
   bool no_progress = false, cuda_graph = false;
   double validation_split = 0.0;
-  int early_stopping_patience = 0, keep_checkpoints = 0, grad_accum = 1;
+  int early_stopping_patience = 0, keep_checkpoints = 0, grad_accum = 1, zero_stage = 0;
+  double bucket_mb = 25.0;
   int64_t checkpoint_every = 0, validate_every = 0;
   std::string checkpoint_dir, resume, log_dir;
   std::string device_name = "cpu", precision = "f32", backend_name = "auto";
@@ -125,6 +126,13 @@ static int run(int argc, char** argv) {
                  "--validate-every steps)");
   cli::add_integer(app, "--grad-accum", grad_accum, 1, 1 << 20,
                    "Accumulate gradients over N batches per optimizer step");
+  app.add_option("--bucket-mb", bucket_mb,
+                 "Gradient all-reduce bucket size in MiB (the first bucket is 1 MiB at most), started as backward "
+                 "produces them; 0: one all-reduce after backward")
+      ->check(CLI::Range(0.0, 4096.0));
+  cli::add_integer(app, "--zero", zero_stage, 0, 2,
+                   "ZeRO stage: 0 off, 1 shard the optimizer state over the ranks, 2 also reduce-scatter the "
+                   "gradients (sgd, adam, adamw)");
   Device device;
   cli::ParseOutcome parsed;
   try {
@@ -250,6 +258,9 @@ static int run(int argc, char** argv) {
   options.compute_dtype = parse_dtype(precision);
   options.cuda_graph = cuda_graph;
   options.grad_accum = grad_accum;
+  options.bucket_bytes = static_cast<size_t>(bucket_mb * (1 << 20));
+  options.first_bucket_bytes = std::min<size_t>(options.first_bucket_bytes, options.bucket_bytes);
+  options.zero_stage = zero_stage;
   options.validate_every_steps = validate_every;
   // SIGTERM or SIGUSR1 (Slurm's --signal): checkpoint at the next check step and exit with
   // kExitPreempted, to be resumed with --resume auto.
@@ -320,6 +331,10 @@ static int run(int argc, char** argv) {
     for (const EpochResult& e : result.epochs)
       epoch_rates.push_back(e.train_seconds > 0 ? static_cast<double>(e.train_samples) / e.train_seconds : 0.0);
     auto json_metric = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+    // This rank's optimizer state (ZeRO shards it: about 1/world_size of the unsharded bytes).
+    size_t optimizer_state_bytes = 0;
+    for (const auto& [name, tensor] : optimizer->state())
+      if (tensor->defined()) optimizer_state_bytes += tensor->nbytes();
     nlohmann::json out = {{"model", model_name},
                           {"world_size", comm->size()},
                           {"epochs", epochs},
@@ -336,6 +351,10 @@ static int run(int argc, char** argv) {
                           {"dtype", precision},
                           {"cuda_graph", cuda_graph},
                           {"backend", comm->backend()},
+                          {"bucket_mb", bucket_mb},
+                          {"zero_stage", zero_stage},
+                          {"optimizer_state_bytes", optimizer_state_bytes},
+                          {"gradient_wait_s", trainer.gradient_wait_seconds()},
                           {"data", synthetic > 0 ? train.source : data_dir},
                           {"axon_version", AXON_VERSION},
                           {"test_accuracy", json_metric(last.test.accuracy)},

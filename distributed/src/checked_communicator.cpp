@@ -12,8 +12,17 @@ namespace axon {
 
 namespace {
 
-enum class Op { allreduce = 1, broadcast = 2, barrier = 3 };
-enum class Dtype { none = 0, f32 = 1, f64 = 2, bytes = 3 };
+enum class Op { allreduce = 1, broadcast = 2, barrier = 3, reduce_scatter = 4, allgather = 5 };
+enum class Dtype { none = 0, f32 = 1, f64 = 2, bytes = 3, bf16 = 4 };
+
+Dtype dtype_code(const Tensor& t) {
+  switch (t.dtype()) {
+    case DType::f32: return Dtype::f32;
+    case DType::f64: return Dtype::f64;
+    case DType::bf16: return Dtype::bf16;
+    default: return Dtype::bytes;
+  }
+}
 
 // What a rank is about to call. `arg` is the reduce op for all-reduce and the root for broadcast.
 struct Call {
@@ -24,15 +33,16 @@ struct Call {
 };
 
 std::string describe(double op, double arg, double count, double dtype) {
-  static const char* const dtypes[] = {"", "float", "double", "bytes"};
-  static const char* const reduce_ops[] = {"sum", "max", "min"};
+  static const char* const dtypes[] = {"", "float", "double", "bytes", "bf16"};
+  static const char* const reduce_ops[] = {"sum", "max", "min", "avg"};
   const auto d = static_cast<int>(dtype);
-  const char* dname = d >= 0 && d <= 3 ? dtypes[d] : "?";
+  const char* dname = d >= 0 && d <= 4 ? dtypes[d] : "?";
+  const auto a = static_cast<int>(arg);
+  const char* rname = a >= 0 && a <= 3 ? reduce_ops[a] : "?";
   switch (static_cast<Op>(static_cast<int>(op))) {
-    case Op::allreduce: {
-      const auto a = static_cast<int>(arg);
-      return fmt::format("allreduce({}, {}) of {} elements", dname, a >= 0 && a <= 2 ? reduce_ops[a] : "?", count);
-    }
+    case Op::allreduce: return fmt::format("allreduce({}, {}) of {} elements", dname, rname, count);
+    case Op::reduce_scatter: return fmt::format("reduce_scatter({}, {}) of {} elements", dname, rname, count);
+    case Op::allgather: return fmt::format("allgather({}) of {} elements", dname, count);
     case Op::broadcast: return fmt::format("broadcast({}, root {}) of {} elements", dname, arg, count);
     case Op::barrier: return "barrier";
   }
@@ -67,6 +77,41 @@ class CheckedCommunicator final : public Communicator {
     check({Op::barrier, 0, 0, Dtype::none});
     inner_->barrier();
   }
+  void allreduce(Tensor& data, ReduceOp op) override {
+    check({Op::allreduce, static_cast<int>(op), static_cast<size_t>(data.numel()), dtype_code(data)});
+    inner_->allreduce(data, op);
+  }
+  std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
+    check({Op::allreduce, static_cast<int>(op), static_cast<size_t>(data.numel()), dtype_code(data)});
+    return inner_->allreduce_async(data, op);
+  }
+  void broadcast(Tensor& data, int root) override {
+    check({Op::broadcast, root, static_cast<size_t>(data.numel()), dtype_code(data)});
+    inner_->broadcast(data, root);
+  }
+  std::shared_ptr<Work> broadcast_async(Tensor& data, int root) override {
+    check({Op::broadcast, root, static_cast<size_t>(data.numel()), dtype_code(data)});
+    return inner_->broadcast_async(data, root);
+  }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    check({Op::reduce_scatter, static_cast<int>(op), static_cast<size_t>(input.numel()), dtype_code(input)});
+    inner_->reduce_scatter(input, output, op);
+  }
+  void allgather(const Tensor& input, Tensor& output) override {
+    check({Op::allgather, 0, static_cast<size_t>(output.numel()), dtype_code(input)});
+    inner_->allgather(input, output);
+  }
+  std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op) override {
+    check({Op::reduce_scatter, static_cast<int>(op), static_cast<size_t>(input.numel()), dtype_code(input)});
+    return inner_->reduce_scatter_async(input, output, op);
+  }
+  std::shared_ptr<Work> allgather_async(const Tensor& input, Tensor& output) override {
+    check({Op::allgather, 0, static_cast<size_t>(output.numel()), dtype_code(input)});
+    return inner_->allgather_async(input, output);
+  }
+  // Point to point is not checked: its two sides make different calls by design.
+  void send(const Tensor& data, int dst, int tag) override { inner_->send(data, dst, tag); }
+  void recv(Tensor& data, int src, int tag) override { inner_->recv(data, src, tag); }
 
  private:
   void check(const Call& call) {

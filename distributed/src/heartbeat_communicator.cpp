@@ -22,6 +22,21 @@ class InCollective {
   InCollective& operator=(const InCollective&) = delete;
 };
 
+// Marks the wait for an asynchronous collective: a rank is stuck in it only while it waits.
+class HeartbeatWork final : public Work {
+ public:
+  HeartbeatWork(std::shared_ptr<Work> inner, const char* op) : inner_(std::move(inner)), op_(op) {}
+  void wait() override {
+    InCollective mark(op_);
+    inner_->wait();
+  }
+  bool test() override { return inner_->test(); }
+
+ private:
+  std::shared_ptr<Work> inner_;
+  const char* op_;
+};
+
 class HeartbeatCommunicator final : public Communicator {
  public:
   explicit HeartbeatCommunicator(std::unique_ptr<Communicator> inner) : inner_(std::move(inner)) {}
@@ -57,6 +72,34 @@ class HeartbeatCommunicator final : public Communicator {
   void broadcast(Tensor& data, int root) override {
     InCollective mark("broadcast");
     inner_->broadcast(data, root);
+  }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    InCollective mark("reduce_scatter");
+    inner_->reduce_scatter(input, output, op);
+  }
+  void allgather(const Tensor& input, Tensor& output) override {
+    InCollective mark("allgather");
+    inner_->allgather(input, output);
+  }
+  std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
+    return std::make_shared<HeartbeatWork>(inner_->allreduce_async(data, op), "allreduce");
+  }
+  std::shared_ptr<Work> broadcast_async(Tensor& data, int root) override {
+    return std::make_shared<HeartbeatWork>(inner_->broadcast_async(data, root), "broadcast");
+  }
+  std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op) override {
+    return std::make_shared<HeartbeatWork>(inner_->reduce_scatter_async(input, output, op), "reduce_scatter");
+  }
+  std::shared_ptr<Work> allgather_async(const Tensor& input, Tensor& output) override {
+    return std::make_shared<HeartbeatWork>(inner_->allgather_async(input, output), "allgather");
+  }
+  void send(const Tensor& data, int dst, int tag) override {
+    InCollective mark("send");
+    inner_->send(data, dst, tag);
+  }
+  void recv(Tensor& data, int src, int tag) override {
+    InCollective mark("recv");
+    inner_->recv(data, src, tag);
   }
 
  private:

@@ -11,6 +11,7 @@
 
 #include "axon/communicator.h"
 #include "axon/cuda.h"
+#include "comm_internal.h"
 
 namespace axon {
 
@@ -21,9 +22,44 @@ ncclRedOp_t to_nccl(ReduceOp op) {
     case ReduceOp::sum: return ncclSum;
     case ReduceOp::max: return ncclMax;
     case ReduceOp::min: return ncclMin;
+    case ReduceOp::avg: return ncclAvg;
   }
   return ncclSum;
 }
+
+// A collective enqueued on the communicator's own stream: `done` is recorded after it there.
+// wait() orders the compute stream after it without blocking the host (like c10d's
+// WorkNCCL::wait); test() asks whether the GPU has finished it. The tensors stay alive until the
+// compute stream is ordered after the collective, so the caching allocator cannot hand their
+// memory to a kernel that would race with NCCL.
+class NcclWork final : public Work {
+ public:
+  NcclWork(cudaEvent_t done, cudaStream_t compute, std::vector<Tensor> keep)
+      : done_(done), compute_(compute), keep_(std::move(keep)) {}
+  ~NcclWork() override {
+    if (!waited_) cudaStreamWaitEvent(compute_, done_, 0);
+    cudaEventDestroy(done_);
+  }
+  void wait() override {
+    if (waited_) return;
+    const cudaError_t e = cudaStreamWaitEvent(compute_, done_, 0);
+    if (e != cudaSuccess) throw CommError(std::string("nccl work wait: ") + cudaGetErrorString(e));
+    waited_ = true;
+    keep_.clear();
+  }
+  bool test() override {
+    const cudaError_t e = cudaEventQuery(done_);
+    if (e == cudaErrorNotReady) return false;
+    if (e != cudaSuccess) throw CommError(std::string("nccl work test: ") + cudaGetErrorString(e));
+    return true;
+  }
+
+ private:
+  cudaEvent_t done_;
+  cudaStream_t compute_;
+  std::vector<Tensor> keep_;
+  bool waited_ = false;
+};
 
 class NcclCommunicator final : public Communicator {
  public:
@@ -40,9 +76,15 @@ class NcclCommunicator final : public Communicator {
     const ncclResult_t result = ncclCommInitRank(&comm_, bootstrap.size(), id, bootstrap.rank());
     cudaGetLastError();
     check(result, "ncclCommInitRank", 0);
+    // Asynchronous collectives run on a stream of their own, so they overlap the compute stream.
+    if (cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking) != cudaSuccess) {
+      cudaGetLastError();
+      throw CommError(fmt::format("nccl on rank {} ({}): cannot create the communication stream", rank(), device_.str()));
+    }
   }
   ~NcclCommunicator() override {
     if (comm_) ncclCommDestroy(comm_);
+    if (comm_stream_) cudaStreamDestroy(comm_stream_);
   }
 
   std::string backend() const override { return "nccl"; }
@@ -61,6 +103,40 @@ class NcclCommunicator final : public Communicator {
     check(ncclAllReduce(data.raw_data(), data.raw_data(), static_cast<size_t>(data.numel()), nccl_type(data), to_nccl(op),
                         comm_, stream_),
           "ncclAllReduce", static_cast<size_t>(data.numel()));
+  }
+
+  std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
+    if (!data.device().is_cuda()) return Communicator::allreduce_async(data, op);
+    check_device(data, "allreduce");
+    return on_comm_stream({data}, [&] {
+      check(ncclAllReduce(data.raw_data(), data.raw_data(), static_cast<size_t>(data.numel()), nccl_type(data), to_nccl(op),
+                          comm_, comm_stream_),
+            "ncclAllReduce", static_cast<size_t>(data.numel()));
+    });
+  }
+  std::shared_ptr<Work> broadcast_async(Tensor& data, int root) override {
+    if (!data.device().is_cuda()) return Communicator::broadcast_async(data, root);
+    broadcast(data, root);  // on the compute stream: already asynchronous to the host
+    return completed_work();
+  }
+  std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op) override {
+    if (!input.device().is_cuda()) return Communicator::reduce_scatter_async(input, output, op);
+    detail::check_scatter_shapes("reduce_scatter", input, output, *this);
+    check_device(input, "reduce_scatter");
+    const size_t n = static_cast<size_t>(output.numel());
+    return on_comm_stream({input, output}, [&] {
+      check(ncclReduceScatter(input.raw_data(), output.raw_data(), n, nccl_type(input), to_nccl(op), comm_, comm_stream_),
+            "ncclReduceScatter", n);
+    });
+  }
+  std::shared_ptr<Work> allgather_async(const Tensor& input, Tensor& output) override {
+    if (!input.device().is_cuda()) return Communicator::allgather_async(input, output);
+    detail::check_scatter_shapes("allgather", output, input, *this);
+    check_device(input, "allgather");
+    const size_t n = static_cast<size_t>(input.numel());
+    return on_comm_stream({input, output}, [&] {
+      check(ncclAllGather(input.raw_data(), output.raw_data(), n, nccl_type(input), comm_, comm_stream_), "ncclAllGather", n);
+    });
   }
 
   void broadcast(Tensor& data, int root) override {
@@ -99,9 +175,31 @@ class NcclCommunicator final : public Communicator {
                                 last && *last ? ": " : "", last ? last : ""));
   }
 
+  // Orders the communication stream after the compute stream's work so far (the inputs'
+  // producers), enqueues `issue` there and records its completion event.
+  template <typename Issue>
+  std::shared_ptr<Work> on_comm_stream(std::vector<Tensor> keep, Issue&& issue) {
+    cudaEvent_t ready = nullptr, done = nullptr;
+    cuda_check(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_check(cudaEventRecord(ready, stream_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(comm_stream_, ready, 0), "cudaStreamWaitEvent");
+    cudaEventDestroy(ready);  // released once recorded work completes
+    issue();
+    cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_check(cudaEventRecord(done, comm_stream_), "cudaEventRecord");
+    return std::make_shared<NcclWork>(done, stream_, std::move(keep));
+  }
+  void cuda_check(cudaError_t e, const char* what) const {
+    if (e == cudaSuccess) return;
+    cudaGetLastError();
+    throw CommError(fmt::format("nccl on rank {} of {} ({}): {} failed: {}", rank(), size(), device_.str(), what,
+                                cudaGetErrorString(e)));
+  }
+
   Communicator& bootstrap_;
   Device device_;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;
   ncclComm_t comm_ = nullptr;
 };
 

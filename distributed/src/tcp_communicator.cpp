@@ -37,10 +37,10 @@ struct Header {
 
 std::string describe(const Header& h) {
   static const char* dtypes[] = {"", "float", "double", "bytes"};
-  static const char* ops[] = {"sum", "max", "min"};
+  static const char* ops[] = {"sum", "max", "min", "avg"};
   switch (h.kind) {
     case Kind::allreduce:
-      return fmt::format("allreduce({}, {}) of {} elements", dtypes[h.dtype & 3], h.arg >= 0 && h.arg < 3 ? ops[h.arg] : "?",
+      return fmt::format("allreduce({}, {}) of {} elements", dtypes[h.dtype & 3], h.arg >= 0 && h.arg < 4 ? ops[h.arg] : "?",
                          h.count);
     case Kind::broadcast:
       return fmt::format("broadcast({}, root {}) of {} elements", dtypes[h.dtype & 3], h.arg, h.count);
@@ -54,7 +54,8 @@ template <class T>
 void combine(std::span<T> acc, const T* other, ReduceOp op) {
   for (size_t i = 0; i < acc.size(); ++i) {
     switch (op) {
-      case ReduceOp::sum: acc[i] += other[i]; break;
+      case ReduceOp::sum:
+      case ReduceOp::avg: acc[i] += other[i]; break;  // divided by the world size at the end
       case ReduceOp::max: acc[i] = std::max(acc[i], other[i]); break;
       case ReduceOp::min: acc[i] = std::min(acc[i], other[i]); break;
     }
@@ -92,6 +93,9 @@ class TcpCommunicator final : public Communicator {
         std::memcpy(other.data(), parts[r].data() + sizeof(Header), data.size() * sizeof(T));
         combine(acc, other.data(), op);
       }
+      // As the MPI backend's span all-reduce: the sum, divided once.
+      if (op == ReduceOp::avg)
+        for (T& x : acc) x /= static_cast<T>(size());
     });
   }
 

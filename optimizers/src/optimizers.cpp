@@ -103,6 +103,7 @@ class Sgd final : public Optimizer {
     check_float("weight_decay", o.weight_decay);
   }
   std::string name() const override { return "sgd"; }
+  bool elementwise() const override { return true; }
   std::string config() const override {
     return fmt::format("sgd(lr={}, momentum={}, dampening={}, weight_decay={}, nesterov={})", lr_, o_.momentum,
                        o_.dampening, o_.weight_decay, o_.nesterov);
@@ -139,6 +140,7 @@ class Adam final : public Optimizer {
     check_float("weight_decay", o.weight_decay);
   }
   std::string name() const override { return decoupled_ ? "adamw" : "adam"; }
+  bool elementwise() const override { return true; }
   std::string config() const override {
     return fmt::format("{}(lr={}, beta1={}, beta2={}, eps={}, weight_decay={}, amsgrad={})", name(), lr_, o_.beta1,
                        o_.beta2, o_.eps, o_.weight_decay, o_.amsgrad);

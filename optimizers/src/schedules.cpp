@@ -199,6 +199,7 @@ class Scheduled final : public Optimizer {
     if (!s_.fn) throw std::invalid_argument(fmt::format("{}: no schedule", inner_->name()));
   }
   std::string name() const override { return inner_->name(); }
+  bool elementwise() const override { return inner_->elementwise(); }
   std::string config() const override { return fmt::format("{} with {}", inner_->config(), s_.config); }
   std::vector<std::pair<std::string, Tensor*>> state() override { return inner_->state(); }
 

@@ -178,7 +178,7 @@ void finish_leaf(TensorImpl* leaf, SlotInfo* info) {
     leaf->grad = Tensor::zeros(leaf->shape, {leaf->dtype, leaf->storage->device()}).impl_ptr();
   }
   Tensor grad(leaf->grad);
-  for (auto& hook : leaf->grad_ready_hooks) hook(grad);
+  for (auto& [handle, hook] : leaf->grad_ready_hooks) hook(grad);
 }
 
 void run_backward(const Tensor& root, const Tensor& root_grad) {

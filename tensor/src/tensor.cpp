@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
@@ -364,9 +366,17 @@ void Tensor::zero_grad() {
   if (checked().grad) Tensor(impl_->grad).fill(0.0);
 }
 
-void Tensor::add_grad_ready_hook(GradHook hook) {
+uint64_t Tensor::add_grad_ready_hook(GradHook hook) {
   checked();
-  impl_->grad_ready_hooks.push_back(std::move(hook));
+  static std::atomic<uint64_t> next_handle{1};
+  const uint64_t handle = next_handle++;
+  impl_->grad_ready_hooks.emplace_back(handle, std::move(hook));
+  return handle;
+}
+
+void Tensor::remove_grad_ready_hook(uint64_t handle) {
+  checked();
+  std::erase_if(impl_->grad_ready_hooks, [handle](const auto& entry) { return entry.first == handle; });
 }
 
 // ---- threads ----

@@ -699,6 +699,34 @@ std::string tiny_training(const fs::path& data, const std::string& extra) {
 }
 }  // namespace
 
+// A ZeRO checkpoint holds whole buffers: written by 2 ranks with --zero 1, it resumes at 1 and at
+// 3 ranks, sharded or not, and the sharded and unsharded continuations agree bit for bit.
+TEST_F(TinyData, AZeroCheckpointFromTwoRanksResumesAtOneAndThreeRanks) {
+  AXON_REQUIRE_MPI();
+  const std::string ck = (dir_ / "zero").string();
+  auto run = [&](int np, const std::string& extra) {
+    const std::string command = tiny_training(dir_, extra);
+    Result r = run_command(np == 1 ? command : mpirun(np, "--oversubscribe " + command));
+    EXPECT_EQ(r.code, 0) << extra << "\n" << r.output;
+    return r.code == 0 ? last_json_line(r.stdout_text) : nlohmann::json::object();
+  };
+  const nlohmann::json first = run(2, "--epochs 1 --zero 1 --checkpoint-dir " + ck);
+  EXPECT_EQ(first["zero_stage"], 1);
+  for (int np : {1, 3}) {
+    SCOPED_TRACE(np);
+    const nlohmann::json sharded = run(np, "--epochs 2 --zero 1 --resume " + ck);
+    const nlohmann::json plain = run(np, "--epochs 2 --zero 0 --resume " + ck);
+    EXPECT_FALSE(sharded["resumed_from"].is_null());
+    EXPECT_EQ(sharded["global_step"], plain["global_step"]);
+    EXPECT_GT(sharded["global_step"].get<int>(), first["global_step"].get<int>());  // epoch 2 trained
+    EXPECT_NE(sharded["params_sha256"], first["params_sha256"]);
+    EXPECT_EQ(sharded["params_sha256"], plain["params_sha256"]);
+    EXPECT_EQ(sharded["train_loss"], plain["train_loss"]);
+    // Adam's two moments: each rank holds 1/np of them (plus padding to a multiple of np).
+    EXPECT_LE(sharded["optimizer_state_bytes"].get<double>(), plain["optimizer_state_bytes"].get<double>() / np + 8.0 * np);
+  }
+}
+
 // Two epochs straight, and one epoch then --resume for the second (from the epoch's end, and from
 // the middle of epoch 2), give the same parameters and final loss, on one and on two ranks.
 TEST_F(TinyData, ResumeGivesTheSameParametersAndLossOnOneAndTwoRanks) {

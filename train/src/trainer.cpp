@@ -141,6 +141,31 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
   if (options_.grad_accum < 1)
     throw std::invalid_argument(fmt::format("trainer: grad_accum must be >= 1, got {}", options_.grad_accum));
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
+  if (options_.zero_stage < 0 || options_.zero_stage > 2)
+    throw std::invalid_argument(fmt::format("trainer: zero_stage must be 0, 1 or 2, got {}", options_.zero_stage));
+  if (options_.zero_stage > 0) {
+    if (!optimizer_.elementwise())
+      throw std::invalid_argument(fmt::format(
+          "trainer: ZeRO stage {} needs an element-wise optimizer (sgd, adam, adamw), and {} is not one: its update "
+          "depends on norms or groups over the whole buffer",
+          options_.zero_stage, optimizer_.name()));
+    if (options_.cuda_graph)
+      throw std::invalid_argument(fmt::format("trainer: ZeRO stage {} with cuda_graph is not supported", options_.zero_stage));
+    zero_ = std::make_unique<ZeroSharding>(comm_, params_.flat_values(), params_.flat_grads(), options_.zero_stage);
+  }
+  // The bucketed reducer hooks the parameters that backward differentiates: the f32 weights
+  // (mixed precision differentiates the bf16 copy, whose gradients are averaged after the cast).
+  const bool overlap = comm_.size() > 1 && options_.bucket_bytes > 0 && compute_params_.size() == 0 &&
+                       !options_.cuda_graph && options_.zero_stage != 2;
+  if (overlap) {
+    std::vector<ReducerParameter> watched;
+    const size_t base = params_.flat_grads().offset();
+    for (const auto& entry : params_.entries())
+      watched.push_back({entry.name, entry.value, entry.value.offset() - base, static_cast<size_t>(entry.value.numel())});
+    reducer_ = std::make_unique<Reducer>(
+        comm_, std::move(watched), params_.flat_grads(),
+        ReducerOptions{options_.bucket_bytes, options_.first_bucket_bytes, options_.find_unused_parameters});
+  }
 }
 
 Trainer::ResidentData Trainer::make_resident(const data::Dataset& dataset) const {
@@ -182,6 +207,13 @@ double Trainer::train_step(const Tensor& x, std::span<const int32_t> labels) {
   Tensor host_labels = Tensor::from_vector({static_cast<int64_t>(labels.size())},
                                            std::vector<int32_t>(labels.begin(), labels.end()), {DType::i32, Device::cpu()});
   return run_step({x.to(params_.device()), host_labels.to(params_.device())}, true, 0, step, step).loss.item_double();
+}
+
+bool Trainer::any_rank(bool value) {
+  if (comm_.size() == 1) return value;
+  std::vector<double> flag{value ? 1.0 : 0.0};
+  comm_.allreduce(flag, ReduceOp::max);
+  return flag[0] != 0.0;
 }
 
 void Trainer::sync_parameters() {
@@ -241,6 +273,10 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
   // number): a resumed run draws what the uninterrupted one drew, with no generator state to save.
   Generator rng(splitmix64(options_.seed ^ splitmix64(static_cast<uint64_t>(comm_.rank()) + 1) ^
                            splitmix64(rng_stream_ + 0x632BE59BD9B4E019ull)));
+  if (reducer_) {
+    reducer_->set_no_sync(micro_batches == 0);  // accumulate locally until the group's last batch
+    reducer_->prepare_for_backward();
+  }
   Tensor output = forward(plan_, weights, x, ForwardContext{true, capturing_ ? nullptr : &rng});
   if (output.dtype() != DType::f32) output = output.to(DType::f32);  // the loss is computed in f32
   Tensor loss = loss_(output, batch.labels);
@@ -255,8 +291,6 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
     }
   }
   if (micro_batches == 0) return {loss.detach(), output.detach()};  // the update comes with a later batch
-  // The mean of the accumulated batches' gradients (each already a mean over its rows).
-  if (micro_batches > 1) backend(grads.device()).unary(UnaryOp::mul_scalar, grads, 1.0 / micro_batches, grads);
 
   // Where we are, for error messages only (built when needed: this runs every step).
   auto at = [&] {
@@ -272,12 +306,26 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
     // A non-finite loss on one rank must stop every rank at this same step, without a collective
     // of its own: it poisons this rank's gradient, and the gradient all-reduce below carries it to
     // every rank, which then all see the same non-finite averaged gradient.
+    // (The reducer starts the bucket holding element 0 only in finalize(), after this.)
     if (!loss_finite && grads.numel() > 0) Tensor::view_of(grads.storage(), grads.offset(), {1}).fill(NAN);
   }
-  data_parallel_.average_gradients();
+  // The gradient every rank steps with: averaged over the ranks (the whole buffer; with ZeRO
+  // stage 2 only this rank's shard of it).
+  Tensor averaged = grads;
+  const auto reduce_begin = std::chrono::steady_clock::now();
+  if (reducer_) reducer_->finalize();  // times its own wait
+  else if (options_.zero_stage != 2) data_parallel_.average_gradients();
+  if (zero_) averaged = zero_->reduce_gradients();  // stage 2: the reduce-scatter
+  if (!reducer_ && comm_.size() > 1)
+    gradient_wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_begin).count();
+  // The mean of the accumulated batches' gradients (each already a mean over its rows); scaled
+  // after the reduction, which the reducer may have started during backward.
+  if (micro_batches > 1) backend(averaged.device()).unary(UnaryOp::mul_scalar, averaged, 1.0 / micro_batches, averaged);
   if (check) {
-    // All ranks hold the same averaged gradient, so all decide alike.
-    const bool grads_finite = all_finite(grads).item() != 0.0f;
+    // All ranks hold the same averaged gradient, so all decide alike (ZeRO-2: each holds a shard,
+    // so the verdict is agreed through one small all-reduce).
+    bool grads_finite = all_finite(averaged).item() != 0.0f;
+    if (options_.zero_stage == 2) grads_finite = !any_rank(!grads_finite);
     if (!loss_finite)
       throw NonFiniteError(fmt::format("trainer: non-finite loss {} at {} on rank {}; training stopped on every rank "
                                        "before the optimizer step; {}",
@@ -285,7 +333,7 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
                            epoch, step, value);
     if (!grads_finite) {
       double norm2 = 0.0;
-      for (double g : grads.to_double_vector()) norm2 += g * g;
+      for (double g : averaged.to_double_vector()) norm2 += g * g;
       throw NonFiniteError(fmt::format("trainer: non-finite gradient (norm {}) at {}, averaged over {} rank(s) (rank {}'s "
                                        "loss was {}); training stopped on every rank before the optimizer step; {}",
                                        std::sqrt(norm2), at(), comm_.size(), comm_.rank(), value,
@@ -293,11 +341,18 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
                            epoch, step, std::sqrt(norm2));
     }
   }
-  Tensor values = params_.flat_values();
-  optimizer_.step(values, grads);
+  if (zero_) {
+    // Each rank updates its shard (the optimizer's state is shard-sized), then all gather.
+    optimizer_.step(zero_->parameter_shard(), averaged);
+    zero_->gather_parameters();
+  } else {
+    Tensor values = params_.flat_values();
+    optimizer_.step(values, averaged);
+  }
   // A finite gradient can still overflow the update (a huge learning rate): every rank holds the
-  // same parameters, so every rank decides alike here too.
-  if (check && optimizer_.nonfinite_flag().item() != 0.0f)
+  // same parameters, so every rank decides alike here too (with ZeRO, through an all-reduce of
+  // the shards' flags).
+  if (check && (zero_ ? any_rank(optimizer_.nonfinite_flag().item() != 0.0f) : optimizer_.nonfinite_flag().item() != 0.0f))
     throw NonFiniteError(fmt::format("trainer: the parameters are not finite after the optimizer step at {} (the loss "
                                      "was {}, the averaged gradient finite); training stopped on every rank; {}",
                                      at(), value, lr_hint(optimizer_.learning_rate())),
@@ -338,6 +393,11 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test) 
       .add_uint("parameter count", params_.count())
       .add_hash("parameter layout fingerprint", layout_fingerprint(params_))
       .add_string("optimizer", optimizer_.config())
+      // Each decides the sequence and sizes of the gradient collectives.
+      .add_uint("ZeRO stage", static_cast<uint64_t>(options_.zero_stage))
+      .add_uint("gradient bucket bytes (0: after backward)", reducer_ ? options_.bucket_bytes : 0)
+      .add_uint("first gradient bucket bytes", reducer_ ? options_.first_bucket_bytes : 0)
+      .add_uint("find_unused_parameters", options_.find_unused_parameters)
       // Not a collective count, but params_sha256 depends on it (BLAS sums in another order), and
       // the result records one value for the whole job.
       .add_uint("BLAS threads per rank (--threads)", static_cast<uint64_t>(num_threads()))

@@ -85,6 +85,13 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
   partial[3 * rank + 2] = samples;
   comm_.allreduce(partial, ReduceOp::sum);
 
+  // With ZeRO each rank holds a shard of the optimizer state: the checkpoint gets whole buffers
+  // (gathered here, on every rank), so that it loads at any world size, with or without ZeRO.
+  NamedTensors gathered_state;
+  if (zero_)
+    for (const auto& [name, tensor] : optimizer_.state())
+      if (tensor->defined()) gathered_state.emplace_back(name, zero_->gather(*tensor));
+
   std::string error;
   if (comm_.is_root()) {
     try {
@@ -103,6 +110,7 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       meta["shuffle"] = options_.shuffle;
       meta["drop_last"] = options_.drop_last;
       meta["grad_accum"] = options_.grad_accum;
+      meta["zero_stage"] = options_.zero_stage;  // informative: the state is saved whole
       meta["epochs_planned"] = options_.epochs;
       meta["halted"] = state_.halt && state_.preempted == 0;
       meta["train_dataset"] = {{"count", train_count_}, {"label_checksum", fmt::format("{:016x}", train_checksum_)}};
@@ -121,9 +129,10 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       std::map<std::string, NamedTensors> files;
       NamedTensors& model = files[kModelFile];
       for (const auto& entry : params_.entries()) model.emplace_back(entry.name, entry.value);
-      NamedTensors opt;
-      for (const auto& [name, tensor] : optimizer_.state())
-        if (tensor->defined()) opt.emplace_back(name, *tensor);
+      NamedTensors opt = gathered_state;
+      if (!zero_)
+        for (const auto& [name, tensor] : optimizer_.state())
+          if (tensor->defined()) opt.emplace_back(name, *tensor);
       if (!opt.empty()) files[kOptimizerFile] = std::move(opt);
       write_checkpoint(dir, checkpoint_name(step), files, meta);
     } catch (const std::exception& e) {
@@ -237,7 +246,8 @@ std::string Trainer::load_checkpoint(const std::string& path) {
     }
     for (const auto& [name, tensor] : optimizer_.state()) {
       const auto it = saved_state.find(name);
-      *tensor = it == saved_state.end() ? Tensor() : it->second->to(params_.device());
+      if (it == saved_state.end()) *tensor = Tensor();
+      else *tensor = zero_ ? zero_->shard_of(it->second->to(params_.device())) : it->second->to(params_.device());
     }
     optimizer_.set_learning_rate(lr);
     optimizer_.set_steps(steps);

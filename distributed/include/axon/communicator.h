@@ -17,12 +17,36 @@
 
 namespace axon {
 
-enum class ReduceOp { sum, max, min };
+// avg is sum divided by the world size (NCCL's ncclAvg; MPI has none, so the MPI backend sums and
+// scales once on the tensor's device). On the span API it is only accepted for floating types.
+enum class ReduceOp { sum, max, min, avg };
+const char* reduce_op_name(ReduceOp op);
 
 class CommError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// A collective in flight, returned by the *_async calls (PyTorch c10d's Work). The tensors it
+// reads and writes must stay alive and untouched until wait() returns; the handle keeps their
+// storage alive itself. Ranks must issue collectives in the same order (as with MPI and NCCL).
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until the collective is complete and its output may be read on this thread (for GPU
+  // tensors: until the device's compute stream is ordered after it, without a host wait). Rethrows
+  // the collective's failure as CommError naming the op, rank, world size and element count.
+  // Calling it again returns at once (or rethrows the same error).
+  virtual void wait() = 0;
+  // Non-blocking: true once the collective is complete (wait() then returns at once). Also drives
+  // progress: an MPI backend without an asynchronous progress thread only advances a
+  // non-blocking collective inside MPI calls, so a reducer calls test() on its buckets as
+  // backward runs. Throws like wait().
+  virtual bool test() = 0;
+};
+
+// A Work that is already complete (what backends without asynchrony return).
+std::shared_ptr<Work> completed_work();
 
 class Communicator {
  public:
@@ -39,13 +63,35 @@ class Communicator {
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;
 
-  // Collectives on a contiguous f32, f64 or bf16 tensor on any device, in place. The default
-  // implementation runs host tensors through the span versions and stages GPU tensors through
-  // host memory (a CUDA-aware MPI is not assumed); bf16 is reduced in f32 and rounded once. The
-  // NCCL backend reduces GPU tensors on the GPU. Throws CommError naming the op, the dtype and the
-  // device it cannot handle.
+  // ---- Tensor collectives ----
+  // On contiguous f32, f64 or bf16 tensors on any device. The defaults run host tensors through
+  // the span versions and stage GPU tensors through host memory (a CUDA-aware MPI is not
+  // assumed); bf16 is reduced in f32 and rounded once. The MPI backend runs host tensors through
+  // MPI's non-blocking collectives; the NCCL backend runs GPU tensors on the GPU. Every call
+  // throws CommError naming the op, this rank, the world size, and the dtype, device or sizes it
+  // cannot handle. Each blocking form is its *_async form followed by wait(), unless a backend
+  // has a faster blocking call (MPI: the blocking MPI collectives).
+
+  // In place: afterwards every rank holds the reduction over all ranks.
   virtual void allreduce(Tensor& data, ReduceOp op = ReduceOp::sum);
+  virtual std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op = ReduceOp::sum);
+  // Every rank receives root's data.
   virtual void broadcast(Tensor& data, int root);
+  virtual std::shared_ptr<Work> broadcast_async(Tensor& data, int root);
+  // input {size() * n} (same dtype and device as output {n}), split into size() blocks of n:
+  // rank r's output is the reduction over ranks of block r (MPI_Reduce_scatter_block,
+  // ncclReduceScatter). Callers pad their buffers to a multiple of the world size.
+  virtual void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op = ReduceOp::sum);
+  virtual std::shared_ptr<Work> reduce_scatter_async(const Tensor& input, Tensor& output, ReduceOp op = ReduceOp::sum);
+  // input {n} from every rank, concatenated in rank order into output {size() * n}
+  // (MPI_Allgather, ncclAllGather).
+  virtual void allgather(const Tensor& input, Tensor& output);
+  virtual std::shared_ptr<Work> allgather_async(const Tensor& input, Tensor& output);
+  // Point to point, blocking: `data` to rank `dst`; into `data` from rank `src` (same element
+  // count and dtype on both sides; a tag tells apart messages between the same two ranks).
+  // Throws CommError naming the peer when it is not a rank of this world or is this rank.
+  virtual void send(const Tensor& data, int dst, int tag = 0);
+  virtual void recv(Tensor& data, int src, int tag = 0);
 
   bool is_root() const { return rank() == 0; }
 };

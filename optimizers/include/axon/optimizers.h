@@ -65,6 +65,11 @@ class Optimizer {
   // captured before them.
   void set_capturable(bool capturable);
   bool capturable() const { return capturable_; }
+  // True when the update of each element depends only on that element's parameter, gradient and
+  // state (SGD, Adam, AdamW): such an optimizer can step a ZeRO shard of the flat buffer like the
+  // whole (axon/zero.h). Norm-based ones (LAMB's trust ratio, global-norm clipping) and parameter
+  // groups cannot, and return false.
+  virtual bool elementwise() const { return false; }
   // After a CUDA graph replayed a captured step(), which advanced the device count itself: advances
   // the host count (steps()) to match.
   void count_replayed_step() { ++steps_; }

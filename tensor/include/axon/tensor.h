@@ -82,7 +82,7 @@ struct TensorImpl {
   std::shared_ptr<Node> grad_fn;
   // Called once per backward pass, as soon as this leaf's gradient is complete. Data-parallel
   // training uses this to start all-reducing a bucket while backward is still running.
-  std::vector<GradHook> grad_ready_hooks;
+  std::vector<std::pair<uint64_t, GradHook>> grad_ready_hooks;  // (handle, hook), in the order added
 };
 
 class Tensor {
@@ -168,7 +168,11 @@ class Tensor {
   Tensor grad() const;           // undefined until a backward pass reaches this leaf
   void set_grad(const Tensor& grad);
   void zero_grad();               // fills an existing grad with zeros (keeps its storage)
-  void add_grad_ready_hook(GradHook hook);
+  // Calls `hook` once per backward pass, as soon as this leaf's gradient is complete. Returns a
+  // handle for remove_grad_ready_hook (a reducer that goes away removes its hooks).
+  uint64_t add_grad_ready_hook(GradHook hook);
+  // Removes a hook by its handle; unknown handles are ignored (removing twice is harmless).
+  void remove_grad_ready_hook(uint64_t handle);
   // Reverse-mode differentiation from a one-element tensor (gradient 1), or with an explicit
   // output gradient of the same shape. Leaf gradients are accumulated (added) into .grad.
   void backward() const;

@@ -21,6 +21,8 @@
 #include "axon/communicator.h"
 #include "axon/data.h"
 #include "axon/data_parallel.h"
+#include "axon/reducer.h"
+#include "axon/zero.h"
 #include "axon/model.h"
 #include "axon/optimizers.h"
 
@@ -66,6 +68,20 @@ struct TrainOptions {
   // preemption signal reached any rank, write a checkpoint here (when not empty) and halt the loop
   // on every rank; LoopState::preempted then names the signal. Checks come every check_every steps.
   std::string preemption_checkpoint_dir{};
+  // Data parallelism over several ranks (axon/reducer.h). Gradients are all-reduced in buckets
+  // of bucket_bytes (the first of first_bucket_bytes), each started as soon as backward has
+  // produced its gradients; bucket_bytes = 0 makes one all-reduce of the whole gradient after
+  // backward instead. Mixed precision and cuda_graph always use the latter.
+  size_t bucket_bytes = 25u << 20;
+  size_t first_bucket_bytes = 1u << 20;
+  // Parameters a forward leaves unused get their (zero) gradient reduced anyway; false makes
+  // such a step an error naming them.
+  bool find_unused_parameters = false;
+  // ZeRO (axon/zero.h): 0 off; 1 shards the optimizer state over the ranks; 2 also
+  // reduce-scatters the gradients. Needs an element-wise optimizer (Optimizer::elementwise) and
+  // no cuda_graph; the constructor throws std::invalid_argument otherwise. Checkpoints hold
+  // whole buffers, so a run resumes at any world size and ZeRO stage.
+  int zero_stage = 0;
 };
 
 // The events of the training loop, in the order of the seed's Axon.Loop: started, then per epoch
@@ -207,6 +223,9 @@ class Trainer {
 
   const LoopState& loop_state() const { return state_; }
   Optimizer& optimizer() { return optimizer_; }
+  // Seconds this rank has spent waiting for gradient reductions after backward (the part of the
+  // communication not hidden behind backward), summed over all steps so far; 0 on one rank.
+  double gradient_wait_seconds() const { return gradient_wait_seconds_ + (reducer_ ? reducer_->wait_seconds() : 0.0); }
   Parameters& parameters() { return params_; }
   Communicator& communicator() { return comm_; }
   const TrainOptions& options() const { return options_; }
@@ -243,6 +262,8 @@ class Trainer {
   // Queues loss_sum += loss × rows and correct += the rows whose argmax is the label (no host sync).
   static void accumulate_metrics(const StepResult& result, const Batch& batch, Tensor& loss_sum, Tensor& correct);
   void sync_parameters();
+  // Whether `value` holds on any rank (one small all-reduce when there are several).
+  bool any_rank(bool value);
   EvalResult evaluate_agreed(const data::Dataset& dataset, int epoch);
 
   Model model_;
@@ -255,6 +276,9 @@ class Trainer {
   uint64_t rng_stream_ = 0;  // the batch number that seeds this step's random draws
   bool resumed_ = false;     // load_checkpoint set the start position below
   DataParallel data_parallel_;
+  std::unique_ptr<Reducer> reducer_;    // bucketed all-reduce, when used (see TrainOptions)
+  std::unique_ptr<ZeroSharding> zero_;  // ZeRO stage 1 or 2, when used
+  double gradient_wait_seconds_ = 0.0;  // in the all-reduce/reduce-scatter made after backward
   Parameters compute_params_;  // the compute-dtype copy under mixed precision; empty otherwise
   bool synced_ = false;
   bool capturing_ = false;  // run_step is being recorded into a CUDA graph
