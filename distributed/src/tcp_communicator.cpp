@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "axon/agreement.h"
+#include "axon/backend.h"
 #include "axon/communicator.h"
 #include "axon/rank_env.h"
 #include "axon/tcp_store.h"
@@ -76,6 +77,17 @@ class TcpCommunicator final : public Communicator {
     bcast(std::as_writable_bytes(data), 1, data.size(), root);
   }
   void broadcast(std::span<std::byte> data, int root) override { bcast(data, 3, data.size(), root); }
+  // Tensors: as the MPI backend, avg is the sum followed by one multiplication by 1/size on the
+  // staged f32/f64 values (so the tcp and MPI backends train to the same bits); the other ops go
+  // through the default (staged through host memory, bf16 reduced in f32).
+  void allreduce(Tensor& data, ReduceOp op) override {
+    if (op != ReduceOp::avg || size() == 1 || data.numel() == 0) return Communicator::allreduce(data, op);
+    Tensor host = data.detach().to(Device::cpu());
+    if (host.dtype() == DType::bf16) host = host.to(DType::f32);
+    Communicator::allreduce(host, ReduceOp::sum);
+    axon::backend(host.device()).unary(UnaryOp::mul_scalar, host, 1.0 / size(), host);
+    if (host.raw_data() != data.raw_data()) data.copy_from(host.to(data.dtype()).to(data.device()));
+  }
   void barrier() override {
     std::span<std::byte> none;
     collective(Header{Kind::barrier, 0, 0, 0}, none, [](std::vector<std::string>&, std::span<std::byte>) {});

@@ -31,8 +31,19 @@ int main(int argc, char** argv) {
     std::string text = r == 0 ? "hello from 0" : "............";
     comm->broadcast(std::as_writable_bytes(std::span<char>(text.data(), text.size())), 0);
     comm->barrier();
-    std::printf("rank %d of %d (%s): sum %g %g max %g %g min %g %g bcast %g %g '%s'\n", r, n, comm->backend().c_str(), f[0],
-                f[1], dmax[0], dmax[1], dmin[0], dmin[1], b[0], b[1], text.c_str());
+    std::vector<float> avg{static_cast<float>(r) * 3.0f};
+    comm->allreduce(std::span<float>(avg), axon::ReduceOp::avg);
+    // The Communicator's default all-gather, built on the all-reduce.
+    axon::Tensor mine = axon::Tensor::full({1}, 10.0 * r), all = axon::Tensor::zeros({n});
+    comm->allgather(mine, all);
+    std::string gathered;
+    for (float x : all.to_vector()) {
+      gathered += ' ';  // not " " + ...: GCC 12 warns falsely (-Wrestrict) about that concatenation
+      gathered += std::to_string(static_cast<int>(x));
+    }
+    std::printf("rank %d of %d (%s): sum %g %g max %g %g min %g %g bcast %g %g '%s' avg %g gather%s\n", r, n,
+                comm->backend().c_str(), f[0], f[1], dmax[0], dmax[1], dmin[0], dmin[1], b[0], b[1], text.c_str(), avg[0],
+                gathered.c_str());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tcp_collectives: error: %s\n", e.what());

@@ -249,9 +249,10 @@ TEST_F(Survival, ThreeRanksStartedByHandMeetThroughTheTcpStoreAndComputeTheColle
   for (int rank = 0; rank < 3; ++rank) {
     const std::string out = slurp(dir_ / ("rank-" + std::to_string(rank)));
     EXPECT_EQ(status_of(dir_, rank), 0) << out;
-    // Sum of (r + 1) and of -r, max and min of (r / 2, 10 - r), rank 2's floats, rank 0's text.
+    // Sum of (r + 1) and of -r, max and min of (r / 2, 10 - r), rank 2's floats, rank 0's text,
+    // the mean of 3r, and 10r gathered in rank order.
     EXPECT_THAT(out, HasSubstr("rank " + std::to_string(rank) +
-                               " of 3 (tcp): sum 6 -3 max 1 10 min 0 8 bcast 7.5 2.25 'hello from 0'"));
+                               " of 3 (tcp): sum 6 -3 max 1 10 min 0 8 bcast 7.5 2.25 'hello from 0' avg 3 gather 0 10 20"));
   }
 }
 

@@ -102,8 +102,9 @@ class Communicator;
 // (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; axon/rank_env.h): rank 0 hosts the store on
 // MASTER_PORT, every rank connects to MASTER_ADDR:MASTER_PORT and waits for all WORLD_SIZE ranks
 // (at most AXON_STORE_TIMEOUT seconds, default 300). Host collectives (all-reduce of f32/f64 with
-// sum, max, min; broadcast; barrier) go through rank 0 in rank order: a star, for correctness, not
-// speed. make_communicator() returns it when the torchrun variables are the rank environment's
+// sum, max, min, avg; broadcast; barrier) go through rank 0 in rank order: a star, for
+// correctness, not speed; the Communicator's defaults build the Tensor, async, reduce_scatter and
+// allgather calls on them, and send/recv are not supported. make_communicator() returns it when the torchrun variables are the rank environment's
 // source and MASTER_ADDR and MASTER_PORT are set. NCCL bootstraps from it like from MPI
 // (make_nccl_communicator(*tcp, device): its ncclUniqueId goes through the store).
 // Throws CommError naming the missing variable, a rank that did not join in time, a rank that
