@@ -309,6 +309,9 @@ class CollectiveBench {
   void mpi_call(Case& k) {
     const MPI_Datatype type = dtype_ == DType::f64 ? MPI_DOUBLE : MPI_FLOAT;
     const MPI_Op op = op_ == ReduceOp::max ? MPI_MAX : op_ == ReduceOp::min ? MPI_MIN : MPI_SUM;
+    if (k.count > static_cast<size_t>(std::numeric_limits<int>::max()))
+      throw CommError(fmt::format("raw MPI {}: {} elements exceed MPI's int count (--max-bytes is too large for "
+                                  "--compare-mpi)", name_of(k.collective), k.count));
     const int count = static_cast<int>(k.count);
     int code = MPI_SUCCESS;
     if (o_.mpi_mode == "nonblocking") {
@@ -516,9 +519,11 @@ class CollectiveBench {
 
 int run_collectives(Communicator& world, const CollectiveOptions& o) {
   // The backend: NCCL for GPU buffers when asked (or by default where it is built in and a GPU
-  // is there), else the MPI (or, for one process, local) communicator on host buffers.
+  // is there, unless --compare-mpi), else the MPI (or, for one process, local) communicator on host buffers.
   const bool gpu = cuda::device_count() > 0;
-  const bool use_nccl = o.backend == "nccl" || (o.backend == "auto" && gpu && !nccl_version().empty());
+  // --compare-mpi times MPI on host buffers, so auto then means mpi.
+  const bool use_nccl =
+      o.backend == "nccl" || (o.backend == "auto" && gpu && !nccl_version().empty() && !o.compare_mpi);
   std::unique_ptr<Communicator> nccl;
   Device device = Device::cpu();
   if (use_nccl) {

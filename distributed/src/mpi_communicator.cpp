@@ -3,17 +3,16 @@
 
 #include <fmt/format.h>
 
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <exception>
 #include <functional>
-#include <limits>
 #include <mutex>
-#include <string>
 #include <thread>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "axon/agreement.h"
@@ -81,7 +80,7 @@ std::string mpi_error_text(int code) {
 
 // What a non-blocking collective is, for its error message: "mpi allreduce(f32, sum) of 1000
 // elements on rank 1 of 2". Kept as plain fields and formatted only on failure: formatting on
-// every call cost ~0.3 us, a quarter of a 1 KiB all-reduce between two ranks of one machine.
+// every call cost ~0.3 us, a tenth of a 1 KiB MPI_Iallreduce between two ranks of one machine.
 struct Description {
   const char* op = "";
   DType dtype = DType::f32;
@@ -102,11 +101,16 @@ class MpiWork final : public Work {
   MpiWork(MPI_Request request, Description what, std::function<void()> finish)
       : request_(request), what_(what), finish_(std::move(finish)) {}
   ~MpiWork() override {
-    // A handle dropped without wait(): the buffers it holds must outlive MPI's use of them.
+    // A handle dropped without wait(): the buffers it holds must outlive MPI's use of them, and
+    // its result is still finished (scaled for avg, copied back when staged).
     if (!done_ && request_ != MPI_REQUEST_NULL) {
       int finalized = 0;
       MPI_Finalized(&finalized);
-      if (!finalized) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+      if (finalized) return;
+      try {
+        complete(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+      } catch (...) {  // no one is left to tell
+      }
     }
   }
 
@@ -171,8 +175,11 @@ class ThreadWork final : public Work {
 
   // On the communication thread.
   void complete(int code) {
+    // MPI's error text is read here, on the communication thread, the only one calling MPI.
+    std::string text = code == MPI_SUCCESS ? std::string() : mpi_error_text(code);
     std::lock_guard<std::mutex> lock(mutex_);
     code_ = code;
+    code_text_ = std::move(text);
     done_ = true;
     cv_.notify_all();
   }
@@ -196,7 +203,7 @@ class ThreadWork final : public Work {
   void finish() {
     if (!finished_) {
       finished_ = true;
-      if (code_ != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_.str(), mpi_error_text(code_));
+      if (code_ != MPI_SUCCESS) error_ = fmt::format("{} failed: {}", what_.str(), code_text_);
       else if (finish_) {
         try {
           finish_();
@@ -215,6 +222,7 @@ class ThreadWork final : public Work {
   std::condition_variable cv_;
   bool done_ = false;
   int code_ = MPI_SUCCESS;
+  std::string code_text_;
   bool finished_ = false;
   std::string error_;
 };
@@ -295,42 +303,49 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
 
   void allreduce(std::span<float> data, ReduceOp op) override {
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_FLOAT, to_mpi(op), comm_); }),
+    const int n = count(data.size(), "allreduce");
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_FLOAT, to_mpi(op), comm_); }),
           "allreduce(float)", data.size());
     if (op == ReduceOp::avg)
       for (float& x : data) x /= static_cast<float>(size_);
   }
   void allreduce(std::span<double> data, ReduceOp op) override {
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size(), "allreduce"), MPI_DOUBLE, to_mpi(op), comm_); }),
+    const int n = count(data.size(), "allreduce");
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_DOUBLE, to_mpi(op), comm_); }),
           "allreduce(double)", data.size());
     if (op == ReduceOp::avg)
       for (double& x : data) x /= static_cast<double>(size_);
   }
   void broadcast(std::span<float> data, int root) override {
     check_root(root);
-    check(blocking([&] { return MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_FLOAT, root, comm_); }), "broadcast(float)", data.size());
+    const int n = count(data.size(), "broadcast");
+    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_FLOAT, root, comm_); }), "broadcast(float)", data.size());
   }
   void broadcast(std::span<std::byte> data, int root) override {
     check_root(root);
-    check(blocking([&] { return MPI_Bcast(data.data(), count(data.size(), "broadcast"), MPI_BYTE, root, comm_); }), "broadcast(bytes)", data.size());
+    const int n = count(data.size(), "broadcast");
+    check(blocking([&] { return MPI_Bcast(data.data(), n, MPI_BYTE, root, comm_); }), "broadcast(bytes)", data.size());
   }
-  void barrier() override { check(blocking([&] { return MPI_Barrier(comm_); }), "barrier", 0); }
+  void barrier() override {
+    check(blocking([&] { return MPI_Barrier(comm_); }), "barrier", 0);
+  }
 
-  // ---- Tensor collectives through MPI's non-blocking collectives ----
+  // ---- Tensor collectives: the *_async forms through MPI's non-blocking collectives ----
   // Host f32 and f64 tensors are handed to MPI as they are; bf16 and GPU tensors through a host
   // f32/f64 staging copy made now and copied back on completion.
 
   // The blocking forms call MPI's blocking collectives: Open MPI runs MPI_Iallreduce and friends
-  // through coll/libnbc, whose schedules cost several microseconds more per call than coll/tuned's
-  // MPI_Allreduce at small sizes (2-3x slower under 64 KiB at 2 ranks; docs/benchmarks.md,
-  // "Collectives: axon-bench"), and pick other algorithms.
+  // through coll/libnbc, which at 2 ranks on one machine took 1.8x as long as coll/tuned's
+  // MPI_Allreduce at 1 KiB and 2x at 1 MiB (docs/benchmarks.md, "Collectives: axon-bench").
   void allreduce(Tensor& data, ReduceOp op) override {
     detail::check_collective_tensor("allreduce", data, *this);
     if (data.numel() == 0) return;
     Staged buf = stage(data, true);
     const size_t n = static_cast<size_t>(data.numel());
-    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, buf.host.raw_data(), count(n, "allreduce"), mpi_type(buf.host), to_mpi(op), comm_); }),
-          "allreduce", n);
+    const int c = count(n, "allreduce");
+    void* p = buf.host.raw_data();
+    const MPI_Datatype type = mpi_type(buf.host);
+    check(blocking([&] { return MPI_Allreduce(MPI_IN_PLACE, p, c, type, to_mpi(op), comm_); }), "allreduce", n);
     if (op == ReduceOp::avg) axon::backend(buf.host.device()).unary(UnaryOp::mul_scalar, buf.host, 1.0 / size_, buf.host);
     buf.copy_back(data);
   }
@@ -339,8 +354,10 @@ class MpiCommunicator final : public Communicator {
     check_root(root);
     if (data.numel() == 0) return;
     Staged buf = stage(data, false);
-    check(blocking([&] { return MPI_Bcast(buf.host.raw_data(), count(buf.host.nbytes(), "broadcast"), MPI_BYTE, root, comm_); }), "broadcast",
-          static_cast<size_t>(data.numel()));
+    const int c = count(static_cast<size_t>(buf.host.numel()), "broadcast");
+    void* p = buf.host.raw_data();
+    const MPI_Datatype type = element_type(buf.host);
+    check(blocking([&] { return MPI_Bcast(p, c, type, root, comm_); }), "broadcast", static_cast<size_t>(data.numel()));
     buf.copy_back(data);
   }
   void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
@@ -348,9 +365,11 @@ class MpiCommunicator final : public Communicator {
     if (output.numel() == 0) return;
     Staged in = stage(input, true), out = stage(output, true, /*copy_values=*/false);
     const size_t n = static_cast<size_t>(output.numel());
-    check(blocking([&] { return MPI_Reduce_scatter_block(in.host.raw_data(), out.host.raw_data(), count(n, "reduce_scatter"), mpi_type(in.host),
-                                   to_mpi(op), comm_); }),
-          "reduce_scatter", n);
+    const int c = count(n, "reduce_scatter");
+    const void* src = in.host.raw_data();
+    void* dst = out.host.raw_data();
+    const MPI_Datatype type = mpi_type(in.host);
+    check(blocking([&] { return MPI_Reduce_scatter_block(src, dst, c, type, to_mpi(op), comm_); }), "reduce_scatter", n);
     if (op == ReduceOp::avg) axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / size_, out.host);
     out.copy_back(output);
   }
@@ -358,10 +377,12 @@ class MpiCommunicator final : public Communicator {
     detail::check_scatter_shapes("allgather", output, input, *this);
     if (input.numel() == 0) return;
     Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
-    const size_t bytes = in.host.nbytes();
-    check(blocking([&] { return MPI_Allgather(in.host.raw_data(), count(bytes, "allgather"), MPI_BYTE, out.host.raw_data(),
-                        count(bytes, "allgather"), MPI_BYTE, comm_); }),
-          "allgather", static_cast<size_t>(input.numel()));
+    const int c = count(static_cast<size_t>(in.host.numel()), "allgather");
+    const void* src = in.host.raw_data();
+    void* dst = out.host.raw_data();
+    const MPI_Datatype type = element_type(in.host);
+    check(blocking([&] { return MPI_Allgather(src, c, type, dst, c, type, comm_); }), "allgather",
+          static_cast<size_t>(input.numel()));
     out.copy_back(output);
   }
 
@@ -370,7 +391,7 @@ class MpiCommunicator final : public Communicator {
     if (data.numel() == 0) return completed_work();
     Staged buf = stage(data, true);
     const size_t n = static_cast<size_t>(data.numel());
-    const Description what = describe("allreduce", buf.host, n, reduce_op_name(op));
+    const Description what = describe("allreduce", data, n, reduce_op_name(op));
     const int c = count(n, "allreduce");
     void* p = buf.host.raw_data();
     const MPI_Datatype type = mpi_type(buf.host);
@@ -388,10 +409,10 @@ class MpiCommunicator final : public Communicator {
     if (data.numel() == 0) return completed_work();
     // Bytes: a bf16 tensor goes as it is, no widening needed.
     Staged buf = stage(data, false);
-    const size_t bytes = buf.host.nbytes();
-    const int c = count(bytes, "broadcast");
+    const int c = count(static_cast<size_t>(buf.host.numel()), "broadcast");
     void* p = buf.host.raw_data();
-    return launch([=, this](MPI_Request* r) { return MPI_Ibcast(p, c, MPI_BYTE, root, comm_, r); }, "broadcast",
+    const MPI_Datatype type = element_type(buf.host);
+    return launch([=, this](MPI_Request* r) { return MPI_Ibcast(p, c, type, root, comm_, r); }, "broadcast",
                   static_cast<size_t>(data.numel()),
                   describe("broadcast", data, static_cast<size_t>(data.numel()), nullptr, root),
                   [data, buf]() mutable { buf.copy_back(data); });
@@ -408,7 +429,7 @@ class MpiCommunicator final : public Communicator {
     const MPI_Datatype type = mpi_type(in.host);
     const int world = size_;
     return launch([=, this](MPI_Request* r) { return MPI_Ireduce_scatter_block(src, dst, c, type, to_mpi(op), comm_, r); },
-                  "reduce_scatter", n, describe("reduce_scatter", in.host, n, reduce_op_name(op)),
+                  "reduce_scatter", n, describe("reduce_scatter", input, n, reduce_op_name(op)),
                                      [output, in, out, op, world]() mutable {
                                        if (op == ReduceOp::avg)
                                          axon::backend(out.host.device()).unary(UnaryOp::mul_scalar, out.host, 1.0 / world, out.host);
@@ -421,11 +442,11 @@ class MpiCommunicator final : public Communicator {
     if (input.numel() == 0) return completed_work();
     // Bytes, like broadcast: no arithmetic, so bf16 travels as it is.
     Staged in = stage(input, false), out = stage(output, false, /*copy_values=*/false);
-    const size_t bytes = in.host.nbytes();
-    const int c = count(bytes, "allgather");
+    const int c = count(static_cast<size_t>(in.host.numel()), "allgather");
     const void* src = in.host.raw_data();
     void* dst = out.host.raw_data();
-    return launch([=, this](MPI_Request* r) { return MPI_Iallgather(src, c, MPI_BYTE, dst, c, MPI_BYTE, comm_, r); },
+    const MPI_Datatype type = element_type(in.host);
+    return launch([=, this](MPI_Request* r) { return MPI_Iallgather(src, c, type, dst, c, type, comm_, r); },
                   "allgather", static_cast<size_t>(input.numel()),
                   describe("allgather", input, static_cast<size_t>(input.numel()), nullptr),
                   [output, in, out]() mutable { out.copy_back(output); });
@@ -435,21 +456,25 @@ class MpiCommunicator final : public Communicator {
     detail::check_collective_tensor("send", data, *this);
     detail::check_peer("send", dst, *this);
     Staged buf = stage(data, false);
-    check(blocking([&] { return MPI_Send(buf.host.raw_data(), count(buf.host.nbytes(), "send"), MPI_BYTE, dst, tag, comm_); }),
-          "send", static_cast<size_t>(data.numel()));
+    const int c = count(static_cast<size_t>(buf.host.numel()), "send");
+    const MPI_Datatype type = element_type(buf.host);
+    check(blocking([&] { return MPI_Send(buf.host.raw_data(), c, type, dst, tag, comm_); }), "send",
+          static_cast<size_t>(data.numel()));
   }
   void recv(Tensor& data, int src, int tag) override {
     detail::check_collective_tensor("recv", data, *this);
     detail::check_peer("recv", src, *this);
     Staged buf = stage(data, false, /*copy_values=*/false);
     MPI_Status status;
-    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), count(buf.host.nbytes(), "recv"), MPI_BYTE, src, tag, comm_, &status); }), "recv",
+    const int c = count(static_cast<size_t>(buf.host.numel()), "recv");
+    const MPI_Datatype type = element_type(buf.host);
+    check(blocking([&] { return MPI_Recv(buf.host.raw_data(), c, type, src, tag, comm_, &status); }), "recv",
           static_cast<size_t>(data.numel()));
     int got = 0;
-    MPI_Get_count(&status, MPI_BYTE, &got);
-    if (static_cast<size_t>(got) != buf.host.nbytes())
-      throw CommError(fmt::format("mpi recv on rank {} of {}: rank {} sent {} bytes but {} were expected ({} {} elements)",
-                                  rank_, size_, src, got, buf.host.nbytes(), data.numel(), dtype_name(data.dtype())));
+    MPI_Get_count(&status, type, &got);
+    if (got != c)
+      throw CommError(fmt::format("mpi recv on rank {} of {}: rank {} sent {} elements but {} {} elements were expected",
+                                  rank_, size_, src, got, data.numel(), dtype_name(data.dtype())));
     buf.copy_back(data);
   }
 
@@ -480,22 +505,11 @@ class MpiCommunicator final : public Communicator {
     if (!progress_) return call();
     auto work = std::make_shared<ThreadWork>(Description{}, nullptr);
     int code = MPI_SUCCESS;
-    std::exception_ptr thrown;  // an argument check inside `call` throws here, not on the thread
-    progress_->push(
-        [&] {
-          try {
-            return code = call();
-          } catch (...) {
-            thrown = std::current_exception();
-            return code = MPI_ERR_OTHER;
-          }
-        },
-        work);
+    progress_->push([&] { return code = call(); }, work);
     try {
       work->wait();
     } catch (const CommError&) {
     }
-    if (thrown) std::rethrow_exception(thrown);
     return code;
   }
 
@@ -516,6 +530,17 @@ class MpiCommunicator final : public Communicator {
     if (!copy_values) return {Tensor::empty(t.shape(), TensorOptions{dtype, Device::cpu()}), true};
     Tensor host = t.detach().to(Device::cpu());
     return {widen ? host.to(DType::f32) : host, true};
+  }
+  // The MPI type of one element as stored, for calls that only move data (broadcast, allgather,
+  // send/recv): counts stay in elements, so MPI's int count limits elements, not bytes.
+  static MPI_Datatype element_type(const Tensor& t) {
+    switch (t.dtype()) {
+      case DType::f64: return MPI_DOUBLE;
+      case DType::bf16: return MPI_UINT16_T;
+      case DType::i32: return MPI_INT32_T;
+      case DType::i64: return MPI_INT64_T;
+      default: return MPI_FLOAT;
+    }
   }
   static MPI_Datatype mpi_type(const Tensor& t) { return t.dtype() == DType::f64 ? MPI_DOUBLE : MPI_FLOAT; }
   Description describe(const char* op, const Tensor& t, size_t n, const char* reduce, int root = -1) const {

@@ -34,29 +34,45 @@ ncclRedOp_t to_nccl(ReduceOp op) {
 // memory to a kernel that would race with NCCL.
 class NcclWork final : public Work {
  public:
-  NcclWork(cudaEvent_t done, cudaStream_t compute, std::vector<Tensor> keep)
-      : done_(done), compute_(compute), keep_(std::move(keep)) {}
+  NcclWork(cudaEvent_t done, cudaStream_t compute, ncclComm_t comm, std::string what, std::vector<Tensor> keep)
+      : done_(done), compute_(compute), comm_(comm), what_(std::move(what)), keep_(std::move(keep)) {}
   ~NcclWork() override {
     if (!waited_) cudaStreamWaitEvent(compute_, done_, 0);
     cudaEventDestroy(done_);
   }
   void wait() override {
     if (waited_) return;
+    check_async_error();
     const cudaError_t e = cudaStreamWaitEvent(compute_, done_, 0);
-    if (e != cudaSuccess) throw CommError(std::string("nccl work wait: ") + cudaGetErrorString(e));
+    if (e != cudaSuccess) fail("wait", cudaGetErrorString(e));
     waited_ = true;
     keep_.clear();
   }
   bool test() override {
     const cudaError_t e = cudaEventQuery(done_);
-    if (e == cudaErrorNotReady) return false;
-    if (e != cudaSuccess) throw CommError(std::string("nccl work test: ") + cudaGetErrorString(e));
+    if (e == cudaErrorNotReady) {
+      check_async_error();  // a dead peer never completes the event: NCCL reports it here
+      return false;
+    }
+    if (e != cudaSuccess) fail("test", cudaGetErrorString(e));
     return true;
   }
 
  private:
+  void check_async_error() const {
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess)
+      fail("asynchronous error", ncclGetErrorString(async));
+  }
+  [[noreturn]] void fail(const char* where, const char* why) const {
+    cudaGetLastError();
+    throw CommError(fmt::format("{}: {}: {}", what_, where, why));
+  }
+
   cudaEvent_t done_;
   cudaStream_t compute_;
+  ncclComm_t comm_;
+  std::string what_;  // "nccl allreduce(bf16, avg) of 1000 elements on rank 1 of 2 (cuda:1)"
   std::vector<Tensor> keep_;
   bool waited_ = false;
 };
@@ -83,6 +99,9 @@ class NcclCommunicator final : public Communicator {
     }
   }
   ~NcclCommunicator() override {
+    // Work still queued on the communication stream must finish before its communicator goes.
+    if (comm_stream_) cudaStreamSynchronize(comm_stream_);
+    cudaGetLastError();
     if (comm_) ncclCommDestroy(comm_);
     if (comm_stream_) cudaStreamDestroy(comm_stream_);
   }
@@ -96,6 +115,15 @@ class NcclCommunicator final : public Communicator {
   void broadcast(std::span<float> data, int root) override { bootstrap_.broadcast(data, root); }
   void broadcast(std::span<std::byte> data, int root) override { bootstrap_.broadcast(data, root); }
   void barrier() override { bootstrap_.barrier(); }
+  // Point to point goes through the bootstrap communicator (MPI), staged through host memory:
+  // it serves checkpoints (ZeRO shards to rank 0), not the training step.
+  void send(const Tensor& data, int dst, int tag) override { bootstrap_.send(data.detach().to(Device::cpu()), dst, tag); }
+  void recv(Tensor& data, int src, int tag) override {
+    if (!data.device().is_cuda()) return bootstrap_.recv(data, src, tag);
+    Tensor host = Tensor::empty(data.shape(), TensorOptions{data.dtype(), Device::cpu()});
+    bootstrap_.recv(host, src, tag);
+    data.copy_from(host.to(data.device()));
+  }
 
   void allreduce(Tensor& data, ReduceOp op) override {
     if (!data.device().is_cuda()) return Communicator::allreduce(data, op);
@@ -108,7 +136,7 @@ class NcclCommunicator final : public Communicator {
   std::shared_ptr<Work> allreduce_async(Tensor& data, ReduceOp op) override {
     if (!data.device().is_cuda()) return Communicator::allreduce_async(data, op);
     check_device(data, "allreduce");
-    return on_comm_stream({data}, [&] {
+    return on_comm_stream(describe("allreduce", data, static_cast<size_t>(data.numel()), reduce_op_name(op)), {data}, [&] {
       check(ncclAllReduce(data.raw_data(), data.raw_data(), static_cast<size_t>(data.numel()), nccl_type(data), to_nccl(op),
                           comm_, comm_stream_),
             "ncclAllReduce", static_cast<size_t>(data.numel()));
@@ -124,7 +152,7 @@ class NcclCommunicator final : public Communicator {
     detail::check_scatter_shapes("reduce_scatter", input, output, *this);
     check_device(input, "reduce_scatter");
     const size_t n = static_cast<size_t>(output.numel());
-    return on_comm_stream({input, output}, [&] {
+    return on_comm_stream(describe("reduce_scatter", input, n, reduce_op_name(op)), {input, output}, [&] {
       check(ncclReduceScatter(input.raw_data(), output.raw_data(), n, nccl_type(input), to_nccl(op), comm_, comm_stream_),
             "ncclReduceScatter", n);
     });
@@ -134,7 +162,7 @@ class NcclCommunicator final : public Communicator {
     detail::check_scatter_shapes("allgather", output, input, *this);
     check_device(input, "allgather");
     const size_t n = static_cast<size_t>(input.numel());
-    return on_comm_stream({input, output}, [&] {
+    return on_comm_stream(describe("allgather", input, n, nullptr), {input, output}, [&] {
       check(ncclAllGather(input.raw_data(), output.raw_data(), n, nccl_type(input), comm_, comm_stream_), "ncclAllGather", n);
     });
   }
@@ -178,16 +206,27 @@ class NcclCommunicator final : public Communicator {
   // Orders the communication stream after the compute stream's work so far (the inputs'
   // producers), enqueues `issue` there and records its completion event.
   template <typename Issue>
-  std::shared_ptr<Work> on_comm_stream(std::vector<Tensor> keep, Issue&& issue) {
-    cudaEvent_t ready = nullptr, done = nullptr;
-    cuda_check(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
-    cuda_check(cudaEventRecord(ready, stream_), "cudaEventRecord");
-    cuda_check(cudaStreamWaitEvent(comm_stream_, ready, 0), "cudaStreamWaitEvent");
-    cudaEventDestroy(ready);  // released once recorded work completes
+  std::shared_ptr<Work> on_comm_stream(std::string what, std::vector<Tensor> keep, Issue&& issue) {
+    // Events are released on every path (a failed record or wait must not leak them).
+    struct Event {
+      cudaEvent_t e = nullptr;
+      ~Event() {
+        if (e) cudaEventDestroy(e);  // safe once recorded work is queued: freed when it completes
+      }
+    } ready, done;
+    cuda_check(cudaEventCreateWithFlags(&ready.e, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_check(cudaEventRecord(ready.e, stream_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(comm_stream_, ready.e, 0), "cudaStreamWaitEvent");
     issue();
-    cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
-    cuda_check(cudaEventRecord(done, comm_stream_), "cudaEventRecord");
-    return std::make_shared<NcclWork>(done, stream_, std::move(keep));
+    cuda_check(cudaEventCreateWithFlags(&done.e, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_check(cudaEventRecord(done.e, comm_stream_), "cudaEventRecord");
+    auto work = std::make_shared<NcclWork>(done.e, stream_, comm_, std::move(what), std::move(keep));
+    done.e = nullptr;  // the work owns it now
+    return work;
+  }
+  std::string describe(const char* op, const Tensor& t, size_t n, const char* reduce) const {
+    return fmt::format("nccl {}({}{}{}) of {} elements on rank {} of {} ({})", op, dtype_name(t.dtype()), reduce ? ", " : "",
+                       reduce ? reduce : "", n, rank(), size(), device_.str());
   }
   void cuda_check(cudaError_t e, const char* what) const {
     if (e == cudaSuccess) return;

@@ -62,7 +62,16 @@ Reducer::~Reducer() {
 void Reducer::prepare_for_backward() {
   if (no_sync_) return;
   for (Bucket& b : buckets_) {
-    if (b.work) throw std::logic_error("reducer: prepare_for_backward while a bucket is still in flight (finalize missing)");
+    // Left in flight by a step that threw between backward and finalize(): finish it first, so
+    // its buffer is not written while MPI or NCCL still reads it. Its error, if any, was the
+    // step's to report.
+    if (b.work) {
+      try {
+        b.work->wait();
+      } catch (...) {
+      }
+      b.work.reset();
+    }
     b.pending = b.parameters.size();
     b.started_in_backward = false;
   }

@@ -64,14 +64,24 @@ void ZeroSharding::gather_parameters() {
   values_.copy_from(slice(padded_, 0, n_));
 }
 
-Tensor ZeroSharding::gather(const Tensor& shard) {
+Tensor ZeroSharding::gather_to_root(const Tensor& shard) {
   if (static_cast<size_t>(shard.numel()) != shard_)
     throw std::invalid_argument(fmt::format("zero: a shard of {} elements on rank {}, expected {}", shard.numel(),
                                             comm_.rank(), shard_));
-  Tensor whole = Tensor::zeros({static_cast<int64_t>(padded_size())}, TensorOptions{shard.dtype(), shard.device()});
-  comm_.allgather(shard, whole);
-  Tensor full = Tensor::empty({static_cast<int64_t>(n_)}, TensorOptions{shard.dtype(), shard.device()});
-  full.copy_from(slice(whole, 0, n_));
+  constexpr int kTag = 0x2e70;  // apart from any other point-to-point traffic
+  if (comm_.rank() != 0) {
+    comm_.send(shard, 0, kTag);
+    return Tensor();
+  }
+  const TensorOptions options{shard.dtype(), shard.device()};
+  Tensor full = Tensor::empty({static_cast<int64_t>(n_)}, options);
+  Tensor received = comm_.size() > 1 ? Tensor::empty({static_cast<int64_t>(shard_)}, options) : Tensor();
+  for (int r = 0; r < comm_.size(); ++r) {
+    const size_t offset = shard_ * static_cast<size_t>(r);
+    const size_t have = offset < n_ ? std::min(shard_, n_ - offset) : 0;
+    if (r > 0) comm_.recv(received, r, kTag);  // every rank sends, padding-only shards too
+    if (have > 0) slice(full, offset, have).copy_from(slice(r == 0 ? shard : received, 0, have));
+  }
   return full;
 }
 

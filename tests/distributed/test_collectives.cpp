@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "axon/communicator.h"
+#include "axon/losses.h"
 #include "axon/model.h"
 #include "axon/ops.h"
 #include "axon/reducer.h"
@@ -359,6 +360,33 @@ TEST(Training, RanksWithDifferentZeroStagesOrBucketsFailOnEveryRankBeforeTheFirs
       EXPECT_THAT(e.what(), HasSubstr(which == 0 ? "ranks disagree on ZeRO stage: " + evens + " 0, rank 1 has 1"
                                                  : "ranks disagree on gradient bucket bytes (0: after backward): " + evens +
                                                        " 1024, rank 1 has 2048"));
+    }
+  }
+}
+
+// A NaN loss on the last rank only (its gradient stays finite): the NaN the trainer writes into
+// gradient element 0 lands in rank 0's ZeRO shard, yet every rank must stop at that step, not
+// wait for the others in the parameter allgather.
+TEST(Training, ANonFiniteLossOnOneRankStopsEveryRankUnderZero) {
+  const data::Dataset train = synthetic(96);
+  Model model = input({-1, 12}) | dense(16, Activation::tanh) | dense(3);
+  for (int stage : {0, 1, 2}) {
+    Parameters params = init(model, 3);
+    auto opt = adam({.lr = 0.01});
+    int calls = 0;
+    LossFn loss = [&](const Tensor& output, const Tensor& labels) {
+      Tensor l = softmax_cross_entropy(output, labels);
+      if (world().rank() == world().size() - 1 && ++calls == 3) return add(l, Tensor::scalar(NAN));
+      return l;
+    };
+    TrainOptions options{.epochs = 1, .batch_size = 8, .progress = false};
+    options.zero_stage = stage;
+    Trainer trainer(model, params, *opt, world(), options, loss);
+    try {
+      trainer.fit(train);
+      FAIL() << "zero " << stage << " rank " << world().rank();
+    } catch (const NonFiniteError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("step 3")) << "zero " << stage;
     }
   }
 }

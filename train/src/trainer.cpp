@@ -309,23 +309,26 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
     // (The reducer starts the bucket holding element 0 only in finalize(), after this.)
     if (!loss_finite && grads.numel() > 0) Tensor::view_of(grads.storage(), grads.offset(), {1}).fill(NAN);
   }
-  // The gradient every rank steps with: averaged over the ranks (the whole buffer; with ZeRO
-  // stage 2 only this rank's shard of it).
-  Tensor averaged = grads;
+  // Average over the ranks: the whole buffer (bucketed or in one all-reduce), or with ZeRO
+  // stage 2 only this rank's shard, by a reduce-scatter.
+  const bool scattered = options_.zero_stage == 2;
   const auto reduce_begin = std::chrono::steady_clock::now();
   if (reducer_) reducer_->finalize();  // times its own wait
-  else if (options_.zero_stage != 2) data_parallel_.average_gradients();
-  if (zero_) averaged = zero_->reduce_gradients();  // stage 2: the reduce-scatter
+  else if (!scattered) data_parallel_.average_gradients();
+  Tensor whole_or_shard = scattered ? zero_->reduce_gradients() : grads;
   if (!reducer_ && comm_.size() > 1)
     gradient_wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_begin).count();
   // The mean of the accumulated batches' gradients (each already a mean over its rows); scaled
   // after the reduction, which the reducer may have started during backward.
-  if (micro_batches > 1) backend(averaged.device()).unary(UnaryOp::mul_scalar, averaged, 1.0 / micro_batches, averaged);
+  if (micro_batches > 1)
+    backend(grads.device()).unary(UnaryOp::mul_scalar, whole_or_shard, 1.0 / micro_batches, whole_or_shard);
+  // What the optimizer steps with: the averaged gradient, or (ZeRO) this rank's shard of it.
+  Tensor averaged = zero_ && !scattered ? zero_->reduce_gradients() : whole_or_shard;
   if (check) {
-    // All ranks hold the same averaged gradient, so all decide alike (ZeRO-2: each holds a shard,
-    // so the verdict is agreed through one small all-reduce).
-    bool grads_finite = all_finite(averaged).item() != 0.0f;
-    if (options_.zero_stage == 2) grads_finite = !any_rank(!grads_finite);
+    // Every rank holds the same averaged gradient, so all decide alike; with ZeRO-2 each holds
+    // only its shard, so the verdict is agreed through one small all-reduce.
+    bool grads_finite = all_finite(whole_or_shard).item() != 0.0f;
+    if (scattered) grads_finite = !any_rank(!grads_finite);
     if (!loss_finite)
       throw NonFiniteError(fmt::format("trainer: non-finite loss {} at {} on rank {}; training stopped on every rank "
                                        "before the optimizer step; {}",
@@ -333,10 +336,11 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
                            epoch, step, value);
     if (!grads_finite) {
       double norm2 = 0.0;
-      for (double g : averaged.to_double_vector()) norm2 += g * g;
-      throw NonFiniteError(fmt::format("trainer: non-finite gradient (norm {}) at {}, averaged over {} rank(s) (rank {}'s "
+      for (double g : whole_or_shard.to_double_vector()) norm2 += g * g;
+      throw NonFiniteError(fmt::format("trainer: non-finite gradient (norm {}{}) at {}, averaged over {} rank(s) (rank {}'s "
                                        "loss was {}); training stopped on every rank before the optimizer step; {}",
-                                       std::sqrt(norm2), at(), comm_.size(), comm_.rank(), value,
+                                       std::sqrt(norm2), scattered ? " of this rank's ZeRO shard" : "", at(),
+                                       comm_.size(), comm_.rank(), value,
                                        lr_hint(optimizer_.learning_rate())),
                            epoch, step, std::sqrt(norm2));
     }

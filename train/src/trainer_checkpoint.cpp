@@ -86,11 +86,12 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
   comm_.allreduce(partial, ReduceOp::sum);
 
   // With ZeRO each rank holds a shard of the optimizer state: the checkpoint gets whole buffers
-  // (gathered here, on every rank), so that it loads at any world size, with or without ZeRO.
+  // (gathered to rank 0 here), so that it loads at any world size, with or without ZeRO.
   NamedTensors gathered_state;
   if (zero_)
     for (const auto& [name, tensor] : optimizer_.state())
-      if (tensor->defined()) gathered_state.emplace_back(name, zero_->gather(*tensor));
+      if (tensor->defined())
+        if (Tensor full = zero_->gather_to_root(*tensor); full.defined()) gathered_state.emplace_back(name, full);
 
   std::string error;
   if (comm_.is_root()) {

@@ -69,7 +69,8 @@ class Reducer {
   Reducer(const Reducer&) = delete;
   Reducer& operator=(const Reducer&) = delete;
 
-  // Arms the buckets for the next backward pass.
+  // Arms the buckets for the next backward pass (first waiting for any bucket a failed step left
+  // in flight).
   void prepare_for_backward();
   // After backward: starts what has not started (the last bucket; with find_unused_parameters,
   // buckets with unused parameters), waits for every bucket, and leaves the gradients averaged
@@ -86,7 +87,8 @@ class Reducer {
   const std::vector<Bucket>& buckets() const { return buckets_; }
   const std::vector<ReducerParameter>& parameters() const { return parameters_; }
   // Seconds finalize() has spent waiting for all-reduces to finish, summed over steps (the
-  // communication time not hidden behind backward).
+  // communication time not hidden behind backward). Host time: NCCL's wait() does not block the
+  // host, so with NCCL this is only the time to order the streams.
   double wait_seconds() const { return wait_seconds_; }
 
  private:

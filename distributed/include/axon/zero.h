@@ -40,10 +40,12 @@ class ZeroSharding {
   // All-gathers every rank's updated parameter shard into the full parameters (a collective).
   void gather_parameters();
 
-  // For checkpoints, which hold whole buffers so that they load at any world size: the full {n}
-  // buffer from every rank's shard {s} (a collective), and this rank's padded shard {s} of a
-  // full buffer {n}. Throw std::invalid_argument naming the sizes that do not fit.
-  Tensor gather(const Tensor& shard);
+  // For checkpoints, which hold whole buffers so that they load at any world size: gathers every
+  // rank's shard {s} into the full buffer {n} on rank 0 only (returned there; an undefined tensor
+  // on the other ranks), by point-to-point messages, so no other rank ever holds the whole state.
+  // A collective: every rank calls it. And this rank's padded shard {s} of a full buffer {n}.
+  // Both throw std::invalid_argument naming the sizes that do not fit.
+  Tensor gather_to_root(const Tensor& shard);
   Tensor shard_of(const Tensor& full) const;
 
  private:
