@@ -3,7 +3,8 @@
 // or the job stops making progress.
 //
 //   axonrun [-n N | --nproc-per-node N] [--nnodes M] [--hosts h1,h2 | --hostfile F]
-//           [--backend mpi|nccl|auto] [--timeout S] [--tag-output] [--dry-run] [--] program [args...]
+//           [--backend mpi|nccl|auto] [--max-restarts K] [--timeout S] [--tag-output] [--dry-run]
+//           [--] program [args...]
 //
 // The arguments are parsed by hand: everything from the program name on must reach
 // the program untouched, even words that look like axonrun options.
@@ -51,6 +52,7 @@ namespace axon {
 namespace {
 
 constexpr int kLaunchError = 2;  // exit code when axonrun itself cannot start the job
+constexpr int kExitPreempted = 4;  // the ranks checkpointed and stopped: axon::kExitPreempted (axon/trainer.h)
 
 // A mistake on the command line; main() adds a pointer to --help.
 struct UsageError : std::runtime_error {
@@ -64,6 +66,8 @@ struct Options {
   std::string hostfile;              // --hostfile
   std::string backend;               // --backend: mpi, nccl or auto; "" when not given
   double timeout = 25;               // --timeout: seconds without progress before the watchdog stops the job
+  int max_restarts = 0;              // --max-restarts: times a failed job is started again
+  double term_timeout = 30;          // --term-timeout: seconds a job has to stop after SIGTERM (0: stop at once)
   bool tag_output = false;           // --tag-output
   std::string launcher = "auto";     // --launcher: auto, mpirun or srun
   std::string heartbeat_dir;         // --heartbeat-dir: where the heartbeat folder is made
@@ -78,7 +82,8 @@ struct Options {
 void print_usage(std::FILE* out) {
   std::fputs(
       "Usage: axonrun [-n N | --nproc-per-node N] [--nnodes M] [--hosts h1,h2 | --hostfile F]\n"
-      "               [--backend mpi|nccl|auto] [--timeout S] [--tag-output] [--dry-run] [--] program [args...]\n"
+      "               [--backend mpi|nccl|auto] [--max-restarts K] [--timeout S] [--tag-output] [--dry-run]\n"
+      "               [--] program [args...]\n"
       "\n"
       "Start program on N ranks per node (N x M ranks in all) and watch them. Inside a Slurm\n"
       "allocation (SLURM_JOB_ID set) the job is started with srun (--mpi=pmix where Slurm has it),\n"
@@ -96,6 +101,14 @@ void print_usage(std::FILE* out) {
       "  --timeout S    seconds a job may go without any rank entering or leaving a collective\n"
       "                 before the watchdog stops it, naming the stuck ranks (default 25, so that a\n"
       "                 stuck job ends within 30 s; 0: off)\n"
+      "  --max-restarts K\n"
+      "                 start a failed job again, up to K times (default 0); each start exports\n"
+      "                 AXON_RESTART_COUNT (0, 1, ...). The program resumes from its newest valid\n"
+      "                 checkpoint when given one, e.g. fashion_mnist --checkpoint-dir D --resume auto.\n"
+      "                 A job stopped by a signal to axonrun or preempted (exit 4) is not restarted\n"
+      "  --term-timeout S\n"
+      "                 seconds a job has to checkpoint and exit after SIGTERM before axonrun stops it\n"
+      "                 (default 30; 0: SIGTERM stops the job at once)\n"
       "  --tag-output   prefix every output line with its rank (mpirun --tag-output, srun --label)\n"
       "  --launcher L   auto, mpirun or srun (default auto: srun inside a Slurm allocation,\n"
       "                 unless --mpirun is given)\n"
@@ -129,14 +142,19 @@ void print_usage(std::FILE* out) {
       "axonrun warns about an invalid value of either variable and starts the job: ranks given\n"
       "--threads ignore it, the others reject it.\n"
       "\n"
-      "Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGALRM stop the whole job; axonrun then\n"
-      "exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM). If axonrun is killed\n"
-      "(even by SIGKILL), mpirun gets SIGTERM and stops the ranks. SIGUSR1 and SIGUSR2 are\n"
-      "passed on to every rank and the job goes on: Axon programs with a checkpoint folder\n"
-      "checkpoint and exit 4 (preemption, e.g. Slurm's --signal=B:USR1@60; slurm/requeue.sbatch).\n"
+      "Signals: SIGTERM is preemption: it is passed on to every rank (SIGTERM to the local ranks,\n"
+      "SIGUSR1 through mpirun/srun to ranks it cannot signal itself); Axon programs with a\n"
+      "checkpoint folder write a checkpoint at the next step boundary and exit 4, and so does\n"
+      "axonrun. A second SIGTERM, or --term-timeout seconds without the job ending, stops it at\n"
+      "once (exit 143). SIGINT, SIGHUP, SIGQUIT and SIGALRM stop the whole job at once; axonrun\n"
+      "then exits 128 + the signal number (130 for SIGINT). If axonrun is killed (even by\n"
+      "SIGKILL), mpirun gets SIGTERM and stops the ranks. SIGUSR1 and SIGUSR2 are passed on to\n"
+      "every rank and the job goes on: Axon programs with a checkpoint folder checkpoint and\n"
+      "exit 4 (preemption, e.g. Slurm's --signal=B:USR1@60; slurm/requeue.sbatch).\n"
       "\n"
-      "Exit code: the first failing rank's; 128 + N when stopped by signal N; 124 when the watchdog\n"
-      "stopped a stuck job; 2 when axonrun could not start the job.\n",
+      "Exit code: the first failing rank's (of the last start, with --max-restarts); 4 when the\n"
+      "ranks were preempted; 128 + N when stopped by signal N; 124 when the watchdog stopped a\n"
+      "stuck job; 2 when axonrun could not start the job.\n",
       out);
 }
 
@@ -158,6 +176,16 @@ int parse_nodes(std::string_view text) {
     throw UsageError("--nnodes expects a positive integer number of nodes, got '" + std::string(text) + "'");
   }
   return nodes;
+}
+
+int parse_restarts(std::string_view text) {
+  int restarts = -1;
+  const char* end = text.data() + text.size();
+  auto [stop, err] = std::from_chars(text.data(), end, restarts);
+  if (text.empty() || err != std::errc() || stop != end || restarts < 0 || restarts > 10000) {
+    throw UsageError("--max-restarts expects a number of restarts from 0 to 10000, got '" + std::string(text) + "'");
+  }
+  return restarts;
 }
 
 double parse_timeout(std::string_view text) {
@@ -274,6 +302,15 @@ Options parse_args(int argc, char** argv) {
       opts.backend = value;
     } else if (option(arg, "--timeout")) {
       opts.timeout = parse_timeout(value);
+    } else if (option(arg, "--max-restarts")) {
+      opts.max_restarts = parse_restarts(value);
+    } else if (option(arg, "--term-timeout")) {
+      try {
+        opts.term_timeout = parse_timeout(value);
+      } catch (const UsageError&) {
+        throw UsageError("--term-timeout expects seconds, a number from 0 (SIGTERM stops the job at once) to 604800, got '" +
+                         std::string(value) + "'");
+      }
     } else if (option(arg, "--launcher")) {
       if (value != "auto" && value != "mpirun" && value != "srun")
         throw UsageError("--launcher expects auto, mpirun or srun, got '" + std::string(value) + "'");
@@ -419,6 +456,7 @@ void check_rank_limit(const Options& opts) {
 std::vector<std::string> exported_variables(const Options& opts) {
   std::vector<std::string> names = {"AXON_LAUNCHER", heartbeat::kDirVariable};
   if (!opts.backend.empty()) names.push_back("AXON_BACKEND");
+  if (opts.max_restarts > 0) names.push_back("AXON_RESTART_COUNT");
   for (const char* name : {"AXON_DISTRIBUTED_DEBUG", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"})
     if (std::getenv(name)) names.push_back(name);
   return names;
@@ -717,7 +755,8 @@ class StderrFilter {
 };
 
 // Signals that stop the job. Each would terminate axonrun by default; caught, it stops the
-// job instead and axonrun exits 128 + its number. SIGINT goes on to mpirun as SIGINT (what a
+// job instead and axonrun exits 128 + its number. (SIGTERM first asks the job to checkpoint and
+// stop, see term_job; a second one, or the --term-timeout, stops it like the others.) SIGINT goes on to mpirun as SIGINT (what a
 // terminal's Ctrl-C sends the whole foreground group anyway); the others become SIGTERM, the one
 // signal mpirun documents as "kill the job" (it forwards SIGUSR1/2 to the ranks, which would
 // die of them or ignore them, and its handling of SIGHUP/SIGQUIT is not a documented contract).
@@ -732,6 +771,13 @@ constexpr int kForwardedSignals[] = {SIGUSR1, SIGUSR2};
 std::atomic<pid_t> g_child{0};
 // The first stop signal axonrun received; 0 when none. It, not mpirun's status, sets the exit code.
 std::atomic<int> g_stop_signal{0};
+// Whether the stop signal has been sent on to a launcher (once only).
+std::atomic<bool> g_stop_delivered{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "signal handler needs a lock-free flag");
+// The preemption signal (SIGTERM) axonrun received and is passing on to the ranks; 0 when none.
+std::atomic<int> g_preempt_signal{0};
+// Whether SIGTERM means preemption (--term-timeout > 0) rather than an immediate stop.
+std::atomic<bool> g_term_is_preemption{true};
 static_assert(std::atomic<pid_t>::is_always_lock_free, "signal handler needs a lock-free pid");
 static_assert(std::atomic<int>::is_always_lock_free, "signal handler needs a lock-free int");
 
@@ -749,8 +795,28 @@ extern "C" void stop_job(int signo) {
   // once", which could skip stopping the ranks.
   if (g_stop_signal.compare_exchange_strong(none, signo)) {
     pid_t child = g_child.load();
-    if (child > 0) ::kill(child, signo == SIGINT ? SIGINT : SIGTERM);
+    if (child > 0 && !g_stop_delivered.exchange(true)) ::kill(child, signo == SIGINT ? SIGINT : SIGTERM);
   }
+  errno = saved_errno;
+}
+
+// A stop signal that came while no launcher ran (between two starts of --max-restarts) is
+// delivered to the next one as soon as it exists; see run_and_wait.
+void deliver_pending_stop(pid_t child) {
+  const int signo = g_stop_signal.load();
+  if (signo != 0 && !g_stop_delivered.exchange(true)) ::kill(child, signo == SIGINT ? SIGINT : SIGTERM);
+}
+
+// SIGTERM is how clusters preempt a job and how `kill` stops one. The first SIGTERM while a job
+// runs only records the request: monitor() passes it on to the ranks (a handler cannot walk the
+// watchdog's list of rank processes), which checkpoint at their next step boundary and exit 4.
+// A SIGTERM between two starts, a second SIGTERM, or one with --term-timeout 0 stops the job.
+extern "C" void term_job(int signo) {
+  int saved_errno = errno;
+  int none = 0;
+  const bool first = g_term_is_preemption.load() && g_child.load() > 0 && g_stop_signal.load() == 0 &&
+                     g_preempt_signal.compare_exchange_strong(none, signo);
+  if (!first) stop_job(signo);
   errno = saved_errno;
 }
 
@@ -817,6 +883,10 @@ struct Watch {
   bool stopped = false;               // the watchdog stopped a stuck job
   std::vector<int> blamed;            // the stuck ranks it named
   double stalled_s = 0;
+  int world = 0;                      // ranks in the job; 0 when srun takes the allocation's
+  double term_timeout = 30;           // --term-timeout
+  bool preempt_forwarded = false;     // a SIGTERM to axonrun was passed on to the ranks
+  bool term_timed_out = false;        // ...and the job did not stop within --term-timeout
 };
 
 // Kills the local processes of ranks that still run (SIGKILL: a stuck or stopped rank may not
@@ -827,6 +897,38 @@ int kill_local_ranks(const launcher::Watchdog& dog) {
     if (::kill(pid, SIGKILL) == 0) ++killed;
   }
   return killed;
+}
+
+// "<before>2.5<after>"
+std::string fmt_seconds(const char* before, double seconds, const char* after) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%g", seconds);
+  return before + std::string(text) + after;
+}
+
+// Passes a preemption request (SIGTERM to axonrun) on to every rank: SIGTERM straight to each
+// local rank process the watchdog knows, which Axon's preemption handler turns into a checkpoint
+// and exit 4. mpirun would answer a SIGTERM by killing the ranks (srun by SIGKILL), so ranks that
+// axonrun cannot signal itself (on other nodes, or not registered yet) get SIGUSR1 through the
+// launcher instead, which both forward and Axon programs take the same way.
+// When no rank has a heartbeat file (not Axon programs, which know nothing of checkpoints, or a
+// job still starting) SIGTERM stops the job as any stop signal does. Returns false then.
+bool forward_preemption(pid_t launcher_pid, Watch& watch) {
+  watch.dog->scan();
+  if (watch.dog->registered() == 0) return false;
+  const std::vector<pid_t> local = watch.dog->live_local_pids();
+  for (pid_t pid : local) ::kill(pid, SIGTERM);
+  const bool all_local = watch.world > 0 && watch.dog->registered() == watch.world &&
+                         watch.dog->local_ranks() == watch.world;
+  if (!all_local) ::kill(launcher_pid, SIGUSR1);
+  std::fprintf(stderr,
+               "axonrun: SIGTERM: asking the job to write a checkpoint and stop (passed on to %s); a second SIGTERM%s "
+               "stops it at once\n",
+               all_local ? "every rank" : "the ranks, SIGUSR1 through the launcher to those on other nodes or not yet started",
+               watch.term_timeout > 0 ? fmt_seconds(", or ", watch.term_timeout, " s (--term-timeout) without it ending,").c_str()
+                                      : "");
+  std::fflush(stderr);
+  return true;
 }
 
 // Until the launcher (mpirun or srun) exits: forwards its stderr through a StderrFilter (when
@@ -848,6 +950,7 @@ void monitor(pid_t pid, int err_fd, Watch& watch) {
   auto last_scan = std::chrono::steady_clock::now() - std::chrono::milliseconds(kScanMs);
   bool stop_pending = false;  // the watchdog sent SIGTERM at stop_sent; SIGKILL follows after the grace
   auto stop_sent = std::chrono::steady_clock::now();
+  auto preempt_sent = std::chrono::steady_clock::now();
   while (true) {
     siginfo_t info{};
     if (::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno != EINTR) {
@@ -876,6 +979,27 @@ void monitor(pid_t pid, int err_fd, Watch& watch) {
     }
 
     const auto now = std::chrono::steady_clock::now();
+    if (watch.dog && !watch.preempt_forwarded && g_preempt_signal.load() != 0 && g_stop_signal.load() == 0) {
+      filter.finish();  // a partial line of a rank's output ends before axonrun's
+      if (forward_preemption(pid, watch)) {
+        watch.preempt_forwarded = true;
+        preempt_sent = now;
+      } else {
+        g_preempt_signal.store(0);
+        stop_job(SIGTERM);
+      }
+    }
+    if (watch.preempt_forwarded && !watch.term_timed_out && g_stop_signal.load() == 0 && watch.term_timeout > 0 &&
+        now - preempt_sent > std::chrono::duration<double>(watch.term_timeout)) {
+      watch.term_timed_out = true;
+      filter.finish();
+      std::fprintf(stderr, "axonrun: the job did not stop within %g s after SIGTERM (--term-timeout); stopping it\n",
+                   watch.term_timeout);
+      std::fflush(stderr);
+      stop_job(SIGTERM);
+      stop_sent = now;
+      stop_pending = true;
+    }
     if (watch.dog && now - last_scan >= std::chrono::milliseconds(kScanMs)) {
       last_scan = now;
       watch.dog->scan();
@@ -942,7 +1066,7 @@ int run_and_wait(const std::vector<std::string>& args, bool filter_stderr, Watch
     ::sigaction(signo, nullptr, &current);
     if (current.sa_handler == SIG_IGN) continue;  // e.g. nohup, a background job: keep ignoring it
     struct sigaction action {};
-    action.sa_handler = stop_job;
+    action.sa_handler = signo == SIGTERM ? term_job : stop_job;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
     ::sigaction(signo, &action, nullptr);
@@ -990,6 +1114,7 @@ int run_and_wait(const std::vector<std::string>& args, bool filter_stderr, Watch
   }
   g_child.store(pid);
   ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+  deliver_pending_stop(pid);
 
   if (filter_stderr) {
     ::close(err_pipe[1]);  // mpirun holds the only write end: its exit ends the stream
@@ -1058,6 +1183,103 @@ class HeartbeatDir {
 
   std::string path_;
 };
+
+// How one start of the job ended: its exit code, the summary line (without "axonrun: "; empty
+// when it succeeded), and whether --max-restarts may start it again: a failure may be restarted,
+// a stop that someone asked for (a signal to axonrun, a preemption: exit 4) may not.
+struct Attempt {
+  int code = 0;
+  bool restartable = false;
+  std::string summary;
+};
+
+// Starts the job once, watches it until it ends, and reaps what is left of it.
+Attempt run_attempt(const std::vector<std::string>& args, const Options& opts, int world, const std::string& launcher_name,
+                    const std::string& job, bool filter_stderr) {
+  HeartbeatDir heartbeats(opts.heartbeat_dir);
+  ::setenv(heartbeat::kDirVariable, heartbeats.path().c_str(), 1);
+  launcher::Watchdog dog(heartbeats.path(), world, opts.timeout);
+  Watch watch;
+  watch.dog = &dog;
+  watch.world = world;
+  watch.term_timeout = opts.term_timeout;
+  g_rank_signal_named = false;
+
+  int status = run_and_wait(args, filter_stderr, watch);
+  reap_local_ranks(dog, launcher_name);
+  Attempt result;
+  if (int signo = g_stop_signal.load(); signo != 0) {
+    // A cancel, not a crash: whatever mpirun returned while stopping, report the signal.
+    result.code = 128 + signo;
+    result.summary = "job stopped by " + signal_name(signo) + " (sent to axonrun" +
+                     (watch.term_timed_out ? ", and the job did not stop within --term-timeout" : "") + "); exit code " +
+                     std::to_string(result.code);
+    return result;
+  }
+  if (watch.stopped) {
+    constexpr int kStuck = 124;  // as timeout(1)
+    const size_t n = watch.blamed.size();
+    char text[256];
+    std::snprintf(text, sizeof text, "job stopped by the watchdog: rank%s %s %s stuck (no progress for %g s); exit code %d",
+                  n == 1 ? "" : "s", launcher::list_ranks(watch.blamed).c_str(), n == 1 ? "is" : "are", opts.timeout, kStuck);
+    return {kStuck, true, text + job};
+  }
+  if (WIFSIGNALED(status)) {
+    int signo = WTERMSIG(status);
+    return {128 + signo, true, "job killed by signal " + signal_name(signo)};
+  }
+  int code = WEXITSTATUS(status);
+  // The first failing rank's own exit status is the job's (srun returns the largest of all).
+  // A launcher that says all is well is believed: a rank may end without an exit record and
+  // still have succeeded (_exit(0)).
+  launcher::Failure failure{};  // a plain copy: GCC 12 takes a std::optional of it for uninitialized
+  bool first = false;
+  if (code != 0) {
+    if (std::optional<launcher::Failure> found = dog.first_failure()) {
+      failure = *found;
+      first = true;
+    }
+  }
+  if (first && failure.exited) code = failure.status;
+  // Open MPI 4.1 prints its "exited on signal" notice only some of the time (it races with the
+  // other ranks' exits); mpirun's exit code is then all there is: 128 + S for a rank killed by S,
+  // which a rank's own exit(128 + S) cannot be told from.
+  if (filter_stderr && !g_rank_signal_named && !first && code > 128 && code - 128 < NSIG) {
+    std::fprintf(stderr, "axonrun: a rank was killed by signal %d (%s) or exited with code %d; Open MPI did not say which rank\n",
+                 code - 128, signal_name(code - 128).c_str(), code);
+  }
+  result.code = code;
+  if (const int signo = g_preempt_signal.load(); signo != 0 && code != 0 && code != kExitPreempted) {
+    // Ranks without a preemption handler (no checkpoint folder) died of the SIGTERM passed on,
+    // or failed while stopping: a stop someone asked for all the same, never restarted.
+    result.summary = "job stopped by " + signal_name(signo) + " (sent to axonrun); exit code " + std::to_string(code);
+    if (code != 128 + signo) result.summary += " (the ranks' own)";
+    return result;
+  }
+  if (code == kExitPreempted) {
+    // The ranks' "preempted" status: they wrote a checkpoint because the job was asked to stop
+    // (SIGTERM or SIGUSR1 to axonrun, or a signal from the cluster to the ranks themselves).
+    const int signo = g_preempt_signal.load();
+    result.summary = "job preempted" + (signo ? " by " + signal_name(signo) + " (passed on to the ranks)" : std::string()) +
+                     ": the ranks wrote a checkpoint and exited " + std::to_string(code) +
+                     " (resume it from the checkpoint, e.g. --resume auto)" + job;
+    return result;
+  }
+  if (code != 0) {
+    std::string how;
+    if (first) {
+      how = ": rank " + std::to_string(failure.rank) + " (pid " + std::to_string(failure.pid) + ", host " + failure.host +
+            ") failed first: ";
+      if (failure.exited) how += "exit status " + std::to_string(failure.status);
+      else if (code > 128 && code - 128 < NSIG) how += "killed by signal " + std::to_string(code - 128) + " (" + signal_name(code - 128) + ")";
+      else how += "ended without exiting (killed by a signal)";
+      how += opts.tag_output ? "; its output is above, tagged with its rank" : "; its output is above (--tag-output marks each line's rank)";
+    }
+    result.restartable = true;
+    result.summary = "job failed with exit code " + std::to_string(code) + how + job;
+  }
+  return result;
+}
 
 int run(int argc, char** argv) {
   Options opts = parse_args(argc, argv);
@@ -1131,12 +1353,6 @@ int run(int argc, char** argv) {
   if (!opts.backend.empty()) ::setenv("AXON_BACKEND", opts.backend.c_str(), 1);
   // mpirun hands the ranks pipes, not our terminal; tell them when a live progress line will show.
   if (::isatty(STDERR_FILENO)) ::setenv("AXON_PROGRESS_TTY", "1", 1);
-  HeartbeatDir heartbeats(opts.heartbeat_dir);
-  ::setenv(heartbeat::kDirVariable, heartbeats.path().c_str(), 1);
-  launcher::Watchdog dog(heartbeats.path(), world, opts.timeout);
-  Watch watch;
-  watch.dog = &dog;
-
   // Open MPI's banners ("MPI_ABORT was invoked...", "Primary job terminated normally, but...")
   // repeat what axonrun's last line says and bury the failing rank's own message, but
   // orte_execute_quiet=1 would also hide the one line that names a rank killed by a signal. So
@@ -1144,58 +1360,42 @@ int run(int argc, char** argv) {
   // the variable: then mpirun's stderr is theirs, unfiltered.
   const bool filter_stderr = std::getenv("OMPI_MCA_orte_execute_quiet") == nullptr;
   if (filter_stderr) ::setenv("OMPI_MCA_orte_execute_quiet", "0", 1);  // an MCA params file must not hide it
+  g_term_is_preemption.store(opts.term_timeout > 0);
 
-  int status = run_and_wait(args, filter_stderr, watch);
   const std::string launcher_name = use_srun ? "srun" : "mpirun";
-  reap_local_ranks(dog, launcher_name);
   const std::string job = " (" + (world > 0 ? std::to_string(world) + " rank" + (world == 1 ? "" : "s") + ", " : "") +
                           "command: " + join_quoted(opts.command) + ")";
-  if (int signo = g_stop_signal.load(); signo != 0) {
-    // A cancel, not a crash: whatever mpirun returned while stopping, report the signal.
-    std::fprintf(stderr, "axonrun: job stopped by %s (sent to axonrun); exit code %d\n", signal_name(signo).c_str(),
-                 128 + signo);
-    return 128 + signo;
-  }
-  if (watch.stopped) {
-    constexpr int kStuck = 124;  // as timeout(1)
-    const size_t n = watch.blamed.size();
-    std::fprintf(stderr, "axonrun: job stopped by the watchdog: rank%s %s %s stuck (no progress for %g s); exit code %d%s\n",
-                 n == 1 ? "" : "s", launcher::list_ranks(watch.blamed).c_str(), n == 1 ? "is" : "are", opts.timeout,
-                 kStuck, job.c_str());
-    return kStuck;
-  }
-  if (WIFSIGNALED(status)) {
-    int signo = WTERMSIG(status);
-    std::fprintf(stderr, "axonrun: job killed by signal %s\n", signal_name(signo).c_str());
-    return 128 + signo;
-  }
-  int code = WEXITSTATUS(status);
-  std::optional<launcher::Failure> first = dog.first_failure();
-  // The first failing rank's own exit status is the job's (srun returns the largest of all).
-  // A launcher that says all is well is believed: a rank may end without an exit record and
-  // still have succeeded (_exit(0)).
-  if (code == 0) first.reset();
-  if (first && first->exited) code = first->status;
-  // Open MPI 4.1 prints its "exited on signal" notice only some of the time (it races with the
-  // other ranks' exits); mpirun's exit code is then all there is: 128 + S for a rank killed by S,
-  // which a rank's own exit(128 + S) cannot be told from.
-  if (filter_stderr && !g_rank_signal_named && !first && code > 128 && code - 128 < NSIG) {
-    std::fprintf(stderr, "axonrun: a rank was killed by signal %d (%s) or exited with code %d; Open MPI did not say which rank\n",
-                 code - 128, signal_name(code - 128).c_str(), code);
-  }
-  if (code != 0) {
-    std::string how;
-    if (first) {
-      how = ": rank " + std::to_string(first->rank) + " (pid " + std::to_string(first->pid) + ", host " + first->host +
-            ") failed first: ";
-      if (first->exited) how += "exit status " + std::to_string(first->status);
-      else if (code > 128 && code - 128 < NSIG) how += "killed by signal " + std::to_string(code - 128) + " (" + signal_name(code - 128) + ")";
-      else how += "ended without exiting (killed by a signal)";
-      how += opts.tag_output ? "; its output is above, tagged with its rank" : "; its output is above (--tag-output marks each line's rank)";
+  // Each start is a fresh job (new heartbeat folder, new ranks); the program tells a restart from
+  // AXON_RESTART_COUNT (like torchrun's TORCHELASTIC_RESTART_COUNT) or simply resumes from its
+  // newest checkpoint (fashion_mnist --resume auto).
+  for (int attempt = 0;; ++attempt) {
+    ::setenv("AXON_RESTART_COUNT", std::to_string(attempt).c_str(), 1);
+    Attempt result = run_attempt(args, opts, world, launcher_name, job, filter_stderr);
+    if (result.code == 0 || !result.restartable || attempt >= opts.max_restarts) {
+      if (!result.summary.empty()) {
+        std::string tail;
+        if (result.restartable && opts.max_restarts > 0) {
+          tail = "; gave up after " + std::to_string(attempt) + " restart" + (attempt == 1 ? "" : "s") + " (" +
+                 std::to_string(attempt + 1) + " starts, --max-restarts " + std::to_string(opts.max_restarts) + ")";
+        } else if (attempt > 0) {
+          tail = " (after " + std::to_string(attempt) + " restart" + (attempt == 1 ? "" : "s") + ")";
+        }
+        std::fprintf(stderr, "axonrun: %s%s\n", result.summary.c_str(), tail.c_str());
+      } else if (attempt > 0) {
+        std::fprintf(stderr, "axonrun: job succeeded after %d restart%s\n", attempt, attempt == 1 ? "" : "s");
+      }
+      return result.code;
     }
-    std::fprintf(stderr, "axonrun: job failed with exit code %d%s%s\n", code, how.c_str(), job.c_str());
+    if (const int signo = g_stop_signal.load(); signo != 0) {
+      // Stopped while the failed start was being reaped: no restart.
+      std::fprintf(stderr, "axonrun: %s\naxonrun: job stopped by %s (sent to axonrun) before a restart; exit code %d\n",
+                   result.summary.c_str(), signal_name(signo).c_str(), 128 + signo);
+      return 128 + signo;
+    }
+    std::fprintf(stderr, "axonrun: %s\naxonrun: restarting the job (restart %d of %d, AXON_RESTART_COUNT=%d)\n",
+                 result.summary.c_str(), attempt + 1, opts.max_restarts, attempt + 1);
+    std::fflush(stderr);
   }
-  return code;
 }
 
 }  // namespace

@@ -131,6 +131,12 @@ std::vector<pid_t> Watchdog::live_local_pids() const {
   return pids;
 }
 
+int Watchdog::local_ranks() const {
+  int n = 0;
+  for (const auto& [rank, info] : ranks_) n += info.local ? 1 : 0;
+  return n;
+}
+
 std::string Watchdog::where(int rank) const {
   auto it = ranks_.find(rank);
   if (it == ranks_.end()) return "";

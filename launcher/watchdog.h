@@ -65,6 +65,8 @@ class Watchdog {
   std::vector<pid_t> live_local_pids() const;
   // Ranks with a heartbeat file.
   int registered() const { return static_cast<int>(ranks_.size()); }
+  // Ranks with a heartbeat file that run on this host.
+  int local_ranks() const;
 
   // " (pid 1234, host vm)" for rank r, "" when unknown.
   std::string where(int rank) const;

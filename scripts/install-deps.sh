@@ -9,6 +9,8 @@ packages=(
   libopenblas-dev openmpi-bin libopenmpi-dev
   zlib1g-dev libssl-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
+  # Boost.Asio (header-only) for the TCP store: a rendezvous without MPI (distributed/src/tcp_store.cpp).
+  libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   # Tests run small Python scripts (an independent TensorBoard reader, JSON checks in the Slurm test).

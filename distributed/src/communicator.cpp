@@ -9,6 +9,7 @@
 #include "axon/communicator.h"
 #include "comm_internal.h"
 #include "axon/rank_env.h"
+#include "axon/tcp_store.h"
 
 namespace axon {
 
@@ -186,7 +187,7 @@ int local_world_size() { return rank_environment().local_world_size; }
 int launcher_rank() {
   // Never throws: it only decides which rank prints what is the same everywhere. The first rank
   // variable set decides; a malformed one reads as rank 0 (a wrong rank 0 prints twice).
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID", "RANK"}) {
     try {
       if (std::optional<int> n = parse_index_variable(name, std::getenv(name))) return *n;
     } catch (const RankEnvironmentError&) {
@@ -197,7 +198,14 @@ int launcher_rank() {
 }
 
 std::unique_ptr<Communicator> make_communicator() {
-  return launched_with_ranks() ? make_mpi_communicator() : make_local_communicator();
+  if (!launched_with_ranks()) return make_local_communicator();
+#ifdef AXON_HAS_TCP_STORE
+  // torchrun-style variables with a rendezvous address, and no MPI launcher's: the ranks meet
+  // through the TCP store on MASTER_ADDR:MASTER_PORT (axon/tcp_store.h).
+  const RankEnvironment env = rank_environment();
+  if (env.source == "torchrun" && !env.master_addr.empty() && env.master_port) return make_tcp_communicator();
+#endif
+  return make_mpi_communicator();
 }
 
 #ifndef AXON_HAS_NCCL
@@ -206,6 +214,13 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, De
                               bootstrap.rank(), device.str()));
 }
 std::string nccl_version() { return ""; }
+#endif
+
+#ifndef AXON_HAS_TCP_STORE
+std::unique_ptr<Communicator> make_tcp_communicator() {
+  throw CommError("tcp: this Axon was built without Boost.Asio (apt-get install libboost-dev), so it has no TCP store "
+                  "for a rendezvous through MASTER_ADDR and MASTER_PORT; start the job with axonrun, mpirun or srun");
+}
 #endif
 
 #ifndef AXON_HAS_MPI

@@ -578,9 +578,16 @@ std::unique_ptr<Communicator> make_mpi_communicator() {
   if (env.launched() && (env.rank != comm->rank() || env.world_size != comm->size())) {
     throw CommError(fmt::format(
         "mpi: the {} launcher variables say this is rank {} of {}, but MPI started rank {} of {}: Axon's ranks meet "
-        "through MPI, so start the job with axonrun, mpirun or srun (a rendezvous through MASTER_ADDR and MASTER_PORT "
-        "alone is not implemented)",
-        env.source, env.rank, env.world_size, comm->rank(), comm->size()));
+        "through MPI, so start the job with axonrun, mpirun or srun{}",
+        env.source, env.rank, env.world_size, comm->rank(), comm->size(),
+#ifdef AXON_HAS_TCP_STORE
+        env.source == "torchrun" ? ", or set MASTER_ADDR and MASTER_PORT to meet through Axon's TCP store (no MPI)" : ""
+#else
+        env.source == "torchrun" ? " (this Axon was built without Boost.Asio, so it has no TCP store for MASTER_ADDR and "
+                                   "MASTER_PORT)"
+                                 : ""
+#endif
+        ));
   }
   // The debug checks add a collective before every collective, so they decide the sequence of
   // collectives themselves: all ranks must have them or none. One small all-reduce finds out.

@@ -154,7 +154,7 @@ int local_world_size();
 int local_rank();
 
 // This process's rank as the launcher announced it (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK,
-// SLURM_PROCID, first one set), readable before MPI starts, so a program can print what is the
+// SLURM_PROCID, torchrun's RANK, first one set), readable before MPI starts, so a program can print what is the
 // same on every rank (usage errors, --help) from rank 0 only. Never throws: 0 when no launcher
 // set one, or when the value is not a plain non-negative decimal number.
 int launcher_rank();
