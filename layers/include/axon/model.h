@@ -19,6 +19,8 @@
 #include "axon/layer.h"
 #include "axon/nn_ops.h"
 
+// conv, max_pool, avg_pool, global_*_pool: axon/conv_layers.h (included at the end).
+
 namespace axon {
 
 struct ModelNode {
@@ -203,3 +205,5 @@ Tensor forward(const ModelPlan& plan, const Parameters& params, const Tensor& in
 std::string summary(const Model& model);
 
 }  // namespace axon
+
+#include "axon/conv_layers.h"  // conv and pooling builders, which return LayerStep
