@@ -152,8 +152,9 @@ class Backend {
   // col2im: writes group `group`'s channels of dx (x's shape) with the sum of every col entry that
   // im2col would have read from that element (the adjoint of im2col); other channels are untouched.
   virtual void col2im(const Tensor& col, const ConvGeometry& g, int64_t group, Tensor& dx) = 0;
-  // Pooling {batch, in..., C} -> {batch, out..., C}. max writes the flat index into x of each
-  // maximum to argmax (i64; −1 for a window of padding only, whose output is −inf); avg divides
+  // Pooling {batch, in..., C} -> {batch, out..., C}. max writes the window tap (flat over the
+  // kernel dims) of each maximum to argmax (i32; −1 for a window of padding only, whose output
+  // is −inf; the first maximum wins, NaN propagates); avg divides
   // each window's sum by the window's size, padding included (PyTorch's count_include_pad).
   virtual void pool(PoolKind kind, const Tensor& x, const ConvGeometry& g, Tensor& out, Tensor* argmax) = 0;
   // Its backward: writes dx from the output gradient (argmax for max, null for avg).

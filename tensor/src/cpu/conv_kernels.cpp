@@ -1,6 +1,6 @@
 // CPU convolution and pooling kernels, channels last: the innermost loop runs over contiguous
-// channels. im2col copies raw elements (any floating dtype); the backward kernels gather in the
-// compute type (conv_math.h), so every input element is written once, in a fixed order.
+// channels. im2col copies raw elements (any floating dtype); the backward kernels scatter-add in
+// the compute type, sequentially, so results are deterministic.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -21,88 +21,120 @@ void floating(DType dtype, const char* kernel, F&& f) {
   kernels::dispatch_floating<bf16>(dtype, "cpu", kernel, std::forward<F>(f));
 }
 
-// Calls f(n, o (3 coords), flat output position) for every output position.
-template <class F>
-void for_each_output(const ConvGeometry& g, F&& f) {
+// The input coordinate of every (output position, tap) along each dim, or −1 for padding:
+// computed once per call, so the loops below only look them up.
+struct TapTable {
+  std::vector<int64_t> at[3];
+  explicit TapTable(const ConvGeometry& g) {
+    for (int d = 0; d < 3; ++d) {
+      at[d].resize(static_cast<size_t>(g.out[d] * g.kernel[d]));
+      for (int64_t o = 0; o < g.out[d]; ++o)
+        for (int64_t j = 0; j < g.kernel[d]; ++j) at[d][o * g.kernel[d] + j] = kernels::conv_input_at(g, d, o, j);
+    }
+  }
+};
+
+// Calls f(m, j, p) for every output position m (flat over batch and out dims) and tap j (flat
+// over the kernel dims), in order, with p the flat input position (n, i...) it reads or −1.
+// Calls begin(m) before the taps of each output position.
+template <class Begin, class F>
+void for_each_window(const ConvGeometry& g, Begin&& begin, F&& f) {
+  const TapTable t(g);
   int64_t m = 0;
   for (int64_t n = 0; n < g.batch; ++n)
     for (int64_t o0 = 0; o0 < g.out[0]; ++o0)
       for (int64_t o1 = 0; o1 < g.out[1]; ++o1)
-        for (int64_t o2 = 0; o2 < g.out[2]; ++o2, ++m) f(n, o0, o1, o2, m);
+        for (int64_t o2 = 0; o2 < g.out[2]; ++o2, ++m) {
+          begin(m);
+          int64_t j = 0;
+          for (int64_t j0 = 0; j0 < g.kernel[0]; ++j0) {
+            const int64_t i0 = t.at[0][o0 * g.kernel[0] + j0];
+            for (int64_t j1 = 0; j1 < g.kernel[1]; ++j1) {
+              const int64_t i1 = t.at[1][o1 * g.kernel[1] + j1];
+              for (int64_t j2 = 0; j2 < g.kernel[2]; ++j2, ++j) {
+                const int64_t i2 = t.at[2][o2 * g.kernel[2] + j2];
+                const bool inside = i0 >= 0 && i1 >= 0 && i2 >= 0;
+                f(m, j, inside ? ((n * g.in[0] + i0) * g.in[1] + i1) * g.in[2] + i2 : int64_t{-1});
+              }
+            }
+          }
+        }
 }
 
-// The flat input position (n, i...) a tap reads, or −1 for padding.
-inline int64_t input_position(const ConvGeometry& g, int64_t n, int64_t o0, int64_t o1, int64_t o2, int64_t j0,
-                              int64_t j1, int64_t j2) {
-  const int64_t i0 = kernels::conv_input_at(g, 0, o0, j0);
-  if (i0 < 0) return -1;
-  const int64_t i1 = kernels::conv_input_at(g, 1, o1, j1);
-  if (i1 < 0) return -1;
-  const int64_t i2 = kernels::conv_input_at(g, 2, o2, j2);
-  if (i2 < 0) return -1;
-  return ((n * g.in[0] + i0) * g.in[1] + i1) * g.in[2] + i2;
-}
-
-// Calls f(flat output position, tap index) for every (output position, tap) whose window reads
-// input position (n, i0, i1, i2).
+// Copies raw elements of `size` bytes (2, 4 or 8), so im2col needs no dtype dispatch.
 template <class F>
-void for_each_reader(const ConvGeometry& g, int64_t n, int64_t i0, int64_t i1, int64_t i2, F&& f) {
-  for (int64_t j0 = 0; j0 < g.kernel[0]; ++j0) {
-    const int64_t o0 = kernels::conv_output_at(g, 0, i0, j0);
-    if (o0 < 0) continue;
-    for (int64_t j1 = 0; j1 < g.kernel[1]; ++j1) {
-      const int64_t o1 = kernels::conv_output_at(g, 1, i1, j1);
-      if (o1 < 0) continue;
-      for (int64_t j2 = 0; j2 < g.kernel[2]; ++j2) {
-        const int64_t o2 = kernels::conv_output_at(g, 2, i2, j2);
-        if (o2 < 0) continue;
-        f(((n * g.out[0] + o0) * g.out[1] + o1) * g.out[2] + o2, (j0 * g.kernel[1] + j1) * g.kernel[2] + j2);
-      }
-    }
+void by_element_size(size_t size, F&& f) {
+  switch (size) {
+    case 2: return f.template operator()<uint16_t>();
+    case 4: return f.template operator()<uint32_t>();
+    default: return f.template operator()<uint64_t>();
   }
+}
+
+// One window element (tap j) into the running maxima of every channel. The first maximum wins;
+// NaN propagates (as torch.max_pool). Branch-free over non-aliasing pointers and 4-byte lanes
+// (f32 values, i32 taps), so it vectorizes.
+template <class T, class A>
+__attribute__((noinline)) void max_step(const T* __restrict src, A* __restrict acc, int32_t* __restrict arg, int32_t j, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const A v = static_cast<A>(src[c]);
+    const A a = acc[c];
+    const bool take = (v > a) | ((v != v) & (a == a));
+    acc[c] = take ? v : a;
+    arg[c] = take ? j : arg[c];
+  }
+}
+
+// Adds each channel's output gradient to dst where tap j was the window's maximum.
+template <class T, class A>
+__attribute__((noinline)) void max_grad_step(const T* __restrict grad, const int32_t* __restrict arg, A* __restrict dst, int32_t j, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const A gc = static_cast<A>(grad[c]);  // loaded unconditionally, so the select vectorizes
+    dst[c] += arg[c] == j ? gc : A(0);
+  }
+}
+
+// dst += src over n elements.
+template <class T, class A>
+__attribute__((noinline)) void add_to(const T* __restrict src, A* __restrict dst, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) dst[c] += static_cast<A>(src[c]);
 }
 
 }  // namespace
 
 void im2col(const Tensor& x, const ConvGeometry& g, int64_t group, Tensor& col) {
-  const size_t es = dtype_size(x.dtype());
-  const int64_t cg = g.channels / g.groups, taps = kernels::conv_taps(g), row = taps * cg;
-  const char* px = static_cast<const char*>(x.raw_data()) + group * cg * es;
-  char* pc = static_cast<char*>(col.raw_data());
-  for_each_output(g, [&](int64_t n, int64_t o0, int64_t o1, int64_t o2, int64_t m) {
-    char* dst = pc + m * row * es;
-    for (int64_t j0 = 0; j0 < g.kernel[0]; ++j0)
-      for (int64_t j1 = 0; j1 < g.kernel[1]; ++j1)
-        for (int64_t j2 = 0; j2 < g.kernel[2]; ++j2, dst += cg * es) {
-          const int64_t p = input_position(g, n, o0, o1, o2, j0, j1, j2);
-          if (p < 0)
-            std::memset(dst, 0, cg * es);  // zero bits are 0.0 in f32, f64 and bf16
-          else
-            std::memcpy(dst, px + p * g.channels * es, cg * es);
-        }
+  by_element_size(dtype_size(x.dtype()), [&]<class E>() {
+    const int64_t cg = g.channels / g.groups, row = kernels::conv_taps(g) * cg, C = g.channels;
+    const E* px = static_cast<const E*>(x.raw_data()) + group * cg;
+    E* pc = static_cast<E*>(col.raw_data());
+    for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t j, int64_t p) {
+      E* dst = pc + m * row + j * cg;
+      if (p < 0) {
+        for (int64_t c = 0; c < cg; ++c) dst[c] = E(0);  // zero bits are 0.0 in f32, f64 and bf16
+      } else {
+        const E* src = px + p * C;
+        for (int64_t c = 0; c < cg; ++c) dst[c] = src[c];
+      }
+    });
   });
 }
 
+// Scatter form (each col entry added to the input element it came from), summed in the compute
+// type in a buffer of the group's channels, then written once: sequential, so deterministic.
 void col2im(const Tensor& col, const ConvGeometry& g, int64_t group, Tensor& dx) {
   floating(dx.dtype(), "col2im", [&]<class T>() {
     using A = Acc<T>;
-    const int64_t cg = g.channels / g.groups, row = kernels::conv_taps(g) * cg;
+    const int64_t cg = g.channels / g.groups, row = kernels::conv_taps(g) * cg, C = g.channels;
+    const int64_t positions = g.batch * kernels::conv_in_positions(g);
+    std::vector<A> acc(static_cast<size_t>(positions * cg), A(0));
     const T* pc = ptr<T>(col);
+    for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t j, int64_t p) {
+      if (p < 0) return;
+      add_to(pc + m * row + j * cg, acc.data() + p * cg, cg);
+    });
     T* pd = ptr<T>(dx) + group * cg;
-    std::vector<A> acc(static_cast<size_t>(cg));
-    int64_t p = 0;
-    for (int64_t n = 0; n < g.batch; ++n)
-      for (int64_t i0 = 0; i0 < g.in[0]; ++i0)
-        for (int64_t i1 = 0; i1 < g.in[1]; ++i1)
-          for (int64_t i2 = 0; i2 < g.in[2]; ++i2, ++p) {
-            std::fill(acc.begin(), acc.end(), A(0));
-            for_each_reader(g, n, i0, i1, i2, [&](int64_t m, int64_t j) {
-              const T* src = pc + m * row + j * cg;
-              for (int64_t c = 0; c < cg; ++c) acc[c] += static_cast<A>(src[c]);
-            });
-            T* dst = pd + p * g.channels;
-            for (int64_t c = 0; c < cg; ++c) dst[c] = T(acc[c]);
-          }
+    for (int64_t p = 0; p < positions; ++p)
+      for (int64_t c = 0; c < cg; ++c) pd[p * C + c] = T(acc[static_cast<size_t>(p * cg + c)]);
   });
 }
 
@@ -112,75 +144,78 @@ void pool(PoolKind kind, const Tensor& x, const ConvGeometry& g, Tensor& out, Te
     const int64_t C = g.channels;
     const T* px = ptr<T>(x);
     T* po = ptr<T>(out);
-    int64_t* pa = argmax ? ptr<int64_t>(*argmax) : nullptr;
+    int32_t* pa = argmax ? ptr<int32_t>(*argmax) : nullptr;
     const A inv = A(1) / static_cast<A>(kernels::conv_taps(g));
     std::vector<A> acc(static_cast<size_t>(C));
-    std::vector<int64_t> arg(static_cast<size_t>(C));
-    for_each_output(g, [&](int64_t n, int64_t o0, int64_t o1, int64_t o2, int64_t m) {
-      if (kind == PoolKind::max) {
-        std::fill(acc.begin(), acc.end(), -std::numeric_limits<A>::infinity());
-        std::fill(arg.begin(), arg.end(), int64_t{-1});
-      } else {
-        std::fill(acc.begin(), acc.end(), A(0));
-      }
-      for (int64_t j0 = 0; j0 < g.kernel[0]; ++j0)
-        for (int64_t j1 = 0; j1 < g.kernel[1]; ++j1)
-          for (int64_t j2 = 0; j2 < g.kernel[2]; ++j2) {
-            const int64_t p = input_position(g, n, o0, o1, o2, j0, j1, j2);
-            if (p < 0) continue;
-            const T* src = px + p * C;
-            if (kind == PoolKind::max) {
-              for (int64_t c = 0; c < C; ++c) {
-                const A v = static_cast<A>(src[c]);
-                // The first maximum wins; NaN propagates (as torch.max_pool).
-                if (arg[c] < 0 || v > acc[c] || (v != v && acc[c] == acc[c])) {
-                  acc[c] = v;
-                  arg[c] = p * C + c;
-                }
-              }
-            } else {
-              for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(src[c]);
-            }
-          }
+    std::vector<int32_t> arg(static_cast<size_t>(C));
+    bool first = true;
+    auto finish = [&](int64_t m) {
       T* dst = po + m * C;
       if (kind == PoolKind::max) {
         for (int64_t c = 0; c < C; ++c) dst[c] = T(acc[c]);
-        std::memcpy(pa + m * C, arg.data(), static_cast<size_t>(C) * sizeof(int64_t));
+        std::memcpy(pa + m * C, arg.data(), static_cast<size_t>(C) * sizeof(int32_t));
       } else {
         for (int64_t c = 0; c < C; ++c) dst[c] = T(acc[c] * inv);
       }
-    });
+    };
+    int64_t current = -1;
+    for_each_window(
+        g,
+        [&](int64_t m) {
+          if (current >= 0) finish(current);
+          current = m;
+          first = true;
+          std::fill(acc.begin(), acc.end(), kind == PoolKind::max ? -std::numeric_limits<A>::infinity() : A(0));
+          std::fill(arg.begin(), arg.end(), int32_t{-1});
+        },
+        [&](int64_t, int64_t j, int64_t p) {
+          if (p < 0) return;
+          const T* src = px + p * C;
+          const int32_t tap = static_cast<int32_t>(j);
+          if (kind == PoolKind::avg) {
+            for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(src[c]);
+          } else if (first) {  // the window's first element starts it, even if −inf
+            for (int64_t c = 0; c < C; ++c) {
+              acc[c] = static_cast<A>(src[c]);
+              arg[c] = tap;
+            }
+          } else {
+            max_step(src, acc.data(), arg.data(), tap, C);
+          }
+          first = false;
+        });
+    if (current >= 0) finish(current);
   });
 }
 
+// Scatter form (each output gradient added to the inputs its window read: the maximum, or every
+// element with weight 1/window), summed in the compute type, then written once.
 void pool_backward(PoolKind kind, const Tensor& grad, const ConvGeometry& g, const Tensor* argmax, Tensor& dx) {
   floating(dx.dtype(), "pool_backward", [&]<class T>() {
     using A = Acc<T>;
     const int64_t C = g.channels;
     const T* pg = ptr<T>(grad);
-    const int64_t* pa = argmax ? ptr<int64_t>(*argmax) : nullptr;
+    std::vector<A> acc(static_cast<size_t>(dx.numel()), A(0));
+    if (kind == PoolKind::max) {
+      const int32_t* pa = ptr<int32_t>(*argmax);
+      for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t j, int64_t p) {
+        if (p < 0) return;
+        const T* src = pg + m * C;
+        const int32_t* am = pa + m * C;
+        A* dst = acc.data() + p * C;
+        max_grad_step(src, am, dst, static_cast<int32_t>(j), C);
+      });
+    } else {
+      const A inv = A(1) / static_cast<A>(kernels::conv_taps(g));
+      for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t, int64_t p) {
+        if (p < 0) return;
+        const T* src = pg + m * C;
+        A* dst = acc.data() + p * C;
+        for (int64_t c = 0; c < C; ++c) dst[c] += static_cast<A>(src[c]) * inv;
+      });
+    }
     T* pd = ptr<T>(dx);
-    const A inv = A(1) / static_cast<A>(kernels::conv_taps(g));
-    std::vector<A> acc(static_cast<size_t>(C));
-    int64_t p = 0;
-    for (int64_t n = 0; n < g.batch; ++n)
-      for (int64_t i0 = 0; i0 < g.in[0]; ++i0)
-        for (int64_t i1 = 0; i1 < g.in[1]; ++i1)
-          for (int64_t i2 = 0; i2 < g.in[2]; ++i2, ++p) {
-            std::fill(acc.begin(), acc.end(), A(0));
-            for_each_reader(g, n, i0, i1, i2, [&](int64_t m, int64_t) {
-              const T* src = pg + m * C;
-              if (kind == PoolKind::max) {
-                const int64_t* am = pa + m * C;
-                for (int64_t c = 0; c < C; ++c)
-                  if (am[c] == p * C + c) acc[c] += static_cast<A>(src[c]);
-              } else {
-                for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(src[c]);
-              }
-            });
-            T* dst = pd + p * C;
-            for (int64_t c = 0; c < C; ++c) dst[c] = T(kind == PoolKind::avg ? acc[c] * inv : acc[c]);
-          }
+    for (size_t i = 0; i < acc.size(); ++i) pd[i] = T(acc[i]);
   });
 }
 

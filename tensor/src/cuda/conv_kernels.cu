@@ -98,13 +98,13 @@ __global__ void col2im_kernel(const T* col, T* dx, ConvGeometry g, int64_t group
 }
 
 template <class T>
-__global__ void pool_kernel(const T* x, T* out, int64_t* argmax, ConvGeometry g, bool is_max, int64_t total) {
+__global__ void pool_kernel(const T* x, T* out, int32_t* argmax, ConvGeometry g, bool is_max, int64_t total) {
   using A = Acc<T>;
   const int64_t C = g.channels, taps = kernels::conv_taps(g);
   AXON_CONV_GRID_STRIDE(e, total) {
     const int64_t c = e % C, m = e / C;
     A acc = is_max ? -INFINITY : A(0);
-    int64_t arg = -1;
+    int32_t arg = -1;
     for (int64_t j = 0; j < taps; ++j) {
       const int64_t p = input_position(g, m, j);
       if (p < 0) continue;
@@ -112,7 +112,7 @@ __global__ void pool_kernel(const T* x, T* out, int64_t* argmax, ConvGeometry g,
       if (is_max) {
         if (arg < 0 || v > acc || (v != v && acc == acc)) {  // first maximum; NaN propagates
           acc = v;
-          arg = p * C + c;
+          arg = static_cast<int32_t>(j);
         }
       } else {
         acc += v;
@@ -128,7 +128,7 @@ __global__ void pool_kernel(const T* x, T* out, int64_t* argmax, ConvGeometry g,
 }
 
 template <class T>
-__global__ void pool_backward_kernel(const T* grad, const int64_t* argmax, T* dx, ConvGeometry g, bool is_max,
+__global__ void pool_backward_kernel(const T* grad, const int32_t* argmax, T* dx, ConvGeometry g, bool is_max,
                                      int64_t total) {
   using A = Acc<T>;
   const int64_t C = g.channels;
@@ -136,8 +136,8 @@ __global__ void pool_backward_kernel(const T* grad, const int64_t* argmax, T* dx
   AXON_CONV_GRID_STRIDE(e, total) {
     const int64_t c = e % C, p = e / C;
     A acc = 0;
-    for_each_reader(g, p, [&](int64_t m, int64_t) {
-      if (!is_max || argmax[m * C + c] == e) acc += load(grad, m * C + c);
+    for_each_reader(g, p, [&](int64_t m, int64_t j) {
+      if (!is_max || argmax[m * C + c] == j) acc += load(grad, m * C + c);
     });
     store(dx, e, is_max ? acc : acc * inv);
   }
@@ -186,7 +186,7 @@ void pool(int device, PoolKind kind, const Tensor& x, const ConvGeometry& g, Ten
   const int64_t total = out.numel();
   floating(x.dtype(), "pool", [&]<class T>() {
     pool_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(kernels::ptr<T>(x), kernels::ptr<T>(out),
-                                                               argmax ? kernels::ptr<int64_t>(*argmax) : nullptr, g,
+                                                               argmax ? kernels::ptr<int32_t>(*argmax) : nullptr, g,
                                                                kind == PoolKind::max, total);
   });
   check_launch("pool kernel launch", device);
@@ -199,7 +199,7 @@ void pool_backward(int device, PoolKind kind, const Tensor& grad, const ConvGeom
   const int64_t total = dx.numel();
   floating(dx.dtype(), "pool_backward", [&]<class T>() {
     pool_backward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
-        kernels::ptr<T>(grad), argmax ? kernels::ptr<int64_t>(*argmax) : nullptr, kernels::ptr<T>(dx), g,
+        kernels::ptr<T>(grad), argmax ? kernels::ptr<int32_t>(*argmax) : nullptr, kernels::ptr<T>(dx), g,
         kind == PoolKind::max, total);
   });
   check_launch("pool_backward kernel launch", device);

@@ -201,8 +201,10 @@ Tensor conv_last(const Tensor& x, const Tensor& kernel, const Tensor& bias, cons
   for (int d = 0; d < 3; ++d) identity = identity && g.stride[d] == 1 && g.pad_lo[d] == 0 && g.in[d] == g.out[d];
   Tensor col = identity ? x.detach() : Tensor::empty({groups * m * kg}, x.options());
   float beta = 0.0f;
-  if (bias.defined() && out.numel() > 0) {  // the GEMM adds onto the bias (as linear)
-    be.binary(BinaryOp::add, bias, Tensor::zeros({}, x.options()), out);
+  if (bias.defined() && out.numel() > 0) {
+    // Every row starts as the bias (a rank-1 GEMM, ones · bias: BLAS-fast, unlike a broadcast
+    // loop), and the convolution's GEMMs add onto it (beta = 1), as linear does.
+    be.gemm_ld(false, false, m, cout, 1, 1.0f, Tensor::ones({m}, x.options()), 1, bias, cout, 0.0f, out, cout);
     beta = 1.0f;
   }
   if (m > 0 && cout > 0 && kg == 0 && beta == 0.0f) out.fill(0.0);  // no input channels
@@ -256,7 +258,7 @@ Tensor conv_last(const Tensor& x, const Tensor& kernel, const Tensor& bias, cons
 Tensor pool_last(PoolKind kind, const Tensor& x, const ConvGeometry& g, size_t dims) {
   Tensor out = Tensor::empty(make_shape(g.batch, out_spatial(g, dims), g.channels, ChannelsLayout::last), x.options());
   Tensor argmax;
-  if (kind == PoolKind::max) argmax = Tensor::empty(out.shape(), {DType::i64, x.device()});
+  if (kind == PoolKind::max) argmax = Tensor::empty(out.shape(), {DType::i32, x.device()});
   if (out.numel() > 0) backend(x.device()).pool(kind, x, g, out, argmax.defined() ? &argmax : nullptr);
   return record(kind == PoolKind::max ? "max_pool" : "avg_pool", out, {x},
                 [kind, g, argmax, x_shape = x.shape(), opts = x.options()](const Tensor& go, GradSlots& grads) {
