@@ -25,14 +25,17 @@ std::string values_str(const std::vector<int64_t>& v) { return fmt::format("[{}]
 
 }  // namespace
 
-ConvLayer::ConvLayer(int64_t units, ConvLayerOptions options) : units_(units), options_(std::move(options)) {
+ConvLayer::ConvLayer(int64_t units, ConvLayerOptions options, bool depthwise)
+    : units_(units), depthwise_(depthwise), options_(std::move(options)) {
   conv_.strides = options_.strides;
   conv_.padding = options_.padding;
   conv_.input_dilation = options_.input_dilation;
   conv_.kernel_dilation = options_.kernel_dilation;
   conv_.feature_group_count = options_.feature_group_size;
   conv_.channels = options_.channels;
-  if (units <= 0) throw std::invalid_argument(fmt::format("{}: units must be positive, got {}", describe(), units));
+  if (units <= 0)
+    throw std::invalid_argument(
+        fmt::format("{}: {} must be positive, got {}", describe(), depthwise ? "channel_multiplier" : "units", units));
   if (options_.kernel_size.empty()) throw std::invalid_argument(fmt::format("{}: kernel_size is empty", describe()));
   check_positive(describe(), "kernel_size", options_.kernel_size);
   check_positive(describe(), "strides", options_.strides);
@@ -49,6 +52,9 @@ ConvLayer::ConvLayer(int64_t units, ConvLayerOptions options) : units_(units), o
 }
 
 std::string ConvLayer::describe() const {
+  if (depthwise_)
+    return fmt::format("depthwise_conv (channel_multiplier {}, kernel_size {}, {})", units_,
+                       values_str(options_.kernel_size), conv_options_str(conv_));
   return fmt::format("conv ({} units, kernel_size {}, {})", units_, values_str(options_.kernel_size), conv_options_str(conv_));
 }
 
@@ -73,15 +79,20 @@ Shape ConvLayer::kernel_shape(const Shape& in) const {
   else
     throw std::invalid_argument(fmt::format("{}: kernel_size has {} values but input of shape {} has {} spatial dims",
                                             describe(), options_.kernel_size.size(), shape_str(in), dims));
-  k.push_back(channels / options_.feature_group_size);
-  k.push_back(units_);
+  if (depthwise_) {  // one group per input channel, channel_multiplier outputs each
+    k.push_back(1);
+    k.push_back(channels * units_);
+  } else {
+    k.push_back(channels / options_.feature_group_size);
+    k.push_back(units_);
+  }
   return k;
 }
 
 Shape ConvLayer::output_shape(const std::vector<Shape>& inputs) const {
   expect_one_input(inputs, "conv");
   try {
-    return conv_output_shape(inputs[0], kernel_shape(inputs[0]), conv_);
+    return conv_output_shape(inputs[0], kernel_shape(inputs[0]), options_for(inputs[0]));
   } catch (const std::invalid_argument& e) {
     // conv_output_shape names the options; say it with the units and kernel size the layer knows.
     std::string what = e.what();
@@ -94,12 +105,19 @@ Shape ConvLayer::output_shape(const std::vector<Shape>& inputs) const {
 
 std::vector<ParamSpec> ConvLayer::params(const std::vector<Shape>& inputs) const {
   std::vector<ParamSpec> specs{{"kernel", kernel_shape(inputs.at(0)), options_.kernel_initializer}};
-  if (options_.use_bias) specs.push_back({"bias", {units_}, options_.bias_initializer});
+  if (options_.use_bias) specs.push_back({"bias", {specs[0].shape.back()}, options_.bias_initializer});
   return specs;
 }
 
 Tensor ConvLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params, const ForwardContext&) const {
-  return conv(inputs.at(0), params[0], options_.use_bias ? params[1] : Tensor(), conv_);
+  return conv(inputs.at(0), params[0], options_.use_bias ? params[1] : Tensor(), options_for(inputs.at(0).shape()));
+}
+
+ConvOptions ConvLayer::options_for(const Shape& input) const {
+  if (!depthwise_ || input.size() < 3) return conv_;
+  ConvOptions o = conv_;
+  o.feature_group_count = options_.channels == ChannelsLayout::last ? input.back() : input[1];
+  return o;
 }
 
 PoolLayer::PoolLayer(PoolKind kind, PoolOptions options) : kind_(kind), options_(std::move(options)) {
@@ -115,6 +133,8 @@ PoolLayer::PoolLayer(PoolKind kind, bool keep_axes, ChannelsLayout channels)
     : kind_(kind), global_(true), keep_axes_(keep_axes) {
   options_.channels = channels;
 }
+
+std::string ConvLayer::op() const { return depthwise_ ? "depthwise_conv" : "conv"; }
 
 std::string PoolLayer::op() const {
   if (global_) return kind_ == PoolKind::max ? "global_max_pool" : "global_avg_pool";
@@ -150,14 +170,25 @@ Tensor PoolLayer::forward(const std::vector<Tensor>& inputs, std::span<const Ten
   return kind_ == PoolKind::max ? max_pool(x, options_) : avg_pool(x, options_);
 }
 
-LayerStep conv(int64_t units, ConvLayerOptions options) {
+namespace {
+LayerStep conv_step(int64_t units, ConvLayerOptions options, bool depthwise) {
   const Activation act = options.activation;
-  auto layer = std::make_shared<ConvLayer>(units, std::move(options));
+  auto layer = std::make_shared<ConvLayer>(units, std::move(options), depthwise);
   // As dense: an activation option becomes a layer of its own (the seed's Axon.conv).
   return {[layer, act](const Model& m) {
     Model out = Model::apply(layer, {m});
     return act == Activation::none ? out : out | activation(act);
   }};
+}
+}  // namespace
+
+LayerStep conv(int64_t units, ConvLayerOptions options) { return conv_step(units, std::move(options), false); }
+LayerStep depthwise_conv(int64_t channel_multiplier, ConvLayerOptions options) {
+  if (options.feature_group_size != 1)
+    throw std::invalid_argument(fmt::format("depthwise_conv (channel_multiplier {}): feature_group_size {} is set by the "
+                                            "layer (one group per input channel); leave it 1",
+                                            channel_multiplier, options.feature_group_size));
+  return conv_step(channel_multiplier, std::move(options), true);
 }
 
 namespace {

@@ -295,3 +295,24 @@ TEST(ConvLayers, ATinyCnnLearns) {
 
 }  // namespace
 }  // namespace axon
+
+namespace axon {
+namespace {
+
+TEST(ConvLayers, DepthwiseConvIsAGroupedConvWithOneGroupPerChannel) {
+  Model m = input({-1, 7, 6, 3}) | depthwise_conv(2, {.kernel_size = {3}, .padding = Padding::same(),
+                                                     .bias_initializer = initializers::normal()});
+  Parameters p = init(m, 5);
+  EXPECT_EQ(p["depthwise_conv_2.kernel"].shape(), (Shape{3, 3, 1, 6}));
+  EXPECT_EQ(p["depthwise_conv_2.bias"].shape(), (Shape{6}));
+  Generator gen(4);
+  Tensor x = normal({2, 7, 6, 3}, 0.0f, 1.0f, gen);
+  ConvOptions o{.padding = Padding::same(), .feature_group_count = 3};
+  EXPECT_EQ(predict(m, p, x).to_vector(),
+            conv(x, p["depthwise_conv_2.kernel"], p["depthwise_conv_2.bias"], o).to_vector());
+  EXPECT_THAT(error_of([] { depthwise_conv(0); }), HasSubstr("channel_multiplier must be positive"));
+  EXPECT_THAT(error_of([] { depthwise_conv(1, {.feature_group_size = 2}); }), HasSubstr("feature_group_size 2"));
+}
+
+}  // namespace
+}  // namespace axon

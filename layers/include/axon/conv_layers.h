@@ -42,8 +42,9 @@ struct ConvLayerOptions {
 
 class ConvLayer : public Layer {
  public:
-  ConvLayer(int64_t units, ConvLayerOptions options);
-  std::string op() const override { return "conv"; }
+  // depthwise: units is the channel multiplier and the groups are the input channels.
+  ConvLayer(int64_t units, ConvLayerOptions options, bool depthwise = false);
+  std::string op() const override;
   Shape output_shape(const std::vector<Shape>& inputs) const override;
   std::vector<ParamSpec> params(const std::vector<Shape>& inputs) const override;
   Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params, const ForwardContext&) const override;
@@ -51,7 +52,9 @@ class ConvLayer : public Layer {
  private:
   Shape kernel_shape(const Shape& input) const;  // throws naming the options and the input shape
   std::string describe() const;                  // "conv (32 units, kernel_size [3], strides 1, ...)"
+  ConvOptions options_for(const Shape& input) const;  // depthwise: the groups from the input
   int64_t units_;
+  bool depthwise_;
   ConvLayerOptions options_;
   ConvOptions conv_;
 };
@@ -74,6 +77,11 @@ class PoolLayer : public Layer {
 
 // ---- builders ----
 LayerStep conv(int64_t units, ConvLayerOptions options = {});
+// depthwise_conv (the seed's Axon.depthwise_conv): each input channel convolved with its own
+// channel_multiplier filters: conv with feature_group_size = the input channels, kernel
+// {k..., 1, C·channel_multiplier}, output channels C·channel_multiplier. Same options as conv
+// (feature_group_size must stay 1: the layer sets it).
+LayerStep depthwise_conv(int64_t channel_multiplier, ConvLayerOptions options = {});
 // max_pool / avg_pool: kernel_size required (the seed's default is 1: a window of one element);
 // strides default to the kernel size.
 LayerStep max_pool(PoolOptions options);
