@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../conv_kernels.h"
@@ -107,15 +108,42 @@ void im2col(const Tensor& x, const ConvGeometry& g, int64_t group, Tensor& col) 
     const int64_t cg = g.channels / g.groups, row = kernels::conv_taps(g) * cg, C = g.channels;
     const E* px = static_cast<const E*>(x.raw_data()) + group * cg;
     E* pc = static_cast<E*>(col.raw_data());
-    for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t j, int64_t p) {
-      E* dst = pc + m * row + j * cg;
-      if (p < 0) {
-        for (int64_t c = 0; c < cg; ++c) dst[c] = E(0);  // zero bits are 0.0 in f32, f64 and bf16
-      } else {
-        const E* src = px + p * C;
-        for (int64_t c = 0; c < cg; ++c) dst[c] = src[c];
-      }
-    });
+    const TapTable t(g);
+    const int64_t k2 = g.kernel[2];
+    // Along the last spatial dim, without dilations, a window row reads k2·C consecutive input
+    // elements: with one group (cg = C) and the row inside the input, one copy of k2·C elements.
+    const bool rows = g.groups == 1 && g.input_dilation[2] == 1 && g.kernel_dilation[2] == 1;
+    int64_t m = 0;
+    for (int64_t n = 0; n < g.batch; ++n)
+      for (int64_t o0 = 0; o0 < g.out[0]; ++o0)
+        for (int64_t o1 = 0; o1 < g.out[1]; ++o1)
+          for (int64_t o2 = 0; o2 < g.out[2]; ++o2, ++m) {
+            E* dst = pc + m * row;
+            for (int64_t j0 = 0; j0 < g.kernel[0]; ++j0) {
+              const int64_t i0 = t.at[0][o0 * g.kernel[0] + j0];
+              for (int64_t j1 = 0; j1 < g.kernel[1]; ++j1, dst += k2 * cg) {
+                const int64_t i1 = t.at[1][o1 * g.kernel[1] + j1];
+                if (i0 < 0 || i1 < 0) {
+                  std::fill(dst, dst + k2 * cg, E(0));  // zero bits are 0.0 in f32, f64 and bf16
+                  continue;
+                }
+                const int64_t line = (n * g.in[0] + i0) * g.in[1] + i1;
+                const int64_t first = t.at[2][o2 * k2], last = t.at[2][o2 * k2 + k2 - 1];
+                if (rows && first >= 0 && last >= 0) {
+                  std::copy(px + (line * g.in[2] + first) * C, px + (line * g.in[2] + first) * C + k2 * cg, dst);
+                  continue;
+                }
+                for (int64_t j2 = 0; j2 < k2; ++j2) {
+                  const int64_t i2 = t.at[2][o2 * k2 + j2];
+                  E* d = dst + j2 * cg;
+                  if (i2 < 0)
+                    std::fill(d, d + cg, E(0));
+                  else
+                    std::copy(px + (line * g.in[2] + i2) * C, px + (line * g.in[2] + i2) * C + cg, d);
+                }
+              }
+            }
+          }
   });
 }
 
@@ -126,11 +154,20 @@ void col2im(const Tensor& col, const ConvGeometry& g, int64_t group, Tensor& dx)
     using A = Acc<T>;
     const int64_t cg = g.channels / g.groups, row = kernels::conv_taps(g) * cg, C = g.channels;
     const int64_t positions = g.batch * kernels::conv_in_positions(g);
-    std::vector<A> acc(static_cast<size_t>(positions * cg), A(0));
     const T* pc = ptr<T>(col);
+    if constexpr (std::is_same_v<T, A>) {
+      if (g.groups == 1) {  // f32 and f64 with one group: straight into dx
+        A* acc = ptr<T>(dx);
+        std::memset(acc, 0, static_cast<size_t>(dx.numel()) * sizeof(A));
+        for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t j, int64_t p) {
+          if (p >= 0) add_to(pc + m * row + j * cg, acc + p * cg, cg);
+        });
+        return;
+      }
+    }
+    std::vector<A> acc(static_cast<size_t>(positions * cg), A(0));
     for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t j, int64_t p) {
-      if (p < 0) return;
-      add_to(pc + m * row + j * cg, acc.data() + p * cg, cg);
+      if (p >= 0) add_to(pc + m * row + j * cg, acc.data() + p * cg, cg);
     });
     T* pd = ptr<T>(dx) + group * cg;
     for (int64_t p = 0; p < positions; ++p)
@@ -195,27 +232,37 @@ void pool_backward(PoolKind kind, const Tensor& grad, const ConvGeometry& g, con
     using A = Acc<T>;
     const int64_t C = g.channels;
     const T* pg = ptr<T>(grad);
-    std::vector<A> acc(static_cast<size_t>(dx.numel()), A(0));
+    // f32 and f64 sum straight into dx; bf16 into an f32 buffer, rounded once at the end.
+    std::vector<A> buffer;
+    A* acc;
+    if constexpr (std::is_same_v<T, A>) {
+      acc = ptr<T>(dx);
+      std::memset(acc, 0, static_cast<size_t>(dx.numel()) * sizeof(A));
+    } else {
+      buffer.assign(static_cast<size_t>(dx.numel()), A(0));
+      acc = buffer.data();
+    }
     if (kind == PoolKind::max) {
       const int32_t* pa = ptr<int32_t>(*argmax);
       for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t j, int64_t p) {
         if (p < 0) return;
         const T* src = pg + m * C;
         const int32_t* am = pa + m * C;
-        A* dst = acc.data() + p * C;
-        max_grad_step(src, am, dst, static_cast<int32_t>(j), C);
+        max_grad_step(src, am, acc + p * C, static_cast<int32_t>(j), C);
       });
     } else {
       const A inv = A(1) / static_cast<A>(kernels::conv_taps(g));
       for_each_window(g, [](int64_t) {}, [&](int64_t m, int64_t, int64_t p) {
         if (p < 0) return;
         const T* src = pg + m * C;
-        A* dst = acc.data() + p * C;
+        A* dst = acc + p * C;
         for (int64_t c = 0; c < C; ++c) dst[c] += static_cast<A>(src[c]) * inv;
       });
     }
-    T* pd = ptr<T>(dx);
-    for (size_t i = 0; i < acc.size(); ++i) pd[i] = T(acc[i]);
+    if constexpr (!std::is_same_v<T, A>) {
+      T* pd = ptr<T>(dx);
+      for (size_t i = 0; i < buffer.size(); ++i) pd[i] = T(buffer[i]);
+    }
   });
 }
 
