@@ -3,6 +3,7 @@
 #
 # Usage: bench/compare_pytorch.sh [--build DIR] [--models "mlp mlp_big"] [--threads "1 2"]
 #                                 [--epochs 1] [--repeat 1] [--seed 42]
+# Models: mlp, mlp_big and cnn (fashion_mnist --model cnn; nn.Conv2d/MaxPool2d in PyTorch).
 #
 # For every (model, threads) pair it runs build/bin/fashion_mnist and
 # bench/torch_fashion_mnist.py back to back (R times each with --repeat R, keeping the best
@@ -25,7 +26,7 @@ optimizer="adam"
 lr="1e-3"
 python="${PYTHON:-/usr/bin/python3}"
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "compare_pytorch: error: $*" >&2; exit 1; }
 
 while (($#)); do

@@ -56,6 +56,10 @@ static Model build_model(const std::string& name) {
   if (name == "mlp_big")
     return input({-1, 784}) | dense(1024, Activation::relu) | dense(1024, Activation::relu) | dense(10);
   if (name == "resnet") return dense_resnet();
+  if (name == "cnn")  // images as {batch, 28, 28, 1}, channels last (the seed's layout)
+    return input({-1, 28, 28, 1}) | conv(32, {.kernel_size = {3}, .activation = Activation::relu}) |
+           max_pool({.kernel_size = {2}}) | conv(64, {.kernel_size = {3}, .activation = Activation::relu}) |
+           max_pool({.kernel_size = {2}}) | flatten() | dense(128, Activation::relu) | dense(10);
   throw std::invalid_argument(fmt::format("unknown model '{}'", name));
 }
 
@@ -91,7 +95,7 @@ static int run(int argc, char** argv) {
   std::string device_name = "cpu", precision = "f32", backend_name = "auto";
   // axonrun --backend B exports AXON_BACKEND=B to the ranks: the default of --backend.
   if (const char* backend = std::getenv("AXON_BACKEND"); backend && *backend) backend_name = backend;
-  app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big", "resnet"}));
+  app.add_option("--model", model_name, "Model to train")->check(CLI::IsMember({"mlp", "mlp_big", "resnet", "cnn"}));
   cli::add_integer(app, "--epochs", epochs, 1, 100000, "Passes over the training set");
   cli::add_integer(app, "--batch-size", batch_size, size_t{1}, size_t{1} << 20,
                    "Samples per rank per step (global batch = this × ranks)");
@@ -238,6 +242,8 @@ static int run(int argc, char** argv) {
   });
 
   Model model = build_model(model_name);
+  if (model_name == "cnn")  // one channel: the samples are {28, 28, 1} images
+    for (data::Dataset* ds : {&train, &test}) ds->sample_shape = {28, 28, 1};
   Parameters params = init(model, seed).to(device);
   auto optimizer = make_optimizer(optimizer_name, lr);
   if (lr_schedule != "constant") optimizer = scheduled(std::move(optimizer), parse_schedule(lr_schedule, lr));

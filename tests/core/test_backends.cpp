@@ -16,6 +16,7 @@
 
 #include "axon/activations.h"
 #include "axon/autograd.h"
+#include "axon/conv_ops.h"
 #include "axon/cuda.h"
 #include "axon/losses.h"
 #include "axon/nn_ops.h"
@@ -142,6 +143,34 @@ std::vector<OpCase> op_cases() {
       {"resize_bilinear", {{{2, 3, 4, 2}}}, [](const Inputs& x) { return resize(x[0], 5, 3, ResizeMethod::bilinear); }},
       {"resize_bilinear_channels_first", {{{1, 2, 3, 3}}},
        [](const Inputs& x) { return resize(x[0], 4, 2, ResizeMethod::bilinear, false); }},
+      // Convolution and pooling (axon/conv_ops.h); max pools may tie on the input grid, so their
+      // gradients are checked against the f64 reference here and against finite differences in
+      // test_conv (distinct inputs).
+      {"conv1d_same_strides", {{{2, 7, 3}}, {{3, 3, 4}}, {{4}}},
+       [](const Inputs& x) { return conv(x[0], x[1], x[2], {.strides = {2}, .padding = Padding::same()}); }},
+      {"conv2d_explicit_dilated", {{{2, 5, 4, 3}}, {{3, 2, 3, 4}}, {{4}}},
+       [](const Inputs& x) {
+         return conv(x[0], x[1], x[2], {.padding = Padding::explicit_pairs({{1, 0}, {2, 1}}), .kernel_dilation = {1, 2}});
+       }},
+      {"conv2d_groups_input_dilation_channels_first", {{{2, 4, 4, 3}}, {{2, 2, 2, 6}}},
+       [](const Inputs& x) {
+         return conv(x[0], x[1], Tensor(),
+                     {.strides = {2}, .input_dilation = {2}, .feature_group_count = 2, .channels = ChannelsLayout::first});
+       }},
+      {"conv3d", {{{1, 3, 4, 3, 2}}, {{2, 2, 2, 2, 3}}, {{3}}},
+       [](const Inputs& x) { return conv(x[0], x[1], x[2], {.padding = Padding::same()}); }},
+      {"max_pool2d", {{{2, 5, 5, 3}}},
+       [](const Inputs& x) { return max_pool(x[0], {.kernel_size = {2}, .padding = Padding::same()}); }, false},
+      {"max_pool1d_dilated_channels_first", {{{2, 3, 9}}},
+       [](const Inputs& x) {
+         return max_pool(x[0], {.kernel_size = {2}, .strides = {2}, .dilations = {2}, .channels = ChannelsLayout::first});
+       }, false},
+      {"avg_pool1d_padded", {{{2, 7, 3}}},
+       [](const Inputs& x) { return avg_pool(x[0], {.kernel_size = {3}, .strides = {2}, .padding = Padding::explicit_pairs({{1, 1}})}); }},
+      {"avg_pool3d_channels_first", {{{1, 2, 4, 4, 3}}},
+       [](const Inputs& x) { return avg_pool(x[0], {.kernel_size = {2, 2, 1}, .channels = ChannelsLayout::first}); }},
+      {"global_avg_pool", {{{2, 3, 4, 5}}}, [](const Inputs& x) { return global_avg_pool(x[0]); }},
+      {"global_max_pool_keep_axes", {{{2, 3, 4, 5}}}, [](const Inputs& x) { return global_max_pool(x[0], true); }, false},
       {"softmax_cross_entropy", {{{4, 5}}}, [](const Inputs& x) {
          Tensor labels = Tensor::from_vector({4}, std::vector<int32_t>{0, 4, 2, 2}, {DType::i32, Device::cpu()});
          return softmax_cross_entropy(x[0], labels.to(x[0].device()));
@@ -223,7 +252,9 @@ TEST_P(EveryOp, MatchesTheCpuF64ResultOnEveryDeviceAndDtype) {
 
 TEST_P(EveryOp, F64GradientMatchesFiniteDifferences) {
   const OpCase& c = GetParam();
-  if (!c.smooth) GTEST_SKIP() << c.name << " has a kink at 0; its gradient is checked against the f64 reference above";
+  if (!c.smooth)
+    GTEST_SKIP() << c.name << " is not differentiable everywhere on the input grid (a kink at 0, or ties in a max window); "
+                              "its gradient is checked against the f64 reference above";
   Inputs x = make_inputs(c, 7, DType::f64, Device::cpu(), true);
   Tensor probe = c.f(x);
   Generator gen(5);

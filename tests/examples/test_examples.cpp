@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <csignal>
 
 #include <filesystem>
@@ -652,6 +653,17 @@ TEST(FashionMnist, AxonBackendVariableIsTheDefaultBackend) {
   EXPECT_EQ(flag_wins.code, 0) << flag_wins.output;
 }
 
+// --model cnn feeds {batch, 28, 28, 1} images to conv layers: a short run on synthetic data
+// trains (the full run's accuracy is in docs/benchmarks.md, "The CNN").
+TEST(FashionMnist, CnnModelTrainsOnImages) {
+  Result r = run_command(bin("fashion_mnist") + " --model cnn --synthetic 512 --epochs 2 --batch-size 64 --no-progress");
+  ASSERT_EQ(r.code, 0) << r.output;
+  nlohmann::json j = last_json_line(r.stdout_text);
+  EXPECT_EQ(j["model"], "cnn");
+  EXPECT_THAT(r.output, HasSubstr("cnn, 225034 parameters"));
+  EXPECT_TRUE(std::isfinite(j["train_loss"].get<double>()));
+}
+
 // These run where there is a GPU (scripts/gpu-check.sh); elsewhere they skip, saying why.
 static int visible_gpus() { return axon::cuda::device_count(); }
 
@@ -671,6 +683,17 @@ TEST(FashionMnistGpu, TrainsToTheTargetOnOneGpuInF32AndBf16) {
         EXPECT_GE(j["test_accuracy"].get<double>(), 0.82) << what;
       }
     }
+  }
+}
+
+TEST(FashionMnistGpu, CnnTrainsToTheTargetOnOneGpu) {
+  if (visible_gpus() < 1) GTEST_SKIP() << (axon::cuda::built_with_cuda() ? "no CUDA device is visible" : "built without CUDA");
+  if (!fs::exists(kFashion) && !std::getenv("AXON_FASHION_MNIST_DIR")) GTEST_SKIP() << "no Fashion-MNIST data";
+  for (const char* precision : {"f32", "bf16"}) {
+    Result r = run_command(bin("fashion_mnist") + " --device cuda --model cnn --epochs 3 --batch-size 128 --no-progress --precision " +
+                           precision);
+    ASSERT_EQ(r.code, 0) << precision << "\n" << r.output;
+    EXPECT_GE(last_json_line(r.stdout_text)["test_accuracy"].get<double>(), 0.90) << precision;
   }
 }
 

@@ -21,6 +21,8 @@
 #include "axon/nn_ops.h"
 #include "axon/shape_ops.h"
 
+// conv, max_pool, avg_pool, global_*_pool: axon/conv_layers.h (included at the end).
+
 namespace axon {
 
 struct ModelNode {
@@ -324,3 +326,5 @@ Tensor predict(const Model& model, const Parameters& params, const std::vector<T
 std::string summary(const Model& model);
 
 }  // namespace axon
+
+#include "axon/conv_layers.h"  // conv and pooling builders, which return LayerStep

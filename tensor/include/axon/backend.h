@@ -138,6 +138,19 @@ struct SgdStep {
   bool nesterov, first;
 };
 
+// The geometry of an N-d convolution or pooling window (N = 1, 2, 3; axon/conv_ops.h) over a
+// channels-last input {batch, in[0..N), channels}. Unused trailing spatial dims have size 1 and
+// stride/dilation 1, so kernels always loop over three. Along dim d, output position o and window
+// tap j read the input-dilated position p = o·stride − pad_lo + j·kernel_dilation, which is input
+// element p / input_dilation when p ≥ 0, p % input_dilation == 0 and p / input_dilation < in
+// (anything else is padding: zero for a convolution, skipped by max and counted by avg pooling).
+struct ConvGeometry {
+  int64_t batch = 1, channels = 1, groups = 1;  // channels: the input's, over all groups
+  int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, kernel[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1}, pad_lo[3] = {0, 0, 0}, input_dilation[3] = {1, 1, 1}, kernel_dilation[3] = {1, 1, 1};
+};
+enum class PoolKind : uint8_t { max, avg };
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -164,6 +177,29 @@ class Backend {
   // ({k, m} when trans_a), B is {k, n} ({n, k} when trans_b). bf16 accumulates in f32.
   virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a,
                     const Tensor& b, float beta, Tensor& c) = 0;
+  // gemm with explicit leading dimensions (row strides in elements, ≥ the row length): a, b and c
+  // start at their tensors' first elements, which may be views into larger matrices (a group's
+  // columns of a convolution kernel or output). k ≥ 1.
+  virtual void gemm_ld(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a,
+                       int64_t lda, const Tensor& b, int64_t ldb, float beta, Tensor& c, int64_t ldc) = 0;
+  // Convolution kernels (channels last; tensor/src/cpu/conv_kernels.cpp, cuda/conv_kernels.cu).
+  // im2col: col {batch·Π out, Π kernel · channels/groups} = the windows of group `group`'s channels
+  // of x, row (n, o...), column (j..., c), zero where a tap reads padding.
+  virtual void im2col(const Tensor& x, const ConvGeometry& g, int64_t group, Tensor& col) = 0;
+  // col2im: writes group `group`'s channels of dx (x's shape) with the sum of every col entry that
+  // im2col would have read from that element (the adjoint of im2col); other channels are untouched.
+  virtual void col2im(const Tensor& col, const ConvGeometry& g, int64_t group, Tensor& dx) = 0;
+  // Pooling {batch, in..., C} -> {batch, out..., C}. max writes the window tap (flat over the
+  // kernel dims) of each maximum to argmax (i32; −1 for a window of padding only, whose output
+  // is −inf; the first maximum wins, NaN propagates); avg divides
+  // each window's sum by the window's size, padding included (PyTorch's count_include_pad).
+  virtual void pool(PoolKind kind, const Tensor& x, const ConvGeometry& g, Tensor& out, Tensor* argmax) = 0;
+  // Its backward: writes dx from the output gradient (argmax for max, null for avg).
+  virtual void pool_backward(PoolKind kind, const Tensor& grad, const ConvGeometry& g, const Tensor* argmax,
+                             Tensor& dx) = 0;
+  // out {batch, cols, rows} = each of the batch's {rows, cols} matrices of x transposed (the
+  // channels-first <-> channels-last layout change).
+  virtual void batched_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols, Tensor& out) = 0;
   // out {cols, rows} = the transpose of x {rows, cols}.
   virtual void transpose2d(const Tensor& x, Tensor& out) = 0;
   // out = (log-)softmax of x along the axis described by s.

@@ -16,6 +16,7 @@
 #include "blas.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
+#include "../conv_kernels.h"
 #include "../layer_kernels.h"
 #include "../norm_shape_kernels.h"
 
@@ -289,6 +290,62 @@ class CpuBackend final : public Backend {
       default:
         throw std::invalid_argument(fmt::format("cpu kernel gemm: dtype {} is not supported", dtype_name(c.dtype())));
     }
+  }
+
+  void gemm_ld(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a, int64_t lda,
+               const Tensor& b, int64_t ldb, float beta, Tensor& c, int64_t ldc) override {
+    if (m == 0 || n == 0) return;
+    const int M = blas_int(m), N = blas_int(n), K = blas_int(k), LDA = blas_int(lda), LDB = blas_int(ldb),
+              LDC = blas_int(ldc);
+    const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+    if (k == 0) {
+      if (beta == 0.0f)
+        dispatch_floating(c.dtype(), "gemm_ld", [&]<class T>() {
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) ptr<T>(c)[i * ldc + j] = T(0.0f);
+        });
+      return;
+    }
+    switch (c.dtype()) {
+      case DType::f32:
+        blas::sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, ptr<float>(a), LDA, ptr<float>(b), LDB, beta, ptr<float>(c),
+                    LDC);
+        return;
+      case DType::f64:
+        blas::dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, ptr<double>(a), LDA, ptr<double>(b), LDB, beta,
+                    ptr<double>(c), LDC);
+        return;
+      case DType::bf16: {
+        // Widened to f32 (each operand's whole view, which may hold other matrices' rows between
+        // these; they round-trip exactly); the f32 result is rounded once.
+        std::vector<float> fa = widen<bf16>(a), fb = widen<bf16>(b), fc = widen<bf16>(c);
+        blas::sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, fa.data(), LDA, fb.data(), LDB, beta, fc.data(), LDC);
+        bf16* pc = ptr<bf16>(c);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) pc[i * ldc + j] = bf16(fc[static_cast<size_t>(i * ldc + j)]);
+        return;
+      }
+      default:
+        throw std::invalid_argument(fmt::format("cpu kernel gemm_ld: dtype {} is not supported", dtype_name(c.dtype())));
+    }
+  }
+
+  // Convolution and pooling: cpu/conv_kernels.cpp.
+  void im2col(const Tensor& x, const ConvGeometry& g, int64_t group, Tensor& col) override {
+    cpu_detail::im2col(x, g, group, col);
+  }
+  void col2im(const Tensor& col, const ConvGeometry& g, int64_t group, Tensor& dx) override {
+    cpu_detail::col2im(col, g, group, dx);
+  }
+  void pool(PoolKind kind, const Tensor& x, const ConvGeometry& g, Tensor& out, Tensor* argmax) override {
+    cpu_detail::pool(kind, x, g, out, argmax);
+  }
+  void pool_backward(PoolKind kind, const Tensor& grad, const ConvGeometry& g, const Tensor* argmax,
+                     Tensor& dx) override {
+    cpu_detail::pool_backward(kind, grad, g, argmax, dx);
+  }
+  void batched_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols, Tensor& out) override {
+    cpu_detail::batched_transpose(x, batch, rows, cols, out);
   }
 
   void transpose2d(const Tensor& x, Tensor& out) override {

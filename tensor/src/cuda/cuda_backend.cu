@@ -14,6 +14,7 @@
 #include "cuda_hooks.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
+#include "../conv_kernels.h"
 #include "../layer_kernels.h"
 #include "../norm_shape_kernels.h"
 #include "runtime.h"
@@ -628,6 +629,57 @@ class CudaBackend final : public Backend {
     check_cublas(cublasGemmEx(cublas_, tb, ta, N, M, K, pa, b.raw_data(), type, ldb, a.raw_data(), type, lda, pb,
                               c.raw_data(), type, N, compute, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmEx", device_);
+  }
+
+  void gemm_ld(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a, int64_t lda,
+               const Tensor& b, int64_t ldb, float beta, Tensor& c, int64_t ldc) override {
+    if (m == 0 || n == 0) return;
+    DeviceGuard guard(device_);
+    if (k == 0) throw std::invalid_argument(cat("cuda kernel gemm_ld on cuda:", device_, ": k is 0"));
+    if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
+      throw std::length_error(cat("cuBLAS gemm_ld on cuda:", device_, ": dimensions ", m, "x", n, "x", k, " exceed int"));
+    // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands.
+    const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
+    const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cudaDataType_t type = CUDA_R_32F;
+    cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+    double alpha64 = alpha, beta64 = beta;
+    const void* pa = &alpha;
+    const void* pb = &beta;
+    switch (c.dtype()) {
+      case DType::f32: break;
+      case DType::bf16: type = CUDA_R_16BF; break;
+      case DType::f64:
+        type = CUDA_R_64F;
+        compute = CUBLAS_COMPUTE_64F;
+        pa = &alpha64;
+        pb = &beta64;
+        break;
+      default:
+        throw std::invalid_argument(cat("cuda kernel gemm_ld: dtype ", dtype_name(c.dtype()), " is not supported"));
+    }
+    check_cublas(cublasGemmEx(cublas_, tb, ta, N, M, K, pa, b.raw_data(), type, static_cast<int>(ldb), a.raw_data(), type,
+                              static_cast<int>(lda), pb, c.raw_data(), type, static_cast<int>(ldc), compute,
+                              CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx", device_);
+  }
+
+  // Convolution and pooling: cuda/conv_kernels.cu.
+  void im2col(const Tensor& x, const ConvGeometry& g, int64_t group, Tensor& col) override {
+    cuda_detail::im2col(device_, x, g, group, col);
+  }
+  void col2im(const Tensor& col, const ConvGeometry& g, int64_t group, Tensor& dx) override {
+    cuda_detail::col2im(device_, col, g, group, dx);
+  }
+  void pool(PoolKind kind, const Tensor& x, const ConvGeometry& g, Tensor& out, Tensor* argmax) override {
+    cuda_detail::pool(device_, kind, x, g, out, argmax);
+  }
+  void pool_backward(PoolKind kind, const Tensor& grad, const ConvGeometry& g, const Tensor* argmax,
+                     Tensor& dx) override {
+    cuda_detail::pool_backward(device_, kind, grad, g, argmax, dx);
+  }
+  void batched_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols, Tensor& out) override {
+    cuda_detail::batched_transpose(device_, x, batch, rows, cols, out);
   }
 
   void transpose2d(const Tensor& x, Tensor& out) override {

@@ -1,0 +1,385 @@
+// Convolution and pooling: front ends and backward passes. Everything runs channels last; a
+// channels-first input is transposed in and the result transposed back (both differentiable).
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <limits>
+
+#include "axon/autograd.h"
+#include "axon/conv_ops.h"
+#include "common.h"
+
+namespace axon {
+
+std::string padding_str(const Padding& padding) {
+  switch (padding.kind) {
+    case Padding::Kind::valid: return "valid";
+    case Padding::Kind::same: return "same";
+    case Padding::Kind::explicit_pairs: {
+      std::string s = "[";
+      for (size_t i = 0; i < padding.pairs.size(); ++i)
+        s += fmt::format("{}({}, {})", i ? ", " : "", padding.pairs[i].first, padding.pairs[i].second);
+      return s + "]";
+    }
+  }
+  return "?";
+}
+
+namespace {
+
+std::string list_str(const std::vector<int64_t>& v, const char* empty) {
+  return v.empty() ? std::string(empty) : fmt::format("[{}]", fmt::join(v, ", "));
+}
+const char* layout_str(ChannelsLayout c) { return c == ChannelsLayout::last ? "last" : "first"; }
+
+}  // namespace
+
+std::string conv_options_str(const ConvOptions& o) {
+  return fmt::format("strides {}, padding {}, input_dilation {}, kernel_dilation {}, feature_group_count {}, channels {}",
+                     list_str(o.strides, "1"), padding_str(o.padding), list_str(o.input_dilation, "1"),
+                     list_str(o.kernel_dilation, "1"), o.feature_group_count, layout_str(o.channels));
+}
+
+std::string pool_options_str(const PoolOptions& o) {
+  return fmt::format("kernel_size {}, strides {}, padding {}, dilations {}, channels {}", list_str(o.kernel_size, "[]"),
+                     list_str(o.strides, "kernel_size"), padding_str(o.padding), list_str(o.dilations, "1"),
+                     layout_str(o.channels));
+}
+
+namespace {
+
+// A shape seen channels last: {batch, spatial..., channels}.
+struct LastShape {
+  int64_t batch, channels;
+  std::vector<int64_t> spatial;
+};
+
+LastShape as_last(const char* op, const Shape& s, ChannelsLayout layout, const std::string& opts) {
+  if (s.size() < 3 || s.size() > 5)
+    throw std::invalid_argument(fmt::format("{} ({}): input of shape {} must have rank 3 to 5 ({{batch, spatial..., channels}} "
+                                            "with 1 to 3 spatial dims{})",
+                                            op, opts, shape_str(s), layout == ChannelsLayout::first ? ", channels first" : ""));
+  LastShape l;
+  l.batch = s[0];
+  if (layout == ChannelsLayout::last) {
+    l.channels = s.back();
+    l.spatial.assign(s.begin() + 1, s.end() - 1);
+  } else {
+    l.channels = s[1];
+    l.spatial.assign(s.begin() + 2, s.end());
+  }
+  return l;
+}
+
+// One value per spatial dim from an option list: empty -> `fallback`, one value -> all dims.
+std::vector<int64_t> per_dim(const char* op, const char* name, const std::vector<int64_t>& v, size_t dims,
+                             const std::vector<int64_t>& fallback, int64_t minimum, const std::string& opts,
+                             const Shape& input) {
+  std::vector<int64_t> r;
+  if (v.empty())
+    r = fallback;
+  else if (v.size() == 1)
+    r.assign(dims, v[0]);
+  else if (v.size() == dims)
+    r = v;
+  else
+    throw std::invalid_argument(fmt::format("{} ({}): {} has {} values but input of shape {} has {} spatial dims", op, opts,
+                                            name, v.size(), shape_str(input), dims));
+  for (int64_t x : r)
+    if (x < minimum)
+      throw std::invalid_argument(
+          fmt::format("{} ({}): {} must be ≥ {}, got {}", op, opts, name, minimum, list_str(r, "")));
+  return r;
+}
+
+// The geometry (out sizes included) of a window op over a channels-last input; `spatial` may
+// hold −1 for an unknown size only when `shape_only`. Throws naming the op, options and shapes.
+ConvGeometry geometry(const char* op, const std::string& opts, const Shape& input, const LastShape& x,
+                      const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides, const Padding& padding,
+                      const std::vector<int64_t>& input_dilation, const std::vector<int64_t>& kernel_dilation) {
+  const size_t dims = x.spatial.size();
+  const std::vector<int64_t> ones(dims, 1);
+  const std::vector<int64_t> s = per_dim(op, "strides", strides, dims, ones, 1, opts, input);
+  const std::vector<int64_t> ld = per_dim(op, "input_dilation", input_dilation, dims, ones, 1, opts, input);
+  const std::vector<int64_t> kd = per_dim(op, "kernel_dilation", kernel_dilation, dims, ones, 1, opts, input);
+  std::vector<std::pair<int64_t, int64_t>> pads(dims, {0, 0});
+  if (padding.kind == Padding::Kind::explicit_pairs) {
+    if (padding.pairs.size() == 1)
+      pads.assign(dims, padding.pairs[0]);
+    else if (padding.pairs.size() == dims)
+      pads = padding.pairs;
+    else
+      throw std::invalid_argument(fmt::format("{} ({}): padding has {} pairs but input of shape {} has {} spatial dims", op,
+                                              opts, padding.pairs.size(), shape_str(input), dims));
+    for (auto [lo, hi] : pads)
+      if (lo < 0 || hi < 0)
+        throw std::invalid_argument(fmt::format("{} ({}): padding must not be negative", op, opts));
+  }
+  ConvGeometry g;
+  g.batch = x.batch;
+  g.channels = x.channels;
+  for (size_t d = 0; d < dims; ++d) {
+    const int64_t in = x.spatial[d];
+    if (in <= 0)
+      throw std::invalid_argument(
+          fmt::format("{} ({}): spatial dim {} of input shape {} must be known and positive", op, opts, d, shape_str(input)));
+    const int64_t in_dil = (in - 1) * ld[d] + 1, k_eff = (kernel[d] - 1) * kd[d] + 1;
+    int64_t lo = pads[d].first, hi = pads[d].second;
+    if (padding.kind == Padding::Kind::same) {
+      const int64_t out = (in_dil + s[d] - 1) / s[d];
+      const int64_t total = std::max<int64_t>((out - 1) * s[d] + k_eff - in_dil, 0);
+      lo = total / 2;
+      hi = total - lo;
+    }
+    const int64_t padded = in_dil + lo + hi;
+    if (k_eff > padded)
+      throw std::invalid_argument(fmt::format(
+          "{} ({}): kernel size {} (dilated {}) is larger than the padded input size {} along spatial dim {} (input shape {})",
+          op, opts, kernel[d], k_eff, padded, d, shape_str(input)));
+    g.in[d] = in;
+    g.kernel[d] = kernel[d];
+    g.stride[d] = s[d];
+    g.pad_lo[d] = lo;
+    g.input_dilation[d] = ld[d];
+    g.kernel_dilation[d] = kd[d];
+    g.out[d] = (padded - k_eff) / s[d] + 1;
+  }
+  return g;
+}
+
+std::vector<int64_t> out_spatial(const ConvGeometry& g, size_t dims) { return {g.out, g.out + dims}; }
+
+Shape make_shape(int64_t batch, const std::vector<int64_t>& spatial, int64_t channels, ChannelsLayout layout) {
+  Shape s{batch};
+  if (layout == ChannelsLayout::first) s.push_back(channels);
+  s.insert(s.end(), spatial.begin(), spatial.end());
+  if (layout == ChannelsLayout::last) s.push_back(channels);
+  return s;
+}
+
+// A 1-d view of t from element `offset` on (gemm_ld's operands inside a larger matrix).
+Tensor from(const Tensor& t, int64_t offset) {
+  return Tensor::view_of(t.storage(), t.offset() + static_cast<size_t>(offset), {t.numel() - offset}, t.dtype());
+}
+
+// {batch, rows, cols...} -> {batch, cols..., rows}: channels first to last (rows = channels);
+// `to_first` does the reverse. Differentiable: the gradient is the opposite move.
+Tensor move_channels(const Tensor& x, bool to_first) {
+  const int64_t batch = x.size(0);
+  int64_t rows, cols;
+  Shape out_shape{batch};
+  if (to_first) {  // {N, S..., C} -> {N, C, S...}
+    rows = 1;
+    for (int64_t d = 1; d + 1 < x.dim(); ++d) rows *= x.size(d);
+    cols = x.size(-1);
+    out_shape.push_back(cols);
+    for (int64_t d = 1; d + 1 < x.dim(); ++d) out_shape.push_back(x.size(d));
+  } else {  // {N, C, S...} -> {N, S..., C}
+    rows = x.size(1);
+    cols = 1;
+    for (int64_t d = 2; d < x.dim(); ++d) {
+      cols *= x.size(d);
+      out_shape.push_back(x.size(d));
+    }
+    out_shape.push_back(rows);
+  }
+  Tensor out = Tensor::empty(out_shape, x.options());
+  if (out.numel() > 0) backend(x.device()).batched_transpose(x, batch, rows, cols, out);
+  return record(to_first ? "channels_first" : "channels_last", out, {x},
+                [to_first](const Tensor& g, GradSlots& grads) { grads.add(0, move_channels(g, !to_first)); });
+}
+
+// Convolution of a channels-last x with geometry g (out sizes set) and kernel {k..., cg, cout}.
+Tensor conv_last(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvGeometry& g, size_t dims) {
+  const int64_t cout = kernel.size(-1), groups = g.groups, cg = g.channels / groups, coutg = cout / groups;
+  const int64_t m = g.batch * g.out[0] * g.out[1] * g.out[2];
+  const int64_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2], kg = taps * cg;
+  Tensor out = Tensor::empty(make_shape(g.batch, out_spatial(g, dims), cout, ChannelsLayout::last), x.options());
+  Backend& be = backend(x.device());
+  // A 1×1 convolution with unit strides, no padding and one group reads x as it is.
+  bool identity = groups == 1 && taps == 1;
+  for (int d = 0; d < 3; ++d) identity = identity && g.stride[d] == 1 && g.pad_lo[d] == 0 && g.in[d] == g.out[d];
+  Tensor col = identity ? x.detach() : Tensor::empty({groups * m * kg}, x.options());
+  float beta = 0.0f;
+  if (bias.defined() && out.numel() > 0) {
+    // Every row starts as the bias (a rank-1 GEMM, ones · bias: BLAS-fast, unlike a broadcast
+    // loop), and the convolution's GEMMs add onto it (beta = 1), as linear does.
+    be.gemm_ld(false, false, m, cout, 1, 1.0f, Tensor::ones({m}, x.options()), 1, bias, cout, 0.0f, out, cout);
+    beta = 1.0f;
+  }
+  if (m > 0 && cout > 0 && kg == 0 && beta == 0.0f) out.fill(0.0);  // no input channels
+  if (m > 0 && cout > 0 && kg > 0) {
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      Tensor col_g = identity ? x : Tensor::view_of(col.storage(), col.offset() + grp * m * kg, {m, kg}, x.dtype());
+      if (!identity) be.im2col(x, g, grp, col_g);
+      Tensor out_g = from(out, grp * coutg);
+      be.gemm_ld(false, false, m, coutg, kg, 1.0f, col_g, kg, from(kernel, grp * coutg), cout, beta, out_g, cout);
+    }
+  }
+  return record("conv", out, {x, kernel, bias},
+                [x_shape = x.shape(), opts = x.options(), col, kernel = kernel.detach(), g, m, kg, cout, coutg,
+                 groups](const Tensor& go, GradSlots& grads) {
+                  Backend& be = backend(go.device());
+                  if (grads.needs(0)) {  // dcol = dy · Wᵀ per group, then col2im
+                    Tensor dx = Tensor::empty(x_shape, opts);
+                    if (m == 0 || cout == 0 || kg == 0) {
+                      dx.fill(0.0);
+                    } else {
+                      Tensor dcol = Tensor::empty({m, kg}, opts);
+                      for (int64_t grp = 0; grp < groups; ++grp) {
+                        be.gemm_ld(false, true, m, kg, coutg, 1.0f, from(go, grp * coutg), cout, from(kernel, grp * coutg),
+                                   cout, 0.0f, dcol, kg);
+                        be.col2im(dcol, g, grp, dx);
+                      }
+                    }
+                    grads.add(0, dx);
+                  }
+                  if (grads.needs(1)) {  // dW = colᵀ · dy per group
+                    float beta = 0.0f;
+                    Tensor dw = grads.target(1, kernel.shape(), kernel.options(), beta);
+                    if (m == 0 || kg == 0) {
+                      if (beta == 0.0f) dw.fill(0.0);
+                    } else {
+                      for (int64_t grp = 0; grp < groups; ++grp) {
+                        Tensor col_g = Tensor::view_of(col.storage(), col.offset() + grp * m * kg, {m, kg}, col.dtype());
+                        Tensor dw_g = from(dw, grp * coutg);
+                        be.gemm_ld(true, false, kg, coutg, m, 1.0f, col_g, kg, from(go, grp * coutg), cout, beta, dw_g, cout);
+                      }
+                    }
+                  }
+                  if (grads.size() > 2 && grads.needs(2)) {  // db = the sum of dy over positions
+                    float beta = 0.0f;
+                    Tensor db = grads.target(2, {cout}, go.options(), beta);
+                    be.sum_axis(go, AxisSplit{1, m, cout}, beta, db);
+                  }
+                });
+}
+
+Tensor pool_last(PoolKind kind, const Tensor& x, const ConvGeometry& g, size_t dims) {
+  Tensor out = Tensor::empty(make_shape(g.batch, out_spatial(g, dims), g.channels, ChannelsLayout::last), x.options());
+  Tensor argmax;
+  if (kind == PoolKind::max) argmax = Tensor::empty(out.shape(), {DType::i32, x.device()});
+  if (out.numel() > 0) backend(x.device()).pool(kind, x, g, out, argmax.defined() ? &argmax : nullptr);
+  return record(kind == PoolKind::max ? "max_pool" : "avg_pool", out, {x},
+                [kind, g, argmax, x_shape = x.shape(), opts = x.options()](const Tensor& go, GradSlots& grads) {
+                  Tensor dx = Tensor::empty(x_shape, opts);
+                  if (dx.numel() > 0)
+                    backend(go.device()).pool_backward(kind, go, g, argmax.defined() ? &argmax : nullptr, dx);
+                  grads.add(0, dx);
+                });
+}
+
+struct ConvPlan {
+  LastShape x;
+  ConvGeometry g;
+  int64_t cout;
+};
+
+ConvPlan plan_conv(const Shape& input, const Shape& kernel, const ConvOptions& o) {
+  const std::string opts = conv_options_str(o);
+  ConvPlan p;
+  p.x = as_last("conv", input, o.channels, opts);
+  const size_t dims = p.x.spatial.size();
+  if (kernel.size() != dims + 2)
+    throw std::invalid_argument(fmt::format("conv ({}): kernel of shape {} must be {{k..., in_channels/groups, out_channels}} "
+                                            "with {} spatial dims, as input shape {}",
+                                            opts, shape_str(kernel), dims, shape_str(input)));
+  const int64_t groups = o.feature_group_count;
+  p.cout = kernel.back();
+  if (groups < 1 || p.x.channels % groups != 0 || p.cout % groups != 0)
+    throw std::invalid_argument(fmt::format("conv ({}): feature_group_count {} must divide the input channels {} and the "
+                                            "output channels {} (input shape {}, kernel shape {})",
+                                            opts, groups, p.x.channels, p.cout, shape_str(input), shape_str(kernel)));
+  if (kernel[dims] != p.x.channels / groups)
+    throw std::invalid_argument(fmt::format("conv ({}): kernel of shape {} expects {} input channels per group, but input of "
+                                            "shape {} has {} channels in {} group(s)",
+                                            opts, shape_str(kernel), kernel[dims], shape_str(input), p.x.channels, groups));
+  std::vector<int64_t> k(kernel.begin(), kernel.begin() + static_cast<int64_t>(dims));
+  for (int64_t v : k)
+    if (v < 1) throw std::invalid_argument(fmt::format("conv ({}): kernel of shape {} has an empty window", opts, shape_str(kernel)));
+  p.g = geometry("conv", opts, input, p.x, k, o.strides, o.padding, o.input_dilation, o.kernel_dilation);
+  p.g.groups = groups;
+  return p;
+}
+
+struct PoolPlan {
+  LastShape x;
+  ConvGeometry g;
+};
+
+PoolPlan plan_pool(const char* op, const Shape& input, const PoolOptions& o) {
+  const std::string opts = pool_options_str(o);
+  PoolPlan p;
+  p.x = as_last(op, input, o.channels, opts);
+  const size_t dims = p.x.spatial.size();
+  if (o.kernel_size.empty())
+    throw std::invalid_argument(fmt::format("{} ({}): kernel_size is required", op, opts));
+  const std::vector<int64_t> k = per_dim(op, "kernel_size", o.kernel_size, dims, {}, 1, opts, input);
+  p.g = geometry(op, opts, input, p.x, k, o.strides.empty() ? k : o.strides, o.padding, {}, o.dilations);
+  return p;
+}
+
+Tensor pool_impl(PoolKind kind, const char* op, const Tensor& x, const PoolOptions& o) {
+  detail::check_floating(op, x);
+  const PoolPlan p = plan_pool(op, x.shape(), o);
+  const size_t dims = p.x.spatial.size();
+  if (o.channels == ChannelsLayout::last) return pool_last(kind, x, p.g, dims);
+  return move_channels(pool_last(kind, move_channels(x, false), p.g, dims), true);
+}
+
+Tensor global_impl(PoolKind kind, const char* op, const Tensor& x, bool keep_axes, ChannelsLayout layout) {
+  detail::check_floating(op, x);
+  const Shape out_shape = global_pool_output_shape(x.shape(), keep_axes, layout);
+  PoolOptions o;
+  o.channels = layout;
+  const LastShape l = as_last(op, x.shape(), layout, "");
+  o.kernel_size = l.spatial;
+  return pool_impl(kind, op, x, o).reshape(out_shape);
+}
+
+}  // namespace
+
+Shape conv_output_shape(const Shape& input, const Shape& kernel, const ConvOptions& options) {
+  const ConvPlan p = plan_conv(input, kernel, options);
+  return make_shape(p.x.batch, out_spatial(p.g, p.x.spatial.size()), p.cout, options.channels);
+}
+
+Tensor conv(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvOptions& options) {
+  detail::check_floating("conv", x);
+  if (!kernel.defined()) throw std::invalid_argument("conv: kernel is undefined");
+  detail::check_same("conv", x, kernel);
+  const ConvPlan p = plan_conv(x.shape(), kernel.shape(), options);
+  if (bias.defined()) {
+    detail::check_same("conv", x, bias);
+    if (bias.dim() != 1 || bias.size(0) != p.cout)
+      throw std::invalid_argument(fmt::format("conv ({}): bias of shape {} does not match kernel of shape {} (expects {{{}}})",
+                                              conv_options_str(options), shape_str(bias.shape()), shape_str(kernel.shape()),
+                                              p.cout));
+  }
+  const size_t dims = p.x.spatial.size();
+  if (options.channels == ChannelsLayout::last) return conv_last(x, kernel, bias, p.g, dims);
+  return move_channels(conv_last(move_channels(x, false), kernel, bias, p.g, dims), true);
+}
+
+Shape pool_output_shape(const Shape& input, const PoolOptions& options) {
+  const PoolPlan p = plan_pool("pool", input, options);
+  return make_shape(p.x.batch, out_spatial(p.g, p.x.spatial.size()), p.x.channels, options.channels);
+}
+
+Tensor max_pool(const Tensor& x, const PoolOptions& options) { return pool_impl(PoolKind::max, "max_pool", x, options); }
+Tensor avg_pool(const Tensor& x, const PoolOptions& options) { return pool_impl(PoolKind::avg, "avg_pool", x, options); }
+
+Shape global_pool_output_shape(const Shape& input, bool keep_axes, ChannelsLayout channels) {
+  const LastShape l = as_last("global_pool", input, channels, fmt::format("keep_axes {}", keep_axes));
+  if (!keep_axes) return {l.batch, l.channels};
+  return make_shape(l.batch, std::vector<int64_t>(l.spatial.size(), 1), l.channels, channels);
+}
+
+Tensor global_avg_pool(const Tensor& x, bool keep_axes, ChannelsLayout channels) {
+  return global_impl(PoolKind::avg, "global_avg_pool", x, keep_axes, channels);
+}
+Tensor global_max_pool(const Tensor& x, bool keep_axes, ChannelsLayout channels) {
+  return global_impl(PoolKind::max, "global_max_pool", x, keep_axes, channels);
+}
+
+}  // namespace axon
