@@ -132,9 +132,24 @@ void Reducer::finalize() {
         "forward?); every parameter must take part, or enable find_unused_parameters",
         comm_.rank(), comm_.size(), unused));
   }
-  start_ready_buckets(false);
   const auto begin = std::chrono::steady_clock::now();
   std::exception_ptr failure;
+  // Buckets not started during backward (the last one; with find_unused_parameters, those with
+  // an unused parameter): backward is over, nothing is left to overlap them with, so each takes
+  // the blocking all-reduce, in index order on every rank. With Open MPI that is coll/tuned's
+  // MPI_Allreduce, measurably faster than the non-blocking coll/libnbc (docs/axon-bench.md).
+  while (next_bucket_ < buckets_.size()) {
+    Bucket& b = buckets_[next_bucket_++];
+    b.started_in_backward = false;
+    if (comm_.size() == 1 || b.count == 0 || failure) continue;
+    Tensor slice =
+        Tensor::view_of(grads_.storage(), grads_.offset() + b.offset, {static_cast<int64_t>(b.count)}, grads_.dtype());
+    try {
+      comm_.allreduce(slice, ReduceOp::avg);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
   for (Bucket& b : buckets_) {
     if (!b.work) continue;
     try {
