@@ -9,10 +9,10 @@
 // starts asynchronously. Buckets always start in index order, so every rank issues the same
 // collectives in the same order even when its backward makes gradients ready in another order.
 //
-// The last bucket (holding the start of the flat buffer, i.e. the first layer) is started by
-// finalize(), never from a hook: backward has ended by then, so nothing is lost, and the caller
-// can still change that slice after backward (the trainer writes a NaN there to carry a
-// non-finite loss to every rank).
+// The last bucket (holding the start of the flat buffer, i.e. the first layer) is reduced by
+// finalize(), never from a hook, with the blocking all-reduce: backward has ended by then, so
+// there is nothing to overlap it with, and the caller can still change that slice after backward
+// (the trainer writes a NaN there to carry a non-finite loss to every rank).
 //
 // Per step: prepare_for_backward(); loss.backward(); finalize(). While no_sync is set (gradient
 // accumulation), hooks and finalize do nothing and gradients accumulate locally; the first step
@@ -72,8 +72,9 @@ class Reducer {
   // Arms the buckets for the next backward pass (first waiting for any bucket a failed step left
   // in flight).
   void prepare_for_backward();
-  // After backward: starts what has not started (the last bucket; with find_unused_parameters,
-  // buckets with unused parameters), waits for every bucket, and leaves the gradients averaged
+  // After backward: reduces what has not started (the last bucket; with find_unused_parameters,
+  // buckets with unused parameters) with blocking all-reduces in index order, waits for every
+  // bucket, and leaves the gradients averaged
   // over the ranks. Throws CommError naming the parameters that received no gradient (unless
   // find_unused_parameters), or the collective that failed. When one rank skips a parameter that
   // others use, those others wait for it in that bucket's all-reduce: the heartbeat watchdog
