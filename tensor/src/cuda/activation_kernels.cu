@@ -7,56 +7,28 @@
 
 #include "../activation_kernels.h"
 #include "../activation_math.h"
+#include "kernel_common.cuh"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
 
 namespace {
 
-using bf16_t = __nv_bfloat16;
-using kernels::Acc;
-
-template <class T>
-__device__ __forceinline__ Acc<T> load(const T* p, int64_t i) {
-  return static_cast<Acc<T>>(p[i]);
-}
-template <>
-__device__ __forceinline__ float load<bf16_t>(const bf16_t* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-template <class T>
-__device__ __forceinline__ void store(T* p, int64_t i, Acc<T> v) {
-  p[i] = static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ void store<bf16_t>(bf16_t* p, int64_t i, float v) {
-  p[i] = __float2bfloat16(v);
-}
-
-constexpr int kThreads = 256;
-
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 65535 * 8));
-}
-
-#define AXON_ACT_GRID_STRIDE(i, n) \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
 template <class T, ActivationOp Op>
 __global__ void activation_kernel(const T* x, T* out, int64_t n, Acc<T> a, Acc<T> b) {
-  AXON_ACT_GRID_STRIDE(i, n) store(out, i, kernels::act::forward<Op>(load(x, i), a, b));
+  AXON_KERNEL_GRID_STRIDE(i, n) store(out, i, kernels::act::forward<Op>(load(x, i), a, b));
 }
 
 template <class T, ActivationOp Op>
 __global__ void activation_backward_kernel(const T* g, const T* x, T* out, int64_t n, Acc<T> a, Acc<T> b) {
-  AXON_ACT_GRID_STRIDE(i, n) store(out, i, load(g, i) * kernels::act::derivative<Op>(load(x, i), a, b));
+  AXON_KERNEL_GRID_STRIDE(i, n) store(out, i, load(g, i) * kernels::act::derivative<Op>(load(x, i), a, b));
 }
 
 // One thread per lane, as the softmax kernel; the sum of exponentials in double.
 template <class T>
 __global__ void log_sumexp_kernel(const T* x, T* out, AxisSplit s) {
   using A = Acc<T>;
-  AXON_ACT_GRID_STRIDE(lane, s.outer * s.inner) {
+  AXON_KERNEL_GRID_STRIDE(lane, s.outer * s.inner) {
     const int64_t base = (lane / s.inner) * s.n * s.inner + lane % s.inner;
     A max_v = load(x, base);
     for (int64_t k = 1; k < s.n; ++k) max_v = max(max_v, load(x, base + k * s.inner));

@@ -8,40 +8,12 @@
 
 #include "../conv_kernels.h"
 #include "../conv_math.h"
+#include "kernel_common.cuh"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
 
 namespace {
-
-using bf16_t = __nv_bfloat16;
-using kernels::Acc;
-
-template <class T>
-__device__ __forceinline__ Acc<T> load(const T* p, int64_t i) {
-  return static_cast<Acc<T>>(p[i]);
-}
-template <>
-__device__ __forceinline__ float load<bf16_t>(const bf16_t* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-template <class T>
-__device__ __forceinline__ void store(T* p, int64_t i, Acc<T> v) {
-  p[i] = static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ void store<bf16_t>(bf16_t* p, int64_t i, float v) {
-  p[i] = __float2bfloat16(v);
-}
-
-constexpr int kThreads = 256;
-
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 65535 * 8));
-}
-
-#define AXON_CONV_GRID_STRIDE(i, n) \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // The flat input position read by output position m (flat over batch and out dims), tap j (flat
 // over the kernel dims), or −1 for padding.
@@ -59,7 +31,7 @@ __device__ __forceinline__ int64_t input_position(const ConvGeometry& g, int64_t
 template <class T>
 __global__ void im2col_kernel(const T* x, T* col, ConvGeometry g, int64_t group, int64_t total) {
   const int64_t cg = g.channels / g.groups, taps = kernels::conv_taps(g);
-  AXON_CONV_GRID_STRIDE(e, total) {
+  AXON_KERNEL_GRID_STRIDE(e, total) {
     const int64_t c = e % cg, j = (e / cg) % taps, m = e / (cg * taps);
     const int64_t p = input_position(g, m, j);
     col[e] = p < 0 ? T(0.0f) : x[p * g.channels + group * cg + c];
@@ -89,7 +61,7 @@ __device__ __forceinline__ void for_each_reader(const ConvGeometry& g, int64_t p
 template <class T>
 __global__ void col2im_kernel(const T* col, T* dx, ConvGeometry g, int64_t group, int64_t total) {
   const int64_t cg = g.channels / g.groups, row = kernels::conv_taps(g) * cg;
-  AXON_CONV_GRID_STRIDE(e, total) {
+  AXON_KERNEL_GRID_STRIDE(e, total) {
     const int64_t c = e % cg, p = e / cg;
     Acc<T> acc = 0;
     for_each_reader(g, p, [&](int64_t m, int64_t j) { acc += load(col, m * row + j * cg + c); });
@@ -101,7 +73,7 @@ template <class T>
 __global__ void pool_kernel(const T* x, T* out, int32_t* argmax, ConvGeometry g, bool is_max, int64_t total) {
   using A = Acc<T>;
   const int64_t C = g.channels, taps = kernels::conv_taps(g);
-  AXON_CONV_GRID_STRIDE(e, total) {
+  AXON_KERNEL_GRID_STRIDE(e, total) {
     const int64_t c = e % C, m = e / C;
     A acc = is_max ? -INFINITY : A(0);
     int32_t arg = -1;
@@ -133,7 +105,7 @@ __global__ void pool_backward_kernel(const T* grad, const int32_t* argmax, T* dx
   using A = Acc<T>;
   const int64_t C = g.channels;
   const A inv = A(1) / static_cast<A>(kernels::conv_taps(g));
-  AXON_CONV_GRID_STRIDE(e, total) {
+  AXON_KERNEL_GRID_STRIDE(e, total) {
     const int64_t c = e % C, p = e / C;
     A acc = 0;
     for_each_reader(g, p, [&](int64_t m, int64_t j) {
@@ -145,7 +117,7 @@ __global__ void pool_backward_kernel(const T* grad, const int32_t* argmax, T* dx
 
 template <class T>
 __global__ void batched_transpose_kernel(const T* x, T* out, int64_t rows, int64_t cols, int64_t total) {
-  AXON_CONV_GRID_STRIDE(e, total) {  // e indexes out {batch, cols, rows}
+  AXON_KERNEL_GRID_STRIDE(e, total) {  // e indexes out {batch, cols, rows}
     const int64_t r = e % rows, c = (e / rows) % cols, b = e / (rows * cols);
     out[e] = x[(b * rows + r) * cols + c];
   }

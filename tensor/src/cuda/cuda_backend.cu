@@ -17,43 +17,14 @@
 #include "../conv_kernels.h"
 #include "../layer_kernels.h"
 #include "../norm_shape_kernels.h"
+#include "kernel_common.cuh"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
 
 namespace {
 
-using bf16_t = __nv_bfloat16;
-
-using kernels::Acc;
-
-template <class T>
-__device__ __forceinline__ Acc<T> ld(const T* p, int64_t i) {
-  return static_cast<Acc<T>>(p[i]);
-}
-template <>
-__device__ __forceinline__ float ld<bf16_t>(const bf16_t* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-template <class T>
-__device__ __forceinline__ void st(T* p, int64_t i, Acc<T> v) {
-  p[i] = static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ void st<bf16_t>(bf16_t* p, int64_t i, float v) {
-  p[i] = __float2bfloat16(v);
-}
-
-constexpr int kThreads = 256;
 constexpr int kMaxDims = 8;
-
-// At least one block: a launch of zero blocks is an error, and grid-stride loops do nothing for n = 0.
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 65535 * 8));
-}
-
-#define AXON_GRID_STRIDE(i, n) \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // Shapes and broadcast strides passed to kernels by value.
 struct Dims {
@@ -97,12 +68,12 @@ bool is_suffix_of(const Shape& operand, const Shape& out) {
 
 template <class T>
 __global__ void fill_kernel(T* out, int64_t n, T value) {
-  AXON_GRID_STRIDE(i, n) out[i] = value;
+  AXON_KERNEL_GRID_STRIDE(i, n) out[i] = value;
 }
 
 template <class D, class S>
 __global__ void cast_kernel(D* dst, const S* src, int64_t n) {
-  AXON_GRID_STRIDE(i, n) {
+  AXON_KERNEL_GRID_STRIDE(i, n) {
     if constexpr (std::is_same_v<S, bf16_t>) {
       const float v = __bfloat162float(src[i]);
       if constexpr (std::is_same_v<D, bf16_t>) dst[i] = src[i];
@@ -130,12 +101,12 @@ __device__ __forceinline__ A apply_binary(BinaryOp op, A x, A y) {
 
 template <class T>
 __global__ void binary_same_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
-  AXON_GRID_STRIDE(i, n) st(out, i, apply_binary(op, ld(a, i), ld(b, i)));
+  AXON_KERNEL_GRID_STRIDE(i, n) store(out, i, apply_binary(op, load(a, i), load(b, i)));
 }
 
 template <class T>
 __global__ void binary_broadcast_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n, Dims d) {
-  AXON_GRID_STRIDE(i, n) {
+  AXON_KERNEL_GRID_STRIDE(i, n) {
     int64_t rest = i, ja = 0, jb = 0;
     for (int k = d.rank - 1; k >= 0; --k) {
       const int64_t c = rest % d.size[k];
@@ -143,7 +114,7 @@ __global__ void binary_broadcast_kernel(BinaryOp op, const T* a, const T* b, T* 
       ja += c * d.stride_a[k];
       jb += c * d.stride_b[k];
     }
-    st(out, i, apply_binary(op, ld(a, ja), ld(b, jb)));
+    store(out, i, apply_binary(op, load(a, ja), load(b, jb)));
   }
 }
 
@@ -152,7 +123,7 @@ __global__ void binary_broadcast_kernel(BinaryOp op, const T* a, const T* b, T* 
 template <class T, class I>
 __global__ void binary_suffix_kernel(BinaryOp op, const T* a, const T* b, T* out, I n, I la, I lb) {
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<I>(gridDim.x) * blockDim.x)
-    st(out, i, apply_binary(op, ld(a, la == n ? i : i % la), ld(b, lb == n ? i : i % lb)));
+    store(out, i, apply_binary(op, load(a, la == n ? i : i % la), load(b, lb == n ? i : i % lb)));
 }
 
 template <class A>
@@ -178,14 +149,14 @@ __device__ __forceinline__ A apply_unary(UnaryOp op, A v, A s) {
 
 template <class T>
 __global__ void unary_kernel(UnaryOp op, const T* x, T* out, int64_t n, Acc<T> s) {
-  AXON_GRID_STRIDE(i, n) st(out, i, apply_unary(op, ld(x, i), s));
+  AXON_KERNEL_GRID_STRIDE(i, n) store(out, i, apply_unary(op, load(x, i), s));
 }
 
 template <class T>
 __global__ void unary_backward_kernel(UnaryOp op, const T* g, const T* saved, T* out, int64_t n) {
   using A = Acc<T>;
-  AXON_GRID_STRIDE(i, n) {
-    const A gv = ld(g, i), v = ld(saved, i);
+  AXON_KERNEL_GRID_STRIDE(i, n) {
+    const A gv = load(g, i), v = load(saved, i);
     A r = A(0);
     switch (op) {
       case UnaryOp::exp: r = gv * v; break;
@@ -196,7 +167,7 @@ __global__ void unary_backward_kernel(UnaryOp op, const T* g, const T* saved, T*
       case UnaryOp::square: r = A(2) * v * gv; break;
       default: break;
     }
-    st(out, i, r);
+    store(out, i, r);
   }
 }
 
@@ -205,7 +176,7 @@ __global__ void unary_backward_kernel(UnaryOp op, const T* g, const T* saved, T*
 template <class T>
 __global__ void reduce_to_kernel(const T* g, T* out, int64_t out_n, int64_t reduced_n, Dims d) {
   using A = Acc<T>;
-  AXON_GRID_STRIDE(o, out_n) {
+  AXON_KERNEL_GRID_STRIDE(o, out_n) {
     // Coordinates of this output element in the kept dims.
     int64_t base = 0, rest = o;
     for (int k = d.rank - 1; k >= 0; --k) {
@@ -223,9 +194,9 @@ __global__ void reduce_to_kernel(const T* g, T* out, int64_t out_n, int64_t redu
         rr /= d.size[k];
         off += c * d.stride_a[k];
       }
-      total += ld(g, off);
+      total += load(g, off);
     }
-    st(out, o, total);
+    store(out, o, total);
   }
 }
 
@@ -234,7 +205,7 @@ template <class T>
 __global__ void partial_sums_kernel(const T* x, int64_t n, double* partial) {
   __shared__ double shared[kThreads];
   double total = 0.0;
-  AXON_GRID_STRIDE(i, n) total += static_cast<double>(ld(x, i));
+  AXON_KERNEL_GRID_STRIDE(i, n) total += static_cast<double>(load(x, i));
   shared[threadIdx.x] = total;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s /= 2) {
@@ -255,17 +226,17 @@ __global__ void finish_sum_kernel(const double* partial, int blocks, T* out, dou
     if (static_cast<int>(threadIdx.x) < s) shared[threadIdx.x] += shared[threadIdx.x + s];
     __syncthreads();
   }
-  if (threadIdx.x == 0) st(out, 0, static_cast<Acc<T>>(shared[0] * scale));
+  if (threadIdx.x == 0) store(out, 0, static_cast<Acc<T>>(shared[0] * scale));
 }
 
 template <class T>
 __global__ void sum_axis_kernel(const T* x, T* out, AxisSplit s, float beta) {
   using A = Acc<T>;
-  AXON_GRID_STRIDE(lane, s.outer * s.inner) {
+  AXON_KERNEL_GRID_STRIDE(lane, s.outer * s.inner) {
     const int64_t o = lane / s.inner, i = lane % s.inner;
-    A total = beta != 0.0f ? ld(out, lane) : A(0);
-    for (int64_t k = 0; k < s.n; ++k) total += ld(x, (o * s.n + k) * s.inner + i);
-    st(out, lane, total);
+    A total = beta != 0.0f ? load(out, lane) : A(0);
+    for (int64_t k = 0; k < s.n; ++k) total += load(x, (o * s.n + k) * s.inner + i);
+    store(out, lane, total);
   }
 }
 
@@ -289,26 +260,26 @@ __global__ void sum_axis_tiled_kernel(const T* x, T* out, AxisSplit s, float bet
     A t0 = A(0), t1 = A(0), t2 = A(0), t3 = A(0);
     for (; k + 3 * kTile < s.n; k += 4 * kTile) {
       const T* p = base + k * s.inner;
-      t0 += ld(p, 0);
-      t1 += ld(p, step);
-      t2 += ld(p, 2 * step);
-      t3 += ld(p, 3 * step);
+      t0 += load(p, 0);
+      t1 += load(p, step);
+      t2 += load(p, 2 * step);
+      t3 += load(p, 3 * step);
     }
-    for (; k < s.n; k += kTile) t0 += ld(base, k * s.inner);
+    for (; k < s.n; k += kTile) t0 += load(base, k * s.inner);
     total = (t0 + t1) + (t2 + t3);
   }
   partial[threadIdx.y][threadIdx.x] = total;
   __syncthreads();
   if (threadIdx.y == 0 && lane < s.inner) {
-    A sum = beta != 0.0f ? ld(out, o * s.inner + lane) : A(0);
+    A sum = beta != 0.0f ? load(out, o * s.inner + lane) : A(0);
     for (int r = 0; r < kTile; ++r) sum += partial[r][threadIdx.x];
-    st(out, o * s.inner + lane, sum);
+    store(out, o * s.inner + lane, sum);
   }
 }
 
 template <class T>
 __global__ void transpose_kernel(const T* x, T* out, int64_t rows, int64_t cols) {
-  AXON_GRID_STRIDE(idx, rows * cols) {
+  AXON_KERNEL_GRID_STRIDE(idx, rows * cols) {
     const int64_t i = idx / cols, j = idx % cols;
     out[j * rows + i] = x[idx];
   }
@@ -318,19 +289,19 @@ __global__ void transpose_kernel(const T* x, T* out, int64_t rows, int64_t cols)
 template <class T>
 __global__ void softmax_kernel(const T* x, T* out, AxisSplit s, bool log_space) {
   using A = Acc<T>;
-  AXON_GRID_STRIDE(lane, s.outer * s.inner) {
+  AXON_KERNEL_GRID_STRIDE(lane, s.outer * s.inner) {
     const int64_t base = (lane / s.inner) * s.n * s.inner + lane % s.inner;
-    A max_v = ld(x, base);
-    for (int64_t k = 1; k < s.n; ++k) max_v = max(max_v, ld(x, base + k * s.inner));
+    A max_v = load(x, base);
+    for (int64_t k = 1; k < s.n; ++k) max_v = max(max_v, load(x, base + k * s.inner));
     double total = 0.0;
-    for (int64_t k = 0; k < s.n; ++k) total += exp(static_cast<double>(ld(x, base + k * s.inner) - max_v));
+    for (int64_t k = 0; k < s.n; ++k) total += exp(static_cast<double>(load(x, base + k * s.inner) - max_v));
     if (log_space) {
       const A log_total = static_cast<A>(log(total));
-      for (int64_t k = 0; k < s.n; ++k) st(out, base + k * s.inner, ld(x, base + k * s.inner) - max_v - log_total);
+      for (int64_t k = 0; k < s.n; ++k) store(out, base + k * s.inner, load(x, base + k * s.inner) - max_v - log_total);
     } else {
       const double inv = 1.0 / total;
       for (int64_t k = 0; k < s.n; ++k)
-        st(out, base + k * s.inner, static_cast<A>(exp(static_cast<double>(ld(x, base + k * s.inner) - max_v)) * inv));
+        store(out, base + k * s.inner, static_cast<A>(exp(static_cast<double>(load(x, base + k * s.inner) - max_v)) * inv));
     }
   }
 }
@@ -338,17 +309,17 @@ __global__ void softmax_kernel(const T* x, T* out, AxisSplit s, bool log_space) 
 template <class T>
 __global__ void softmax_backward_kernel(const T* y, const T* g, T* out, AxisSplit s, bool log_space) {
   using A = Acc<T>;
-  AXON_GRID_STRIDE(lane, s.outer * s.inner) {
+  AXON_KERNEL_GRID_STRIDE(lane, s.outer * s.inner) {
     const int64_t base = (lane / s.inner) * s.n * s.inner + lane % s.inner;
     double total = 0.0;
     for (int64_t k = 0; k < s.n; ++k) {
       const int64_t j = base + k * s.inner;
-      total += log_space ? static_cast<double>(ld(g, j)) : static_cast<double>(ld(g, j)) * ld(y, j);
+      total += log_space ? static_cast<double>(load(g, j)) : static_cast<double>(load(g, j)) * load(y, j);
     }
     const A t = static_cast<A>(total);
     for (int64_t k = 0; k < s.n; ++k) {
       const int64_t j = base + k * s.inner;
-      st(out, j, log_space ? ld(g, j) - exp(ld(y, j)) * t : ld(y, j) * (ld(g, j) - t));
+      store(out, j, log_space ? load(g, j) - exp(load(y, j)) * t : load(y, j) * (load(g, j) - t));
     }
   }
 }
@@ -358,18 +329,18 @@ template <class T>
 __global__ void cross_entropy_rows_kernel(const T* logits, const int32_t* labels, T* probs, double* row_loss,
                                           int64_t batch, int64_t classes) {
   using A = Acc<T>;
-  AXON_GRID_STRIDE(r, batch) {
+  AXON_KERNEL_GRID_STRIDE(r, batch) {
     const T* row = logits + r * classes;
     T* prow = probs + r * classes;
-    A max_v = ld(row, 0);
-    for (int64_t c = 1; c < classes; ++c) max_v = max(max_v, ld(row, c));
+    A max_v = load(row, 0);
+    for (int64_t c = 1; c < classes; ++c) max_v = max(max_v, load(row, c));
     double denom = 0.0;
-    for (int64_t c = 0; c < classes; ++c) denom += static_cast<double>(exp(ld(row, c) - max_v));
+    for (int64_t c = 0; c < classes; ++c) denom += static_cast<double>(exp(load(row, c) - max_v));
     const A inv = static_cast<A>(1.0 / denom);
-    for (int64_t c = 0; c < classes; ++c) st(prow, c, exp(ld(row, c) - max_v) * inv);
+    for (int64_t c = 0; c < classes; ++c) store(prow, c, exp(load(row, c) - max_v) * inv);
     const int32_t label = labels[r];
     row_loss[r] = (label < 0 || label >= classes) ? __longlong_as_double(0x7ff8000000000000ll)
-                                                  : log(denom) - static_cast<double>(ld(row, label) - max_v);
+                                                  : log(denom) - static_cast<double>(load(row, label) - max_v);
   }
 }
 
@@ -378,45 +349,45 @@ __global__ void cross_entropy_backward_kernel(const T* probs, const int32_t* lab
                                               const double* g64, T* out, int64_t batch, int64_t classes, float beta) {
   using A = Acc<T>;
   const A scale = (g64 ? static_cast<A>(g64[0]) : static_cast<A>(g32[0])) / static_cast<A>(batch);
-  AXON_GRID_STRIDE(i, batch * classes) {
+  AXON_KERNEL_GRID_STRIDE(i, batch * classes) {
     const int64_t r = i / classes, c = i % classes;
-    const A d = (ld(probs, i) - (c == labels[r] ? A(1) : A(0))) * scale;
-    st(out, i, beta == 0.0f ? d : ld(out, i) + d);
+    const A d = (load(probs, i) - (c == labels[r] ? A(1) : A(0))) * scale;
+    store(out, i, beta == 0.0f ? d : load(out, i) + d);
   }
 }
 
 // One thread per element of the output; rows are copied in units of T (4 or 8 bytes, or 1).
 template <class T>
 __global__ void gather_rows_kernel(const T* src, const int64_t* idx, T* out, int64_t k, int64_t row) {
-  AXON_GRID_STRIDE(i, k * row) out[i] = src[idx[i / row] * row + i % row];
+  AXON_KERNEL_GRID_STRIDE(i, k * row) out[i] = src[idx[i / row] * row + i % row];
 }
 
 template <class T>
 __device__ int64_t row_argmax(const T* x, int64_t r, int64_t cols) {
   int64_t best = 0;
   for (int64_t c = 1; c < cols; ++c)
-    if (ld(x, r * cols + c) > ld(x, r * cols + best)) best = c;
+    if (load(x, r * cols + c) > load(x, r * cols + best)) best = c;
   return best;
 }
 
 template <class T>
 __global__ void argmax_kernel(const T* x, int64_t* out, int64_t rows, int64_t cols) {
-  AXON_GRID_STRIDE(r, rows) out[r] = row_argmax(x, r, cols);
+  AXON_KERNEL_GRID_STRIDE(r, rows) out[r] = row_argmax(x, r, cols);
 }
 
 // Integer counts are exact in a double and addition of integers is order-independent, so the
 // atomic keeps the result deterministic.
 template <class T>
 __global__ void correct_kernel(const T* x, const int32_t* labels, double* out, int64_t rows, int64_t cols) {
-  AXON_GRID_STRIDE(r, rows) {
+  AXON_KERNEL_GRID_STRIDE(r, rows) {
     if (row_argmax(x, r, cols) == labels[r]) atomicAdd(out, 1.0);
   }
 }
 
 template <class T>
 __global__ void finite_kernel(const T* x, int64_t n, float* out) {
-  AXON_GRID_STRIDE(i, n) {
-    if (!isfinite(static_cast<double>(ld(x, i)))) *out = 0.0f;  // every writer writes the same value
+  AXON_KERNEL_GRID_STRIDE(i, n) {
+    if (!isfinite(static_cast<double>(load(x, i)))) *out = 0.0f;  // every writer writes the same value
   }
 }
 
@@ -434,14 +405,14 @@ __global__ void adam_kernel(AdamStep h, float* p, const float* g, float* m, floa
     h.step_size = scalars[0];
     h.bc2_sqrt = scalars[1];
   }
-  AXON_GRID_STRIDE(i, n) {
+  AXON_KERNEL_GRID_STRIDE(i, n) {
     kernels::adam_element(h, p[i], g[i], m[i], v[i], vmax ? &vmax[i] : nullptr);
     if (kernels::not_finite_bits(p[i])) *nonfinite = 1.0f;
   }
 }
 
 __global__ void sgd_kernel(SgdStep h, float* p, const float* g, float* buf, int64_t n, float* nonfinite) {
-  AXON_GRID_STRIDE(i, n) {
+  AXON_KERNEL_GRID_STRIDE(i, n) {
     kernels::sgd_element(h, p[i], g[i], buf ? &buf[i] : nullptr);
     if (kernels::not_finite_bits(p[i])) *nonfinite = 1.0f;
   }

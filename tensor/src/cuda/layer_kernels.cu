@@ -9,51 +9,23 @@
 
 #include "../layer_kernels.h"
 #include "../layer_math.h"
+#include "kernel_common.cuh"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
 
 namespace {
 
-using bf16_t = __nv_bfloat16;
-using kernels::Acc;
-
-template <class T>
-__device__ __forceinline__ Acc<T> load(const T* p, int64_t i) {
-  return static_cast<Acc<T>>(p[i]);
-}
-template <>
-__device__ __forceinline__ float load<bf16_t>(const bf16_t* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-template <class T>
-__device__ __forceinline__ void store(T* p, int64_t i, Acc<T> v) {
-  p[i] = static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ void store<bf16_t>(bf16_t* p, int64_t i, float v) {
-  p[i] = __float2bfloat16(v);
-}
-
-constexpr int kThreads = 256;
-
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 65535 * 8));
-}
-
-#define AXON_LAYER_GRID_STRIDE(i, n) \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
 template <class T>
 __global__ void dropout_kernel(const T* x, T* out, int64_t n, DropoutParams p, Acc<T> scale, Acc<T> offset, Acc<T> drop) {
-  AXON_LAYER_GRID_STRIDE(i, n) store(out, i, kernels::dropout_element<Acc<T>>(p, i, load(x, i), scale, offset, drop));
+  AXON_KERNEL_GRID_STRIDE(i, n) store(out, i, kernels::dropout_element<Acc<T>>(p, i, load(x, i), scale, offset, drop));
 }
 
 template <class T>
 __global__ void norm_kernel(const T* x, const T* gamma, const T* beta, T* y, Acc<T>* mean, Acc<T>* rstd, AxisSplit s,
                             double eps, bool rms, Acc<T> shift) {
   using A = Acc<T>;
-  AXON_LAYER_GRID_STRIDE(lane, s.outer * s.inner) {
+  AXON_KERNEL_GRID_STRIDE(lane, s.outer * s.inner) {
     const int64_t base = (lane / s.inner) * s.n * s.inner + lane % s.inner;
     double mu = 0.0, var = 0.0;
     if (!rms) {
@@ -81,7 +53,7 @@ template <class T>
 __global__ void norm_dx_kernel(const T* x, const T* gamma, const T* g, const Acc<T>* mean, const Acc<T>* rstd, T* dx,
                                AxisSplit s, bool rms, Acc<T> shift) {
   using A = Acc<T>;
-  AXON_LAYER_GRID_STRIDE(lane, s.outer * s.inner) {
+  AXON_KERNEL_GRID_STRIDE(lane, s.outer * s.inner) {
     const int64_t base = (lane / s.inner) * s.n * s.inner + lane % s.inner;
     const A m = mean[lane], r = rstd[lane];
     double s1 = 0.0, s2 = 0.0;
@@ -106,7 +78,7 @@ template <class T>
 __global__ void norm_dparams_kernel(const T* x, const T* g, const Acc<T>* mean, const Acc<T>* rstd, T* dgamma, T* dbeta,
                                     AxisSplit s) {
   using A = Acc<T>;
-  AXON_LAYER_GRID_STRIDE(k, s.n) {
+  AXON_KERNEL_GRID_STRIDE(k, s.n) {
     double sg = 0.0, sb = 0.0;
     for (int64_t lane = 0; lane < s.outer * s.inner; ++lane) {
       const int64_t j = (lane / s.inner) * s.n * s.inner + lane % s.inner + k * s.inner;

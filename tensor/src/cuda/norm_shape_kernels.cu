@@ -10,47 +10,19 @@
 
 #include "../norm_shape_kernels.h"
 #include "../norm_shape_math.h"
+#include "kernel_common.cuh"
 #include "runtime.h"
 
 namespace axon::cuda_detail {
 
 namespace {
 
-using bf16_t = __nv_bfloat16;
-using kernels::Acc;
-
-template <class T>
-__device__ __forceinline__ Acc<T> load(const T* p, int64_t i) {
-  return static_cast<Acc<T>>(p[i]);
-}
-template <>
-__device__ __forceinline__ float load<bf16_t>(const bf16_t* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-template <class T>
-__device__ __forceinline__ void store(T* p, int64_t i, Acc<T> v) {
-  p[i] = static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ void store<bf16_t>(bf16_t* p, int64_t i, float v) {
-  p[i] = __float2bfloat16(v);
-}
-
-constexpr int kThreads = 256;
-
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 65535 * 8));
-}
-
-#define AXON_NS_GRID_STRIDE(i, n) \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
 template <class T>
 __global__ void group_norm_kernel(const T* x, const T* gamma, const T* beta, T* y, Acc<T>* mean, Acc<T>* rstd,
                                   Acc<T>* rm, Acc<T>* rv, GroupNormParams p) {
   using A = Acc<T>;
   const int64_t n = p.lane_size();
-  AXON_NS_GRID_STRIDE(lane, p.samples * p.groups) {
+  AXON_KERNEL_GRID_STRIDE(lane, p.samples * p.groups) {
     const int64_t s = lane / p.groups, g = lane % p.groups;
     double mu = 0.0, var = 0.0;
     if (p.use_running) {
@@ -88,7 +60,7 @@ __global__ void group_norm_dx_kernel(const T* x, const T* gamma, const T* g, con
                                      T* dx, GroupNormParams p) {
   using A = Acc<T>;
   const int64_t n = p.lane_size();
-  AXON_NS_GRID_STRIDE(lane, p.samples * p.groups) {
+  AXON_KERNEL_GRID_STRIDE(lane, p.samples * p.groups) {
     const int64_t s = lane / p.groups, grp = lane % p.groups;
     const A m = mean[lane], r = rstd[lane];
     double s1 = 0.0, s2 = 0.0;
@@ -115,7 +87,7 @@ template <class T>
 __global__ void group_norm_dparams_kernel(const T* x, const T* g, const Acc<T>* mean, const Acc<T>* rstd, T* dgamma,
                                           T* dbeta, GroupNormParams p) {
   using A = Acc<T>;
-  AXON_NS_GRID_STRIDE(c, p.channels()) {
+  AXON_KERNEL_GRID_STRIDE(c, p.channels()) {
     const int64_t grp = c / p.group_size, k = c % p.group_size;
     double sg = 0.0, sb = 0.0;
     for (int64_t s = 0; s < p.samples; ++s) {
@@ -136,7 +108,7 @@ __global__ void group_norm_dparams_kernel(const T* x, const T* g, const Acc<T>* 
 template <class E>
 __global__ void axis_copy_kernel(const E* src, int64_t src_n, int64_t src_offset, E* dst, int64_t dst_n,
                                  int64_t dst_offset, int64_t inner, int64_t count, int64_t total) {
-  AXON_NS_GRID_STRIDE(t, total) {
+  AXON_KERNEL_GRID_STRIDE(t, total) {
     const int64_t per_outer = count * inner;
     const int64_t o = t / per_outer, rem = t % per_outer;
     dst[(o * dst_n + dst_offset) * inner + rem] = src[(o * src_n + src_offset) * inner + rem];
@@ -151,7 +123,7 @@ struct PermuteArgs {
 
 template <class E>
 __global__ void permute_kernel(const E* x, E* out, PermuteArgs a, int64_t n) {
-  AXON_NS_GRID_STRIDE(i, n) {
+  AXON_KERNEL_GRID_STRIDE(i, n) {
     int64_t rest = i, offset = 0;
     for (int d = a.rank - 1; d >= 0; --d) {
       offset += (rest % a.out_sizes[d]) * a.in_strides[d];
@@ -164,7 +136,7 @@ __global__ void permute_kernel(const E* x, E* out, PermuteArgs a, int64_t n) {
 template <class T>
 __global__ void resize_kernel(const T* x, T* out, ResizeParams p, int64_t n) {
   using A = Acc<T>;
-  AXON_NS_GRID_STRIDE(j, n) {
+  AXON_KERNEL_GRID_STRIDE(j, n) {
     const int64_t i = j % p.inner, w = (j / p.inner) % p.out_w, h = (j / (p.inner * p.out_w)) % p.out_h;
     const int64_t o = j / (p.inner * p.out_w * p.out_h);
     const kernels::ResizeTap th = kernels::resize_tap(h, p.in_h, p.out_h, p.bilinear);
@@ -178,7 +150,7 @@ __global__ void resize_kernel(const T* x, T* out, ResizeParams p, int64_t n) {
 template <class T>
 __global__ void resize_backward_kernel(const T* g, Acc<T>* dx, ResizeParams p, int64_t n) {
   using A = Acc<T>;
-  AXON_NS_GRID_STRIDE(j, n) {
+  AXON_KERNEL_GRID_STRIDE(j, n) {
     const int64_t i = j % p.inner, w = (j / p.inner) % p.out_w, h = (j / (p.inner * p.out_w)) % p.out_h;
     const int64_t o = j / (p.inner * p.out_w * p.out_h);
     const kernels::ResizeTap th = kernels::resize_tap(h, p.in_h, p.out_h, p.bilinear);
