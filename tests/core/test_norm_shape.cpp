@@ -15,6 +15,7 @@
 
 #include "../support/gradcheck.h"
 #include "axon/autograd.h"
+#include "../support/compare.h"
 #include "axon/cuda.h"
 #include "axon/model.h"
 #include "axon/nn_ops.h"
@@ -26,18 +27,8 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-std::vector<Device> devices() {
-  std::vector<Device> d{Device::cpu()};
-  for (int k = 0; k < cuda::device_count(); ++k) d.push_back(Device::cuda(k));
-  return d;
-}
-
-void expect_close(const std::vector<double>& got, const std::vector<double>& want, double rtol, double atol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i)
-    EXPECT_NEAR(got[i], want[i], atol + rtol * std::abs(want[i])) << what << " element " << i;
-}
+using axon::testing::devices;
+using axon::testing::expect_close;
 
 json fixtures() {
   std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/norm_shape.json");
