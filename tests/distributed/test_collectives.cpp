@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../support/synthetic_data.h"
 #include "axon/communicator.h"
 #include "axon/losses.h"
 #include "axon/model.h"
@@ -276,19 +277,7 @@ TEST(Reducer, ItsHooksGoAwayWithIt) {
 
 // ---- training: overlap and ZeRO against plain data parallelism ----
 
-static data::Dataset synthetic(size_t count) {
-  data::Dataset ds;
-  ds.count = count;
-  ds.sample_shape = {12};
-  ds.sample_size = 12;
-  ds.num_classes = 3;
-  Generator gen(77);
-  ds.images.resize(count * 12);
-  ds.labels.resize(count);
-  for (float& v : ds.images) v = gen.uniform(-1, 1);
-  for (size_t i = 0; i < count; ++i) ds.labels[i] = (ds.images[i * 12] + ds.images[i * 12 + 1] > 0) + (ds.images[i * 12 + 2] > 0.5f);
-  return ds;
-}
+static data::Dataset synthetic(size_t count) { return axon::testing::synthetic_dataset(count, 77); }
 
 struct Trained {
   std::vector<float> params;

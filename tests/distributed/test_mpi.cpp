@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "axon/agreement.h"
+#include "../support/synthetic_data.h"
 #include "axon/communicator.h"
 #include "axon/data_parallel.h"
 #include "axon/losses.h"
@@ -94,20 +95,7 @@ TEST(DataParallel, DifferentModelsOnDifferentRanksAreDetected) {
   }
 }
 
-// A synthetic dataset: every rank makes the same one from the seed.
-static data::Dataset synthetic(size_t count) {
-  data::Dataset ds;
-  ds.count = count;
-  ds.sample_shape = {12};
-  ds.sample_size = 12;
-  ds.num_classes = 3;
-  Generator gen(2024);
-  ds.images.resize(count * 12);
-  ds.labels.resize(count);
-  for (float& v : ds.images) v = gen.uniform(-1, 1);
-  for (size_t i = 0; i < count; ++i) ds.labels[i] = (ds.images[i * 12] + ds.images[i * 12 + 1] > 0) + (ds.images[i * 12 + 2] > 0.5f);
-  return ds;
-}
+static data::Dataset synthetic(size_t count) { return axon::testing::synthetic_dataset(count, 2024); }
 
 struct EquivalenceCase {
   std::string optimizer;
