@@ -84,25 +84,28 @@ void Reducer::on_ready(size_t parameter) {
   if (!armed_ || no_sync_ || ready_[parameter]) return;
   ready_[parameter] = true;
   --buckets_[bucket_of_[parameter]].pending;
-  start_ready_buckets(true);
+  start_ready_buckets();
   // Drive the buckets in flight: MPI advances a non-blocking collective only inside MPI calls.
   for (size_t b = 0; b < next_bucket_; ++b)
     if (buckets_[b].work) buckets_[b].work->test();
 }
 
-void Reducer::start_ready_buckets(bool from_hook) {
+void Reducer::start_ready_buckets() {
   if (buckets_.empty()) return;
   // The last bucket waits for finalize() (see the header).
-  const size_t limit = from_hook ? buckets_.size() - 1 : buckets_.size();
-  while (next_bucket_ < limit && buckets_[next_bucket_].pending == 0) start(buckets_[next_bucket_++], from_hook);
+  while (next_bucket_ + 1 < buckets_.size() && buckets_[next_bucket_].pending == 0) start(buckets_[next_bucket_++]);
 }
 
-void Reducer::start(Bucket& bucket, bool from_hook) {
-  bucket.started_in_backward = from_hook;
+void Reducer::start(Bucket& bucket) {
+  bucket.started_in_backward = true;
   if (comm_.size() == 1 || bucket.count == 0) return;
-  Tensor slice = Tensor::view_of(grads_.storage(), grads_.offset() + bucket.offset, {static_cast<int64_t>(bucket.count)},
-                                 grads_.dtype());
+  Tensor slice = slice_of(bucket);
   bucket.work = comm_.allreduce_async(slice, ReduceOp::avg);
+}
+
+Tensor Reducer::slice_of(const Bucket& bucket) const {
+  return Tensor::view_of(grads_.storage(), grads_.offset() + bucket.offset, {static_cast<int64_t>(bucket.count)},
+                         grads_.dtype());
 }
 
 void Reducer::finalize() {
@@ -142,8 +145,7 @@ void Reducer::finalize() {
     Bucket& b = buckets_[next_bucket_++];
     b.started_in_backward = false;
     if (comm_.size() == 1 || b.count == 0 || failure) continue;
-    Tensor slice =
-        Tensor::view_of(grads_.storage(), grads_.offset() + b.offset, {static_cast<int64_t>(b.count)}, grads_.dtype());
+    Tensor slice = slice_of(b);
     try {
       comm_.allreduce(slice, ReduceOp::avg);
     } catch (...) {

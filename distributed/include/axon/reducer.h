@@ -94,8 +94,10 @@ class Reducer {
 
  private:
   void on_ready(size_t parameter);
-  void start_ready_buckets(bool from_hook);
-  void start(Bucket& bucket, bool from_hook);
+  // From the hooks: starts the complete buckets that are next in index order (never the last).
+  void start_ready_buckets();
+  void start(Bucket& bucket);
+  Tensor slice_of(const Bucket& bucket) const;  // the bucket's view of the gradient buffer
 
   Communicator& comm_;
   std::vector<ReducerParameter> parameters_;
