@@ -561,6 +561,16 @@ TEST(FashionMnistUnderMpirun, ADataErrorOnEveryRankIsPrintedOnce) {
   EXPECT_EQ(count(r.output, "rank 0: fashion-mnist"), 0u) << r.output;
 }
 
+// A malformed AXON_MPI_PROGRESS is an error naming the variable, not a silent default.
+TEST(FashionMnistUnderMpirun, AnUnknownMpiProgressModeIsAnErrorNamingTheVariable) {
+  AXON_REQUIRE_MPI();
+  Result r = run_command("AXON_MPI_PROGRESS=bogus " +
+                         mpirun(2, bin("fashion_mnist") + " --threads 1 --no-progress --synthetic 64 --batch-size 16"));
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("AXON_MPI_PROGRESS='bogus': expected test or thread")) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("params_sha256")));
+}
+
 TEST_F(TinyData, ADataErrorOnOneRankIsPrintedByThatRankWithItsNumber) {
   AXON_REQUIRE_MPI();
   // Rank 0 has the data, rank 1 looks in a folder that does not exist.
