@@ -2,7 +2,10 @@
 // the unrolls, and the fused CPU operators for a whole lstm or gru sequence.
 #include <fmt/format.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 #include <stdexcept>
 
 #include "axon/autograd.h"
@@ -70,9 +73,38 @@ Tensor view(const Tensor& base, int64_t offset, const Shape& shape) {
   return Tensor::view_of(base.storage(), base.offset() + static_cast<size_t>(offset), shape, base.dtype());
 }
 
+// exp for f32 written so that GCC vectorizes the loops below at the baseline ISA (no libm call):
+// Cody–Waite range reduction x = n·ln2 + r, |r| ≤ ln2/2, the Cephes expf polynomial for e^r
+// (about 2 ulp), and 2^n from the exponent bits. x is clamped to [−87, 88], where 2^n stays a
+// normal float; the gates saturate long before. f64 uses std::exp.
+inline float fast_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+inline float exp_of(float x) { return fast_exp(x); }
+inline double exp_of(double x) { return std::exp(x); }
+
+// In place over n values: σ(v) = 1/(1 + e^−v); tanh(v) = 2σ(2v) − 1 (absolute error ~1e-7 in f32).
 template <class T>
-T sigm(T a) {
-  return T(1) / (T(1) + std::exp(-a));
+void sigmoid_inplace(T* v, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) v[k] = T(1) / (T(1) + exp_of(-v[k]));
+}
+template <class T>
+void tanh_inplace(T* v, int64_t n) {
+  if constexpr (std::is_same_v<T, double>) {
+    for (int64_t k = 0; k < n; ++k) v[k] = std::tanh(v[k]);
+  } else {
+    for (int64_t k = 0; k < n; ++k) v[k] = T(2) / (T(1) + exp_of(T(-2) * v[k])) - T(1);
+  }
 }
 
 // The whole lstm: x {B, T, F}; returns {B, T + 2, U}: the sequence, then c_T, then h_T.
@@ -83,7 +115,8 @@ Tensor lstm_fused(const Tensor& x, const Tensor& c0, const Tensor& h0, const std
   const TensorOptions o = x.options();
   Backend& be = backend(o.device);
   Tensor xp = Tensor::empty({B * S, G}, o), hw = Tensor::empty({B, G}, o);
-  Tensor hs = Tensor::empty({S + 1, B, U}, o), cs = Tensor::empty({S + 1, B, U}, o), acts = Tensor::empty({S, B, G}, o);
+  // acts: per step and sample [i f g o tanh(c')], saved for the backward pass.
+  Tensor hs = Tensor::empty({S + 1, B, U}, o), cs = Tensor::empty({S + 1, B, U}, o), acts = Tensor::empty({S, B, 5 * U}, o);
   Tensor out = Tensor::empty({B, S + 2, U}, o);
   {
     NoGradGuard no_grad;
@@ -92,7 +125,8 @@ Tensor lstm_fused(const Tensor& x, const Tensor& c0, const Tensor& h0, const std
     view(hs, 0, {B, U}).copy_from(h0.detach());
     view(cs, 0, {B, U}).copy_from(c0.detach());
     const T* XP = xp.data_as<T>();
-    const T* bp = bias.defined() ? bias.data_as<T>() : nullptr;
+    const Tensor zero_bias = Tensor::zeros({G}, o);
+    const T* bp = bias.defined() ? bias.data_as<T>() : zero_bias.data_as<T>();
     T* H = hs.data_as<T>();
     T* C = cs.data_as<T>();
     T* A = acts.data_as<T>();
@@ -105,22 +139,23 @@ Tensor lstm_fused(const Tensor& x, const Tensor& c0, const Tensor& h0, const std
         const T* hpv = H + (t * B + b) * U;
         T* cn = C + ((t + 1) * B + b) * U;
         T* hn = H + ((t + 1) * B + b) * U;
-        T* a = A + (t * B + b) * G;
+        T* a = A + (t * B + b) * 5 * U;
         if (!masked.empty() && masked[static_cast<size_t>(b * S + t)]) {
           for (int64_t u = 0; u < U; ++u) cn[u] = cp[u], hn[u] = hpv[u];
-          for (int64_t k = 0; k < G; ++k) a[k] = T(0);
           continue;
         }
+        // Each loop below is a plain loop over contiguous values, which the compiler vectorizes.
         const T* xr = XP + (b * S + t) * G;
         const T* hr = HW + b * G;
-        for (int64_t u = 0; u < U; ++u) {
-          T pre[4];
-          for (int k = 0; k < 4; ++k) pre[k] = xr[k * U + u] + hr[k * U + u] + (bp ? bp[k * U + u] : T(0));
-          const T i = sigm(pre[0]), f = sigm(pre[1]), g = std::tanh(pre[2]), og = sigm(pre[3]);
-          a[u] = i, a[U + u] = f, a[2 * U + u] = g, a[3 * U + u] = og;
-          cn[u] = f * cp[u] + i * g;
-          hn[u] = og * std::tanh(cn[u]);
-        }
+        for (int64_t k = 0; k < G; ++k) a[k] = xr[k] + hr[k] + bp[k];
+        sigmoid_inplace(a, 2 * U);
+        tanh_inplace(a + 2 * U, U);
+        sigmoid_inplace(a + 3 * U, U);
+        for (int64_t u = 0; u < U; ++u) cn[u] = a[U + u] * cp[u] + a[u] * a[2 * U + u];
+        T* tc = a + 4 * U;
+        for (int64_t u = 0; u < U; ++u) tc[u] = cn[u];
+        tanh_inplace(tc, U);
+        for (int64_t u = 0; u < U; ++u) hn[u] = a[3 * U + u] * tc[u];
       }
     }
     T* Y = out.data_as<T>();
@@ -159,13 +194,11 @@ Tensor lstm_fused(const Tensor& x, const Tensor& c0, const Tensor& h0, const std
         T* dcb = DC + b * U;
         for (int64_t u = 0; u < U; ++u) dhb[u] += g[(b * (S + 2) + t) * U + u];
         if (!masked.empty() && masked[static_cast<size_t>(b * S + t)]) continue;  // the state passes through
-        const T* a = A + (t * B + b) * G;
+        const T* a = A + (t * B + b) * 5 * U;
         const T* cp = C + (t * B + b) * U;
-        const T* cn = C + ((t + 1) * B + b) * U;
         T* d = DG + (t * B + b) * G;
         for (int64_t u = 0; u < U; ++u) {
-          const T i = a[u], f = a[U + u], gg = a[2 * U + u], og = a[3 * U + u];
-          const T tc = std::tanh(cn[u]);
+          const T i = a[u], f = a[U + u], gg = a[2 * U + u], og = a[3 * U + u], tc = a[4 * U + u];
           const T dcc = dcb[u] + dhb[u] * og * (T(1) - tc * tc);
           d[u] = dcc * gg * i * (T(1) - i);
           d[U + u] = dcc * cp[u] * f * (T(1) - f);
@@ -224,7 +257,8 @@ Tensor gru_fused(const Tensor& x, const Tensor& h0, const std::vector<uint8_t>& 
     be.gemm(false, false, B * S, G, F, 1.0f, x.detach().reshape({B * S, F}), ik.detach(), 0.0f, xp);
     view(hs, 0, {B, U}).copy_from(h0.detach());
     const T* XP = xp.data_as<T>();
-    const T* bp = bias.defined() ? bias.data_as<T>() : nullptr;
+    const Tensor zero_bias = Tensor::zeros({4 * U}, o);
+    const T* bp = bias.defined() ? bias.data_as<T>() : zero_bias.data_as<T>();
     T* H = hs.data_as<T>();
     T* A = acts.data_as<T>();
     const T* HW = hw.data_as<T>();
@@ -233,22 +267,19 @@ Tensor gru_fused(const Tensor& x, const Tensor& h0, const std::vector<uint8_t>& 
       for (int64_t b = 0; b < B; ++b) {
         const T* hpv = H + (t * B + b) * U;
         T* hn = H + ((t + 1) * B + b) * U;
-        T* a = A + (t * B + b) * 4 * U;
+        T* a = A + (t * B + b) * 4 * U;  // [r z n (h·whn + bhn)]
         if (!masked.empty() && masked[static_cast<size_t>(b * S + t)]) {
           for (int64_t u = 0; u < U; ++u) hn[u] = hpv[u];
-          for (int64_t k = 0; k < 4 * U; ++k) a[k] = T(0);
           continue;
         }
         const T* xr = XP + (b * S + t) * G;
         const T* hr = HW + b * G;
-        for (int64_t u = 0; u < U; ++u) {
-          const T r = sigm(xr[u] + hr[u] + (bp ? bp[u] : T(0)));
-          const T z = sigm(xr[U + u] + hr[U + u] + (bp ? bp[U + u] : T(0)));
-          const T hnp = hr[2 * U + u] + (bp ? bp[3 * U + u] : T(0));
-          const T n = std::tanh(xr[2 * U + u] + (bp ? bp[2 * U + u] : T(0)) + r * hnp);
-          a[u] = r, a[U + u] = z, a[2 * U + u] = n, a[3 * U + u] = hnp;
-          hn[u] = n + z * (hpv[u] - n);
-        }
+        for (int64_t k = 0; k < 2 * U; ++k) a[k] = xr[k] + hr[k] + bp[k];
+        sigmoid_inplace(a, 2 * U);
+        for (int64_t u = 0; u < U; ++u) a[3 * U + u] = hr[2 * U + u] + bp[3 * U + u];
+        for (int64_t u = 0; u < U; ++u) a[2 * U + u] = xr[2 * U + u] + bp[2 * U + u] + a[u] * a[3 * U + u];
+        tanh_inplace(a + 2 * U, U);
+        for (int64_t u = 0; u < U; ++u) hn[u] = a[2 * U + u] + a[U + u] * (hpv[u] - a[2 * U + u]);
       }
     }
     T* Y = out.data_as<T>();
