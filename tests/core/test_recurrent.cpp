@@ -25,6 +25,7 @@ namespace {
 using nlohmann::json;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using axon::testing::devices;
 using axon::testing::expect_close;
 
 json load_cases() {
@@ -84,32 +85,35 @@ Tensor objective(const json& c, const UnrollResult& r, TensorOptions o) {
 
 const char* unroll_name(Unroll u) { return u == Unroll::dynamic ? "dynamic" : "static"; }
 
-TEST(Recurrent, MatchesPyTorchInF64AndF32WithBothUnrolls) {
+TEST(Recurrent, MatchesPyTorchOnEveryDeviceInF64AndF32WithBothUnrolls) {
   const json cases = load_cases();
   ASSERT_EQ(cases.size(), 6u) << "tests/fixtures/rnn.json: regenerate with make_rnn_fixtures.py";
   for (const json& c : cases) {
     if (c["kind"] == "bidirectional_lstm") continue;
-    for (DType dtype : {DType::f64, DType::f32})
-      for (Unroll unroll : {Unroll::dynamic, Unroll::static_}) {
-        const std::string where = std::string(c["name"]) + " " + dtype_name(dtype) + " unroll " + unroll_name(unroll);
-        const TensorOptions o{dtype, Device::cpu()};
-        CaseInputs in = inputs_of(c, o);
-        UnrollResult r = run_case(c, in.all, in.mask, unroll);
-        ASSERT_EQ(r.sequence.shape(), c["seq_shape"].get<Shape>()) << where;
-        objective(c, r, o).backward();
-        const double tol = dtype == DType::f64 ? 1e-10 : 3e-5;
-        expect_close(r.sequence.to_double_vector(), vec(c["seq"]), tol, tol, where + " sequence");
-        for (size_t k = 0; k < r.state.size(); ++k)
-          expect_close(r.state[k].to_double_vector(), vec(c["out_state"][k]), tol, tol, where + " state " + std::to_string(k));
-        expect_close(in.all[0].grad().to_double_vector(), vec(c["grad_x"]), tol, tol, where + " grad x");
-        const char* names[] = {"input_kernel", "hidden_kernel", "bias"};
-        for (int k = 0; k < 3; ++k)
-          expect_close(in.all[1 + k].grad().to_double_vector(), vec(c["grad_params"][names[k]]), tol, tol,
-                       where + " grad " + names[k]);
-        for (size_t k = 0; k + 4 < in.all.size(); ++k)
-          expect_close(in.all[4 + k].grad().to_double_vector(), vec(c["grad_state"][k]), tol, tol,
-                       where + " grad state " + std::to_string(k));
-      }
+    for (Device device : devices())
+      for (DType dtype : {DType::f64, DType::f32})
+        for (Unroll unroll : {Unroll::dynamic, Unroll::static_}) {
+          // On CUDA devices both unrolls run the composed cell (the fused operator is CPU only).
+          const std::string where = std::string(c["name"]) + " " + dtype_name(dtype) + " unroll " + unroll_name(unroll) +
+                                    " on " + device.str();
+          const TensorOptions o{dtype, device};
+          CaseInputs in = inputs_of(c, o);
+          UnrollResult r = run_case(c, in.all, in.mask, unroll);
+          ASSERT_EQ(r.sequence.shape(), c["seq_shape"].get<Shape>()) << where;
+          objective(c, r, o).backward();
+          const double tol = dtype == DType::f64 ? 1e-10 : 3e-5;
+          expect_close(r.sequence.to_double_vector(), vec(c["seq"]), tol, tol, where + " sequence");
+          for (size_t k = 0; k < r.state.size(); ++k)
+            expect_close(r.state[k].to_double_vector(), vec(c["out_state"][k]), tol, tol, where + " state " + std::to_string(k));
+          expect_close(in.all[0].grad().to_double_vector(), vec(c["grad_x"]), tol, tol, where + " grad x");
+          const char* names[] = {"input_kernel", "hidden_kernel", "bias"};
+          for (int k = 0; k < 3; ++k)
+            expect_close(in.all[1 + k].grad().to_double_vector(), vec(c["grad_params"][names[k]]), tol, tol,
+                         where + " grad " + names[k]);
+          for (size_t k = 0; k + 4 < in.all.size(); ++k)
+            expect_close(in.all[4 + k].grad().to_double_vector(), vec(c["grad_state"][k]), tol, tol,
+                         where + " grad state " + std::to_string(k));
+        }
   }
 }
 
