@@ -313,6 +313,44 @@ TEST(RecurrentLayers, InitialStateAndMaskInputs) {
   EXPECT_NE(predict(rm, rp, xv).to_double_vector(), predict(zm, rp, xv).to_double_vector());
 }
 
+TEST(RecurrentLayers, AnLstmAndAGruLearnARunningSum) {
+  // x {B, 8, 1} of ±1; target: the mean of the sequence, read from the last state h through a
+  // dense layer. Plain SGD on the flat parameter buffer, 300 steps; the loss must fall below a
+  // quarter of its start (measured: lstm 0.139 -> 0.017, gru 0.54 -> 0.004).
+  for (bool use_gru : {false, true}) {
+    Model x = input({-1, 8, 1});
+    RecurrentOutput r = use_gru ? gru(x, 8) : lstm(x, 8);
+    Model model = r.state.back() | dense(1);
+    Parameters params = init(model, 5);
+    Generator gen(8);
+    auto batch = [&](Tensor& xs, Tensor& ys) {
+      std::vector<float> xv(32 * 8), yv(32);
+      for (int b = 0; b < 32; ++b) {
+        float total = 0;
+        for (int t = 0; t < 8; ++t) total += xv[b * 8 + t] = gen.uniform01() < 0.5f ? -1.0f : 1.0f;
+        yv[b] = total / 8;
+      }
+      xs = Tensor::from_vector({32, 8, 1}, xv);
+      ys = Tensor::from_vector({32, 1}, yv);
+    };
+    double first = 0, last = 0;
+    for (int step = 0; step < 300; ++step) {
+      Tensor xs, ys;
+      batch(xs, ys);
+      params.zero_grad();
+      Tensor diff = sub(forward(model, params, xs, ForwardContext{.training = true}), ys);
+      Tensor loss = mean(mul(diff, diff));
+      loss.backward();
+      if (step < 10) first += loss.item() / 10;
+      if (step >= 290) last += loss.item() / 10;
+      auto v = params.values();
+      auto g = params.grads();
+      for (size_t k = 0; k < v.size(); ++k) v[k] -= 0.5f * g[k];
+    }
+    EXPECT_LT(last, first / 4) << (use_gru ? "gru" : "lstm") << ": loss " << first << " -> " << last;
+  }
+}
+
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
