@@ -174,7 +174,6 @@ Tensor lstm_fused(const Tensor& x, const Tensor& c0, const Tensor& h0, const std
     NoGradGuard no_grad;
     Backend& be = backend(o.device);
     const T* g = grad.data_as<T>();
-    const T* H = hs.data_as<T>();
     const T* C = cs.data_as<T>();
     const T* A = acts.data_as<T>();
     Tensor dgates = Tensor::zeros({S, B, G}, o), dh = Tensor::empty({B, U}, o), dc = Tensor::empty({B, U}, o);
@@ -214,7 +213,6 @@ Tensor lstm_fused(const Tensor& x, const Tensor& c0, const Tensor& h0, const std
         for (int64_t u = 0; u < U; ++u) DH[b * U + u] = TMP[b * U + u];
       }
     }
-    (void)H;
     // dgates batch-major {B·S, G}, the layout of x's rows.
     Tensor dgb = Tensor::empty({B * S, G}, o);
     T* DGB = dgb.data_as<T>();
