@@ -53,6 +53,8 @@ inline Model operator|(const Model& model, const LayerStep& step) { return step.
 
 // ---- builders ----
 Model input(Shape shape);  // use -1 for the batch dimension: input({-1, 784})
+// dense: x {batch, ..., in} -> {batch, ..., units} = x·kernel + bias over the last axis (any rank ≥ 2,
+// as the seed's); params kernel {in, units}, bias {units}.
 LayerStep dense(int64_t units, Activation activation = Activation::none);
 struct DenseOptions {
   Activation activation = Activation::none;
