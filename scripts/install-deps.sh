@@ -13,6 +13,8 @@ packages=(
   libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  # Text for examples/char_lm.cpp, the character-level language model (/usr/share/games/fortunes).
+  fortunes
   # Tests run small Python scripts (an independent TensorBoard reader, JSON checks in the Slurm test).
   python3
   # A real single-node Slurm for tests/slurm (srun, sbatch; munge authenticates the daemons).

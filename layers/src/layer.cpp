@@ -149,21 +149,28 @@ DenseLayer::DenseLayer(int64_t units, bool use_bias, Initializer kernel_init, In
 Shape DenseLayer::output_shape(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, "dense");
   const Shape& in = inputs[0];
-  if (in.size() != 2)
-    throw std::invalid_argument(fmt::format("dense expects a 2-d input {{batch, features}}, got {}", shape_str(in)));
-  if (in[1] <= 0)
+  if (in.size() < 2)
+    throw std::invalid_argument(
+        fmt::format("dense expects an input {{batch, ..., features}} of rank 2 or more, got {}", shape_str(in)));
+  if (in.back() <= 0)
     throw std::invalid_argument(fmt::format("dense needs a known feature size, got input {}", shape_str(in)));
-  return {in[0], units_};
+  Shape out = in;  // as the seed's dense: applied to the last axis, every other axis kept
+  out.back() = units_;
+  return out;
 }
 
 std::vector<ParamSpec> DenseLayer::params(const std::vector<Shape>& inputs) const {
-  std::vector<ParamSpec> specs{{"kernel", {inputs.at(0).at(1), units_}, kernel_init_}};
+  std::vector<ParamSpec> specs{{"kernel", {inputs.at(0).back(), units_}, kernel_init_}};
   if (use_bias_) specs.push_back({"bias", {units_}, bias_init_});
   return specs;
 }
 
 Tensor DenseLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params, const ForwardContext&) const {
-  return linear(inputs.at(0), params[0], use_bias_ ? params[1] : Tensor());
+  const Tensor& x = inputs.at(0);
+  if (x.dim() == 2) return linear(x, params[0], use_bias_ ? params[1] : Tensor());
+  Shape out = x.shape();  // {batch, ..., features}: one GEMM over the flattened leading axes
+  out.back() = units_;
+  return linear(x.reshape({-1, x.size(-1)}), params[0], use_bias_ ? params[1] : Tensor()).reshape(out);
 }
 
 Shape ActivationLayer::output_shape(const std::vector<Shape>& inputs) const {

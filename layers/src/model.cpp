@@ -184,6 +184,13 @@ ModelPlan plan(const Model& model, const Shape& input_shape) {
         layer.output_shape = layer.node->layer->output_shape(in_shapes);
         layer.params = layer.node->layer->params(in_shapes);
         layer.state = layer.node->layer->state(in_shapes);
+        const int shared = layer.node->layer->shared_params_input();
+        if (shared >= 0) {
+          if (static_cast<size_t>(shared) >= layer.inputs.size())
+            throw std::invalid_argument(fmt::format("shares the parameters of input {} but has {} inputs", shared,
+                                                    layer.inputs.size()));
+          layer.shares_params_of = layer.inputs[static_cast<size_t>(shared)];
+        }
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
       }
@@ -405,6 +412,10 @@ Tensor forward(const ModelPlan& p, const Parameters& params, const std::vector<T
     for (size_t j : layer.inputs) inputs.push_back(outputs[j]);
 
     layer_params.clear();
+    if (layer.shares_params_of != SIZE_MAX) {  // weight tying: the owner's tensors, checked when it ran
+      const PlannedLayer& owner = p.layers[layer.shares_params_of];
+      for (size_t k = 0; k < owner.params.size(); ++k) layer_params.push_back(params.entries()[owner.first_param + k].value);
+    }
     for (size_t k = 0; k < layer.params.size(); ++k) {
       const Parameters::Entry& entry = params.entries()[layer.first_param + k];
       const ParamSpec& spec = layer.params[k];

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "axon/activations.h"
+#include "axon/attention_ops.h"
 #include "axon/autograd.h"
 #include "axon/conv_ops.h"
 #include "axon/cuda.h"
@@ -174,6 +175,18 @@ std::vector<OpCase> op_cases() {
       {"softmax_cross_entropy", {{{4, 5}}}, [](const Inputs& x) {
          Tensor labels = Tensor::from_vector({4}, std::vector<int32_t>{0, 4, 2, 2}, {DType::i32, Device::cpu()});
          return softmax_cross_entropy(x[0], labels.to(x[0].device()));
+       }},
+      // Sequence ops (axon/attention_ops.h): the embedding's scatter-add gradient (repeated ids)
+      // and attention with both masks.
+      {"embedding", {{{5, 3}}}, [](const Inputs& x) {
+         Tensor ids = Tensor::from_vector({2, 3}, std::vector<int64_t>{0, 4, 2, 2, 1, 4}, {DType::i64, x[0].device()});
+         return embedding(ids, x[0]);
+       }},
+      {"scaled_dot_product_attention", {{{2, 2, 4, 3}}, {{2, 2, 4, 3}}, {{2, 2, 4, 2}}}, [](const Inputs& x) {
+         AttentionOptions a;
+         a.causal = true;
+         a.key_padding_mask = Tensor::from_vector({2, 4}, std::vector<int32_t>{0, 0, 0, 1, 0, 0, 0, 0}, {DType::i32, Device::cpu()});
+         return scaled_dot_product_attention(x[0], x[1], x[2], a);
        }},
   };
   return cases;

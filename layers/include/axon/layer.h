@@ -56,6 +56,10 @@ class Layer {
   virtual std::vector<ParamSpec> state(const std::vector<Shape>& /*inputs*/) const { return {}; }
   virtual Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params,
                          const ForwardContext& ctx) const = 0;
+  // Weight tying: the index of a graph input whose layer's parameters this layer uses as well (the
+  // same tensors, so their gradients sum), or −1 (the default) for none. forward() then receives
+  // that layer's parameters first, then its own. tied_dense uses it to share an embedding's kernel.
+  virtual int shared_params_input() const { return -1; }
 };
 
 // An activation and its options: the `activation` option of dense (and of every later layer that

@@ -8,6 +8,7 @@
 // made by init() and passed to predict()/forward().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -52,6 +53,8 @@ inline Model operator|(const Model& model, const LayerStep& step) { return step.
 
 // ---- builders ----
 Model input(Shape shape);  // use -1 for the batch dimension: input({-1, 784})
+// dense: x {batch, ..., in} -> {batch, ..., units} = x·kernel + bias over the last axis (any rank ≥ 2,
+// as the seed's); params kernel {in, units}, bias {units}.
 LayerStep dense(int64_t units, Activation activation = Activation::none);
 struct DenseOptions {
   Activation activation = Activation::none;
@@ -224,6 +227,9 @@ struct PlannedLayer {
   size_t first_param = 0;        // index of its first entry in Parameters
   std::vector<ParamSpec> state;  // its model state (Layer::state)
   size_t first_state = 0;        // index of its first entry in Parameters::state_entries()
+  // The layer whose parameters this one shares (Layer::shared_params_input; an index into
+  // ModelPlan::layers), or SIZE_MAX.
+  size_t shares_params_of = SIZE_MAX;
 };
 
 struct ModelPlan {
@@ -328,3 +334,4 @@ std::string summary(const Model& model);
 }  // namespace axon
 
 #include "axon/conv_layers.h"  // conv and pooling builders, which return LayerStep
+#include "axon/attention_layers.h"  // embedding, tied_dense, multi_head_attention, transformer_block

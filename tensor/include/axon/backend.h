@@ -151,6 +151,15 @@ struct ConvGeometry {
 };
 enum class PoolKind : uint8_t { max, avg };
 
+// The geometry of one scaled dot-product attention (axon/attention_ops.h): q {batch, heads, lq, d},
+// k {batch, heads, lk, d}, v {batch, heads, lk, dv}, out {batch, heads, lq, dv}, contiguous.
+// Query i attends key j unless causal and j > i, or mask (i32 {batch, lk}) is nonzero at (b, j).
+struct AttentionParams {
+  int64_t batch = 1, heads = 1, lq = 1, lk = 1, d = 1, dv = 1;
+  double scale = 1.0;
+  bool causal = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -276,6 +285,20 @@ class Backend {
                          Tensor& nonfinite) = 0;
   // One fused SGD step over f32 flat buffers; buf is null without momentum. `nonfinite` as above.
   virtual void sgd_step(const SgdStep& h, Tensor& param, const Tensor& grad, Tensor* buf, Tensor& nonfinite) = 0;
+  // out {n, row...} += the rows of src {k, row...} at the i64 indices {k} (a scatter-add: repeated
+  // indices are summed; the embedding gradient). f32 or f64; indices trusted. The CPU adds in index
+  // order; the CUDA kernel uses atomics (the order of repeated indices is not fixed).
+  virtual void index_add_rows(const Tensor& src, const Tensor& indices, Tensor& out) = 0;
+  // Scaled dot-product attention (AttentionParams), f32 or f64, without the {lq, lk} score matrix:
+  // writes out and lse {batch, heads, lq} = the log-sum-exp of each query's scaled, masked scores
+  // (+inf for a query with no key to attend, whose output row is zero). mask may be null.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask,
+                         const AttentionParams& p, Tensor& out, Tensor& lse) = 0;
+  // Its backward given the output gradient dout: writes (does not add) dq, dk and dv, recomputing
+  // the probabilities block by block from q, k and lse (FlashAttention's backward).
+  virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask,
+                                  const Tensor& out, const Tensor& lse, const Tensor& dout, const AttentionParams& p,
+                                  Tensor& dq, Tensor& dk, Tensor& dv) = 0;
   // Waits until every kernel queued on this device has finished (a no-op on the CPU).
   virtual void synchronize() = 0;
 };

@@ -16,6 +16,7 @@
 #include "blas.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
+#include "../attention_kernels.h"
 #include "../conv_kernels.h"
 #include "../layer_kernels.h"
 #include "../norm_shape_kernels.h"
@@ -502,6 +503,19 @@ class CpuBackend final : public Backend {
     char* to = static_cast<char*>(out.raw_data());
     for (int64_t k = 0; k < indices.numel(); ++k)
       std::memcpy(to + static_cast<size_t>(k) * row_bytes, from + static_cast<size_t>(idx[k]) * row_bytes, row_bytes);
+  }
+
+  void index_add_rows(const Tensor& src, const Tensor& indices, Tensor& out) override {
+    cpu_detail::index_add_rows(src, indices, out);
+  }
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, const AttentionParams& p,
+                 Tensor& out, Tensor& lse) override {
+    cpu_detail::attention(q, k, v, mask, p, out, lse);
+  }
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, const Tensor& out,
+                          const Tensor& lse, const Tensor& dout, const AttentionParams& p, Tensor& dq, Tensor& dk,
+                          Tensor& dv) override {
+    cpu_detail::attention_backward(q, k, v, mask, out, lse, dout, p, dq, dk, dv);
   }
 
   void argmax_rows(const Tensor& x, Tensor& out) override {

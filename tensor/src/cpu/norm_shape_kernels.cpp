@@ -128,24 +128,34 @@ void axis_copy(const Tensor& src, int64_t src_n, int64_t src_offset, Tensor& dst
 }
 
 void permute(const Tensor& x, const std::vector<int64_t>& perm, Tensor& out) {
-  const size_t rank = perm.size(), elem = dtype_size(x.dtype());
+  size_t rank = perm.size(), elem = dtype_size(x.dtype());
   // Strides of x in the order of out's dims.
-  std::vector<int64_t> in_strides(rank), strides(rank), index(rank, 0);
+  std::vector<int64_t> in_strides(rank), strides(rank), index(rank, 0), sizes(rank);
   int64_t stride = 1;
   for (size_t d = rank; d-- > 0;) {
     in_strides[d] = stride;
     stride *= x.size(static_cast<int64_t>(d));
   }
-  for (size_t d = 0; d < rank; ++d) strides[d] = in_strides[static_cast<size_t>(perm[d])];
+  for (size_t d = 0; d < rank; ++d) {
+    strides[d] = in_strides[static_cast<size_t>(perm[d])];
+    sizes[d] = out.size(static_cast<int64_t>(d));
+  }
+  // When the last axis stays last, whole rows are contiguous on both sides: copy rows (the
+  // attention layer's head split and join) instead of single elements.
+  if (rank > 1 && perm[rank - 1] == static_cast<int64_t>(rank) - 1) {
+    elem *= static_cast<size_t>(sizes[rank - 1]);
+    --rank;
+  }
   const auto* px = static_cast<const unsigned char*>(x.raw_data());
   auto* po = static_cast<unsigned char*>(out.raw_data());
-  const int64_t n = out.numel();
-  int64_t offset = 0;
+  const int64_t n = elem == 0 ? 0 : static_cast<int64_t>(out.nbytes() / elem);  // copies
+  const size_t item = dtype_size(x.dtype());
+  int64_t offset = 0;  // in elements of x
   for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(po + static_cast<size_t>(i) * elem, px + static_cast<size_t>(offset) * elem, elem);
+    std::memcpy(po + static_cast<size_t>(i) * elem, px + static_cast<size_t>(offset) * item, elem);
     // Odometer increment of out's index, keeping x's offset in step.
     for (size_t d = rank; d-- > 0;) {
-      if (++index[d] < out.size(static_cast<int64_t>(d))) {
+      if (++index[d] < sizes[d]) {
         offset += strides[d];
         break;
       }

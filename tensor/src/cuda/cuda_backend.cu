@@ -14,6 +14,7 @@
 #include "cuda_hooks.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
+#include "../attention_kernels.h"
 #include "../conv_kernels.h"
 #include "../layer_kernels.h"
 #include "../norm_shape_kernels.h"
@@ -755,6 +756,19 @@ class CudaBackend final : public Backend {
           g.dtype() == DType::f64 ? dp<double>(g) : nullptr, dp<T>(out), batch, classes, beta);
     });
     check_launch("cross_entropy_backward kernel launch", device_);
+  }
+
+  void index_add_rows(const Tensor& src, const Tensor& indices, Tensor& out) override {
+    cuda_detail::index_add_rows(device_, src, indices, out);
+  }
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, const AttentionParams& p,
+                 Tensor& out, Tensor& lse) override {
+    cuda_detail::attention(device_, q, k, v, mask, p, out, lse);
+  }
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, const Tensor& out,
+                          const Tensor& lse, const Tensor& dout, const AttentionParams& p, Tensor& dq, Tensor& dk,
+                          Tensor& dv) override {
+    cuda_detail::attention_backward(device_, q, k, v, mask, out, lse, dout, p, dq, dk, dv);
   }
 
   void gather_rows(const Tensor& src, const Tensor& indices, Tensor& out) override {
