@@ -68,6 +68,20 @@ class CharLM(nn.Module):
         return self.ln(x) @ self.tok.weight.t()
 
 
+class CharLSTM(nn.Module):
+    """char_lm --model lstm: embedding d, `layers` LSTM layers of 2d units, a dense head."""
+
+    def __init__(self, d, layers):
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB, d)
+        nn.init.uniform_(self.tok.weight, -0.01, 0.01)
+        self.lstm = nn.LSTM(d, 2 * d, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(2 * d, VOCAB)
+
+    def forward(self, ids):
+        return self.head(self.lstm(self.tok(ids))[0])
+
+
 def batch_of(text, starts, context):
     idx = torch.tensor(starts)[:, None] + torch.arange(context + 1)[None, :]
     w = text[idx]
@@ -76,6 +90,7 @@ def batch_of(text, starts, context):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["transformer", "lstm"], default="transformer")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--context", type=int, default=64)
@@ -94,7 +109,7 @@ def main():
     ids = load(files)
     cut = len(ids) - len(ids) // 10
     train, val = torch.tensor(ids[:cut]), torch.tensor(ids[cut:])
-    model = CharLM(a.context, a.d_model, a.layers, a.heads)
+    model = CharLM(a.context, a.d_model, a.layers, a.heads) if a.model == "transformer" else CharLSTM(a.d_model, a.layers)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(a.seed + 1)
 
@@ -125,7 +140,7 @@ def main():
             train_loss, vl = window / n, val_loss()
             window, n = 0.0, 0
             print(f"step {step:>6}  train_loss {train_loss:.4f}  val_loss {vl:.4f}  ({seconds:.1f} s training)", flush=True)
-    print(json.dumps({"model": "transformer", "steps": a.steps, "train_loss": train_loss, "val_loss": vl,
+    print(json.dumps({"model": a.model, "steps": a.steps, "train_loss": train_loss, "val_loss": vl,
                       "tokens_per_s": a.steps * a.batch_size * a.context / seconds, "threads": a.threads,
                       "torch": torch.__version__}))
 

@@ -35,6 +35,7 @@
 #include "axon/data_parallel.h"
 #include "axon/losses.h"
 #include "axon/model.h"
+#include "axon/recurrent_layers.h"
 #include "axon/optimizers.h"
 
 using namespace axon;
@@ -87,13 +88,17 @@ struct ModelConfig {
 
 // The one place a model is chosen: {batch, context} ids (i64) -> {batch, context, kVocab} logits.
 Model build_model(const ModelConfig& c) {
-  if (c.kind == "lstm")
-    throw std::invalid_argument("--model lstm: the lstm layer is not built yet (issue #13, branch rnn); use --model "
-                                "transformer");
-  if (c.kind != "transformer")
+  if (c.kind != "transformer" && c.kind != "lstm")
     throw std::invalid_argument(fmt::format("--model {}: expected transformer or lstm", c.kind));
   Model ids = input({-1, c.context});
   Model tokens = ids | embedding(kVocab, c.d_model);
+  if (c.kind == "lstm") {
+    // `layers` stacked lstm layers of 2·d_model units (the fused CPU path), then a dense head over
+    // every position: {batch, context, 2·d_model} -> {batch, context, kVocab}.
+    Model h = tokens;
+    for (int64_t i = 0; i < c.layers; ++i) h = h | lstm(2 * c.d_model);
+    return h | dense(kVocab);
+  }
   // Learned positions (GPT-2), one {context, d_model} table added to every sample.
   CustomLayerOptions pos;
   pos.op_name = "position_embedding";

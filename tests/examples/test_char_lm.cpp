@@ -44,13 +44,15 @@ std::string text_file() {
 
 const std::string kSmall = " --steps 40 --eval-every 20 --context 16 --d-model 16 --heads 2 --batch-size 8 --threads 1";
 
-TEST(CharLm, TrainsAFewStepsAndEndsWithTheJsonLine) {
-  auto r = run_command(bin("char_lm") + kSmall + " --data " + text_file());
+class CharLmModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CharLmModel, TrainsAFewStepsAndEndsWithTheJsonLine) {
+  auto r = run_command(bin("char_lm") + " --model " + GetParam() + kSmall + " --data " + text_file());
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_THAT(r.stdout_text, HasSubstr("step     20  train_loss"));
   EXPECT_THAT(r.stdout_text, HasSubstr("samples:"));
   nlohmann::json j = last_json_line(r.stdout_text);
-  EXPECT_EQ(j["model"], "transformer");
+  EXPECT_EQ(j["model"], GetParam());
   EXPECT_EQ(j["steps"], 40);
   EXPECT_EQ(j["world_size"], 1);
   EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0);
@@ -59,19 +61,23 @@ TEST(CharLm, TrainsAFewStepsAndEndsWithTheJsonLine) {
   EXPECT_LT(j["val_loss"].get<double>(), 4.0);
 }
 
-TEST(CharLm, TwoRanksThroughTheLauncher) {
+TEST_P(CharLmModel, TwoRanksThroughTheLauncher) {
   AXON_REQUIRE_MPI();
-  auto r = run_command(bin("axonrun") + " -n 2 " + bin("char_lm") + kSmall + " --data " + text_file());
+  auto r = run_command(bin("axonrun") + " -n 2 " + bin("char_lm") + " --model " + GetParam() + kSmall + " --data " +
+                       text_file());
   ASSERT_EQ(r.code, 0) << r.output;
   nlohmann::json j = last_json_line(r.stdout_text);
+  EXPECT_EQ(j["model"], GetParam());
   EXPECT_EQ(j["world_size"], 2);
   EXPECT_LT(j["val_loss"].get<double>(), 4.0);
 }
 
+INSTANTIATE_TEST_SUITE_P(Models, CharLmModel, ::testing::Values("transformer", "lstm"));
+
 TEST(CharLm, ErrorsNameTheOptionOrFile) {
-  auto lstm = run_command(bin("char_lm") + " --model lstm --steps 1 --data " + text_file());
-  EXPECT_EQ(lstm.code, 1);
-  EXPECT_THAT(lstm.output, HasSubstr("--model lstm: the lstm layer is not built yet"));
+  auto model = run_command(bin("char_lm") + " --model gpt --steps 1 --data " + text_file());
+  EXPECT_EQ(model.code, 2);
+  EXPECT_THAT(model.output, HasSubstr("--model"));
   auto heads = run_command(bin("char_lm") + " --d-model 16 --heads 3");
   EXPECT_EQ(heads.code, 2);
   EXPECT_THAT(heads.output, HasSubstr("3 does not divide --d-model 16"));
