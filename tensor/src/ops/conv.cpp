@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
+#include <functional>
 #include <limits>
 
 #include "axon/autograd.h"
 #include "axon/conv_ops.h"
+#include "axon/ops.h"
 #include "common.h"
 
 namespace axon {
@@ -380,6 +383,195 @@ Tensor global_avg_pool(const Tensor& x, bool keep_axes, ChannelsLayout channels)
 }
 Tensor global_max_pool(const Tensor& x, bool keep_axes, ChannelsLayout channels) {
   return global_impl(PoolKind::max, "global_max_pool", x, keep_axes, channels);
+}
+
+}  // namespace axon
+
+// ---- conv_transpose, power-average, blur and adaptive pooling ----
+// Each is built from the differentiable ops above (conv, avg_pool, max_pool) and element-wise
+// ops, so its backward pass is theirs.
+namespace axon {
+
+namespace {
+
+// Runs f; an std::invalid_argument from the op it calls, "inner_op (its options): what", is
+// rethrown as "prefix: what" (prefix: the outer op and its own options).
+template <class F>
+auto renamed(const std::string& prefix, const std::string& inner_op, F&& f) {
+  try {
+    return f();
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    if (what.rfind(inner_op + " (", 0) == 0) {
+      const size_t at = what.find("): ");
+      if (at != std::string::npos) what = what.substr(at + 3);
+    }
+    throw std::invalid_argument(prefix + ": " + what);
+  }
+}
+
+ConvOptions transpose_as_conv(const Shape& kernel, const ConvTransposeOptions& o) {
+  ConvOptions c;
+  c.strides = {1};
+  c.input_dilation = o.strides;
+  c.kernel_dilation = o.kernel_dilation;
+  c.channels = o.channels;
+  c.padding = Padding::explicit_pairs(conv_transpose_padding(kernel, o));
+  return c;
+}
+
+// x^p: by multiplication for an integer p ≥ 1 (any sign of x), else exp(p·log x).
+Tensor power(const Tensor& x, double p) {
+  if (p == std::floor(p) && p >= 1 && p <= 64) {
+    Tensor r = x;
+    for (int i = 1; i < static_cast<int>(p); ++i) r = mul(r, x);
+    return r;
+  }
+  return exp(mul(log(x), Tensor::scalar(p, x.options())));
+}
+
+// s^(1/p) for s ≥ 0: exp(log(s)/p).
+Tensor root(const Tensor& s, double p) {
+  if (p == 1) return s;
+  return exp(mul(log(s), Tensor::scalar(1.0 / p, s.options())));
+}
+
+void check_norm(const char* op, double norm) {
+  if (!(norm > 0) || !std::isfinite(norm))
+    throw std::invalid_argument(fmt::format("{}: norm must be positive and finite, got {}", op, norm));
+}
+
+}  // namespace
+
+std::string conv_transpose_options_str(const ConvTransposeOptions& o) {
+  return fmt::format("strides {}, padding {}, kernel_dilation {}, channels {}", list_str(o.strides, "1"),
+                     padding_str(o.padding), list_str(o.kernel_dilation, "1"), layout_str(o.channels));
+}
+
+std::vector<std::pair<int64_t, int64_t>> conv_transpose_padding(const Shape& kernel, const ConvTransposeOptions& o) {
+  const std::string opts = conv_transpose_options_str(o);
+  if (kernel.size() < 3 || kernel.size() > 5)
+    throw std::invalid_argument(fmt::format("conv_transpose ({}): kernel of shape {} must be {{k..., in_channels, "
+                                            "out_channels}} with 1 to 3 spatial dims",
+                                            opts, shape_str(kernel)));
+  const size_t dims = kernel.size() - 2;
+  const std::vector<int64_t> ones(dims, 1);
+  const std::vector<int64_t> s = per_dim("conv_transpose", "strides", o.strides, dims, ones, 1, opts, kernel);
+  const std::vector<int64_t> kd = per_dim("conv_transpose", "kernel_dilation", o.kernel_dilation, dims, ones, 1, opts, kernel);
+  if (o.padding.kind == Padding::Kind::explicit_pairs) {
+    if (o.padding.pairs.size() == 1) return std::vector<std::pair<int64_t, int64_t>>(dims, o.padding.pairs[0]);
+    return o.padding.pairs;  // conv checks the count against the input
+  }
+  std::vector<std::pair<int64_t, int64_t>> pads;
+  for (size_t d = 0; d < dims; ++d) {
+    if (kernel[d] < 1)
+      throw std::invalid_argument(
+          fmt::format("conv_transpose ({}): kernel of shape {} has an empty window", opts, shape_str(kernel)));
+    const int64_t k = (kernel[d] - 1) * kd[d] + 1;
+    if (o.padding.kind == Padding::Kind::valid) {
+      const int64_t len = k + s[d] - 2 + std::max<int64_t>(k - s[d], 0);
+      pads.emplace_back(k - 1, len - (k - 1));
+    } else {
+      const int64_t len = k + s[d] - 2;
+      const int64_t lo = s[d] > k - 1 ? k - 1 : (len + 1) / 2;
+      pads.emplace_back(lo, len - lo);
+    }
+  }
+  return pads;
+}
+
+Shape conv_transpose_output_shape(const Shape& input, const Shape& kernel, const ConvTransposeOptions& options) {
+  return renamed(fmt::format("conv_transpose ({})", conv_transpose_options_str(options)), "conv",
+                 [&] { return conv_output_shape(input, kernel, transpose_as_conv(kernel, options)); });
+}
+
+Tensor conv_transpose(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvTransposeOptions& options) {
+  detail::check_floating("conv_transpose", x);
+  if (!kernel.defined()) throw std::invalid_argument("conv_transpose: kernel is undefined");
+  return renamed(fmt::format("conv_transpose ({})", conv_transpose_options_str(options)), "conv",
+                 [&] { return conv(x, kernel, bias, transpose_as_conv(kernel.shape(), options)); });
+}
+
+Tensor lp_pool(const Tensor& x, const PoolOptions& options, double norm) {
+  detail::check_floating("lp_pool", x);
+  check_norm("lp_pool", norm);
+  const PoolPlan p = renamed(fmt::format("lp_pool ({}, norm {})", pool_options_str(options), norm), "lp_pool",
+                             [&] { return plan_pool("lp_pool", x.shape(), options); });
+  // The window sum is the window mean (padding counted) times the window size.
+  const double taps = static_cast<double>(p.g.kernel[0] * p.g.kernel[1] * p.g.kernel[2]);
+  Tensor sums = mul(avg_pool(power(x, norm), options), Tensor::scalar(taps, x.options()));
+  return root(sums, norm);
+}
+
+Tensor blur_pool(const Tensor& x, ChannelsLayout channels) {
+  detail::check_floating("blur_pool", x);
+  if (x.dim() != 4)
+    throw std::invalid_argument(fmt::format("blur_pool (channels {}): input of shape {} must have rank 4 (2 spatial dims)",
+                                            layout_str(channels), shape_str(x.shape())));
+  const int64_t c = channels == ChannelsLayout::last ? x.size(3) : x.size(1);
+  std::vector<double> k(9 * static_cast<size_t>(c));
+  const double taps[3] = {1, 2, 1};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int64_t ch = 0; ch < c; ++ch) k[(i * 3 + j) * c + ch] = taps[i] * taps[j] / 16.0;
+  ConvOptions o;
+  o.padding = Padding::explicit_pairs({{1, 1}});
+  o.feature_group_count = c;
+  o.channels = channels;
+  const Tensor filter = Tensor::from_vector({3, 3, 1, c}, k, x.options());
+  return conv(x, filter, Tensor(), o);
+}
+
+PoolOptions adaptive_pool_options(const Shape& input, const std::vector<int64_t>& output_size, ChannelsLayout channels) {
+  const std::string opts = fmt::format("output_size {}, channels {}", list_str(output_size, "input size"), layout_str(channels));
+  const LastShape l = as_last("adaptive_pool", input, channels, opts);
+  const size_t dims = l.spatial.size();
+  const std::vector<int64_t> out = per_dim("adaptive_pool", "output_size", output_size, dims, l.spatial, 1, opts, input);
+  PoolOptions o;
+  o.channels = channels;
+  for (size_t d = 0; d < dims; ++d) {
+    if (l.spatial[d] < out[d])
+      throw std::invalid_argument(fmt::format("adaptive_pool ({}): output size {} is larger than the input size {} along "
+                                              "spatial dim {} (input shape {})",
+                                              opts, out[d], l.spatial[d], d, shape_str(input)));
+    const int64_t stride = l.spatial[d] / out[d];
+    o.strides.push_back(stride);
+    o.kernel_size.push_back(l.spatial[d] - (out[d] - 1) * stride);
+  }
+  return o;
+}
+
+namespace {
+Tensor adaptive(const char* op, const Tensor& x, const std::vector<int64_t>& output_size, ChannelsLayout channels,
+                const std::function<Tensor(const PoolOptions&)>& pool) {
+  detail::check_floating(op, x);
+  const std::string prefix = fmt::format("{} (output_size {}, channels {})", op, list_str(output_size, "input size"),
+                                         layout_str(channels));
+  const PoolOptions o = renamed(prefix, "adaptive_pool", [&] { return adaptive_pool_options(x.shape(), output_size, channels); });
+  return pool(o);
+}
+}  // namespace
+
+Tensor adaptive_avg_pool(const Tensor& x, const std::vector<int64_t>& output_size, ChannelsLayout channels) {
+  return adaptive("adaptive_avg_pool", x, output_size, channels, [&](const PoolOptions& o) { return avg_pool(x, o); });
+}
+Tensor adaptive_max_pool(const Tensor& x, const std::vector<int64_t>& output_size, ChannelsLayout channels) {
+  return adaptive("adaptive_max_pool", x, output_size, channels, [&](const PoolOptions& o) { return max_pool(x, o); });
+}
+Tensor adaptive_lp_pool(const Tensor& x, const std::vector<int64_t>& output_size, double norm, ChannelsLayout channels) {
+  check_norm("adaptive_lp_pool", norm);
+  return adaptive("adaptive_lp_pool", x, output_size, channels,
+                  [&](const PoolOptions& o) { return lp_pool(x, o, norm); });
+}
+
+Tensor global_lp_pool(const Tensor& x, double norm, bool keep_axes, ChannelsLayout channels) {
+  detail::check_floating("global_lp_pool", x);
+  check_norm("global_lp_pool", norm);
+  const Shape out_shape = global_pool_output_shape(x.shape(), keep_axes, channels);
+  PoolOptions o;
+  o.channels = channels;
+  o.kernel_size = as_last("global_lp_pool", x.shape(), channels, "").spatial;
+  return lp_pool(x, o, norm).reshape(out_shape);
 }
 
 }  // namespace axon
