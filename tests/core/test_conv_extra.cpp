@@ -175,6 +175,48 @@ TEST(ConvExtra, TheSeedsDocumentedExamples) {
                {1.0547149181365967, 1.3390626907348633, 0.5763426423072815}, 1e-6, 1e-6, "lp_pool doc example");
 }
 
+// The direct (GEMM + col2im) path against the seed's definition, conv over the stride-dilated
+// input with conv_transpose_padding, on bigger random cases: values and every gradient, f32 and
+// bf16 on every device.
+TEST(ConvExtra, ConvTransposeIsTheSeedsDilatedConvolution) {
+  struct Case {
+    Shape x, k;
+    ConvTransposeOptions o;
+  };
+  const std::vector<Case> cases = {
+      {{3, 7, 6, 5}, {3, 3, 5, 4}, {.strides = {2}, .padding = Padding::same()}},
+      {{2, 4, 9, 8}, {4, 2, 4, 3}, {.strides = {3, 2}, .kernel_dilation = {1, 2}, .channels = ChannelsLayout::first}},
+      {{2, 5, 4, 3, 2}, {2, 3, 2, 2, 3}, {.strides = {1, 2, 2}, .padding = Padding::explicit_pairs({{2, 0}, {0, 3}, {1, 1}})}},
+  };
+  for (Device device : devices())
+    for (DType dtype : {DType::f32, DType::bf16})
+      for (const Case& c : cases) {
+        Generator gen(11);
+        auto make = [&](const Shape& s) {
+          Tensor t = normal(s, 0.0f, 1.0f, gen).to(dtype).to(device);
+          t.set_requires_grad();
+          return t;
+        };
+        Tensor x = make(c.x), k = make(c.k), b = make({c.k.back()});
+        Tensor x2 = x.detach(), k2 = k.detach(), b2 = b.detach();
+        for (Tensor* t : {&x2, &k2, &b2}) t->set_requires_grad();
+        Tensor y = conv_transpose(x, k, b, c.o);
+        ConvOptions dil{.strides = {1}, .padding = Padding::explicit_pairs(conv_transpose_padding(c.k, c.o)),
+                        .input_dilation = c.o.strides, .kernel_dilation = c.o.kernel_dilation, .channels = c.o.channels};
+        Tensor want = conv(x2, k2, b2, dil);
+        ASSERT_EQ(y.shape(), want.shape());
+        Tensor w = normal(y.shape(), 0.0f, 1.0f, gen).to(dtype).to(device);
+        sum(mul(y, w)).backward();
+        sum(mul(want, w)).backward();
+        const double tol = dtype == DType::bf16 ? 5e-2 : 1e-4;
+        const std::string where = std::string(dtype_name(dtype)) + " on " + device.str() + " x " + shape_str(c.x);
+        expect_close(y.to_double_vector(), want.to_double_vector(), tol, tol, where + " output");
+        expect_close(x.grad().to_double_vector(), x2.grad().to_double_vector(), tol, tol, where + " grad x");
+        expect_close(k.grad().to_double_vector(), k2.grad().to_double_vector(), tol, tol * 4, where + " grad kernel");
+        expect_close(b.grad().to_double_vector(), b2.grad().to_double_vector(), tol, tol * 4, where + " grad bias");
+      }
+}
+
 std::string error_of(const std::function<void()>& f) {
   try {
     f();

@@ -119,8 +119,9 @@ std::string conv_transpose_options_str(const ConvTransposeOptions& options);
 // w = the kernel flipped along every spatial dim and permuted to {in, out, k...} equals this
 // with explicit padding (k_eff − 1 − p, k_eff − 1 − p + op); in particular valid padding with
 // k_eff ≥ s is PyTorch's padding 0 (the full transposed convolution).
-// Computed as conv computes it (im2col over the input-dilated x + GEMM), so the GEMM also
-// multiplies the inserted zeros: about s^d times the work of a col2im formulation.
+// Computed as conv's backward pass computes dx (the kernels run channels last): one GEMM
+// x · kernel {Cin, taps·Cout} then col2im (OpenBLAS or cuBLAS, and the backend's col2im), so no
+// work is spent on the zeros of the input-dilated form; the backward pass is im2col and two GEMMs.
 // Throws std::invalid_argument naming conv_transpose, its options and the shapes.
 Tensor conv_transpose(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvTransposeOptions& options = {});
 Shape conv_transpose_output_shape(const Shape& input, const Shape& kernel, const ConvTransposeOptions& options);

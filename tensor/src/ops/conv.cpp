@@ -10,6 +10,7 @@
 #include "axon/autograd.h"
 #include "axon/conv_ops.h"
 #include "axon/ops.h"
+#include "axon/shape_ops.h"
 #include "common.h"
 
 namespace axon {
@@ -485,11 +486,103 @@ Shape conv_transpose_output_shape(const Shape& input, const Shape& kernel, const
                  [&] { return conv_output_shape(input, kernel, transpose_as_conv(kernel, options)); });
 }
 
+namespace {
+
+// conv_transpose of a channels-last x {N, X..., Cin} by kernel {k..., Cin, Cout}, y {N, Y..., Cout}.
+// y[o] = Σ_j x_dilated_padded[o + j·kd] · K[j] gets input element i at o = i·s + lo − j·kd. So x
+// is the *output* of a convolution of y with geometry g: stride s, pad_lo −lo, and a kernel
+// dilation of −kd (its taps walk backwards: conv_input_at(g, d, i, j) = i·s + lo − j·kd, and
+// conv_output_at inverts it). Then, as conv's backward pass computes dx from dy:
+//   col = x · Wt (Wt {Cin, taps·Cout}, the kernel with its first two axes swapped), y = col2im(col)
+// and the backward pass is conv's forward: dcol = im2col(dy), dx = dcol · Wtᵀ, dWt = xᵀ · dcol.
+// No GEMM work on the zeros that the input-dilated formulation would multiply (s^d of it).
+Tensor conv_transpose_last(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvGeometry& g,
+                           const Shape& y_shape) {
+  const int64_t cin = kernel.size(-2), cout = kernel.size(-1), taps = g.kernel[0] * g.kernel[1] * g.kernel[2];
+  const int64_t m = cin > 0 ? x.numel() / cin : 0, ny = cout > 0 ? shape_numel(y_shape) / cout : 0, n = taps * cout;
+  const Tensor wt = permute(kernel.reshape({taps, cin, cout}), {1, 0, 2});  // {Cin, taps, Cout}
+  Tensor y = Tensor::empty(y_shape, x.options());
+  Backend& be = backend(x.device());
+  if (y.numel() > 0) {
+    if (m > 0 && cin > 0) {
+      Tensor col = Tensor::empty({m, n}, x.options());
+      be.gemm_ld(false, false, m, n, cin, 1.0f, x, cin, wt, n, 0.0f, col, n);
+      be.col2im(col, g, 0, y);
+    } else {
+      y.fill(0.0);
+    }
+    if (bias.defined())  // y += ones · bias (a rank-1 GEMM, as conv adds its bias)
+      be.gemm_ld(false, false, ny, cout, 1, 1.0f, Tensor::ones({ny}, x.options()), 1, bias, cout, 1.0f, y, cout);
+  }
+  return record("conv_transpose", y, {x, wt, bias},
+                [x = x.detach(), wt = wt.detach(), g, m, n, ny, cin, cout](const Tensor& go, GradSlots& grads) {
+                  Backend& be = backend(go.device());
+                  Tensor dcol;
+                  if (m > 0 && n > 0 && (grads.needs(0) || grads.needs(1))) {
+                    dcol = Tensor::empty({m, n}, go.options());
+                    be.im2col(go, g, 0, dcol);
+                  }
+                  if (grads.needs(0)) {  // dx = dcol · Wtᵀ
+                    Tensor dx = Tensor::empty(x.shape(), x.options());
+                    if (dcol.defined() && cin > 0)
+                      be.gemm_ld(false, true, m, cin, n, 1.0f, dcol, n, wt, n, 0.0f, dx, cin);
+                    else
+                      dx.fill(0.0);
+                    grads.add(0, dx);
+                  }
+                  if (grads.needs(1)) {  // dWt = xᵀ · dcol
+                    float beta = 0.0f;
+                    Tensor dw = grads.target(1, wt.shape(), wt.options(), beta);
+                    if (dcol.defined() && cin > 0)
+                      be.gemm_ld(true, false, cin, n, m, 1.0f, x, cin, dcol, n, beta, dw, n);
+                    else if (beta == 0.0f)
+                      dw.fill(0.0);
+                  }
+                  if (grads.size() > 2 && grads.needs(2)) {  // db = the sum of dy over positions
+                    float beta = 0.0f;
+                    Tensor db = grads.target(2, {cout}, go.options(), beta);
+                    be.sum_axis(go, AxisSplit{1, ny, cout}, beta, db);
+                  }
+                });
+}
+
+}  // namespace
+
 Tensor conv_transpose(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvTransposeOptions& options) {
   detail::check_floating("conv_transpose", x);
   if (!kernel.defined()) throw std::invalid_argument("conv_transpose: kernel is undefined");
-  return renamed(fmt::format("conv_transpose ({})", conv_transpose_options_str(options)), "conv",
-                 [&] { return conv(x, kernel, bias, transpose_as_conv(kernel.shape(), options)); });
+  const std::string prefix = fmt::format("conv_transpose ({})", conv_transpose_options_str(options));
+  detail::check_same("conv_transpose", x, kernel);
+  const Shape out = conv_transpose_output_shape(x.shape(), kernel.shape(), options);  // every shape error, named
+  const int64_t cout = kernel.shape().back();
+  if (bias.defined()) {
+    detail::check_same("conv_transpose", x, bias);
+    if (bias.dim() != 1 || bias.size(0) != cout)
+      throw std::invalid_argument(fmt::format("{}: bias of shape {} does not match kernel of shape {} (expects {{{}}})",
+                                              prefix, shape_str(bias.shape()), shape_str(kernel.shape()), cout));
+  }
+  const LastShape xl = as_last("conv_transpose", x.shape(), options.channels, "");
+  const LastShape yl = as_last("conv_transpose", out, options.channels, "");
+  const size_t dims = xl.spatial.size();
+  const std::vector<int64_t> ones(dims, 1);
+  const std::vector<int64_t> s = per_dim("conv_transpose", "strides", options.strides, dims, ones, 1, prefix, x.shape());
+  const std::vector<int64_t> kd =
+      per_dim("conv_transpose", "kernel_dilation", options.kernel_dilation, dims, ones, 1, prefix, x.shape());
+  const auto pads = conv_transpose_padding(kernel.shape(), options);
+  ConvGeometry g;  // y (the "input") convolved to x (the "output"): see conv_transpose_last
+  g.batch = xl.batch;
+  g.channels = cout;
+  for (size_t d = 0; d < dims; ++d) {
+    g.in[d] = yl.spatial[d];
+    g.out[d] = xl.spatial[d];
+    g.kernel[d] = kernel.size(static_cast<int64_t>(d));
+    g.stride[d] = s[d];
+    g.pad_lo[d] = -pads[d].first;
+    g.kernel_dilation[d] = -kd[d];
+  }
+  const Shape y_last = make_shape(yl.batch, yl.spatial, cout, ChannelsLayout::last);
+  if (options.channels == ChannelsLayout::last) return conv_transpose_last(x, kernel, bias, g, y_last);
+  return move_channels(conv_transpose_last(move_channels(x, false), kernel, bias, g, y_last), true);
 }
 
 Tensor lp_pool(const Tensor& x, const PoolOptions& options, double norm) {
