@@ -233,6 +233,10 @@ TEST(ConvExtra, BadOptionsAndShapesAreErrorsNamingThem) {
                     HasSubstr("{2, 5, 5, 4}")));
   EXPECT_THAT(error_of([&] { conv_transpose(x, Tensor::zeros({3, 3, 4, 3}), Tensor(), {.strides = {0}}); }),
               AllOf(HasSubstr("conv_transpose"), HasSubstr("strides must be ≥ 1")));
+  EXPECT_THAT(error_of([&] { conv_transpose(x, Tensor::zeros({3, 3, 4, 3}), Tensor(), {.strides = {1, 2, 1}}); }),
+              AllOf(HasSubstr("strides has 3 values"), HasSubstr("input of shape {2, 5, 5, 4} has 2 spatial dims")));
+  EXPECT_THAT(error_of([&] { conv_transpose(x, Tensor::zeros({3, 4, 3}), Tensor()); }),
+              AllOf(HasSubstr("kernel of shape {3, 4, 3}"), HasSubstr("2 spatial dims")));
   EXPECT_THAT(error_of([&] { conv_transpose(x, Tensor::zeros({3, 3, 4, 3}), Tensor::zeros({2})); }),
               AllOf(HasSubstr("conv_transpose"), HasSubstr("bias of shape {2}")));
   EXPECT_THAT(error_of([&] { lp_pool(x, {.kernel_size = {6}}); }),

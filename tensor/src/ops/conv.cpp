@@ -482,6 +482,15 @@ std::vector<std::pair<int64_t, int64_t>> conv_transpose_padding(const Shape& ker
 }
 
 Shape conv_transpose_output_shape(const Shape& input, const Shape& kernel, const ConvTransposeOptions& options) {
+  const std::string opts = conv_transpose_options_str(options);
+  // Option lists against the input's spatial dims first, so their errors name the input.
+  const size_t dims = as_last("conv_transpose", input, options.channels, opts).spatial.size();
+  per_dim("conv_transpose", "strides", options.strides, dims, {}, 1, opts, input);
+  per_dim("conv_transpose", "kernel_dilation", options.kernel_dilation, dims, {}, 1, opts, input);
+  if (kernel.size() != dims + 2)
+    throw std::invalid_argument(fmt::format("conv_transpose ({}): kernel of shape {} must be {{k..., in_channels, "
+                                            "out_channels}} with {} spatial dims, as input shape {}",
+                                            opts, shape_str(kernel), dims, shape_str(input)));
   return renamed(fmt::format("conv_transpose ({})", conv_transpose_options_str(options)), "conv",
                  [&] { return conv_output_shape(input, kernel, transpose_as_conv(kernel, options)); });
 }
