@@ -396,6 +396,7 @@ static int run(int argc, char** argv) {
                           {"optimizer_state_bytes", optimizer_state_bytes},
                           {"gradient_wait_s", trainer.gradient_wait_seconds()},
                           {"data", synthetic > 0 ? train.source : data_dir},
+                          {"standardize", standardize},
                           {"axon_version", AXON_VERSION},
                           {"test_accuracy", json_metric(last.test.accuracy)},
                           {"test_loss", json_metric(last.test.loss)},
