@@ -469,7 +469,18 @@ std::string summary(const Model& model) {
     for (const ParamSpec& spec : layer.params) count += shape_numel(spec.shape);
     for (const ParamSpec& spec : layer.state) count += shape_numel(spec.shape);
     total += count;
-    rows.push_back({layer_label(layer), model_shape_str(layer.output_shape), std::to_string(count)});
+    // A multi-output layer (lstm) prints every output: "{nil, 10, 32}, {nil, 32}, {nil, 32}".
+    std::string shape = model_shape_str(layer.output_shape);
+    if (!layer.inputs.empty()) {
+      std::vector<Shape> in_shapes;
+      for (size_t j : layer.inputs) in_shapes.push_back(p.layers[j].output_shape);
+      const std::vector<Shape> outs = layer.node->layer->output_shapes(in_shapes);
+      if (outs.size() > 1) {
+        shape.clear();
+        for (const Shape& s : outs) shape += (shape.empty() ? "" : ", ") + model_shape_str(s);
+      }
+    }
+    rows.push_back({layer_label(layer), shape, std::to_string(count)});
   }
   size_t w0 = 0, w1 = 0;
   for (const auto& r : rows) {

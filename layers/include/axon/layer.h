@@ -45,6 +45,9 @@ class Layer {
   // Output shape from input shapes; the batch dimension is -1. Throws std::invalid_argument with a
   // message about the shapes (the model adds the layer's name).
   virtual Shape output_shape(const std::vector<Shape>& inputs) const = 0;
+  // Layers of several outputs (lstm: the sequence and the state {c, h}) compute them packed in one
+  // tensor (output_shape) that part layers cut up; this lists each output's shape for summary().
+  virtual std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const { return {output_shape(inputs)}; }
   virtual std::vector<ParamSpec> params(const std::vector<Shape>& /*inputs*/) const { return {}; }
   // Model state from input shapes: non-trainable values that training updates and checkpoints
   // save (batch_norm's running mean and variance; the seed's parameters of kind :state). Kept in
