@@ -77,6 +77,13 @@ class CharLSTM(nn.Module):
         nn.init.uniform_(self.tok.weight, -0.01, 0.01)
         self.lstm = nn.LSTM(d, 2 * d, num_layers=layers, batch_first=True)
         self.head = nn.Linear(2 * d, VOCAB)
+        # Axon's initializers (the seed's): glorot_uniform kernels, zero biases. torch's
+        # weight_ih {4U, F} has the same fans as Axon's input_kernel {F, 4U}.
+        for name, p in list(self.lstm.named_parameters()) + list(self.head.named_parameters()):
+            if "weight" in name:
+                nn.init.xavier_uniform_(p)
+            else:
+                nn.init.zeros_(p)
 
     def forward(self, ids):
         return self.head(self.lstm(self.tok(ids))[0])

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -86,6 +87,7 @@ static int run(int argc, char** argv) {
   double lr = 1e-3;
   uint64_t seed = 0;
   size_t synthetic = 0;
+  bool standardize = false;
   bool no_progress = false, cuda_graph = false;
   double validation_split = 0.0;
   int early_stopping_patience = 0, keep_checkpoints = 0, grad_accum = 1, zero_stage = 0;
@@ -114,6 +116,8 @@ static int run(int argc, char** argv) {
                    "Seed for initialization and shuffling");
   app.add_option("--data", data_dir, "Folder with the Fashion-MNIST IDX files");
   app.add_flag("--no-progress", no_progress, "No live progress line");
+  app.add_flag("--standardize", standardize,
+               "Standardize the pixels with the training set's mean and standard deviation (x/255 otherwise)");
   app.add_option("--device", device_name,
                  "cpu, cuda (GPU local_rank % GPUs, one per rank on a multi-GPU machine) or cuda:K")
       ->default_str("cpu");
@@ -240,6 +244,17 @@ static int run(int argc, char** argv) {
       test = data::load_fashion_mnist(data_dir, data::Split::test);
     }
   });
+
+  if (standardize) {  // (x − mean) / std over every training pixel, the same numbers for the test set
+    double sum = 0.0, sq = 0.0;
+    for (float v : train.images) sum += v;
+    const double mean = sum / static_cast<double>(train.images.size());
+    for (float v : train.images) sq += (v - mean) * (v - mean);
+    const double sd = std::sqrt(sq / static_cast<double>(train.images.size()));
+    for (data::Dataset* ds : {&train, &test})
+      for (float& v : ds->images) v = static_cast<float>((v - mean) / sd);
+    if (comm->is_root()) std::fprintf(stderr, "axon: pixels standardized: mean %.4f, std %.4f\n", mean, sd);
+  }
 
   Model model = build_model(model_name);
   if (model_name == "cnn")  // one channel: the samples are {28, 28, 1} images
@@ -381,6 +396,7 @@ static int run(int argc, char** argv) {
                           {"optimizer_state_bytes", optimizer_state_bytes},
                           {"gradient_wait_s", trainer.gradient_wait_seconds()},
                           {"data", synthetic > 0 ? train.source : data_dir},
+                          {"standardize", standardize},
                           {"axon_version", AXON_VERSION},
                           {"test_accuracy", json_metric(last.test.accuracy)},
                           {"test_loss", json_metric(last.test.loss)},

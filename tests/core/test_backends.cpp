@@ -17,6 +17,7 @@
 #include "axon/activations.h"
 #include "axon/attention_ops.h"
 #include "axon/autograd.h"
+#include "axon/bilinear.h"
 #include "axon/conv_ops.h"
 #include "axon/cuda.h"
 #include "axon/losses.h"
@@ -172,6 +173,20 @@ std::vector<OpCase> op_cases() {
        [](const Inputs& x) { return avg_pool(x[0], {.kernel_size = {2, 2, 1}, .channels = ChannelsLayout::first}); }},
       {"global_avg_pool", {{{2, 3, 4, 5}}}, [](const Inputs& x) { return global_avg_pool(x[0]); }},
       {"global_max_pool_keep_axes", {{{2, 3, 4, 5}}}, [](const Inputs& x) { return global_max_pool(x[0], true); }, false},
+      // conv_transpose, lp/blur/adaptive pooling and bilinear (axon/conv_ops.h, axon/bilinear.h).
+      {"conv_transpose2d_same_strides", {{{2, 3, 4, 3}}, {{3, 2, 3, 4}}, {{4}}},
+       [](const Inputs& x) { return conv_transpose(x[0], x[1], x[2], {.strides = {2}, .padding = Padding::same()}); }},
+      {"conv_transpose1d_dilated_channels_first", {{{2, 3, 5}}, {{2, 3, 2}}},
+       [](const Inputs& x) {
+         return conv_transpose(x[0], x[1], Tensor(), {.strides = {3}, .kernel_dilation = {2}, .channels = ChannelsLayout::first});
+       }},
+      {"lp_pool2d", {{{2, 4, 4, 3}, true}}, [](const Inputs& x) { return lp_pool(x[0], {.kernel_size = {2}}, 2.0); }},
+      {"blur_pool", {{{2, 4, 5, 3}}}, [](const Inputs& x) { return blur_pool(x[0]); }},
+      {"adaptive_avg_pool", {{{2, 6, 4, 3}}}, [](const Inputs& x) { return adaptive_avg_pool(x[0], {3, 2}); }},
+      {"adaptive_max_pool", {{{2, 6, 4, 3}}}, [](const Inputs& x) { return adaptive_max_pool(x[0], {2}); }, false},
+      {"global_lp_pool", {{{2, 3, 4, 2}, true}}, [](const Inputs& x) { return global_lp_pool(x[0], 3.0); }},
+      {"bilinear", {{{3, 2}}, {{3, 4}}, {{5, 2, 4}}, {{5}}},
+       [](const Inputs& x) { return bilinear(x[0], x[1], x[2], x[3]); }},
       {"softmax_cross_entropy", {{{4, 5}}}, [](const Inputs& x) {
          Tensor labels = Tensor::from_vector({4}, std::vector<int32_t>{0, 4, 2, 2}, {DType::i32, Device::cpu()});
          return softmax_cross_entropy(x[0], labels.to(x[0].device()));

@@ -622,6 +622,14 @@ TEST(FashionMnist, SyntheticDataHasNoTestMetrics) {
   EXPECT_THAT(r.output, HasSubstr("synthetic data has no test split: test metrics not measured"));
 }
 
+TEST(FashionMnist, StandardizeUsesTheTrainingSetsMeanAndStd) {
+  // Synthetic pixels are uniform over k/255: mean ≈ 0.5, std ≈ 0.289.
+  Result r = run_command(bin("fashion_mnist") + " --synthetic 200 --batch-size 50 --threads 1 --no-progress --standardize");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(last_json_line(r.stdout_text)["standardize"].get<bool>());
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("pixels standardized: mean 0\\.(49|50)[0-9]*, std 0\\.(28|29)"));
+}
+
 TEST(FashionMnist, BadDeviceOrPrecisionIsAUsageError) {
   for (const char* args : {"--device gpu", "--device cuda:-1", "--precision fp16", "--cuda-graph",
                            "--backend nccl --device cpu"}) {

@@ -93,4 +93,60 @@ struct GlobalPoolOptions {
 LayerStep global_avg_pool(GlobalPoolOptions options = {});
 LayerStep global_max_pool(GlobalPoolOptions options = {});
 
+// ---- conv_transpose, separable convolutions, more pooling, bilinear ----
+
+// conv_transpose's options with the seed's defaults (Axon.conv_transpose): kernel_size 1,
+// strides 1, padding valid, kernel_dilation 1, channels last, glorot_uniform kernel
+// {k..., in, units}, zeros bias. Padding and the PyTorch mapping: axon::conv_transpose.
+struct ConvTransposeLayerOptions {
+  std::vector<int64_t> kernel_size = {1};
+  std::vector<int64_t> strides{};
+  Padding padding = Padding::valid();
+  std::vector<int64_t> kernel_dilation{};
+  ChannelsLayout channels = ChannelsLayout::last;
+  Activation activation = Activation::none;
+  bool use_bias = true;
+  Initializer kernel_initializer = initializers::glorot_uniform();
+  Initializer bias_initializer = initializers::zeros();
+};
+LayerStep conv_transpose(int64_t units, ConvTransposeLayerOptions options = {});
+
+// separable_conv2d / separable_conv3d exactly as the seed's (Axon.separable_conv2d/3d,
+// Axon.Layers.separable_conv2d/3d): not depthwise-then-pointwise, but 2 (3) depthwise
+// convolutions in a row, the n-th with a window along spatial dim n only. Parameters (channels
+// last; C the input channels, m the channel multiplier): kernel_1 {k0, 1, 1, C·m} (3-d:
+// {k0, 1, 1, 1, C·m}), kernel_2 {1, k1, 1, C·m}, (kernel_3 {1, 1, k2, 1, C·m}), and bias_1..
+// {C·m}; the first multiplies the channels by m, the others keep them. Each convolution gets the
+// same strides, padding and dilations (as the seed, so strides 2 downsample twice per dim).
+// Output channels C·m. Same options as conv; feature_group_size must stay 1.
+LayerStep separable_conv2d(int64_t channel_multiplier, ConvLayerOptions options = {});
+LayerStep separable_conv3d(int64_t channel_multiplier, ConvLayerOptions options = {});
+
+// lp_pool (the seed's; axon::lp_pool): PoolOptions as max_pool, and norm (default 2).
+LayerStep lp_pool(PoolOptions options, double norm = 2.0);
+// blur_pool (axon::blur_pool): 2 spatial dims, output shape = input shape.
+LayerStep blur_pool(ChannelsLayout channels = ChannelsLayout::last);
+// Adaptive pooling (axon::adaptive_avg_pool, ...): output_size one value per spatial dim or one
+// for all; empty (the seed's nil) keeps the input's sizes.
+struct AdaptivePoolOptions {
+  std::vector<int64_t> output_size{};
+  ChannelsLayout channels = ChannelsLayout::last;
+  double norm = 2.0;  // adaptive_lp_pool only
+};
+LayerStep adaptive_avg_pool(AdaptivePoolOptions options = {});
+LayerStep adaptive_max_pool(AdaptivePoolOptions options = {});
+LayerStep adaptive_lp_pool(AdaptivePoolOptions options = {});
+// global_lp_pool (axon::global_lp_pool): keep_axes and channels as global_avg_pool.
+LayerStep global_lp_pool(double norm = 2.0, GlobalPoolOptions options = {});
+
+// bilinear (the seed's Axon.bilinear; axon::bilinear): two inputs {..., in1} and {..., in2},
+// kernel {units, in1, in2} (glorot_uniform), bias {units} (zeros), output {..., units}.
+struct BilinearOptions {
+  Activation activation = Activation::none;
+  bool use_bias = true;
+  Initializer kernel_initializer = initializers::glorot_uniform();
+  Initializer bias_initializer = initializers::zeros();
+};
+Model bilinear(const Model& x1, const Model& x2, int64_t units, BilinearOptions options = {});
+
 }  // namespace axon

@@ -95,4 +95,71 @@ Tensor global_avg_pool(const Tensor& x, bool keep_axes = false, ChannelsLayout c
 Tensor global_max_pool(const Tensor& x, bool keep_axes = false, ChannelsLayout channels = ChannelsLayout::last);
 Shape global_pool_output_shape(const Shape& input, bool keep_axes, ChannelsLayout channels);
 
+// ---- conv_transpose (the seed's Axon.Layers.conv_transpose) ----
+// The options of conv_transpose: strides (the upsampling factor), padding, kernel_dilation,
+// channels. There is no input_dilation or feature groups (the seed has none).
+struct ConvTransposeOptions {
+  std::vector<int64_t> strides{};          // default 1
+  Padding padding = Padding::valid();
+  std::vector<int64_t> kernel_dilation{};  // default 1
+  ChannelsLayout channels = ChannelsLayout::last;
+};
+std::string conv_transpose_options_str(const ConvTransposeOptions& options);
+
+// The seed's transposed convolution, which is XLA's / jax.lax.conv_transpose without kernel
+// flipping: conv(x, kernel, bias) with strides 1, input_dilation = strides, the same
+// kernel_dilation, and padding (per spatial dim, k_eff = (k − 1)·kernel_dilation + 1, s = stride)
+//   valid:    (k_eff − 1, s − 1 + max(k_eff − s, 0))           -> out = in·s + max(k_eff − s, 0)
+//   same:     pad_len = k_eff + s − 2, lo = k_eff − 1 if s > k_eff − 1 else ⌈pad_len/2⌉,
+//             hi = pad_len − lo                                 -> out = in·s
+//   explicit: the (lo, hi) pairs as given, applied to the dilated input (as conv's)
+// (Axon.Shape.conv_transpose_padding). Kernel {k..., in_channels, out_channels}, bias
+// {out_channels}; x as conv's, channels last or first.
+// PyTorch: F.conv_transposeNd(x, w, b, stride=s, padding=p, output_padding=op, dilation=d) with
+// w = the kernel flipped along every spatial dim and permuted to {in, out, k...} equals this
+// with explicit padding (k_eff − 1 − p, k_eff − 1 − p + op); in particular valid padding with
+// k_eff ≥ s is PyTorch's padding 0 (the full transposed convolution).
+// Computed as conv's backward pass computes dx (the kernels run channels last): one GEMM
+// x · kernel {Cin, taps·Cout} then col2im (OpenBLAS or cuBLAS, and the backend's col2im), so no
+// work is spent on the zeros of the input-dilated form; the backward pass is im2col and two GEMMs.
+// Throws std::invalid_argument naming conv_transpose, its options and the shapes.
+Tensor conv_transpose(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvTransposeOptions& options = {});
+Shape conv_transpose_output_shape(const Shape& input, const Shape& kernel, const ConvTransposeOptions& options);
+// The explicit (lo, hi) padding per spatial dim conv_transpose uses for a kernel of this shape.
+std::vector<std::pair<int64_t, int64_t>> conv_transpose_padding(const Shape& kernel, const ConvTransposeOptions& options);
+
+// ---- power-average, blur and adaptive pooling ----
+// Power-average pooling (the seed's Axon.Layers.lp_pool): (Σ_window x^norm)^(1/norm) with zero
+// padding; window, strides (default: the kernel size), padding and dilations as max_pool. An
+// integer norm ≥ 1 raises x to the power by multiplication (any sign); another positive norm
+// needs x > 0 (x^norm = exp(norm·log x), NaN otherwise, as torch.pow). The gradient is infinite
+// or NaN where a window's sum is 0. F.lp_pool1d/2d/3d (no padding, no dilation) is the same.
+Tensor lp_pool(const Tensor& x, const PoolOptions& options, double norm = 2.0);
+
+// Blur pooling (the seed's Axon.Layers.blur_pool, after MosaicML Composer's BlurPool): each
+// channel convolved with the 3×3 binomial filter [1 2 1]ᵀ[1 2 1]/16, zero padding 1 on each
+// side, stride 1 (the seed does not downsample), so the output has x's shape. 2 spatial dims
+// only (rank 4), as the seed. Zhang, "Making Convolutional Networks Shift-Invariant Again" (2019).
+Tensor blur_pool(const Tensor& x, ChannelsLayout channels = ChannelsLayout::last);
+
+// Adaptive pooling (the seed's Axon.Layers.adaptive_avg/max/lp_pool): the output has
+// `output_size` spatial positions (one value per spatial dim or one for all; empty: the input's
+// own sizes) from windows of stride ⌊in/out⌋ and size in − (out − 1)·stride, no padding
+// (Axon.Shape.adaptive_pool_window_strides/size). When out divides in these are PyTorch's
+// F.adaptive_avg/max_pool windows; otherwise PyTorch's windows differ (⌊i·in/out⌋ to
+// ⌈(i+1)·in/out⌉) and this follows the seed. Requires 1 ≤ out ≤ in.
+Tensor adaptive_avg_pool(const Tensor& x, const std::vector<int64_t>& output_size,
+                         ChannelsLayout channels = ChannelsLayout::last);
+Tensor adaptive_max_pool(const Tensor& x, const std::vector<int64_t>& output_size,
+                         ChannelsLayout channels = ChannelsLayout::last);
+Tensor adaptive_lp_pool(const Tensor& x, const std::vector<int64_t>& output_size, double norm = 2.0,
+                        ChannelsLayout channels = ChannelsLayout::last);
+// The window options adaptive pooling uses for an input of this shape (throws as it does).
+PoolOptions adaptive_pool_options(const Shape& input, const std::vector<int64_t>& output_size, ChannelsLayout channels);
+
+// (Σ_spatial x^norm)^(1/norm) per batch element and channel (the seed's global_lp_pool), shapes
+// as global_avg_pool.
+Tensor global_lp_pool(const Tensor& x, double norm = 2.0, bool keep_axes = false,
+                      ChannelsLayout channels = ChannelsLayout::last);
+
 }  // namespace axon

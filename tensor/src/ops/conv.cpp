@@ -3,10 +3,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
+#include <functional>
 #include <limits>
 
 #include "axon/autograd.h"
 #include "axon/conv_ops.h"
+#include "axon/ops.h"
+#include "axon/shape_ops.h"
 #include "common.h"
 
 namespace axon {
@@ -380,6 +384,296 @@ Tensor global_avg_pool(const Tensor& x, bool keep_axes, ChannelsLayout channels)
 }
 Tensor global_max_pool(const Tensor& x, bool keep_axes, ChannelsLayout channels) {
   return global_impl(PoolKind::max, "global_max_pool", x, keep_axes, channels);
+}
+
+}  // namespace axon
+
+// ---- conv_transpose, power-average, blur and adaptive pooling ----
+// Each is built from the differentiable ops above (conv, avg_pool, max_pool) and element-wise
+// ops, so its backward pass is theirs.
+namespace axon {
+
+namespace {
+
+// Runs f; an std::invalid_argument from the op it calls, "inner_op (its options): what", is
+// rethrown as "prefix: what" (prefix: the outer op and its own options).
+template <class F>
+auto renamed(const std::string& prefix, const std::string& inner_op, F&& f) {
+  try {
+    return f();
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    if (what.rfind(inner_op + " (", 0) == 0) {
+      const size_t at = what.find("): ");
+      if (at != std::string::npos) what = what.substr(at + 3);
+    }
+    throw std::invalid_argument(prefix + ": " + what);
+  }
+}
+
+ConvOptions transpose_as_conv(const Shape& kernel, const ConvTransposeOptions& o) {
+  ConvOptions c;
+  c.strides = {1};
+  c.input_dilation = o.strides;
+  c.kernel_dilation = o.kernel_dilation;
+  c.channels = o.channels;
+  c.padding = Padding::explicit_pairs(conv_transpose_padding(kernel, o));
+  return c;
+}
+
+// x^p: by multiplication for an integer p ≥ 1 (any sign of x), else exp(p·log x).
+Tensor power(const Tensor& x, double p) {
+  if (p == std::floor(p) && p >= 1 && p <= 64) {
+    Tensor r = x;
+    for (int i = 1; i < static_cast<int>(p); ++i) r = mul(r, x);
+    return r;
+  }
+  return exp(mul(log(x), Tensor::scalar(p, x.options())));
+}
+
+// s^(1/p) for s ≥ 0: exp(log(s)/p).
+Tensor root(const Tensor& s, double p) {
+  if (p == 1) return s;
+  return exp(mul(log(s), Tensor::scalar(1.0 / p, s.options())));
+}
+
+void check_norm(const char* op, double norm) {
+  if (!(norm > 0) || !std::isfinite(norm))
+    throw std::invalid_argument(fmt::format("{}: norm must be positive and finite, got {}", op, norm));
+}
+
+}  // namespace
+
+std::string conv_transpose_options_str(const ConvTransposeOptions& o) {
+  return fmt::format("strides {}, padding {}, kernel_dilation {}, channels {}", list_str(o.strides, "1"),
+                     padding_str(o.padding), list_str(o.kernel_dilation, "1"), layout_str(o.channels));
+}
+
+std::vector<std::pair<int64_t, int64_t>> conv_transpose_padding(const Shape& kernel, const ConvTransposeOptions& o) {
+  const std::string opts = conv_transpose_options_str(o);
+  if (kernel.size() < 3 || kernel.size() > 5)
+    throw std::invalid_argument(fmt::format("conv_transpose ({}): kernel of shape {} must be {{k..., in_channels, "
+                                            "out_channels}} with 1 to 3 spatial dims",
+                                            opts, shape_str(kernel)));
+  const size_t dims = kernel.size() - 2;
+  const std::vector<int64_t> ones(dims, 1);
+  const std::vector<int64_t> s = per_dim("conv_transpose", "strides", o.strides, dims, ones, 1, opts, kernel);
+  const std::vector<int64_t> kd = per_dim("conv_transpose", "kernel_dilation", o.kernel_dilation, dims, ones, 1, opts, kernel);
+  if (o.padding.kind == Padding::Kind::explicit_pairs) {
+    if (o.padding.pairs.size() == 1) return std::vector<std::pair<int64_t, int64_t>>(dims, o.padding.pairs[0]);
+    return o.padding.pairs;  // conv checks the count against the input
+  }
+  std::vector<std::pair<int64_t, int64_t>> pads;
+  for (size_t d = 0; d < dims; ++d) {
+    if (kernel[d] < 1)
+      throw std::invalid_argument(
+          fmt::format("conv_transpose ({}): kernel of shape {} has an empty window", opts, shape_str(kernel)));
+    const int64_t k = (kernel[d] - 1) * kd[d] + 1;
+    if (o.padding.kind == Padding::Kind::valid) {
+      const int64_t len = k + s[d] - 2 + std::max<int64_t>(k - s[d], 0);
+      pads.emplace_back(k - 1, len - (k - 1));
+    } else {
+      const int64_t len = k + s[d] - 2;
+      const int64_t lo = s[d] > k - 1 ? k - 1 : (len + 1) / 2;
+      pads.emplace_back(lo, len - lo);
+    }
+  }
+  return pads;
+}
+
+Shape conv_transpose_output_shape(const Shape& input, const Shape& kernel, const ConvTransposeOptions& options) {
+  const std::string opts = conv_transpose_options_str(options);
+  // Option lists against the input's spatial dims first, so their errors name the input.
+  const size_t dims = as_last("conv_transpose", input, options.channels, opts).spatial.size();
+  per_dim("conv_transpose", "strides", options.strides, dims, {}, 1, opts, input);
+  per_dim("conv_transpose", "kernel_dilation", options.kernel_dilation, dims, {}, 1, opts, input);
+  if (kernel.size() != dims + 2)
+    throw std::invalid_argument(fmt::format("conv_transpose ({}): kernel of shape {} must be {{k..., in_channels, "
+                                            "out_channels}} with {} spatial dims, as input shape {}",
+                                            opts, shape_str(kernel), dims, shape_str(input)));
+  return renamed(fmt::format("conv_transpose ({})", conv_transpose_options_str(options)), "conv",
+                 [&] { return conv_output_shape(input, kernel, transpose_as_conv(kernel, options)); });
+}
+
+namespace {
+
+// conv_transpose of a channels-last x {N, X..., Cin} by kernel {k..., Cin, Cout}, y {N, Y..., Cout}.
+// y[o] = Σ_j x_dilated_padded[o + j·kd] · K[j] gets input element i at o = i·s + lo − j·kd. So x
+// is the *output* of a convolution of y with geometry g: stride s, pad_lo −lo, and a kernel
+// dilation of −kd (its taps walk backwards: conv_input_at(g, d, i, j) = i·s + lo − j·kd, and
+// conv_output_at inverts it). Then, as conv's backward pass computes dx from dy:
+//   col = x · Wt (Wt {Cin, taps·Cout}, the kernel with its first two axes swapped), y = col2im(col)
+// and the backward pass is conv's forward: dcol = im2col(dy), dx = dcol · Wtᵀ, dWt = xᵀ · dcol.
+// No GEMM work on the zeros that the input-dilated formulation would multiply (s^d of it).
+Tensor conv_transpose_last(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvGeometry& g,
+                           const Shape& y_shape) {
+  const int64_t cin = kernel.size(-2), cout = kernel.size(-1), taps = g.kernel[0] * g.kernel[1] * g.kernel[2];
+  const int64_t m = cin > 0 ? x.numel() / cin : 0, ny = cout > 0 ? shape_numel(y_shape) / cout : 0, n = taps * cout;
+  const Tensor wt = permute(kernel.reshape({taps, cin, cout}), {1, 0, 2});  // {Cin, taps, Cout}
+  Tensor y = Tensor::empty(y_shape, x.options());
+  Backend& be = backend(x.device());
+  if (y.numel() > 0) {
+    if (m > 0 && cin > 0) {
+      Tensor col = Tensor::empty({m, n}, x.options());
+      be.gemm_ld(false, false, m, n, cin, 1.0f, x, cin, wt, n, 0.0f, col, n);
+      be.col2im(col, g, 0, y);
+    } else {
+      y.fill(0.0);
+    }
+    if (bias.defined())  // y += ones · bias (a rank-1 GEMM, as conv adds its bias)
+      be.gemm_ld(false, false, ny, cout, 1, 1.0f, Tensor::ones({ny}, x.options()), 1, bias, cout, 1.0f, y, cout);
+  }
+  return record("conv_transpose", y, {x, wt, bias},
+                [x = x.detach(), wt = wt.detach(), g, m, n, ny, cin, cout](const Tensor& go, GradSlots& grads) {
+                  Backend& be = backend(go.device());
+                  Tensor dcol;
+                  if (m > 0 && n > 0 && (grads.needs(0) || grads.needs(1))) {
+                    dcol = Tensor::empty({m, n}, go.options());
+                    be.im2col(go, g, 0, dcol);
+                  }
+                  if (grads.needs(0)) {  // dx = dcol · Wtᵀ
+                    Tensor dx = Tensor::empty(x.shape(), x.options());
+                    if (dcol.defined() && cin > 0)
+                      be.gemm_ld(false, true, m, cin, n, 1.0f, dcol, n, wt, n, 0.0f, dx, cin);
+                    else
+                      dx.fill(0.0);
+                    grads.add(0, dx);
+                  }
+                  if (grads.needs(1)) {  // dWt = xᵀ · dcol
+                    float beta = 0.0f;
+                    Tensor dw = grads.target(1, wt.shape(), wt.options(), beta);
+                    if (dcol.defined() && cin > 0)
+                      be.gemm_ld(true, false, cin, n, m, 1.0f, x, cin, dcol, n, beta, dw, n);
+                    else if (beta == 0.0f)
+                      dw.fill(0.0);
+                  }
+                  if (grads.size() > 2 && grads.needs(2)) {  // db = the sum of dy over positions
+                    float beta = 0.0f;
+                    Tensor db = grads.target(2, {cout}, go.options(), beta);
+                    be.sum_axis(go, AxisSplit{1, ny, cout}, beta, db);
+                  }
+                });
+}
+
+}  // namespace
+
+Tensor conv_transpose(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvTransposeOptions& options) {
+  detail::check_floating("conv_transpose", x);
+  if (!kernel.defined()) throw std::invalid_argument("conv_transpose: kernel is undefined");
+  const std::string prefix = fmt::format("conv_transpose ({})", conv_transpose_options_str(options));
+  detail::check_same("conv_transpose", x, kernel);
+  const Shape out = conv_transpose_output_shape(x.shape(), kernel.shape(), options);  // every shape error, named
+  const int64_t cout = kernel.shape().back();
+  if (bias.defined()) {
+    detail::check_same("conv_transpose", x, bias);
+    if (bias.dim() != 1 || bias.size(0) != cout)
+      throw std::invalid_argument(fmt::format("{}: bias of shape {} does not match kernel of shape {} (expects {{{}}})",
+                                              prefix, shape_str(bias.shape()), shape_str(kernel.shape()), cout));
+  }
+  const LastShape xl = as_last("conv_transpose", x.shape(), options.channels, "");
+  const LastShape yl = as_last("conv_transpose", out, options.channels, "");
+  const size_t dims = xl.spatial.size();
+  const std::vector<int64_t> ones(dims, 1);
+  const std::vector<int64_t> s = per_dim("conv_transpose", "strides", options.strides, dims, ones, 1, prefix, x.shape());
+  const std::vector<int64_t> kd =
+      per_dim("conv_transpose", "kernel_dilation", options.kernel_dilation, dims, ones, 1, prefix, x.shape());
+  const auto pads = conv_transpose_padding(kernel.shape(), options);
+  ConvGeometry g;  // y (the "input") convolved to x (the "output"): see conv_transpose_last
+  g.batch = xl.batch;
+  g.channels = cout;
+  for (size_t d = 0; d < dims; ++d) {
+    g.in[d] = yl.spatial[d];
+    g.out[d] = xl.spatial[d];
+    g.kernel[d] = kernel.size(static_cast<int64_t>(d));
+    g.stride[d] = s[d];
+    g.pad_lo[d] = -pads[d].first;
+    g.kernel_dilation[d] = -kd[d];
+  }
+  const Shape y_last = make_shape(yl.batch, yl.spatial, cout, ChannelsLayout::last);
+  if (options.channels == ChannelsLayout::last) return conv_transpose_last(x, kernel, bias, g, y_last);
+  return move_channels(conv_transpose_last(move_channels(x, false), kernel, bias, g, y_last), true);
+}
+
+Tensor lp_pool(const Tensor& x, const PoolOptions& options, double norm) {
+  detail::check_floating("lp_pool", x);
+  check_norm("lp_pool", norm);
+  const PoolPlan p = renamed(fmt::format("lp_pool ({}, norm {})", pool_options_str(options), norm), "lp_pool",
+                             [&] { return plan_pool("lp_pool", x.shape(), options); });
+  // The window sum is the window mean (padding counted) times the window size.
+  const double taps = static_cast<double>(p.g.kernel[0] * p.g.kernel[1] * p.g.kernel[2]);
+  Tensor sums = mul(avg_pool(power(x, norm), options), Tensor::scalar(taps, x.options()));
+  return root(sums, norm);
+}
+
+Tensor blur_pool(const Tensor& x, ChannelsLayout channels) {
+  detail::check_floating("blur_pool", x);
+  if (x.dim() != 4)
+    throw std::invalid_argument(fmt::format("blur_pool (channels {}): input of shape {} must have rank 4 (2 spatial dims)",
+                                            layout_str(channels), shape_str(x.shape())));
+  const int64_t c = channels == ChannelsLayout::last ? x.size(3) : x.size(1);
+  std::vector<double> k(9 * static_cast<size_t>(c));
+  const double taps[3] = {1, 2, 1};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int64_t ch = 0; ch < c; ++ch) k[(i * 3 + j) * c + ch] = taps[i] * taps[j] / 16.0;
+  ConvOptions o;
+  o.padding = Padding::explicit_pairs({{1, 1}});
+  o.feature_group_count = c;
+  o.channels = channels;
+  const Tensor filter = Tensor::from_vector({3, 3, 1, c}, k, x.options());
+  return conv(x, filter, Tensor(), o);
+}
+
+PoolOptions adaptive_pool_options(const Shape& input, const std::vector<int64_t>& output_size, ChannelsLayout channels) {
+  const std::string opts = fmt::format("output_size {}, channels {}", list_str(output_size, "input size"), layout_str(channels));
+  const LastShape l = as_last("adaptive_pool", input, channels, opts);
+  const size_t dims = l.spatial.size();
+  const std::vector<int64_t> out = per_dim("adaptive_pool", "output_size", output_size, dims, l.spatial, 1, opts, input);
+  PoolOptions o;
+  o.channels = channels;
+  for (size_t d = 0; d < dims; ++d) {
+    if (l.spatial[d] < out[d])
+      throw std::invalid_argument(fmt::format("adaptive_pool ({}): output size {} is larger than the input size {} along "
+                                              "spatial dim {} (input shape {})",
+                                              opts, out[d], l.spatial[d], d, shape_str(input)));
+    const int64_t stride = l.spatial[d] / out[d];
+    o.strides.push_back(stride);
+    o.kernel_size.push_back(l.spatial[d] - (out[d] - 1) * stride);
+  }
+  return o;
+}
+
+namespace {
+Tensor adaptive(const char* op, const Tensor& x, const std::vector<int64_t>& output_size, ChannelsLayout channels,
+                const std::function<Tensor(const PoolOptions&)>& pool) {
+  detail::check_floating(op, x);
+  const std::string prefix = fmt::format("{} (output_size {}, channels {})", op, list_str(output_size, "input size"),
+                                         layout_str(channels));
+  const PoolOptions o = renamed(prefix, "adaptive_pool", [&] { return adaptive_pool_options(x.shape(), output_size, channels); });
+  return pool(o);
+}
+}  // namespace
+
+Tensor adaptive_avg_pool(const Tensor& x, const std::vector<int64_t>& output_size, ChannelsLayout channels) {
+  return adaptive("adaptive_avg_pool", x, output_size, channels, [&](const PoolOptions& o) { return avg_pool(x, o); });
+}
+Tensor adaptive_max_pool(const Tensor& x, const std::vector<int64_t>& output_size, ChannelsLayout channels) {
+  return adaptive("adaptive_max_pool", x, output_size, channels, [&](const PoolOptions& o) { return max_pool(x, o); });
+}
+Tensor adaptive_lp_pool(const Tensor& x, const std::vector<int64_t>& output_size, double norm, ChannelsLayout channels) {
+  check_norm("adaptive_lp_pool", norm);
+  return adaptive("adaptive_lp_pool", x, output_size, channels,
+                  [&](const PoolOptions& o) { return lp_pool(x, o, norm); });
+}
+
+Tensor global_lp_pool(const Tensor& x, double norm, bool keep_axes, ChannelsLayout channels) {
+  detail::check_floating("global_lp_pool", x);
+  check_norm("global_lp_pool", norm);
+  const Shape out_shape = global_pool_output_shape(x.shape(), keep_axes, channels);
+  PoolOptions o;
+  o.channels = channels;
+  o.kernel_size = as_last("global_lp_pool", x.shape(), channels, "").spatial;
+  return lp_pool(x, o, norm).reshape(out_shape);
 }
 
 }  // namespace axon
