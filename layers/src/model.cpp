@@ -519,7 +519,18 @@ std::string summary(const Model& model) {
     for (const ParamSpec& spec : layer.params) count += shape_numel(spec.shape);
     for (const ParamSpec& spec : layer.state) count += shape_numel(spec.shape);
     total += count;
-    rows.push_back({layer_label(layer), model_shape_str(layer.output_shape), std::to_string(count)});
+    std::string shape = model_shape_str(layer.output_shape);
+    if (!layer.inputs.empty()) {  // input layers print their declared shape
+      std::vector<Shape> in_shapes;
+      for (size_t j : layer.inputs) in_shapes.push_back(p.layers[j].output_shape);
+      const std::vector<Shape> shapes = layer.node->layer->summary_shapes(in_shapes);
+      if (shapes.size() > 1) {
+        shape = "{";
+        for (size_t k = 0; k < shapes.size(); ++k) shape += (k ? ", " : "") + model_shape_str(shapes[k]);
+        shape += "}";
+      }
+    }
+    rows.push_back({layer_label(layer), shape, std::to_string(count)});
   }
   size_t w0 = 0, w1 = 0;
   for (const auto& r : rows) {

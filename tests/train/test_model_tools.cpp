@@ -8,6 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
 
 #include "axon/communicator.h"
 #include "axon/hooks.h"
@@ -378,6 +381,94 @@ TEST(Quantization, QuantizedMlpKeepsTheF32AccuracyOnFashionMnistLikeData) {
   Tensor xg = x.clone();
   xg.set_requires_grad(true);
   EXPECT_THROW(forward(plan(q.model), q.params, xg, ForwardContext{true}), std::invalid_argument);
+}
+
+// ---- summary ----
+
+// One model with every layer type: each row names the layer and op, its output shape, and its
+// parameter count (model state included); checked by hand against the layers' definitions.
+Model every_layer_model() {
+  Model x = input({-1, 8, 8, 2});
+  Model a = x | pad({{1, 1}, {1, 1}}) | resize(8, 8) | conv(4, {.kernel_size = {3}}) |
+            depthwise_conv(2, {.kernel_size = {3}}) | batch_norm() | group_norm(2) | instance_norm() | layer_norm() |
+            rms_norm() | spatial_dropout() | max_pool({.kernel_size = {2}}) | avg_pool({.kernel_size = {2}}) |
+            global_avg_pool();
+  Model b = x | global_max_pool() | dense(8, Activation::relu);
+  Model c = concatenate(multiply(subtract(add(a, b), b), b), a);  // {nil, 16}
+  Model d = c | reshape({kBatch, 4, 4}) | transpose({0, 2, 1}) | flatten() | dropout() | alpha_dropout() |
+            feature_alpha_dropout() | gelu() | log_sumexp();
+  std::vector<Model> halves = split(c, 2);
+  Model e = add(halves[0], constant(Tensor::from_vector({8}, std::vector<float>(8, 1.0f)))) |
+            nx([](const Tensor& t) { return t; }, "identity");
+  Model f = cond(e, [](const Tensor&) { return true; }, e, halves[1]);
+  return concatenate(d | dense(8), f);
+}
+
+TEST(Summary, PrintsEveryLayerType) {
+  const std::string s = summary(every_layer_model());
+  // label -> "shape count", from the rows " label   shape   count".
+  std::map<std::string, std::string> rows;
+  std::stringstream lines(s);
+  const std::regex row(R"(^ (\S+ \(\S+\))\s+(\{.*\})\s+(\d+)$)");
+  for (std::string line; std::getline(lines, line);)
+    if (std::smatch m; std::regex_match(line, m, row)) rows[m[1]] = m[2].str() + " " + m[3].str();
+  const std::map<std::string, std::string> expected{
+      {"input_1 (input)", "{nil, 8, 8, 2} 0"},
+      {"pad_2 (pad)", "{nil, 10, 10, 2} 0"},
+      {"resize_3 (resize)", "{nil, 8, 8, 2} 0"},
+      {"conv_4 (conv)", "{nil, 6, 6, 4} 76"},                        // 3·3·2·4 + 4
+      {"depthwise_conv_5 (depthwise_conv)", "{nil, 4, 4, 8} 80"},    // 3·3·1·8 + 8
+      {"batch_norm_6 (batch_norm)", "{nil, 4, 4, 8} 32"},            // gamma, beta, mean, var
+      {"group_norm_7 (group_norm)", "{nil, 4, 4, 8} 16"},
+      {"instance_norm_8 (instance_norm)", "{nil, 4, 4, 8} 16"},
+      {"layer_norm_9 (layer_norm)", "{nil, 4, 4, 8} 16"},
+      {"rms_norm_10 (rms_norm)", "{nil, 4, 4, 8} 8"},
+      {"spatial_dropout_11 (spatial_dropout)", "{nil, 4, 4, 8} 0"},
+      {"max_pool_12 (max_pool)", "{nil, 2, 2, 8} 0"},
+      {"avg_pool_13 (avg_pool)", "{nil, 1, 1, 8} 0"},
+      {"global_avg_pool_14 (global_avg_pool)", "{nil, 8} 0"},
+      {"global_max_pool_15 (global_max_pool)", "{nil, 2} 0"},
+      {"dense_16 (dense)", "{nil, 8} 24"},                           // 2·8 + 8
+      {"relu_17 (relu)", "{nil, 8} 0"},
+      {"add_18 (add)", "{nil, 8} 0"},
+      {"subtract_19 (subtract)", "{nil, 8} 0"},
+      {"multiply_20 (multiply)", "{nil, 8} 0"},
+      {"concatenate_21 (concatenate)", "{nil, 16} 0"},
+      {"reshape_22 (reshape)", "{nil, 4, 4} 0"},
+      {"transpose_23 (transpose)", "{nil, 4, 4} 0"},
+      {"flatten_24 (flatten)", "{nil, 16} 0"},
+      {"dropout_25 (dropout)", "{nil, 16} 0"},
+      {"alpha_dropout_26 (alpha_dropout)", "{nil, 16} 0"},
+      {"feature_alpha_dropout_27 (feature_alpha_dropout)", "{nil, 16} 0"},
+      {"gelu_28 (gelu)", "{nil, 16} 0"},
+      {"log_sumexp_29 (log_sumexp)", "{nil, 1} 0"},
+      {"dense_30 (dense)", "{nil, 8} 16"},                           // 1·8 + 8
+      {"split_31 (split)", "{nil, 8} 0"},                            // one layer per part
+      {"constant_32 (constant)", "{8} 0"},                           // no batch axis
+      {"add_33 (add)", "{nil, 8} 0"},
+      {"identity_34 (identity)", "{nil, 8} 0"},                      // nx(..., "identity")
+      {"split_35 (split)", "{nil, 8} 0"},
+      {"cond_36 (cond)", "{nil, 8} 0"},
+      {"concatenate_37 (concatenate)", "{nil, 16} 0"},
+  };
+  EXPECT_EQ(rows, expected) << s;
+  EXPECT_NE(s.find("Total Parameters: 284\n"), std::string::npos) << s;  // 76+80+32+16+16+16+8+24+16
+}
+
+// A layer of two outputs (as an lstm's sequence and state will be) prints both shapes in its row.
+class TwoOutputs : public Layer {
+ public:
+  std::string op() const override { return "two_outputs"; }
+  Shape output_shape(const std::vector<Shape>& in) const override { return in.at(0); }
+  std::vector<Shape> summary_shapes(const std::vector<Shape>& in) const override {
+    return {{in[0][0], 5, in[0][1]}, {in[0][0], in[0][1]}};
+  }
+  Tensor forward(const std::vector<Tensor>& in, std::span<const Tensor>, const ForwardContext&) const override { return in[0]; }
+};
+
+TEST(Summary, AMultiOutputLayerListsEachShape) {
+  const Model m = Model::apply(std::make_shared<TwoOutputs>(), {input({-1, 3})});
+  EXPECT_NE(summary(m).find("two_outputs_2 (two_outputs)   {{nil, 5, 3}, {nil, 3}}   0"), std::string::npos) << summary(m);
 }
 
 // ---- safetensors ----

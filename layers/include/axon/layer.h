@@ -58,6 +58,10 @@ class Layer {
   virtual std::vector<ParamSpec> state(const std::vector<Shape>& /*inputs*/) const { return {}; }
   virtual Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params,
                          const ForwardContext& ctx) const = 0;
+  // The output shapes summary() prints (batch −1, printed nil): {output_shape(inputs)} for a
+  // layer of one output; a layer with several (an lstm's sequence and state) lists each, and the
+  // row reads "{{nil, 10, 32}, {nil, 32}}".
+  virtual std::vector<Shape> summary_shapes(const std::vector<Shape>& inputs) const { return {output_shape(inputs)}; }
 };
 
 // An activation and its options: the `activation` option of dense (and of every later layer that
