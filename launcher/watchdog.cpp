@@ -37,6 +37,25 @@ std::string list_ranks(const std::vector<int>& ranks) {
   return text;
 }
 
+namespace {
+
+// A rank's record, or none when the file is missing or the line is torn. Ranks rewrite the line
+// in place through a shared mapping, without a lock: it is read twice, and kept only when both
+// reads agree (a rewrite overlapping the reads changes the updated= time, at least).
+std::optional<heartbeat::Record> read_record(const std::string& path) {
+  auto read_line = [&]() -> std::optional<std::string> {
+    std::ifstream in(path);
+    std::string line;
+    if (!in || !std::getline(in, line)) return std::nullopt;
+    return line;
+  };
+  const std::optional<std::string> first = read_line(), second = read_line();
+  if (!first || !second || *first != *second) return std::nullopt;
+  return heartbeat::parse(*first + "\n");
+}
+
+}  // namespace
+
 Watchdog::Watchdog(std::string dir, int world_size, double timeout_s)
     : dir_(std::move(dir)), world_size_(world_size), timeout_s_(timeout_s), started_ns_(heartbeat::now_ns()) {
   char host[256] = "?";
@@ -62,11 +81,7 @@ void Watchdog::scan() {
     }
   }
   for (int r : candidates) {
-    std::ifstream in(heartbeat::file_for(dir_, r));
-    if (!in) continue;
-    std::string line;
-    if (!std::getline(in, line)) continue;
-    std::optional<heartbeat::Record> record = heartbeat::parse(line + "\n");
+    std::optional<heartbeat::Record> record = read_record(heartbeat::file_for(dir_, r));
     if (!record || record->rank != r) continue;  // torn by a rewrite: the next scan reads it
     auto [it, fresh] = ranks_.try_emplace(r);
     RankInfo& info = it->second;
@@ -102,11 +117,8 @@ void Watchdog::record_end(RankInfo& info) {
   info.gone = true;
   info.gone_ns = heartbeat::now_ns();
   // Its last words: an "exited" record written just before the end.
-  std::ifstream in(heartbeat::file_for(dir_, info.record.rank));
-  std::string line;
-  if (in && std::getline(in, line)) {
-    if (auto record = heartbeat::parse(line + "\n"); record && record->pid == info.record.pid) info.record = *record;
-  }
+  if (auto record = read_record(heartbeat::file_for(dir_, info.record.rank)); record && record->pid == info.record.pid)
+    info.record = *record;
 }
 
 void Watchdog::process_ended(int pidfd) {

@@ -519,15 +519,15 @@ std::string summary(const Model& model) {
     for (const ParamSpec& spec : layer.params) count += shape_numel(spec.shape);
     for (const ParamSpec& spec : layer.state) count += shape_numel(spec.shape);
     total += count;
+    // A multi-output layer (lstm) prints every output: "{nil, 10, 32}, {nil, 32}, {nil, 32}".
     std::string shape = model_shape_str(layer.output_shape);
-    if (!layer.inputs.empty()) {  // input layers print their declared shape
+    if (!layer.inputs.empty()) {
       std::vector<Shape> in_shapes;
       for (size_t j : layer.inputs) in_shapes.push_back(p.layers[j].output_shape);
-      const std::vector<Shape> shapes = layer.node->layer->summary_shapes(in_shapes);
-      if (shapes.size() > 1) {
-        shape = "{";
-        for (size_t k = 0; k < shapes.size(); ++k) shape += (k ? ", " : "") + model_shape_str(shapes[k]);
-        shape += "}";
+      const std::vector<Shape> outs = layer.node->layer->output_shapes(in_shapes);
+      if (outs.size() > 1) {
+        shape.clear();
+        for (const Shape& s : outs) shape += (shape.empty() ? "" : ", ") + model_shape_str(s);
       }
     }
     rows.push_back({layer_label(layer), shape, std::to_string(count)});

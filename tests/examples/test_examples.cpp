@@ -748,8 +748,9 @@ std::string tiny_training(const fs::path& data, const std::string& extra) {
 }
 }  // namespace
 
-// A ZeRO checkpoint holds whole buffers: written by 2 ranks with --zero 1, it resumes at 1 and at
-// 3 ranks, sharded or not, and the sharded and unsharded continuations agree bit for bit.
+// A ZeRO checkpoint holds one optimizer-state file per rank plus a manifest: written by 2 ranks with
+// --zero 1, it resumes at 1 and at 3 ranks, sharded or not (re-sharded on load), and the sharded and
+// unsharded continuations agree bit for bit. A missing shard file is refused, naming it.
 TEST_F(TinyData, AZeroCheckpointFromTwoRanksResumesAtOneAndThreeRanks) {
   AXON_REQUIRE_MPI();
   const std::string ck = (dir_ / "zero").string();
@@ -761,6 +762,15 @@ TEST_F(TinyData, AZeroCheckpointFromTwoRanksResumesAtOneAndThreeRanks) {
   };
   const nlohmann::json first = run(2, "--epochs 1 --zero 1 --checkpoint-dir " + ck);
   EXPECT_EQ(first["zero_stage"], 1);
+  const fs::path written = fs::path(ck) / fmt::format("step-{:09d}", first["global_step"].get<int>());
+  EXPECT_FALSE(fs::exists(written / "optimizer.safetensors"));
+  for (const char* file : {"optimizer-rank-00000-of-00002.safetensors", "optimizer-rank-00001-of-00002.safetensors"})
+    EXPECT_TRUE(fs::exists(written / file)) << file;
+  nlohmann::json meta;
+  std::ifstream(written / "meta.json") >> meta;
+  EXPECT_EQ(meta["optimizer_shards"]["world_size"], 2);
+  EXPECT_EQ(meta["optimizer_shards"]["files"].size(), 2u);
+  EXPECT_EQ(meta["optimizer_shards"]["files"][1]["offset"], meta["optimizer_shards"]["shard_size"]);
   for (int np : {1, 3}) {
     SCOPED_TRACE(np);
     const nlohmann::json sharded = run(np, "--epochs 2 --zero 1 --resume " + ck);
@@ -774,6 +784,12 @@ TEST_F(TinyData, AZeroCheckpointFromTwoRanksResumesAtOneAndThreeRanks) {
     // Adam's two moments: each rank holds 1/np of them (plus padding to a multiple of np).
     EXPECT_LE(sharded["optimizer_state_bytes"].get<double>(), plain["optimizer_state_bytes"].get<double>() / np + 8.0 * np);
   }
+  // Without rank 1's shard file the checkpoint is refused, naming the file; nothing trains.
+  fs::remove(written / "optimizer-rank-00001-of-00002.safetensors");
+  Result r = run_command(tiny_training(dir_, "--epochs 2 --zero 0 --resume " + written.string()));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("optimizer-rank-00001-of-00002.safetensors is missing or unreadable"));
+  EXPECT_THAT(r.output, Not(HasSubstr("params_sha256")));
 }
 
 // Two epochs straight, and one epoch then --resume for the second (from the epoch's end, and from

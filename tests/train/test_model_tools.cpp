@@ -466,7 +466,7 @@ class TwoOutputs : public Layer {
  public:
   std::string op() const override { return "two_outputs"; }
   Shape output_shape(const std::vector<Shape>& in) const override { return in.at(0); }
-  std::vector<Shape> summary_shapes(const std::vector<Shape>& in) const override {
+  std::vector<Shape> output_shapes(const std::vector<Shape>& in) const override {
     return {{in[0][0], 5, in[0][1]}, {in[0][0], in[0][1]}};
   }
   Tensor forward(const std::vector<Tensor>& in, std::span<const Tensor>, const ForwardContext&) const override { return in[0]; }
@@ -474,7 +474,7 @@ class TwoOutputs : public Layer {
 
 TEST(Summary, AMultiOutputLayerListsEachShape) {
   const Model m = Model::apply(std::make_shared<TwoOutputs>(), {input({-1, 3})});
-  EXPECT_NE(summary(m).find("two_outputs_2 (two_outputs)   {{nil, 5, 3}, {nil, 3}}   0"), std::string::npos) << summary(m);
+  EXPECT_NE(summary(m).find("two_outputs_2 (two_outputs)   {nil, 5, 3}, {nil, 3}   0"), std::string::npos) << summary(m);
 }
 
 // ---- safetensors ----

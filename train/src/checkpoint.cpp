@@ -272,8 +272,11 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return out;
 }
 
-void write_checkpoint(const std::string& dir, const std::string& name, const std::map<std::string, NamedTensors>& files,
-                      const nlohmann::json& meta) {
+std::string checkpoint_temp_path(const std::string& dir, const std::string& name, int64_t writer_pid) {
+  return (fs::path(dir) / fmt::format(".tmp-{}-{}", name, writer_pid)).string();
+}
+
+std::string begin_checkpoint(const std::string& dir, const std::string& name) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw CheckpointError(fmt::format("checkpoint: cannot create directory {}: {}", dir, ec.message()));
@@ -287,10 +290,18 @@ void write_checkpoint(const std::string& dir, const std::string& name, const std
     if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) == 0) continue;  // a live writer's
     remove_quietly(entry.path());
   }
-  const fs::path final_path = fs::path(dir) / name;
-  const fs::path tmp = fs::path(dir) / fmt::format(".tmp-{}-{}", name, ::getpid());
+  const std::string tmp = checkpoint_temp_path(dir, name, ::getpid());
   fs::create_directory(tmp, ec);
-  if (ec) throw CheckpointError(fmt::format("checkpoint: cannot create directory {}: {}", tmp.string(), ec.message()));
+  if (ec) throw CheckpointError(fmt::format("checkpoint: cannot create directory {}: {}", tmp, ec.message()));
+  return tmp;
+}
+
+void commit_checkpoint(const std::string& dir, const std::string& name, const std::string& tmp_dir,
+                       const std::map<std::string, NamedTensors>& files, const std::vector<std::string>& written_files,
+                       const nlohmann::json& meta) {
+  const fs::path final_path = fs::path(dir) / name;
+  const fs::path tmp = tmp_dir;
+  std::error_code ec;
   try {
     nlohmann::json full = meta;
     full["format"] = kFormat;
@@ -299,6 +310,20 @@ void write_checkpoint(const std::string& dir, const std::string& name, const std
     for (const auto& [file, tensors] : files) {
       const std::string bytes = serialize_safetensors(tensors, {});
       write_file_synced((tmp / file).string(), bytes);
+      listing[file] = {{"bytes", bytes.size()}, {"sha256", sha256_hex(bytes.data(), bytes.size())}};
+    }
+    // Files other processes wrote (and fsynced) here: read back, which also proves that this
+    // process sees them, i.e. that the directory is shared by every writer.
+    for (const std::string& file : written_files) {
+      std::string bytes;
+      try {
+        bytes = read_file((tmp / file).string());
+      } catch (const CheckpointError&) {
+        throw CheckpointError(fmt::format(
+            "checkpoint: {} was written by another rank but is not visible here ({}): a checkpoint written by "
+            "every rank needs a directory all ranks share",
+            file, (tmp / file).string()));
+      }
       listing[file] = {{"bytes", bytes.size()}, {"sha256", sha256_hex(bytes.data(), bytes.size())}};
     }
     full["files"] = listing;
@@ -321,7 +346,14 @@ void write_checkpoint(const std::string& dir, const std::string& name, const std
   }
 }
 
-LoadedCheckpoint read_checkpoint(const std::string& path) {
+void abort_checkpoint(const std::string& tmp_dir) { remove_quietly(tmp_dir); }
+
+void write_checkpoint(const std::string& dir, const std::string& name, const std::map<std::string, NamedTensors>& files,
+                      const nlohmann::json& meta) {
+  commit_checkpoint(dir, name, begin_checkpoint(dir, name), files, {}, meta);
+}
+
+LoadedCheckpoint read_checkpoint(const std::string& path, const FileFilter& parse) {
   LoadedCheckpoint out;
   out.path = path;
   const std::string meta_path = (fs::path(path) / kMeta).string();
@@ -366,22 +398,22 @@ LoadedCheckpoint read_checkpoint(const std::string& path) {
     const std::string sha = sha256_hex(bytes.data(), bytes.size());
     if (sha != info["sha256"].get<std::string>())
       throw CheckpointError(fmt::format("checkpoint {}: {} fails its SHA-256 check (altered or corrupt)", path, file_path));
-    out.files[file] = parse_safetensors(file_path, bytes, nullptr);
+    if (!parse || parse(file, out.meta)) out.files[file] = parse_safetensors(file_path, bytes, nullptr);
   }
   return out;
 }
 
-LoadedCheckpoint find_checkpoint(const std::string& path, std::vector<std::string>* skipped) {
+LoadedCheckpoint find_checkpoint(const std::string& path, std::vector<std::string>* skipped, const FileFilter& parse) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw CheckpointError(fmt::format("checkpoint: {} does not exist", path));
-  if (fs::exists(fs::path(path) / kMeta, ec)) return read_checkpoint(path);
+  if (fs::exists(fs::path(path) / kMeta, ec)) return read_checkpoint(path, parse);
   std::vector<std::string> all = list_checkpoints(path);
   if (all.empty())
     throw CheckpointError(fmt::format("checkpoint: {} holds no checkpoint (neither a meta.json nor step-* directories)", path));
   std::vector<std::string> reasons;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {
-      return read_checkpoint(*it);
+      return read_checkpoint(*it, parse);
     } catch (const std::exception& e) {
       reasons.push_back(e.what());
       if (skipped) skipped->push_back(e.what());

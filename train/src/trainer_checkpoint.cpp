@@ -1,10 +1,13 @@
 // Trainer::save_checkpoint and Trainer::load_checkpoint: what a checkpoint holds about the run,
 // and how a resumed fit() continues it exactly (axon/checkpoint.h has the files and their checks).
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <stdexcept>
 
 #include "axon/checkpoint.h"
@@ -20,6 +23,11 @@ namespace {
 
 constexpr const char* kModelFile = "model.safetensors";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
+
+// "optimizer-rank-00001-of-00004.safetensors": rank 1's ZeRO shard of the optimizer state.
+std::string shard_file_name(size_t rank, size_t world) {
+  return fmt::format("optimizer-rank-{:05d}-of-{:05d}.safetensors", rank, world);
+}
 
 nlohmann::json epoch_to_json(const EpochResult& e) {
   nlohmann::json j = {{"epoch", e.epoch},
@@ -86,13 +94,70 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
   partial[3 * rank + 2] = samples;
   comm_.allreduce(partial, ReduceOp::sum);
 
-  // With ZeRO each rank holds a shard of the optimizer state: the checkpoint gets whole buffers
-  // (gathered to rank 0 here), so that it loads at any world size, with or without ZeRO.
-  NamedTensors gathered_state;
-  if (zero_)
-    for (const auto& [name, tensor] : optimizer_.state())
-      if (tensor->defined())
-        if (Tensor full = zero_->gather_to_root(*tensor); full.defined()) gathered_state.emplace_back(name, full);
+  // With ZeRO each rank holds a shard of the optimizer state and writes it to a file of its own
+  // inside rank 0's temporary directory, so that no rank ever holds the whole state; meta.json's
+  // manifest lets any world size load it (re-sharded on load).
+  const std::string name = checkpoint_name(step);
+  std::string tmp;
+  std::vector<std::string> shard_files;
+  nlohmann::json shard_manifest;
+  if (zero_) {
+    std::vector<double> created{0.0, 0.0};  // rank 0's pid, whether it failed
+    std::string create_error;
+    if (comm_.is_root()) {
+      try {
+        tmp = begin_checkpoint(dir, name);
+        created[0] = static_cast<double>(::getpid());
+      } catch (const std::exception& e) {
+        create_error = e.what();
+        created[1] = 1.0;
+      }
+    }
+    comm_.allreduce(created, ReduceOp::sum);
+    if (created[1] != 0.0)
+      throw CheckpointError(comm_.is_root() ? create_error
+                                            : fmt::format("trainer: rank 0 could not start checkpoint {} (rank 0's "
+                                                          "message says why)", path));
+    tmp = checkpoint_temp_path(dir, name, static_cast<int64_t>(created[0]));
+    NamedTensors shard;
+    for (const auto& [state_name, tensor] : optimizer_.state())
+      if (tensor->defined()) shard.emplace_back(state_name, *tensor);
+    std::vector<double> failed(world, 0.0);
+    std::string write_error;
+    if (!shard.empty()) {
+      try {
+        write_safetensors((std::filesystem::path(tmp) / shard_file_name(rank, world)).string(), shard);
+      } catch (const std::exception& e) {
+        write_error = fmt::format("rank {}: {}", rank, e.what());
+        failed[rank] = 1.0;
+      }
+    }
+    comm_.allreduce(failed, ReduceOp::sum);
+    std::string failed_ranks;
+    for (size_t r = 0; r < world; ++r)
+      if (failed[r] != 0.0) failed_ranks += (failed_ranks.empty() ? "" : ", ") + std::to_string(r);
+    if (!failed_ranks.empty()) {
+      if (comm_.is_root()) abort_checkpoint(tmp);
+      throw CheckpointError(!write_error.empty() ? write_error
+                                                 : fmt::format("trainer: rank(s) {} could not write their optimizer "
+                                                               "shard of checkpoint {} (their messages say why)",
+                                                               failed_ranks, path));
+    }
+    if (!shard.empty()) {
+      nlohmann::json entries = nlohmann::json::array();
+      for (size_t r = 0; r < world; ++r) {
+        shard_files.push_back(shard_file_name(r, world));
+        entries.push_back({{"file", shard_files.back()},
+                           {"rank", r},
+                           {"offset", zero_->shard_size() * r},
+                           {"length", zero_->shard_size()}});
+      }
+      shard_manifest = {{"world_size", world},
+                        {"parameter_count", params_.count()},
+                        {"shard_size", zero_->shard_size()},
+                        {"files", entries}};
+    }
+  }
 
   std::string error;
   if (comm_.is_root()) {
@@ -112,7 +177,8 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       meta["shuffle"] = options_.shuffle;
       meta["drop_last"] = options_.drop_last;
       meta["grad_accum"] = options_.grad_accum;
-      meta["zero_stage"] = options_.zero_stage;  // informative: the state is saved whole
+      meta["zero_stage"] = options_.zero_stage;  // informative: any stage (or none) loads it
+      if (!shard_manifest.is_null()) meta["optimizer_shards"] = shard_manifest;
       meta["epochs_planned"] = options_.epochs;
       meta["halted"] = state_.halt && state_.preempted == 0;
       meta["train_dataset"] = {{"count", train_count_}, {"label_checksum", fmt::format("{:016x}", train_checksum_)}};
@@ -132,14 +198,18 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       NamedTensors& model = files[kModelFile];
       for (const auto& entry : params_.entries()) model.emplace_back(entry.name, entry.value);
       for (const auto& entry : params_.state_entries()) model.emplace_back(entry.name, entry.value);  // model state
-      NamedTensors opt = gathered_state;
-      if (!zero_)
-        for (const auto& [name, tensor] : optimizer_.state())
-          if (tensor->defined()) opt.emplace_back(name, *tensor);
-      if (!opt.empty()) files[kOptimizerFile] = std::move(opt);
-      write_checkpoint(dir, checkpoint_name(step), files, meta);
+      if (!zero_) {
+        NamedTensors opt;
+        for (const auto& [state_name, tensor] : optimizer_.state())
+          if (tensor->defined()) opt.emplace_back(state_name, *tensor);
+        if (!opt.empty()) files[kOptimizerFile] = std::move(opt);
+        write_checkpoint(dir, name, files, meta);
+      } else {
+        commit_checkpoint(dir, name, tmp, files, shard_files, meta);
+      }
     } catch (const std::exception& e) {
       error = e.what();
+      if (zero_) abort_checkpoint(tmp);
     }
   }
   // Every rank learns whether rank 0 succeeded, so a failed write stops all ranks alike.
@@ -154,8 +224,26 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
 }
 
 std::string Trainer::load_checkpoint(const std::string& path) {
+  // The part of the flat optimizer state this rank steps: all of it, or (ZeRO) its shard.
+  const size_t n = params_.count();
+  const size_t need_begin = zero_ ? zero_->shard_offset() : 0;
+  const size_t need_count = zero_ ? zero_->shard_size() : n;
+  const size_t need_end = std::min(n, need_begin + need_count);
+  // Of a ZeRO checkpoint's per-rank shard files, only those overlapping that part are parsed.
+  auto wanted = [&](const std::string& file, const nlohmann::json& meta) {
+    if (file.rfind("optimizer-rank-", 0) != 0) return true;
+    try {
+      for (const auto& e : meta.at("optimizer_shards").at("files"))
+        if (e.at("file") == file) {
+          const size_t offset = e.at("offset").get<size_t>(), length = e.at("length").get<size_t>();
+          return offset < need_end && need_begin < offset + length;
+        }
+    } catch (const nlohmann::json::exception&) {
+    }
+    return true;  // not in a readable manifest: parsed, and the checks below name the problem
+  };
   std::vector<std::string> skipped;
-  const LoadedCheckpoint ck = find_checkpoint(path, &skipped);
+  const LoadedCheckpoint ck = find_checkpoint(path, &skipped, wanted);
   if (comm_.is_root())
     for (const std::string& why : skipped) std::fprintf(stderr, "axon: skipped an invalid checkpoint: %s\n", why.c_str());
   const nlohmann::json& meta = ck.meta;
@@ -215,17 +303,71 @@ std::string Trainer::load_checkpoint(const std::string& path) {
                                dtype_name(it->second->dtype()), shape_str(entry.value.shape()),
                                dtype_name(entry.value.dtype())));
     }
-    // Optimizer state.
-    std::map<std::string, const Tensor*> saved_state;
+    // Optimizer state: whole buffers (optimizer.safetensors) or ZeRO shards (per-rank files and
+    // meta.json's "optimizer_shards" manifest), cut to this rank's part [need_begin, need_end),
+    // zero-padded to need_count, whatever the world size that wrote them.
+    auto copy_range = [](const Tensor& src, size_t src_offset, Tensor& dst, size_t dst_offset, size_t count) {
+      Tensor::view_of(dst.storage(), dst.offset() + dst_offset, {static_cast<int64_t>(count)}, dst.dtype())
+          .copy_from(Tensor::view_of(src.storage(), src.offset() + src_offset, {static_cast<int64_t>(count)}, src.dtype()));
+    };
+    auto unsigned_field = [&](const nlohmann::json& j, const char* key) {
+      if (!j.contains(key) || !j[key].is_number_unsigned())
+        throw fail(fmt::format("optimizer_shards entry {} has no valid \"{}\"", j.dump(), key));
+      return j[key].get<size_t>();
+    };
+    std::map<std::string, const Tensor*> whole_state;
     if (const auto o = ck.files.find(kOptimizerFile); o != ck.files.end())
-      for (const auto& [name, tensor] : o->second) saved_state[name] = &tensor;
+      for (const auto& [name, tensor] : o->second) whole_state[name] = &tensor;
+    struct ShardFile {
+      std::string file;
+      size_t offset, length;
+    };
+    std::vector<ShardFile> shards;
+    if (meta.contains("optimizer_shards")) {
+      const nlohmann::json& manifest = meta.at("optimizer_shards");
+      if (unsigned_field(manifest, "parameter_count") != n)
+        throw fail(fmt::format("its optimizer shards hold the state of {} parameters, this model has {}",
+                               manifest["parameter_count"].get<size_t>(), n));
+      size_t covered = 0;  // the files must tile [0, n) in order, as ZeroSharding wrote them
+      for (const auto& e : manifest.at("files")) {
+        ShardFile f{e.at("file").get<std::string>(), unsigned_field(e, "offset"), unsigned_field(e, "length")};
+        if (f.offset != covered || f.length > (size_t{1} << 50))
+          throw fail(fmt::format("optimizer shard {} starts at element {}, expected {}", f.file, f.offset, covered));
+        if (!meta.at("files").contains(f.file))
+          throw fail(fmt::format("optimizer shard {} is not among the files meta.json verifies", f.file));
+        covered += f.length;
+        shards.push_back(std::move(f));
+      }
+      if (covered < n) throw fail(fmt::format("its optimizer shards cover {} of {} elements", covered, n));
+    }
+    std::map<std::string, Tensor> loaded_state;
     for (const auto& [name, tensor] : optimizer_.state()) {
       (void)tensor;
-      const auto it = saved_state.find(name);
-      if (it != saved_state.end() &&
-          (it->second->numel() != static_cast<int64_t>(params_.count()) || it->second->dtype() != DType::f32))
-        throw fail(fmt::format("optimizer state '{}' holds {} {} values for {} parameters", name, it->second->numel(),
-                               dtype_name(it->second->dtype()), params_.count()));
+      Tensor part = Tensor::zeros({static_cast<int64_t>(need_count)}, TensorOptions{DType::f32, Device::cpu()});
+      if (const auto it = whole_state.find(name); it != whole_state.end()) {
+        if (it->second->numel() != static_cast<int64_t>(n) || it->second->dtype() != DType::f32)
+          throw fail(fmt::format("optimizer state '{}' holds {} {} values for {} parameters", name, it->second->numel(),
+                                 dtype_name(it->second->dtype()), n));
+        if (need_end > need_begin) copy_range(*it->second, need_begin, part, 0, need_end - need_begin);
+      } else if (!shards.empty()) {
+        for (const ShardFile& f : shards) {
+          const size_t begin = std::max(f.offset, need_begin), end = std::min(f.offset + f.length, need_end);
+          if (begin >= end) continue;
+          const auto file = ck.files.find(f.file);
+          const Tensor* found = nullptr;
+          if (file != ck.files.end())
+            for (const auto& [tensor_name, t] : file->second)
+              if (tensor_name == name) found = &t;
+          if (!found) throw fail(fmt::format("optimizer shard {} has no state '{}'", f.file, name));
+          if (found->numel() != static_cast<int64_t>(f.length) || found->dtype() != DType::f32)
+            throw fail(fmt::format("optimizer state '{}' in {} holds {} {} values, its manifest entry says {}", name,
+                                   f.file, found->numel(), dtype_name(found->dtype()), f.length));
+          copy_range(*found, begin - f.offset, part, begin - need_begin, end - begin);
+        }
+      } else {
+        continue;  // not saved (no step taken yet: checked below)
+      }
+      loaded_state[name] = part;
     }
     const nlohmann::json& sums = meta.at("epoch_partial_sums");
     if (step_in_epoch > 0 && sums.size() != world)
@@ -248,8 +390,8 @@ std::string Trainer::load_checkpoint(const std::string& path) {
     }
     if (steps > 0)
       for (const auto& [name, tensor] : optimizer_.state())
-        if (!saved_state.count(name))
-          throw fail(fmt::format("{} has no optimizer state '{}' although {} steps were taken", kOptimizerFile, name, steps));
+        if (!loaded_state.count(name))
+          throw fail(fmt::format("it has no optimizer state '{}' although {} steps were taken", name, steps));
 
     // Everything checked: apply.
     for (const auto& entry : params_.entries()) {
@@ -261,9 +403,8 @@ std::string Trainer::load_checkpoint(const std::string& path) {
       dst.copy_from(saved.at(entry.name)->to(dst.device()));
     }
     for (const auto& [name, tensor] : optimizer_.state()) {
-      const auto it = saved_state.find(name);
-      if (it == saved_state.end()) *tensor = Tensor();
-      else *tensor = zero_ ? zero_->shard_of(it->second->to(params_.device())) : it->second->to(params_.device());
+      const auto it = loaded_state.find(name);
+      *tensor = it == loaded_state.end() ? Tensor() : it->second.to(params_.device());
     }
     optimizer_.set_learning_rate(lr);
     optimizer_.set_steps(steps);

@@ -3,7 +3,8 @@
 //
 // axonrun creates a folder and exports it as AXON_HEARTBEAT_DIR. Each rank that makes an MPI
 // communicator keeps one file there, "rank-<R>", holding one fixed-width line that it rewrites in
-// place (one pwrite, no allocation) when it enters or leaves a collective and when it exits:
+// place (a store into the memory-mapped file: no system call, no allocation) when it enters or
+// leaves a collective and when it exits (the watchdog reads it twice to rule out a torn read):
 //
 //   axon-heartbeat 1 rank=1 pid=4242 host=vm state=collective seq=7 op=allreduce since=<ns>
 //       updated=<ns> status=0

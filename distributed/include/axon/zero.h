@@ -40,7 +40,7 @@ class ZeroSharding {
   // All-gathers every rank's updated parameter shard into the full parameters (a collective).
   void gather_parameters();
 
-  // For checkpoints, which hold whole buffers so that they load at any world size: gathers every
+  // For exporting a whole buffer (checkpoints write one file per rank instead): gathers every
   // rank's shard {s} into the full buffer {n} on rank 0 only (returned there; an undefined tensor
   // on the other ranks), by point-to-point messages, so no other rank ever holds the whole state.
   // A collective: every rank calls it. And this rank's padded shard {s} of a full buffer {n}.

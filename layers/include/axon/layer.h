@@ -50,6 +50,9 @@ class Layer {
   // Output shape from input shapes; the batch dimension is -1. Throws std::invalid_argument with a
   // message about the shapes (the model adds the layer's name).
   virtual Shape output_shape(const std::vector<Shape>& inputs) const = 0;
+  // Layers of several outputs (lstm: the sequence and the state {c, h}) compute them packed in one
+  // tensor (output_shape) that part layers cut up; this lists each output's shape for summary().
+  virtual std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const { return {output_shape(inputs)}; }
   virtual std::vector<ParamSpec> params(const std::vector<Shape>& /*inputs*/) const { return {}; }
   // Model state from input shapes: non-trainable values that training updates and checkpoints
   // save (batch_norm's running mean and variance; the seed's parameters of kind :state). Kept in
@@ -58,10 +61,6 @@ class Layer {
   virtual std::vector<ParamSpec> state(const std::vector<Shape>& /*inputs*/) const { return {}; }
   virtual Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params,
                          const ForwardContext& ctx) const = 0;
-  // The output shapes summary() prints (batch −1, printed nil): {output_shape(inputs)} for a
-  // layer of one output; a layer with several (an lstm's sequence and state) lists each, and the
-  // row reads "{{nil, 10, 32}, {nil, 32}}".
-  virtual std::vector<Shape> summary_shapes(const std::vector<Shape>& inputs) const { return {output_shape(inputs)}; }
 };
 
 // An activation and its options: the `activation` option of dense (and of every later layer that

@@ -5,6 +5,11 @@
 //   model.safetensors      the parameters (f32 master weights) and the model state (batch_norm's
 //                          running statistics, averaged over the ranks), by name
 //   optimizer.safetensors  the optimizer's state buffers (exp_avg, ...), when it has any
+//   optimizer-rank-00001-of-00004.safetensors
+//                          with ZeRO instead: each rank's shard of those buffers, written by that
+//                          rank; meta.json's "optimizer_shards" manifest gives each file's rank,
+//                          offset and length in the flat buffer, so a checkpoint written at one
+//                          world size loads at another (re-sharded on load)
 //   meta.json              format and version, the trainer's position (epoch, step, partial epoch
 //                          sums), metric history, callback state, model-structure hash, the training
 //                          set's size and label checksum, world size, library version, optimizer
@@ -20,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -63,20 +69,41 @@ NamedTensors read_safetensors(const std::string& path, std::map<std::string, std
 void write_checkpoint(const std::string& dir, const std::string& name, const std::map<std::string, NamedTensors>& files,
                       const nlohmann::json& meta);
 
+// A checkpoint written by several processes (ZeRO: each rank writes its own shard of the
+// optimizer state, so that no rank ever holds the whole of it), in three steps:
+//   1. rank 0: tmp = begin_checkpoint(dir, name), which creates the temporary directory
+//      (checkpoint_temp_path(dir, name, rank 0's pid)) after removing dead writers' leftovers;
+//   2. every rank writes its files into tmp (write_safetensors fsyncs them);
+//   3. rank 0: commit_checkpoint(...) writes its own `files`, hashes the `written_files` the
+//      others wrote (which must be visible to it: the directory must be shared), writes meta.json
+//      and renames tmp to `name` atomically, as write_checkpoint does. abort_checkpoint(tmp)
+//      removes a save that failed on some rank.
+// Each throws CheckpointError naming the directory or file.
+std::string checkpoint_temp_path(const std::string& dir, const std::string& name, int64_t writer_pid);
+std::string begin_checkpoint(const std::string& dir, const std::string& name);
+void commit_checkpoint(const std::string& dir, const std::string& name, const std::string& tmp_dir,
+                       const std::map<std::string, NamedTensors>& files, const std::vector<std::string>& written_files,
+                       const nlohmann::json& meta);
+void abort_checkpoint(const std::string& tmp_dir);
+
 struct LoadedCheckpoint {
   std::string path;                             // the checkpoint directory
   nlohmann::json meta;                          // meta.json
   std::map<std::string, NamedTensors> files;    // every tensor file, verified
 };
+// Which tensor files to parse into LoadedCheckpoint::files, given the file name and meta.json
+// (every file is verified by size and SHA-256 either way); empty: all of them.
+using FileFilter = std::function<bool(const std::string& file, const nlohmann::json& meta)>;
 // Loads and verifies the checkpoint directory `path` (one holding meta.json). Throws
 // CheckpointError naming the file and the failed check.
-LoadedCheckpoint read_checkpoint(const std::string& path);
+LoadedCheckpoint read_checkpoint(const std::string& path, const FileFilter& parse = {});
 
 // The checkpoint to resume from: `path` itself when it holds a meta.json, else the newest valid
 // "step-*" checkpoint inside it (newest by step number). Newer checkpoints that fail verification
 // are skipped, each named with its reason in `skipped` (when given). Throws CheckpointError when
 // `path` does not exist or holds no valid checkpoint (naming each one tried and why).
-LoadedCheckpoint find_checkpoint(const std::string& path, std::vector<std::string>* skipped = nullptr);
+LoadedCheckpoint find_checkpoint(const std::string& path, std::vector<std::string>* skipped = nullptr,
+                                 const FileFilter& parse = {});
 
 // "step-000000123": the directory name of the checkpoint after global step `step` (zero-padded so
 // that names sort like the steps).
