@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "axon/autograd.h"
+#include "axon/hooks.h"
 
 namespace axon {
 
@@ -315,10 +316,47 @@ Parameters Parameters::to(Device device, DType dtype) const {
   copy.flat_values().copy_from(flat_values().to(dtype).to(device));
   copy.flat_grads().copy_from(flat_grads().to(dtype).to(device));
   if (state_total_ > 0) copy.flat_state().copy_from(flat_state().to(copy.state_dtype()).to(device));
+  copy.freeze([&](const std::string& name) { return frozen(name); });
   return copy;
 }
 
 Parameters Parameters::to(Device device) const { return to(device, dtype_); }
+
+size_t Parameters::freeze(const std::function<bool(const std::string&)>& select) {
+  if (frozen_.empty()) frozen_.assign(entries_.size(), false);
+  size_t changed = 0;
+  for (size_t i = 0; i < entries_.size(); ++i)
+    if (!frozen_[i] && select(entries_[i].name)) {
+      frozen_[i] = true;
+      entries_[i].value.set_requires_grad(false);  // backward then skips its gradient
+      ++changed;
+    }
+  return changed;
+}
+
+size_t Parameters::unfreeze(const std::function<bool(const std::string&)>& select) {
+  size_t changed = 0;
+  for (size_t i = 0; i < frozen_.size(); ++i)
+    if (frozen_[i] && select(entries_[i].name)) {
+      frozen_[i] = false;
+      entries_[i].value.set_requires_grad(true);
+      ++changed;
+    }
+  return changed;
+}
+
+bool Parameters::frozen(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw std::out_of_range("parameters: no parameter named '" + name + "'");
+  return frozen(it->second);
+}
+
+std::vector<std::string> Parameters::frozen_names() const {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < frozen_.size(); ++i)
+    if (frozen_[i]) names.push_back(entries_[i].name);
+  return names;
+}
 Parameters Parameters::clone() const { return to(device_, dtype_); }
 
 // ---- init ----
@@ -392,9 +430,16 @@ Tensor forward(const ModelPlan& p, const Parameters& params, const std::vector<T
                                             "(were they made by init() of this model?)",
                                             params.state_entries().size(), expected_state));
 
+  const Hooks* hooks = ctx.hooks && !ctx.hooks->empty() ? ctx.hooks : nullptr;
+  if (hooks) {
+    std::vector<std::string> names;
+    for (const PlannedLayer& layer : p.layers) names.push_back(layer.name);
+    hooks->check_layers(names);
+  }
   std::vector<Tensor> outputs(p.layers.size());
   std::vector<Tensor> layer_params, layer_state;
   ForwardContext layer_ctx = ctx;
+  layer_ctx.hooks = nullptr;
   if (!model_inputs.empty() && model_inputs[0].defined()) layer_ctx.options = model_inputs[0].options();
   layer_ctx.options.device = params.device();
   for (size_t i = 0; i < p.layers.size(); ++i) {
@@ -441,10 +486,15 @@ Tensor forward(const ModelPlan& p, const Parameters& params, const std::vector<T
       layer_state.push_back(params.state_entries()[at].value);
     }
     layer_ctx.state = layer_state;
+    if (hooks) hooks->run(layer.name, HookEvent::pre_forward, ctx.training, inputs);
     try {
       outputs[i] = layer.node->layer->forward(inputs, layer_params, layer_ctx);
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(fmt::format("{}: {}", layer_label(layer), e.what()));
+    }
+    if (hooks) {
+      hooks->run(layer.name, HookEvent::forward, ctx.training, {outputs[i]});
+      outputs[i] = hooks->wrap_for_backward(layer.name, ctx.training, outputs[i]);
     }
   }
   return outputs.back();

@@ -10,6 +10,7 @@
 #include "axon/communicator.h"
 #include "axon/data_parallel.h"
 #include "axon/losses.h"
+#include "axon/model_tools.h"
 #include "axon/ops.h"
 #include "axon/trainer.h"
 
@@ -249,6 +250,26 @@ TEST(Trainer, ModelStateIsAveragedOverRanksSoEveryRankEvaluatesTheSameModel) {
   world().allreduce(hi, ReduceOp::max);
   EXPECT_EQ(lo, hi);
   EXPECT_NE(state, std::vector<float>(state.size(), state[0]));
+}
+
+// Frozen parameters on two ranks with the bucketed reducer (their gradients are never computed,
+// so they are reduced as unused ones): they stay bit-identical, the rest trains alike everywhere.
+TEST(Trainer, FrozenParametersStayPutOnEveryRankWithTheBucketedReducer) {
+  const data::Dataset train = synthetic(128);
+  Model model = input({-1, 12}) | dense(8, Activation::relu) | dense(3);
+  Parameters params = init(model, 5);
+  params.freeze(layers_named(params, {"dense_2"}));
+  const std::vector<float> frozen = params["dense_2.kernel"].to_vector(), head = params["dense_4.kernel"].to_vector();
+  auto opt = skip_frozen(params, make_optimizer("adam", 0.01));
+  Trainer trainer(model, params, *opt, world(),
+                  {.epochs = 1, .batch_size = 16, .seed = 2, .progress = false, .bucket_bytes = 64, .first_bucket_bytes = 64});
+  trainer.fit(train);
+  EXPECT_EQ(params["dense_2.kernel"].to_vector(), frozen);
+  EXPECT_NE(params["dense_4.kernel"].to_vector(), head);
+  std::vector<float> values = params.flat_values().to_vector(), lo = values, hi = values;
+  world().allreduce(lo, ReduceOp::min);
+  world().allreduce(hi, ReduceOp::max);
+  EXPECT_EQ(lo, hi);
 }
 
 // ---- Non-finite numbers stop every rank at the same step ----

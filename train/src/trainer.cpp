@@ -21,6 +21,7 @@
 #include "axon/ops.h"
 #include "axon/losses.h"
 #include "axon/metrics.h"
+#include "axon/model_tools.h"
 #include "axon/preemption.h"
 
 namespace axon {
@@ -145,6 +146,19 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
   if (options_.grad_accum < 1)
     throw std::invalid_argument(fmt::format("trainer: grad_accum must be >= 1, got {}", options_.grad_accum));
   if (options_.eval_batch_size < 1) throw std::invalid_argument("trainer: eval batch size must be >= 1");
+  // Frozen parameters (Parameters::freeze): the optimizer must leave them alone, which an
+  // optimizer from skip_frozen() made for this very set does (axon/model_tools.h).
+  if (const std::vector<std::string> frozen = params_.frozen_names(); !frozen.empty()) {
+    const std::vector<std::string>* skipped = skipped_parameters(optimizer_);
+    if (!skipped || *skipped != frozen) {
+      std::string names;
+      for (const auto& n : frozen) names += (names.empty() ? "" : ", ") + n;
+      throw std::invalid_argument(fmt::format(
+          "trainer: parameters {} are frozen, but the optimizer {} would step {}; wrap it with skip_frozen(params, "
+          "optimizer) after freezing (axon/model_tools.h)",
+          names, optimizer_.name(), skipped ? "another set of frozen parameters" : "them"));
+    }
+  }
   if (options_.zero_stage < 0 || options_.zero_stage > 2)
     throw std::invalid_argument(fmt::format("trainer: zero_stage must be 0, 1 or 2, got {}", options_.zero_stage));
   if (options_.zero_stage > 0) {
@@ -168,7 +182,9 @@ Trainer::Trainer(Model model, Parameters& params, Optimizer& optimizer, Communic
       watched.push_back({entry.name, entry.value, entry.value.offset() - base, static_cast<size_t>(entry.value.numel())});
     reducer_ = std::make_unique<Reducer>(
         comm_, std::move(watched), params_.flat_grads(),
-        ReducerOptions{options_.bucket_bytes, options_.first_bucket_bytes, options_.find_unused_parameters});
+        // Frozen parameters get no gradient from backward: their (zero) slices are reduced as unused.
+        ReducerOptions{options_.bucket_bytes, options_.first_bucket_bytes,
+                       options_.find_unused_parameters || !params_.frozen_names().empty()});
   }
 }
 
@@ -295,7 +311,9 @@ Trainer::StepResult Trainer::run_step(const Batch& batch, bool check, int epoch,
     reducer_->set_no_sync(micro_batches == 0);  // accumulate locally until the group's last batch
     reducer_->prepare_for_backward();
   }
-  Tensor output = forward(plan_, weights, x, ForwardContext{true, capturing_ ? nullptr : &rng});
+  ForwardContext ctx{true, capturing_ ? nullptr : &rng};
+  ctx.hooks = options_.hooks;
+  Tensor output = forward(plan_, weights, x, ctx);
   if (output.dtype() != DType::f32) output = output.to(DType::f32);  // the loss is computed in f32
   Tensor loss = loss_(output, batch.labels);
   loss.backward();
@@ -761,7 +779,9 @@ EvalResult Trainer::evaluate_agreed(const data::Dataset& dataset, int epoch) {
     for (size_t i = 0; i < n; ++i) indices[i] = b + i;
     const Batch batch = make_batch(dataset, indices);
     // Evaluation runs in f32 on the master weights, whatever the training precision.
-    Tensor output = forward(plan_, params_, batch.x, ForwardContext{});
+    ForwardContext ctx;
+    ctx.hooks = options_.hooks;  // inference mode: HookMode::inference and both
+    Tensor output = forward(plan_, params_, batch.x, ctx);
     sums[0] += loss_(output, batch.labels).item_double() * static_cast<double>(n);
     backend(device).accumulate_correct(output, batch.labels, correct);
     sums[2] += static_cast<double>(n);

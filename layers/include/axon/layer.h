@@ -17,6 +17,8 @@
 
 namespace axon {
 
+class Hooks;  // axon/hooks.h
+
 struct ParamSpec {
   std::string name;  // within the layer: "kernel", "bias"
   Shape shape;
@@ -35,6 +37,9 @@ struct ForwardContext {
   // The dtype and device of the model's inputs and parameters (set by the model's forward), for
   // layers without inputs (constant) to make their tensors on.
   TensorOptions options = {};
+  // Hooks to run around each layer (axon/hooks.h); none when null. The model's forward runs
+  // them; a layer never sees them.
+  const Hooks* hooks = nullptr;
 };
 
 class Layer {
@@ -152,6 +157,8 @@ class DenseLayer : public Layer {
   Shape output_shape(const std::vector<Shape>& inputs) const override;
   std::vector<ParamSpec> params(const std::vector<Shape>& inputs) const override;
   Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params, const ForwardContext&) const override;
+  int64_t units() const { return units_; }
+  bool use_bias() const { return use_bias_; }
 
  private:
   int64_t units_;

@@ -298,7 +298,21 @@ class Parameters {
   // copy's running statistics directly.
   void share_state(const Parameters& other);
 
+  // ---- freezing (the seed's Axon.ModelState.freeze/unfreeze) ----
+  // `select` gets each parameter's name ("dense_2.kernel") and picks the ones to freeze (or to
+  // make trainable again). A frozen parameter stops requiring grad, so backward does not compute
+  // its gradient (its slice of grads() stays zero), and optimizers wrapped by skip_frozen()
+  // (axon/model_tools.h) leave its value and state alone; the Trainer refuses frozen parameters
+  // with an optimizer that is not wrapped. Returns the number of parameters newly frozen
+  // (unfrozen). clone() and to() keep the marks. Model state is never trained and has no mark.
+  size_t freeze(const std::function<bool(const std::string& name)>& select);
+  size_t unfreeze(const std::function<bool(const std::string& name)>& select);
+  bool frozen(const std::string& name) const;  // throws naming the missing entry
+  bool frozen(size_t index) const { return !frozen_.empty() && frozen_.at(index); }
+  std::vector<std::string> frozen_names() const;  // in buffer order
+
  private:
+  std::vector<bool> frozen_;  // one per entry once anything was frozen
   std::vector<Entry> entries_;
   std::map<std::string, size_t> index_;
   void check_host(const char* what) const;

@@ -21,6 +21,7 @@
 #include "axon/communicator.h"
 #include "axon/data.h"
 #include "axon/data_parallel.h"
+#include "axon/hooks.h"
 #include "axon/reducer.h"
 #include "axon/zero.h"
 #include "axon/model.h"
@@ -82,6 +83,9 @@ struct TrainOptions {
   // no cuda_graph; the constructor throws std::invalid_argument otherwise. Checkpoints hold
   // whole buffers, so a run resumes at any world size and ZeRO stage.
   int zero_stage = 0;
+  // Hooks on layers (axon/hooks.h), run in every training forward (HookMode train or both) and
+  // evaluation forward (inference or both); the caller keeps them alive while the trainer runs.
+  const Hooks* hooks = nullptr;
 };
 
 // The events of the training loop, in the order of the seed's Axon.Loop: started, then per epoch
