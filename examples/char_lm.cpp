@@ -198,7 +198,7 @@ int run(int argc, char** argv) {
     } catch (const std::invalid_argument& e) {
       throw CLI::ValidationError("--device", e.what());
     }
-    if (mc.d_model % mc.heads != 0)
+    if (mc.kind == "transformer" && mc.d_model % mc.heads != 0)
       throw CLI::ValidationError("--heads", fmt::format("{} does not divide --d-model {}", mc.heads, mc.d_model));
   } catch (const CLI::ParseError& e) {
     return cli::exit_on_parse_error(app, e, launcher_rank());
@@ -248,11 +248,19 @@ int run(int argc, char** argv) {
     params.zero_grad();
     Tensor loss = batch_loss(plan, params, b, true);
     loss.backward();
-    if (comm->size() > 1) dp.average_gradients();
-    optimizer->step(flat, grads);
     const double l = loss.item_double();
-    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (comm->size() > 1) {
+      // Every rank learns whether any rank's loss is not finite (a max over 0/1 flags folded into
+      // the gradient average's step), so all stop together instead of one waiting forever.
+      std::vector<double> bad{std::isfinite(l) ? 0.0 : 1.0};
+      comm->allreduce(std::span<double>(bad), ReduceOp::max);
+      if (bad[0] != 0.0)
+        throw std::runtime_error(fmt::format("step {}: the training loss is not finite on some rank (here {})", step, l));
+      dp.average_gradients();
+    }
     if (!std::isfinite(l)) throw std::runtime_error(fmt::format("step {}: the training loss is {}", step, l));
+    optimizer->step(flat, grads);
+    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     window_loss += l;
     ++window_steps;
     if (step % eval_every == 0 || step == steps) {

@@ -39,9 +39,10 @@ std::string list_ranks(const std::vector<int>& ranks) {
 
 namespace {
 
-// A rank's record, or none when the file is missing or the line is torn. Ranks rewrite the line
-// in place through a shared mapping, without a lock: it is read twice, and kept only when both
-// reads agree (a rewrite overlapping the reads changes the updated= time, at least).
+// A rank's record, or none when the file is missing or every read was torn. Ranks rewrite the
+// line in place through a shared mapping, without a lock, so it is read twice and kept when both
+// reads agree. A rank that rewrites it faster than it can be read twice (tight loops of small
+// collectives) is making progress: after a few tries the last read that parses is taken.
 std::optional<heartbeat::Record> read_record(const std::string& path) {
   auto read_line = [&]() -> std::optional<std::string> {
     std::ifstream in(path);
@@ -49,9 +50,14 @@ std::optional<heartbeat::Record> read_record(const std::string& path) {
     if (!in || !std::getline(in, line)) return std::nullopt;
     return line;
   };
-  const std::optional<std::string> first = read_line(), second = read_line();
-  if (!first || !second || *first != *second) return std::nullopt;
-  return heartbeat::parse(*first + "\n");
+  std::optional<heartbeat::Record> latest;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const std::optional<std::string> first = read_line(), second = read_line();
+    if (!first || !second) return std::nullopt;
+    if (*first == *second) return heartbeat::parse(*first + "\n");
+    if (auto record = heartbeat::parse(*second + "\n")) latest = record;
+  }
+  return latest;
 }
 
 }  // namespace

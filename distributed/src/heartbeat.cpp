@@ -86,17 +86,15 @@ bool parse_number(std::string_view text, T& out) {
   return true;
 }
 
-// tmpfs, ext2/3/4, xfs, btrfs, overlayfs: where a store into a shared mapping is what every reader
-// of the file sees at once.
+// tmpfs and ext2/3/4: local, so a store into a shared mapping is what every reader sees at once,
+// and not copy-on-write, so a store into the block written once never needs new space (on btrfs,
+// reflinked xfs or an overlay, a full disk would turn a store into SIGBUS; they keep pwrite).
 bool local_file_system(int fd) {
   struct statfs info {};
   if (::fstatfs(fd, &info) != 0) return false;
   switch (static_cast<unsigned long>(info.f_type)) {
     case 0x01021994UL:  // tmpfs
     case 0x0000EF53UL:  // ext2, ext3, ext4
-    case 0x58465342UL:  // xfs
-    case 0x9123683EUL:  // btrfs
-    case 0x794C7630UL:  // overlayfs
       return true;
     default:
       return false;
@@ -262,9 +260,10 @@ void start(int rank, double collective_timeout_s) {
   }
   w.write_locked();
   // Map the record (written once above, so its block exists and a later store cannot meet a
-  // full disk as SIGBUS), on local file systems only: on a network one (NFS, Lustre, GPFS: the
-  // multi-node watchdog's shared folder) stores into a mapping reach other nodes only when the
-  // page is written back, so there each update stays a pwrite, as when mapping fails.
+  // full disk as SIGBUS), on tmpfs and ext4 only (local_file_system): on a network one (NFS,
+  // Lustre, GPFS: the multi-node watchdog's shared folder) stores into a mapping reach other
+  // nodes only when the page is written back, so there each update stays a pwrite, as when
+  // mapping fails.
   if (w.fd >= 0 && local_file_system(w.fd)) {
     void* p = ::mmap(nullptr, kWidth + 1, PROT_READ | PROT_WRITE, MAP_SHARED, w.fd, 0);
     if (p != MAP_FAILED) w.mapped = static_cast<char*>(p);

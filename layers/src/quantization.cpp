@@ -103,10 +103,13 @@ Shape WeightOnlyQuantizedDenseLayer::output_shape(const std::vector<Shape>& inpu
   if (inputs.size() != 1)
     throw std::invalid_argument(fmt::format("weight_only_quantized_dense takes 1 input, got {}", inputs.size()));
   const Shape& in = inputs[0];
-  if (in.size() != 2 || in[1] != kernel_->in)
-    throw std::invalid_argument(fmt::format("weight_only_quantized_dense expects an input {{batch, {}}}, got {}", kernel_->in,
-                                            shape_str(in)));
-  return {in[0], kernel_->out};
+  // Rank >= 2, on the last axis, as dense.
+  if (in.size() < 2 || in.back() != kernel_->in)
+    throw std::invalid_argument(fmt::format("weight_only_quantized_dense expects an input {{batch, ..., {}}}, got {}",
+                                            kernel_->in, shape_str(in)));
+  Shape out = in;
+  out.back() = kernel_->out;
+  return out;
 }
 
 std::vector<ParamSpec> WeightOnlyQuantizedDenseLayer::params(const std::vector<Shape>&) const {
@@ -116,7 +119,12 @@ std::vector<ParamSpec> WeightOnlyQuantizedDenseLayer::params(const std::vector<S
 
 Tensor WeightOnlyQuantizedDenseLayer::forward(const std::vector<Tensor>& inputs, std::span<const Tensor> params,
                                               const ForwardContext&) const {
-  return quantized_linear(inputs.at(0), *kernel_, use_bias_ ? params[0] : Tensor());
+  const Tensor& x = inputs.at(0);
+  if (x.dim() == 2) return quantized_linear(x, *kernel_, use_bias_ ? params[0] : Tensor());
+  // {batch, ..., in}: the rows of every position at once, then the leading axes back.
+  Shape out = x.shape();
+  out.back() = kernel_->out;
+  return quantized_linear(x.reshape({-1, kernel_->in}), *kernel_, use_bias_ ? params[0] : Tensor()).reshape(out);
 }
 
 QuantizedModel quantize(const Model& model, const Parameters& params) {

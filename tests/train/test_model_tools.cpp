@@ -2,6 +2,7 @@
 // in the trainer, and parameters saved as safetensors (loaded back, by PyTorch, into a model
 // that differs, and refused when truncated or altered).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <map>
 #include <sstream>
 
+#include "axon/checkpoint.h"
 #include "axon/communicator.h"
 #include "axon/hooks.h"
 #include "axon/model_tools.h"
@@ -93,6 +95,37 @@ TEST(Freeze, EveryOptimizerInTheTrainerLeavesFrozenValuesBitIdentical) {
         EXPECT_EQ(buffer->numel(), 27) << state_name;
       }
   }
+}
+
+// A run with frozen parameters checkpoints and resumes bit for bit (the optimizer state covers
+// the trainable elements only), and a checkpoint is refused by a run that freezes another set.
+TEST(Freeze, ACheckpointWithFrozenParametersResumesExactly) {
+  const data::Dataset train = testing::synthetic_dataset(64, 3);
+  const fs::path dir = fs::temp_directory_path() / ("axon_frozen_ck_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto run = [&](int epochs, const std::string& resume_from, bool save, const std::string& frozen_layer) {
+    Parameters params = init(mlp(), 2);
+    params.freeze(layers_named(params, {frozen_layer}));
+    auto opt = skip_frozen(params, adam({.lr = 1e-2}));
+    auto comm = make_local_communicator();
+    TrainOptions o = quick();
+    o.epochs = epochs;
+    Trainer trainer(mlp(), params, *opt, *comm, o);
+    if (!resume_from.empty()) trainer.load_checkpoint(resume_from);
+    trainer.fit(train);
+    if (save) trainer.save_checkpoint(dir.string());
+    return parameters_sha256(params);
+  };
+  const std::string straight = run(2, "", false, "dense_2");
+  run(1, "", true, "dense_2");
+  EXPECT_EQ(run(2, dir.string(), false, "dense_2"), straight);
+  try {
+    run(2, dir.string(), false, "dense_4");
+    ADD_FAILURE() << "a checkpoint with another frozen set was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("frozen parameters"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
 }
 
 // Wrapping an optimizer changes nothing when nothing is frozen: the same trajectory bit for bit.
@@ -346,6 +379,21 @@ data::Dataset pattern_dataset(size_t count, uint64_t seed) {
       ds.images[i * 784 + j] = 0.15f * prototype[static_cast<size_t>(label) * 784 + j] + 0.85f * static_cast<float>(gen.uniform(0, 1));
   }
   return ds;
+}
+
+// Dense works on the last axis of any rank >= 2, and so does its quantized form.
+TEST(Quantization, ARank3InputIsQuantizedOnItsLastAxis) {
+  const Model model = input({-1, 5, 12}) | dense(4);
+  const Parameters params = init(model, 7);
+  std::vector<float> values(2 * 5 * 12);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.37f * static_cast<float>(i));
+  const Tensor x = Tensor::from_vector({2, 5, 12}, values);
+  const QuantizedModel q = quantize(model, params);
+  const Tensor exact = predict(model, params, x), approx = predict(q.model, q.params, x);
+  ASSERT_EQ(approx.shape(), (Shape{2, 5, 4}));
+  const std::vector<double> a = exact.to_double_vector(), b = approx.to_double_vector();
+  // int8 weights: each output is within a few percent of the f32 one's scale.
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.05) << i;
 }
 
 TEST(Quantization, QuantizedMlpKeepsTheF32AccuracyOnFashionMnistLikeData) {

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include "axon/checkpoint.h"
@@ -184,6 +186,7 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
       meta["train_dataset"] = {{"count", train_count_}, {"label_checksum", fmt::format("{:016x}", train_checksum_)}};
       meta["model_fingerprint"] = fmt::format("{:016x}", layout_fingerprint(params_));
       meta["parameter_count"] = params_.count();
+      meta["frozen_parameters"] = params_.frozen_names();
       meta["optimizer"] = {{"name", optimizer_.name()},
                            {"config", optimizer_.config()},
                            {"lr", optimizer_.learning_rate()},
@@ -224,8 +227,37 @@ std::string Trainer::save_checkpoint(const std::string& dir) {
 }
 
 std::string Trainer::load_checkpoint(const std::string& path) {
-  // The part of the flat optimizer state this rank steps: all of it, or (ZeRO) its shard.
-  const size_t n = params_.count();
+  // Each rank verifies and applies on its own; then one all-reduce tells every rank whether all
+  // succeeded and loaded the same step, before any collective of training could hang on a rank
+  // that threw (or that fell back to an older checkpoint because a file only it reads is bad).
+  std::string error, loaded;
+  int64_t step = -1;
+  std::exception_ptr failure;
+  try {
+    loaded = load_checkpoint_here(path, step);
+  } catch (const std::exception& e) {
+    error = e.what();
+    failure = std::current_exception();
+  }
+  std::vector<double> verdict{error.empty() ? 0.0 : 1.0, static_cast<double>(step), -static_cast<double>(step)};
+  comm_.allreduce(verdict, ReduceOp::max);
+  if (failure) std::rethrow_exception(failure);
+  if (verdict[0] != 0.0)
+    throw CheckpointError(fmt::format("trainer: rank {} loaded checkpoint {}, but another rank could not load {} "
+                                      "(its message says why)", comm_.rank(), loaded, path));
+  if (verdict[1] != -verdict[2])
+    throw CheckpointError(fmt::format("trainer: the ranks loaded different checkpoints from {} (global steps {} to {}; "
+                                      "this rank: {}): a checkpoint file differs between the ranks' views",
+                                      path, -verdict[2], verdict[1], loaded));
+  return loaded;
+}
+
+std::string Trainer::load_checkpoint_here(const std::string& path, int64_t& global_step) {
+  // The part of the flat optimizer state this rank steps: all of it, or (ZeRO) its shard. With
+  // frozen parameters (skip_frozen; never with ZeRO) the state covers the trainable ones only.
+  size_t n = params_.count();
+  for (size_t i = 0; i < params_.entries().size(); ++i)
+    if (params_.frozen(i)) n -= static_cast<size_t>(params_.entries()[i].value.numel());
   const size_t need_begin = zero_ ? zero_->shard_offset() : 0;
   const size_t need_count = zero_ ? zero_->shard_size() : n;
   const size_t need_end = std::min(n, need_begin + need_count);
@@ -303,6 +335,12 @@ std::string Trainer::load_checkpoint(const std::string& path) {
                                dtype_name(it->second->dtype()), shape_str(entry.value.shape()),
                                dtype_name(entry.value.dtype())));
     }
+    // Frozen parameters decide the optimizer state's layout (the trainable ones, packed).
+    const nlohmann::json frozen_here = params_.frozen_names();
+    const nlohmann::json frozen_there = meta.value("frozen_parameters", nlohmann::json::array());
+    if (frozen_there != frozen_here)
+      throw fail(fmt::format("it was saved with frozen parameters {}, this run freezes {}", frozen_there.dump(),
+                             frozen_here.dump()));
     // Optimizer state: whole buffers (optimizer.safetensors) or ZeRO shards (per-rank files and
     // meta.json's "optimizer_shards" manifest), cut to this rank's part [need_begin, need_end),
     // zero-padded to need_count, whatever the world size that wrote them.
@@ -328,11 +366,14 @@ std::string Trainer::load_checkpoint(const std::string& path) {
       if (unsigned_field(manifest, "parameter_count") != n)
         throw fail(fmt::format("its optimizer shards hold the state of {} parameters, this model has {}",
                                manifest["parameter_count"].get<size_t>(), n));
-      size_t covered = 0;  // the files must tile [0, n) in order, as ZeroSharding wrote them
+      size_t covered = 0;  // the files must tile [0, n) in order, one per rank, as ZeroSharding wrote them
+      std::set<std::string> seen;
       for (const auto& e : manifest.at("files")) {
         ShardFile f{e.at("file").get<std::string>(), unsigned_field(e, "offset"), unsigned_field(e, "length")};
         if (f.offset != covered || f.length > (size_t{1} << 50))
           throw fail(fmt::format("optimizer shard {} starts at element {}, expected {}", f.file, f.offset, covered));
+        if (!seen.insert(f.file).second || unsigned_field(e, "rank") != shards.size())
+          throw fail(fmt::format("optimizer_shards lists {} twice or out of rank order", f.file));
         if (!meta.at("files").contains(f.file))
           throw fail(fmt::format("optimizer shard {} is not among the files meta.json verifies", f.file));
         covered += f.length;
@@ -441,6 +482,7 @@ std::string Trainer::load_checkpoint(const std::string& path) {
       }
     }
     state_.global_step = optimizer_.steps();
+    global_step = state_.global_step;
     resumed_ = true;
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(fmt::format("checkpoint {}: meta.json lacks a field or has one of the wrong type ({})",

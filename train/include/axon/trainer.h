@@ -222,7 +222,9 @@ class Trainer {
   // bit-identical to an uninterrupted one on the same number of ranks and threads. Call on every
   // rank. Throws CheckpointError naming the file and check that failed, or std::invalid_argument
   // when the checkpoint is for another model (parameter names or shapes), another optimizer, or,
-  // mid-epoch, another world size, batch size, seed or shuffle setting. Returns the path used.
+  // mid-epoch, another world size, batch size, seed or shuffle setting. Collective: the ranks
+  // agree that each loaded the same checkpoint, so one rank's failure (a shard file only it
+  // reads) throws on every rank alike. Returns the path used.
   std::string load_checkpoint(const std::string& path);
 
   const LoopState& loop_state() const { return state_; }
@@ -235,6 +237,8 @@ class Trainer {
   const TrainOptions& options() const { return options_; }
 
  private:
+  // load_checkpoint on this rank alone; returns the path and sets `global_step`.
+  std::string load_checkpoint_here(const std::string& path, int64_t& global_step);
   // A batch on the parameters' device: inputs (f32) and i32 labels.
   struct Batch {
     Tensor x, labels;
