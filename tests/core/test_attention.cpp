@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/compare.h"
+#include "../support/gradcheck.h"
 #include "axon/attention_layers.h"
 #include "axon/autograd.h"
 #include "axon/model.h"
@@ -27,6 +28,7 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 using axon::testing::devices;
 using axon::testing::expect_close;
+using axon::testing::expect_f64_gradients_match;
 
 const json& fixtures() {
   static const json j = [] {
@@ -40,32 +42,6 @@ Tensor from(const json& values, const json& shape, TensorOptions o, bool grad = 
   Tensor t = Tensor::from_vector(shape.get<Shape>(), values.get<std::vector<double>>(), o);
   if (grad) t.set_requires_grad(true);
   return t;
-}
-
-// Central differences of objective() in every element of each f64 CPU input, against the
-// gradients autograd left in .grad().
-void expect_fd_gradients(const std::function<Tensor()>& objective, std::vector<Tensor> inputs, const std::string& what,
-                         double tol = 1e-6) {
-  for (Tensor& x : inputs) x.set_grad(Tensor());
-  objective().backward();
-  NoGradGuard no_grad;
-  const double eps = 1e-6;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    ASSERT_TRUE(inputs[i].grad().defined()) << what << " input " << i << " got no gradient";
-    const std::vector<double> analytic = inputs[i].grad().to_double_vector();
-    double* v = inputs[i].data_as<double>();
-    for (int64_t k = 0; k < inputs[i].numel(); ++k) {
-      const double saved = v[k];
-      v[k] = saved + eps;
-      const double up = objective().item_double();
-      v[k] = saved - eps;
-      const double down = objective().item_double();
-      v[k] = saved;
-      const double numeric = (up - down) / (2 * eps);
-      EXPECT_NEAR(analytic[static_cast<size_t>(k)], numeric, tol + tol * std::abs(numeric))
-          << what << " input " << i << " element " << k;
-    }
-  }
 }
 
 // ---- embedding ----
@@ -96,7 +72,7 @@ TEST(Embedding, F64GradientMatchesFiniteDifferences) {
   Tensor ids = from(c["ids"], c["ids_shape"], {DType::i64, Device::cpu()});
   Tensor kernel = from(c["kernel"], c["kernel_shape"], o, true);
   Tensor w = from(c["weights"], c["output_shape"], o);
-  expect_fd_gradients([&] { return sum(mul(embedding(ids, kernel), w)); }, {kernel}, "embedding");
+  expect_f64_gradients_match([&] { return sum(mul(embedding(ids, kernel), w)); }, {kernel}, "embedding");
 }
 
 TEST(Embedding, BadIdsAreErrorsNamingTheIdAndVocabulary) {
@@ -172,7 +148,7 @@ TEST(Attention, F64GradientsMatchFiniteDifferences) {
     std::vector<Tensor> in = sdpa_inputs(c, o);
     const AttentionOptions a = sdpa_options(c, Device::cpu());
     Tensor w = from(c["weights"], c["output_shape"], o);
-    expect_fd_gradients([&] { return sum(mul(scaled_dot_product_attention(in[0], in[1], in[2], a), w)); }, in,
+    expect_f64_gradients_match([&] { return sum(mul(scaled_dot_product_attention(in[0], in[1], in[2], a), w)); }, in,
                         c["name"].get<std::string>());
   }
 }
@@ -329,7 +305,7 @@ TEST(TransformerBlock, F64GradientsMatchFiniteDifferences) {
     Tensor w = from(c["weights"], c["output_shape"], o);
     std::vector<Tensor> inputs{x};
     for (size_t i = 0; i < p.size(); ++i) inputs.push_back(p.at(i));
-    expect_fd_gradients([&] { return sum(mul(forward(pl, p, x, ForwardContext{.training = true}), w)); }, inputs,
+    expect_f64_gradients_match([&] { return sum(mul(forward(pl, p, x, ForwardContext{.training = true}), w)); }, inputs,
                         norm == BlockNorm::rms_norm ? "block (rms_norm)" : "block (layer_norm)", 1e-5);
   }
 }
@@ -365,7 +341,7 @@ TEST(TiedDense, F64GradientOfTheSharedKernelMatchesFiniteDifferences) {
   Tensor w = uniform({2, 3, 5}, -1, 1, gen).to(DType::f64);
   std::vector<Tensor> inputs;
   for (size_t i = 0; i < p.size(); ++i) inputs.push_back(p.at(i));
-  expect_fd_gradients([&] { return sum(mul(forward(pl, p, x, ForwardContext{.training = true}), w)); }, inputs,
+  expect_f64_gradients_match([&] { return sum(mul(forward(pl, p, x, ForwardContext{.training = true}), w)); }, inputs,
                       "tied embedding");
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/compare.h"
+#include "../support/gradcheck.h"
 #include "axon/autograd.h"
 #include "axon/bilinear.h"
 #include "axon/conv_ops.h"
@@ -30,6 +31,7 @@ using ::testing::HasSubstr;
 
 using axon::testing::devices;
 using axon::testing::expect_close;
+using axon::testing::expect_f64_gradients_match;
 
 json load_cases() {
   std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/conv_extra.json");
@@ -118,25 +120,7 @@ TEST(ConvExtra, F64GradientsMatchFiniteDifferences) {
     const TensorOptions o{DType::f64, Device::cpu()};
     std::vector<Tensor> in = case_inputs(c, o);
     const Tensor w = Tensor::from_vector(c["output_shape"].get<Shape>(), c["weights"].get<std::vector<double>>(), o);
-    auto objective = [&] { return sum(mul(run_case(c, in), w)); };
-    objective().backward();
-    const double eps = 1e-6;
-    NoGradGuard no_grad;
-    for (size_t i = 0; i < in.size(); ++i) {
-      const std::vector<double> analytic = in[i].grad().to_double_vector();
-      double* v = in[i].data_as<double>();
-      for (int64_t k = 0; k < in[i].numel(); ++k) {
-        const double saved = v[k];
-        v[k] = saved + eps;
-        const double up = objective().item_double();
-        v[k] = saved - eps;
-        const double down = objective().item_double();
-        v[k] = saved;
-        const double numeric = (up - down) / (2 * eps);
-        EXPECT_NEAR(analytic[static_cast<size_t>(k)], numeric, 1e-6 + 1e-6 * std::abs(numeric))
-            << name << " input " << i << " element " << k;
-      }
-    }
+    expect_f64_gradients_match([&] { return sum(mul(run_case(c, in), w)); }, in, name);
   }
 }
 

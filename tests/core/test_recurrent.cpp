@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../support/compare.h"
+#include "../support/gradcheck.h"
 #include "axon/autograd.h"
 #include "axon/model.h"
 #include "axon/ops.h"
@@ -27,6 +28,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using axon::testing::devices;
 using axon::testing::expect_close;
+using axon::testing::expect_f64_gradients_match;
 
 json load_cases() {
   std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/rnn.json");
@@ -117,38 +119,13 @@ TEST(Recurrent, MatchesPyTorchOnEveryDeviceInF64AndF32WithBothUnrolls) {
   }
 }
 
-// Central differences of f64 objectives, for every element of every input.
-void expect_finite_differences(const std::function<Tensor()>& objective, std::vector<Tensor> inputs,
-                               const std::string& where) {
-  for (Tensor& t : inputs) t.set_grad(Tensor());
-  objective().backward();
-  NoGradGuard no_grad;
-  const double eps = 1e-6;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    ASSERT_TRUE(inputs[i].grad().defined()) << where << " input " << i << " got no gradient";
-    const std::vector<double> analytic = inputs[i].grad().to_double_vector();
-    double* v = inputs[i].data_as<double>();
-    for (int64_t k = 0; k < inputs[i].numel(); ++k) {
-      const double saved = v[k];
-      v[k] = saved + eps;
-      const double up = objective().item_double();
-      v[k] = saved - eps;
-      const double down = objective().item_double();
-      v[k] = saved;
-      const double numeric = (up - down) / (2 * eps);
-      EXPECT_NEAR(analytic[static_cast<size_t>(k)], numeric, 1e-6 + 1e-6 * std::abs(numeric))
-          << where << " input " << i << " element " << k;
-    }
-  }
-}
-
 TEST(Recurrent, F64GradientsMatchFiniteDifferencesWithMasksAndStates) {
   for (const json& c : load_cases()) {
     if (c["kind"] == "bidirectional_lstm") continue;
     for (Unroll unroll : {Unroll::dynamic, Unroll::static_}) {
       const TensorOptions o{DType::f64, Device::cpu()};
       CaseInputs in = inputs_of(c, o);
-      expect_finite_differences([&] { return objective(c, run_case(c, in.all, in.mask, unroll), o); }, in.all,
+      expect_f64_gradients_match([&] { return objective(c, run_case(c, in.all, in.mask, unroll), o); }, in.all,
                                 std::string(c["name"]) + " unroll " + unroll_name(unroll));
     }
   }
@@ -207,7 +184,7 @@ TEST(Recurrent, BidirectionalF64GradientsMatchFiniteDifferences) {
   Tensor w = normal({2, 4, 6}, 0.0f, 1.0f, gen).to(DType::f64);
   std::vector<Tensor> inputs{x};
   for (const auto& e : params.entries()) inputs.push_back(e.value);
-  expect_finite_differences([&] { return sum(mul(forward(model, params, x, ForwardContext{}), w)); }, inputs,
+  expect_f64_gradients_match([&] { return sum(mul(forward(model, params, x, ForwardContext{}), w)); }, inputs,
                             "bidirectional");
 }
 
