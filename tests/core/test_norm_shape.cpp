@@ -19,6 +19,7 @@
 #include "axon/cuda.h"
 #include "axon/model.h"
 #include "axon/nn_ops.h"
+#include "axon/random.h"
 #include "axon/shape_ops.h"
 
 namespace axon {
@@ -73,6 +74,44 @@ TEST(NormFixtures, MatchPyTorchOnEveryDevice) {
         expect_close(beta.grad().to_double_vector(), c["grad_beta"].get<std::vector<double>>(), tol, 10 * tol,
                      where + " grad beta");
       }
+  }
+}
+
+// On the CPU, batch_norm and instance_norm over channels last ({batch, ..., C}) take a row-wise path
+// of their own (the others walk each channel's lane). Each channel's sums run in the same order
+// as over the same data channels first, so outputs, gradients and running statistics agree to
+// the bit; and the path is the one the PyTorch fixtures above check (channels_last cases).
+TEST(NormFixtures, ChannelsLastAgreesBitwiseWithChannelsFirstOnTheCpu) {
+  Generator rng(12);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    const TensorOptions o{dtype, Device::cpu()};
+    const Tensor x0 = normal({4, 3, 5, 6}, 0.5f, 2.0f, rng).to(dtype), w0 = normal({4, 3, 5, 6}, 0.0f, 1.0f, rng).to(dtype);
+    const Tensor g0 = normal({6}, 1.0f, 0.5f, rng).to(dtype), b0 = normal({6}, 0.0f, 0.5f, rng).to(dtype);
+    for (const std::string fn : {"batch_norm", "batch_norm_inference", "instance_norm"}) {
+      const std::string where = fn + " " + dtype_name(dtype);
+      struct Run {
+        Tensor y, dx, dgamma, dbeta, rm, rv;
+      };
+      auto run = [&](bool last) {
+        Tensor x = (last ? x0.clone() : permute(x0, {0, 3, 1, 2})).set_requires_grad();
+        Tensor gamma = g0.clone().set_requires_grad(), beta = b0.clone().set_requires_grad();
+        Tensor rm = Tensor::from_vector({6}, std::vector<double>{0.1, -0.2, 0.3, 0.0, 0.5, -1.0}, o);
+        Tensor rv = Tensor::from_vector({6}, std::vector<double>{1.0, 2.0, 0.5, 1.5, 3.0, 0.25}, o);
+        const int64_t axis = last ? -1 : 1;
+        Tensor y = fn == "instance_norm" ? instance_norm(x, gamma, beta, axis, 1e-5)
+                                         : batch_norm(x, gamma, beta, rm, rv, fn == "batch_norm", 0.1, 1e-5, axis);
+        sum(mul(y, last ? w0 : permute(w0, {0, 3, 1, 2}))).backward();
+        if (!last) return Run{permute(y.detach(), {0, 2, 3, 1}), permute(x.grad(), {0, 2, 3, 1}), gamma.grad(), beta.grad(), rm, rv};
+        return Run{y.detach(), x.grad(), gamma.grad(), beta.grad(), rm, rv};
+      };
+      const Run a = run(true), b = run(false);
+      EXPECT_EQ(a.y.to_double_vector(), b.y.to_double_vector()) << where << " output";
+      EXPECT_EQ(a.dx.to_double_vector(), b.dx.to_double_vector()) << where << " grad x";
+      EXPECT_EQ(a.dgamma.to_double_vector(), b.dgamma.to_double_vector()) << where << " grad gamma";
+      EXPECT_EQ(a.dbeta.to_double_vector(), b.dbeta.to_double_vector()) << where << " grad beta";
+      EXPECT_EQ(a.rm.to_double_vector(), b.rm.to_double_vector()) << where << " running mean";
+      EXPECT_EQ(a.rv.to_double_vector(), b.rv.to_double_vector()) << where << " running var";
+    }
   }
 }
 
