@@ -72,11 +72,14 @@ BENCHMARK_CAPTURE(BM_ConvForward, im2col_gemm, false)->ArgName("layer")->Arg(0)-
 BENCHMARK_CAPTURE(BM_ConvForward, direct, true)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 // One training step of fashion_mnist --model cnn at batch 128 (forward, backward, Adam) on random
-// images: the counterpart of bench/torch_cnn_step.py.
-void BM_CnnTrainStep(benchmark::State& state) {
+// images: the counterpart of bench/torch_cnn_step.py --padding same|valid. `same` is the cnn's
+// padding today; `valid` the one of the step table of 2026-11-30 in docs/benchmarks.md.
+void BM_CnnTrainStep(benchmark::State& state, bool same) {
   set_num_threads(static_cast<int>(state.range(0)));
-  Model model = input({-1, 28, 28, 1}) | conv(32, {.kernel_size = {3}, .activation = Activation::relu}) |
-                max_pool({.kernel_size = {2}}) | conv(64, {.kernel_size = {3}, .activation = Activation::relu}) |
+  const Padding pad = same ? Padding::same() : Padding::valid();
+  Model model = input({-1, 28, 28, 1}) | conv(32, {.kernel_size = {3}, .padding = pad, .activation = Activation::relu}) |
+                max_pool({.kernel_size = {2}}) |
+                conv(64, {.kernel_size = {3}, .padding = pad, .activation = Activation::relu}) |
                 max_pool({.kernel_size = {2}}) | flatten() | dense(128, Activation::relu) | dense(10);
   Parameters params = init(model, 0);
   ModelPlan p = plan(model);
@@ -98,7 +101,10 @@ void BM_CnnTrainStep(benchmark::State& state) {
 }
 // 20 steps after 3 warm-up steps, as bench/torch_cnn_step.py (a fixed count: on a loaded machine
 // a time-based count can stop after one step).
-BENCHMARK(BM_CnnTrainStep)->ArgName("threads")->Arg(1)->Arg(2)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_CnnTrainStep, same, true)
+    ->ArgName("threads")->Arg(1)->Arg(2)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_CnnTrainStep, valid, false)
+    ->ArgName("threads")->Arg(1)->Arg(2)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

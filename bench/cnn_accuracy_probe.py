@@ -7,6 +7,8 @@ JSON line per epoch:
   --standardize   inputs (x/255 - 0.2860) / 0.3530 (the training set's mean and std) instead of x/255
   --init glorot   the seed's glorot_uniform kernels and zero biases instead of PyTorch's defaults
   --batch-size N  more (N < 128) or fewer optimizer steps per epoch
+  --padding same  'same' convolutions (28→28→14→14→7, flatten 3136; now the cnn's default) instead of
+                  'valid' (26→13→11→5, 1600; the probe's default, the seed model it was written for)
 
 Usage: OPENBLAS_NUM_THREADS=2 /usr/bin/python3 bench/cnn_accuracy_probe.py --threads 2 --epochs 3 [--standardize]
 """
@@ -32,6 +34,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--standardize", action="store_true")
     ap.add_argument("--init", choices=["torch", "glorot"], default="torch")
+    ap.add_argument("--padding", choices=["valid", "same"], default="valid")
     args = ap.parse_args()
     torch.set_num_interop_threads(1)
     torch.set_num_threads(args.threads)
@@ -41,7 +44,7 @@ def main():
     if args.standardize:
         mean, std = x_train.mean().item(), x_train.std().item()
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    model = tfm.build_model("cnn")
+    model = tfm.build_model("cnn", padding=args.padding)
     if args.init == "glorot":
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -63,7 +66,7 @@ def main():
         train_acc, train_loss = tfm.evaluate(model, x_train, y_train)
         print(json.dumps({"epoch": epoch + 1, "test_accuracy": test_acc, "test_loss": round(test_loss, 4),
                           "train_accuracy": train_acc, "train_loss": round(train_loss, 4),
-                          "standardize": args.standardize, "init": args.init, "batch_size": bs, "lr": args.lr,
+                          "standardize": args.standardize, "init": args.init, "padding": args.padding, "batch_size": bs, "lr": args.lr,
                           "seed": args.seed, "elapsed_s": round(time.perf_counter() - t0, 1)}), flush=True)
 
 

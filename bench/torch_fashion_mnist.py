@@ -76,7 +76,19 @@ def parse_args():
     ap.add_argument("--seed", type=integer(0, 2**64 - 1), default=42)
     ap.add_argument("--data-dir", default=os.environ.get("AXON_FASHION_MNIST_DIR", DEFAULT_DATA_DIR))
     ap.add_argument("--no-progress", action="store_true", help="no per-epoch lines (only the final JSON)")
-    return ap.parse_args()
+    # As Axon's fashion_mnist: cnn pads 'same' and standardizes its pixels unless told otherwise.
+    ap.add_argument("--padding", choices=["same", "valid"], default=None, help="cnn's convolutions (default same)")
+    std = ap.add_mutually_exclusive_group()
+    std.add_argument("--standardize", dest="standardize", action="store_true", default=None,
+                     help="pixels (x - mean) / std of the training set (the default for cnn)")
+    std.add_argument("--no-standardize", dest="standardize", action="store_false", help="pixels x/255, also for cnn")
+    args = ap.parse_args()
+    if args.padding is not None and args.model != "cnn":
+        ap.error(f"--padding applies to --model cnn only, not {args.model}")
+    args.padding = args.padding or "same"
+    if args.standardize is None:
+        args.standardize = args.model == "cnn"
+    return args
 
 
 def read_idx(path):
@@ -107,13 +119,15 @@ def load_split(data_dir, prefix):
     return x.contiguous(), y
 
 
-def build_model(name):
+def build_model(name, padding="same"):
     if name == "cnn":
         # Axon's --model cnn in PyTorch's own (channels-first) layout: the flat 784 samples are
-        # viewed as {batch, 1, 28, 28}, which costs nothing.
-        return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+        # viewed as {batch, 1, 28, 28}, which costs nothing. 'valid': 28→26→13→11→5 (flatten
+        # 1600); 'same' (padding 1, the default as in Axon): 28→28→14→14→7 (flatten 3136).
+        flat = 64 * (7 * 7 if padding == "same" else 5 * 5)
+        return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 32, 3, padding=padding), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, 10))
     if name == "mlp":
         return nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
     return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
@@ -148,9 +162,12 @@ def main():
 
     x_train, y_train = load_split(args.data_dir, "train")
     x_test, y_test = load_split(args.data_dir, "t10k")
+    if args.standardize:  # the training set's mean and std over every pixel, for both sets (as Axon)
+        mean, std = x_train.mean().item(), x_train.std(unbiased=False).item()
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     n = x_train.shape[0]
 
-    model = build_model(args.model)
+    model = build_model(args.model, args.padding)
     opt = build_optimizer(args.optimizer, model.parameters(), args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     bs = args.batch_size
@@ -192,6 +209,8 @@ def main():
         "threads": args.threads,
         "openblas_threads": os.environ["OPENBLAS_NUM_THREADS"],
         "seed": args.seed,
+        "standardize": args.standardize,
+        "padding": args.padding if args.model == "cnn" else None,
         "train_time_s": train_s,
     }
     print(json.dumps(result), flush=True)
