@@ -39,13 +39,15 @@ using namespace axon;
 // added to its output before the last relu; a strided 3×3 conv where the block halves the size,
 // with a 1×1 strided conv + batch_norm on the shortcut, their option B). Images {batch, 28, 28, 1},
 // channels last. Kept cheap on one core: one 16-channel conv on 28×28, then max_pool 2 at once,
-// so the blocks run at 14×14 (16 channels) and 7×7 (32 channels); global_avg_pool → dense 10.
+// so the blocks run at 14×14 (16 channels) and 7×7 (32 channels); 35,066 parameters.
 //   stem: conv 16 3×3 → bn → relu → max_pool 2                                   {14, 14, 16}
 //   block 1: relu(x + bn(conv 16(relu(bn(conv 16(x))))))                         {14, 14, 16}
 //   block 2: relu(bn(conv 32 1×1 /2 (x)) + bn(conv 32(relu(bn(conv 32 /2 (x)))))) {7, 7, 32}
-//   head: global_avg_pool → dense 10
-// The convolutions before a batch_norm have no bias (batch_norm's beta replaces it). batch_norm's
-// gamma starts at ones (PyTorch's and the paper's; the seed's default is glorot_uniform).
+//   head: flatten → dense 10
+// The head flattens rather than the paper's global average pooling: with 32 channels that learned
+// too slowly for one epoch (0.79 test accuracy against 0.87; docs/benchmarks.md). The convolutions
+// before a batch_norm have no bias (batch_norm's beta replaces it). batch_norm's gamma starts at
+// ones (PyTorch's and the paper's; the seed's default is glorot_uniform), momentum 0.1.
 static Model conv_resnet() {
   BatchNormOptions bn;
   bn.gamma_initializer = initializers::ones();
