@@ -18,18 +18,25 @@ void floating(DType dtype, const char* kernel, F&& f) {
   kernels::dispatch_floating<bf16>(dtype, "cpu", kernel, std::forward<F>(f));
 }
 
+// The loops themselves, one function per (activation, dtype), each with an AVX2 clone.
+template <ActivationOp Op, class T, class A>
+AXON_SIMD_CLONES void forward_loop(const T* x, T* out, int64_t n, A a, A b) {
+  for (int64_t i = 0; i < n; ++i) out[i] = T(kernels::act::forward<Op>(static_cast<A>(x[i]), a, b));
+}
+
+template <ActivationOp Op, class T, class A>
+AXON_SIMD_CLONES void backward_loop(const T* g, const T* x, T* out, int64_t n, A a, A b) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = T(static_cast<A>(g[i]) * kernels::act::derivative<Op>(static_cast<A>(x[i]), a, b));
+}
+
 }  // namespace
 
 void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) {
   floating(x.dtype(), "activation", [&]<class T>() {
     using A = Acc<T>;
     const A a = static_cast<A>(p.alpha), b = static_cast<A>(p.beta);
-    const T* px = ptr<T>(x);
-    T* po = ptr<T>(out);
-    const int64_t n = x.numel();
-    kernels::act::dispatch(op, [&]<ActivationOp Op>() {
-      for (int64_t i = 0; i < n; ++i) po[i] = T(kernels::act::forward<Op>(static_cast<A>(px[i]), a, b));
-    });
+    kernels::act::dispatch(op, [&]<ActivationOp Op>() { forward_loop<Op, T, A>(ptr<T>(x), ptr<T>(out), x.numel(), a, b); });
   });
 }
 
@@ -37,13 +44,8 @@ void activation_backward(ActivationOp op, const ActivationParams& p, const Tenso
   floating(x.dtype(), "activation_backward", [&]<class T>() {
     using A = Acc<T>;
     const A a = static_cast<A>(p.alpha), b = static_cast<A>(p.beta);
-    const T* pg = ptr<T>(g);
-    const T* px = ptr<T>(x);
-    T* po = ptr<T>(out);
-    const int64_t n = x.numel();
     kernels::act::dispatch(op, [&]<ActivationOp Op>() {
-      for (int64_t i = 0; i < n; ++i)
-        po[i] = T(static_cast<A>(pg[i]) * kernels::act::derivative<Op>(static_cast<A>(px[i]), a, b));
+      backward_loop<Op, T, A>(ptr<T>(g), ptr<T>(x), ptr<T>(out), x.numel(), a, b);
     });
   });
 }
