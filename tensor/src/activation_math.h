@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "kernel_support.h"
-#include "vector_math.h"
+#include "axon/vector_math.h"
 
 namespace axon::kernels::act {
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fits the coefficients of tensor/src/vector_math.h (f32 exp and erf on the CPU).
+"""Fits the coefficients of tensor/include/axon/vector_math.h (f32 exp and erf on the CPU).
 
 Each fit is a linear least-squares fit of the relative error, reweighted a few dozen times towards
 the minimax (equal-ripple) solution (Lawson's algorithm). Prints the coefficients, and the largest

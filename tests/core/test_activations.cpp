@@ -92,7 +92,7 @@ TEST(Activations, MatchPyTorchOnEveryDeviceInF64AndF32) {
   }
 }
 
-// The CPU's f32 gelu and silu run on Axon's own vectorizable erf and exp (tensor/src/vector_math.h).
+// The CPU's f32 gelu and silu run on Axon's own vectorizable erf and exp (tensor/include/axon/vector_math.h).
 // Over a dense grid of inputs, values and gradients against the same formulas in double: each
 // within a few f32 ulps of the value (plus 2e-7 absolute, erf's own rounding near ±1, times |x|),
 // and NaN and ±inf as in PyTorch (gelu(−inf) = −inf·0 is NaN there too).

@@ -19,7 +19,7 @@
 #include "../attention_kernels.h"
 #include "../blas.h"
 #include "../kernel_support.h"
-#include "../vector_math.h"
+#include "axon/vector_math.h"
 
 namespace axon::cpu_detail {
 

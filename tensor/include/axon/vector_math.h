@@ -11,7 +11,9 @@
 // are the textbook ones (Cody & Waite 1980 for the range reduction of exp; rational approximations
 // of erf near 0 and of erfc(x)·exp(x²) beyond, as in Hart et al. 1968, "Computer Approximations").
 //
-// Host only: CUDA device code keeps CUDA's own expf and erff (see activation_math.h).
+// Host only: CUDA device code keeps CUDA's own expf and erff (see tensor/src/activation_math.h).
+// Users: the CPU activation and attention kernels, and the fused lstm/gru (layers/src/recurrent_ops.cpp).
+// A target whose loops call these needs -fno-trapping-math (see tensor/CMakeLists.txt) to vectorize.
 #pragma once
 
 #include <bit>
