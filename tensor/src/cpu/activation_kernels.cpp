@@ -5,6 +5,7 @@
 
 #include "../activation_kernels.h"
 #include "../activation_math.h"
+#include "parallel.h"
 
 namespace axon::cpu_detail {
 
@@ -36,7 +37,12 @@ void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Ten
   floating(x.dtype(), "activation", [&]<class T>() {
     using A = Acc<T>;
     const A a = static_cast<A>(p.alpha), b = static_cast<A>(p.beta);
-    kernels::act::dispatch(op, [&]<ActivationOp Op>() { forward_loop<Op, T, A>(ptr<T>(x), ptr<T>(out), x.numel(), a, b); });
+    const T* px = ptr<T>(x);
+    T* po = ptr<T>(out);
+    kernels::act::dispatch(op, [&]<ActivationOp Op>() {
+      parallel_for(x.numel(), kElementwiseGrain,
+                   [&](int64_t begin, int64_t end) { forward_loop<Op, T, A>(px + begin, po + begin, end - begin, a, b); });
+    });
   });
 }
 
@@ -44,8 +50,13 @@ void activation_backward(ActivationOp op, const ActivationParams& p, const Tenso
   floating(x.dtype(), "activation_backward", [&]<class T>() {
     using A = Acc<T>;
     const A a = static_cast<A>(p.alpha), b = static_cast<A>(p.beta);
+    const T* pg = ptr<T>(g);
+    const T* px = ptr<T>(x);
+    T* po = ptr<T>(out);
     kernels::act::dispatch(op, [&]<ActivationOp Op>() {
-      backward_loop<Op, T, A>(ptr<T>(g), ptr<T>(x), ptr<T>(out), x.numel(), a, b);
+      parallel_for(x.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        backward_loop<Op, T, A>(pg + begin, px + begin, po + begin, end - begin, a, b);
+      });
     });
   });
 }

@@ -13,13 +13,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <thread>
 #include <vector>
 
 #include "../attention_kernels.h"
 #include "../blas.h"
 #include "../kernel_support.h"
 #include "axon/vector_math.h"
+#include "parallel.h"
 
 namespace axon::cpu_detail {
 
@@ -67,21 +67,16 @@ struct Workspace {
         m(kQueryBlock), l(kQueryBlock) {}
 };
 
-// Runs body(pair, workspace) for pair in [0, pairs) on up to num_threads() threads, when there is
-// enough work to pay for starting them.
+// Runs body(pair, workspace) for pair in [0, pairs) over the CPU threads (parallel.h), one
+// workspace per thread's range of pairs, when there is enough work to wake them.
 template <class T, class F>
 void for_pairs(const AttentionParams& p, double work_per_pair, F body) {
   const int64_t pairs = p.batch * p.heads;
-  int64_t threads = std::min<int64_t>(num_threads(), pairs);
-  if (work_per_pair * static_cast<double>(pairs) < 2e5) threads = 1;
-  auto run = [&](int64_t first, int64_t step) {
+  const int64_t grain = work_per_pair * static_cast<double>(pairs) < 2e5 ? pairs : 1;
+  parallel_for(pairs, grain, [&](int64_t begin, int64_t end) {
     Workspace<T> ws(p);
-    for (int64_t i = first; i < pairs; i += step) body(i, ws);
-  };
-  if (threads <= 1) return run(0, 1);
-  std::vector<std::thread> pool;
-  for (int64_t t = 0; t < threads; ++t) pool.emplace_back(run, t, threads);
-  for (auto& th : pool) th.join();
+    for (int64_t i = begin; i < end; ++i) body(i, ws);
+  });
 }
 
 // Sets the scores of the pairs that may not attend to −inf in a {nq, nk} tile (row stride kKeyBlock)
