@@ -17,6 +17,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
+#include <system_error>
 #include <thread>
 
 namespace axon::heartbeat {
@@ -321,7 +322,14 @@ void start(int rank, double collective_timeout_s) {
       if (p != MAP_FAILED) w.mapped = static_cast<char*>(p);
     }
   }
-  if (w.fd >= 0 || w.collective_timeout_s > 0) std::thread(publish_and_watch).detach();
+  if (w.fd < 0 && w.collective_timeout_s <= 0) return;
+  try {
+    std::thread(publish_and_watch).detach();
+  } catch (const std::system_error& e) {  // out of threads: train on, unwatched (never throw)
+    std::fprintf(stderr, "axon: warning: rank %d cannot start its heartbeat thread: %s (its heartbeat file "
+                 "shows no progress, so the launcher's watchdog may stop the job after --timeout; "
+                 "AXON_COLLECTIVE_TIMEOUT is off)\n", rank, e.what());
+  }
 }
 
 namespace {

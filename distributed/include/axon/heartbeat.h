@@ -11,12 +11,13 @@
 // collective number seq, op, since `since`), or "exited" (status). Times are CLOCK_REALTIME
 // nanoseconds, so ranks on other nodes compare when the folder is on a shared file system.
 //
-// The per-collective cost is a few nanoseconds: collective_begin() and collective_end() only
-// update two words in process memory (the depth of nesting with the count of collectives entered,
-// and the op), with no clock read, no formatting and no system call. The line is rewritten from
-// those words by a publisher thread every kPublishPeriodMs, only when they changed (a stuck main
-// thread leaves the line, and its `updated` time, as they were: the thread publishes progress, it
-// does not beat), and at once by start(), progress() and exiting(). `since` and `updated` are the
+// The per-collective cost is a few nanoseconds (BM_HeartbeatPerCollective): collective_begin()
+// and collective_end() only store into the calling thread's counters in process memory
+// (collectives entered and the op; collectives left), with no locked instruction, no clock read,
+// no formatting and no system call. The line is rewritten from those counters by a publisher
+// thread every kPublishPeriodMs, only when they changed (a stuck main thread leaves the line, and
+// its `updated` time, as they were: the thread publishes progress, it does not beat), and at
+// once by start(), progress() and exiting(). `since` and `updated` are the
 // times the publisher saw the change, at most kPublishPeriodMs late. On tmpfs and ext4 the line
 // is a store into the memory-mapped file, elsewhere (network file systems: ranks on other nodes)
 // a pwrite; either way the watchdog reads it twice to rule out a torn read.
@@ -72,8 +73,9 @@ std::optional<double> collective_timeout_from_env();
 // This process's heartbeat writer. All functions are no-ops until start(); the file is written
 // only when AXON_HEARTBEAT_DIR is set. They never throw (a heartbeat that cannot be written must
 // not stop training: the watchdog then does not see this rank, which docs/launching.md
-// describes). Thread-safe; nested collectives (a NCCL communicator forwarding to the MPI one),
-// and collectives of other threads while one is in progress, count once.
+// describes). Thread-safe: seq counts the collectives entered on every thread, nested ones on one
+// thread (a NCCL communicator forwarding to the MPI one) once; the rank is "collective" while any
+// thread is inside one.
 //
 // start(): writes the first record and starts the publisher thread (when AXON_HEARTBEAT_DIR is
 // set or collective_timeout_s > 0). With collective_timeout_s > 0 that thread also ends the
@@ -81,8 +83,9 @@ std::optional<double> collective_timeout_from_env();
 // collective) once the rank has been inside one collective that long (measured from when the
 // thread saw it enter: up to kPublishPeriodMs later than requested).
 void start(int rank, double collective_timeout_s = 0);
-// The hot path: an atomic update of process memory each, nothing else (BM_HeartbeatPerCollective).
-// op must outlive the process (a string literal): only the pointer is kept.
+// The hot path: plain stores into this thread's counters, nothing else (BM_HeartbeatPerCollective;
+// a thread's first call after start() takes a slot, once). op must outlive the process (a string
+// literal): only the pointer is kept. An end without a begin (one made before start()) is ignored.
 void collective_begin(const char* op);
 void collective_end();
 // Progress without a collective: rewrites the record now, with the latest collective counts and
