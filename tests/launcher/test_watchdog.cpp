@@ -114,7 +114,7 @@ TEST(Watchdog, SeesARankWriterMakeProgressThenStickInsideACollective) {
   ::setenv(hb::kDirVariable, dir.path.c_str(), 1);
   hb::start(0);
   ::unsetenv(hb::kDirVariable);
-  const double timeout_s = 0.5;
+  const double timeout_s = 1.0;  // well above the publishing period, even on a loaded machine
   axon::launcher::Watchdog dog(dir.path, 1, timeout_s);
   std::vector<int> blamed;
 
