@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
+#include <system_error>
 #include <thread>
 
 namespace axon::heartbeat {
@@ -28,17 +30,66 @@ namespace {
 constexpr size_t kWidth = 255;  // the line's length without '\n'
 constexpr const char* kMagic = "axon-heartbeat 1 ";
 
+// One thread's collectives. Only its owner writes it, with plain stores (release: no locked
+// instruction on the hot path); the publisher sums all slots. A thread that ends frees its slot
+// for the next new thread, counts kept, so slots are as many as threads calling collectives at once.
+struct Slot {
+  std::atomic<std::uint64_t> entered{0};    // outermost collectives entered on this thread
+  std::atomic<std::uint64_t> completed{0};  // ... and left (returned or threw)
+  int depth = 0;                            // nesting on this thread: owner only
+  std::atomic<bool> in_use{false};
+  Slot* next = nullptr;  // the list is append-only; slots are never freed
+};
+
+// This thread's slot (null until its first collective after start()); trivial, so reading it
+// costs one load. t_finished: the thread's exit handlers have freed it.
+thread_local Slot* t_slot = nullptr;
+thread_local bool t_finished = false;
+
 struct Writer {
-  std::mutex mutex;
-  bool active = false;  // start() has run: the record is kept (and written when fd >= 0)
+  // Read by collective_begin() and collective_end() without the mutex: atomics only.
+  std::atomic<bool> active{false};      // start() has run: the record is kept (and written when fd >= 0)
+  std::atomic<Slot*> slots{nullptr};    // every thread's slot
+  std::atomic<const char*> op{"none"};  // the last collective entered on any thread (a literal)
+
+  std::mutex mutex;  // guards the rest
   int fd = -1;
   char* mapped = nullptr;  // the file's line, memory-mapped: rewriting it costs no system call
   Record record;
-  int depth = 0;  // nested collectives
   double collective_timeout_s = 0;
-  void write_locked() {
+
+  // Folds the slots into the record; true when state, seq or op changed (since_ns is then
+  // `now`: the change is dated when seen, at most one publishing period late). seq counts the
+  // collectives entered on all threads; the rank is inside one while any thread is.
+  bool sync_locked(std::int64_t now) {
+    if (record.state == State::exited) return false;
+    std::uint64_t seq = 0;
+    bool inside = false;
+    for (Slot* s = slots.load(std::memory_order_acquire); s; s = s->next) {
+      // completed first: its owner stores entered before completed, so entered >= completed.
+      const std::uint64_t completed = s->completed.load(std::memory_order_acquire);
+      const std::uint64_t entered = s->entered.load(std::memory_order_acquire);
+      seq += entered;
+      inside = inside || entered != completed;
+    }
+    const char* current_op = op.load(std::memory_order_relaxed);
+    const State state = inside ? State::collective : State::running;
+    bool changed = false;
+    if (state != record.state || seq != record.seq) {
+      record.state = state;
+      record.seq = seq;
+      record.since_ns = now;
+      changed = true;
+    }
+    if (record.op != current_op) {
+      record.op = current_op;
+      changed = true;
+    }
+    return changed;
+  }
+  void write_locked(std::int64_t now) {
     if (fd < 0) return;
-    record.updated_ns = now_ns();
+    record.updated_ns = now;
     char line[kWidth + 1];
     format_into(record, line);
     if (mapped) {
@@ -191,16 +242,21 @@ std::optional<Record> parse(std::string_view line) {
 
 namespace {
 
-// AXON_COLLECTIVE_TIMEOUT: ends this process when it has waited in one collective that long.
-// Checked every 200 ms by a thread of its own; _exit so that no exit handler touches MPI, which
-// the main thread is inside of. The launcher (mpirun, srun --kill-on-bad-exit) then ends the job.
-void watch_collectives() {
+// The publisher: every kPublishPeriodMs, rewrites the record when the hot path's words changed
+// (never otherwise, so that a stuck main thread's record stays stale), and applies
+// AXON_COLLECTIVE_TIMEOUT: ends this process when it has been inside one collective that long.
+// _exit so that no exit handler touches MPI, which the main thread is inside of. The launcher
+// (mpirun, srun --kill-on-bad-exit) then ends the job.
+void publish_and_watch() {
   Writer& w = writer();
   while (true) {
-    ::usleep(200'000);
+    ::usleep(kPublishPeriodMs * 1000);
     std::lock_guard lock(w.mutex);
-    if (w.depth == 0) continue;
-    const double waited = static_cast<double>(now_ns() - w.record.since_ns) / 1e9;
+    if (w.record.state == State::exited) return;
+    const std::int64_t now = now_ns();
+    if (w.sync_locked(now)) w.write_locked(now);
+    if (w.collective_timeout_s <= 0 || w.record.state != State::collective) continue;
+    const double waited = static_cast<double>(now - w.record.since_ns) / 1e9;
     if (waited < w.collective_timeout_s) continue;
     std::fprintf(stderr,
                  "axon: rank %d (pid %ld, host %s): collective #%llu (%s) has waited %.1f s for the other ranks "
@@ -212,7 +268,7 @@ void watch_collectives() {
     w.record.state = State::exited;
     w.record.status = kCollectiveTimeoutStatus;
     w.record.since_ns = now_ns();
-    w.write_locked();
+    w.write_locked(w.record.since_ns);
     ::_exit(kCollectiveTimeoutStatus);
   }
 }
@@ -237,74 +293,122 @@ std::optional<double> collective_timeout_from_env() {
 void start(int rank, double collective_timeout_s) {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  if (w.active) return;
-  w.active = true;
+  if (w.active.load(std::memory_order_relaxed)) return;
   char host[256] = "?";
   if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
   for (char* p = host; *p; ++p)
     if (*p == ' ' || *p == '\n') *p = '_';
+  const std::int64_t now = now_ns();
   w.record = Record{.rank = rank, .pid = static_cast<long>(::getpid()), .host = host, .state = State::running,
-                    .seq = 0, .op = "none", .since_ns = now_ns(), .updated_ns = 0, .status = 0};
-  if (collective_timeout_s > 0) {
-    w.collective_timeout_s = collective_timeout_s;
-    std::thread(watch_collectives).detach();
-  }
+                    .seq = 0, .op = "none", .since_ns = now, .updated_ns = 0, .status = 0};
+  w.collective_timeout_s = collective_timeout_s > 0 ? collective_timeout_s : 0;
+  w.active.store(true, std::memory_order_relaxed);
   const char* dir = std::getenv(kDirVariable);
-  if (!dir || !*dir) return;
-  const std::string path = file_for(dir, rank);
-  w.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);  // RDWR: mmap needs it
-  if (w.fd < 0) {
-    std::fprintf(stderr, "axon: warning: rank %d cannot write its heartbeat file %s: %s (the launcher's watchdog will not see this rank)\n",
-                 rank, path.c_str(), std::strerror(errno));
-    return;
+  if (dir && *dir) {
+    const std::string path = file_for(dir, rank);
+    w.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);  // RDWR: mmap needs it
+    if (w.fd < 0) {
+      std::fprintf(stderr, "axon: warning: rank %d cannot write its heartbeat file %s: %s (the launcher's watchdog will not see this rank)\n",
+                   rank, path.c_str(), std::strerror(errno));
+    }
+    w.write_locked(now);
+    // Map the record (written once above, so its block exists and a later store cannot meet a
+    // full disk as SIGBUS), on tmpfs and ext4 only (local_file_system): on a network one (NFS,
+    // Lustre, GPFS: the multi-node watchdog's shared folder) stores into a mapping reach other
+    // nodes only when the page is written back, so there each update stays a pwrite, as when
+    // mapping fails.
+    if (w.fd >= 0 && local_file_system(w.fd)) {
+      void* p = ::mmap(nullptr, kWidth + 1, PROT_READ | PROT_WRITE, MAP_SHARED, w.fd, 0);
+      if (p != MAP_FAILED) w.mapped = static_cast<char*>(p);
+    }
   }
-  w.write_locked();
-  // Map the record (written once above, so its block exists and a later store cannot meet a
-  // full disk as SIGBUS), on tmpfs and ext4 only (local_file_system): on a network one (NFS,
-  // Lustre, GPFS: the multi-node watchdog's shared folder) stores into a mapping reach other
-  // nodes only when the page is written back, so there each update stays a pwrite, as when
-  // mapping fails.
-  if (w.fd >= 0 && local_file_system(w.fd)) {
-    void* p = ::mmap(nullptr, kWidth + 1, PROT_READ | PROT_WRITE, MAP_SHARED, w.fd, 0);
-    if (p != MAP_FAILED) w.mapped = static_cast<char*>(p);
+  if (w.fd < 0 && w.collective_timeout_s <= 0) return;
+  try {
+    std::thread(publish_and_watch).detach();
+  } catch (const std::system_error& e) {  // out of threads: train on, unwatched (never throw)
+    std::fprintf(stderr, "axon: warning: rank %d cannot start its heartbeat thread: %s (its heartbeat file "
+                 "shows no progress, so the launcher's watchdog may stop the job after --timeout; "
+                 "AXON_COLLECTIVE_TIMEOUT is off)\n", rank, e.what());
   }
 }
 
-void collective_begin(const char* op) {
+namespace {
+
+// Frees this thread's slot when the thread ends.
+struct SlotOwner {
+  Slot* slot = nullptr;
+  ~SlotOwner() {
+    if (!slot) return;
+    if (slot->depth > 0) {  // ended inside a collective (cannot happen through the RAII marks)
+      slot->depth = 0;
+      slot->completed.store(slot->entered.load(std::memory_order_relaxed), std::memory_order_release);
+    }
+    slot->in_use.store(false, std::memory_order_release);
+    t_slot = nullptr;
+    t_finished = true;
+  }
+};
+
+// The slow path, once per thread: a free slot, or a new one.
+Slot* acquire_slot() {
   Writer& w = writer();
-  std::lock_guard lock(w.mutex);
-  if (!w.active || w.depth++ > 0) return;
-  w.record.state = State::collective;
-  w.record.seq += 1;
-  w.record.op = op;
-  w.record.since_ns = now_ns();
-  w.write_locked();
+  if (t_finished || !w.active.load(std::memory_order_acquire)) return nullptr;
+  Slot* mine = nullptr;
+  for (Slot* s = w.slots.load(std::memory_order_acquire); s && !mine; s = s->next) {
+    bool in_use = false;
+    if (s->in_use.compare_exchange_strong(in_use, true, std::memory_order_acq_rel)) mine = s;
+  }
+  if (!mine) {
+    mine = new Slot;  // never freed: the publisher may be reading it
+    mine->in_use.store(true, std::memory_order_relaxed);
+    Slot* head = w.slots.load(std::memory_order_relaxed);
+    do {
+      mine->next = head;
+    } while (!w.slots.compare_exchange_weak(head, mine, std::memory_order_release, std::memory_order_relaxed));
+  }
+  static thread_local SlotOwner owner;
+  owner.slot = mine;
+  t_slot = mine;
+  return mine;
+}
+
+}  // namespace
+
+void collective_begin(const char* op) {
+  Slot* s = t_slot;
+  if (!s && !(s = acquire_slot())) return;  // before start(): nothing is kept
+  if (s->depth++ > 0) return;               // nested: counted once
+  // The op before the count (release), so that a publisher that sees the count sees its op.
+  writer().op.store(op, std::memory_order_relaxed);
+  s->entered.store(s->entered.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
 void collective_end() {
-  Writer& w = writer();
-  std::lock_guard lock(w.mutex);
-  if (!w.active || w.depth == 0 || --w.depth > 0) return;
-  w.record.state = State::running;
-  w.record.since_ns = now_ns();
-  w.write_locked();
+  Slot* s = t_slot;
+  if (!s || s->depth == 0) return;  // no collective_begin() to match (one before start())
+  if (--s->depth > 0) return;
+  s->completed.store(s->entered.load(std::memory_order_relaxed), std::memory_order_release);
 }
 
 void progress() {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  if (w.fd < 0) return;
-  w.write_locked();
+  if (!w.active.load(std::memory_order_relaxed) || w.record.state == State::exited) return;
+  const std::int64_t now = now_ns();
+  w.sync_locked(now);
+  w.write_locked(now);
 }
 
 void exiting(int status) {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  if (!w.active) return;
+  if (!w.active.load(std::memory_order_relaxed)) return;
+  const std::int64_t now = now_ns();
+  w.sync_locked(now);  // the collectives completed up to now
   w.record.state = State::exited;
   w.record.status = status;
-  w.record.since_ns = now_ns();
-  w.write_locked();
+  w.record.since_ns = now;
+  w.write_locked(now);
 }
 
 }  // namespace axon::heartbeat

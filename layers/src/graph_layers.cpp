@@ -253,7 +253,8 @@ class PadLayer : public Layer {
 
 class ResizeLayer : public Layer {
  public:
-  ResizeLayer(int64_t h, int64_t w, ResizeMethod method, Channels channels) : h_(h), w_(w), method_(method), channels_(channels) {
+  ResizeLayer(int64_t h, int64_t w, ResizeMethod method, Channels channels, bool antialias)
+      : h_(h), w_(w), method_(method), channels_(channels), antialias_(antialias) {
     if (h <= 0 || w <= 0) throw std::invalid_argument(fmt::format("{}: the size must be positive", describe()));
   }
   std::string op() const override { return "resize"; }
@@ -268,17 +269,18 @@ class ResizeLayer : public Layer {
     return out;
   }
   Tensor forward(const std::vector<Tensor>& inputs, std::span<const Tensor>, const ForwardContext&) const override {
-    return axon::resize(inputs.at(0), h_, w_, method_, channels_ == Channels::last);
+    return axon::resize(inputs.at(0), h_, w_, method_, channels_ == Channels::last, antialias_);
   }
 
  private:
   std::string describe() const {
-    return fmt::format("resize (size {{{}, {}}}, method {}, channels {})", h_, w_,
-                       method_ == ResizeMethod::nearest ? "nearest" : "bilinear", channels_ == Channels::last ? "last" : "first");
+    return fmt::format("resize (size {{{}, {}}}, method {}, channels {}, antialias {})", h_, w_,
+                       resize_method_name(method_), channels_ == Channels::last ? "last" : "first", antialias_);
   }
   int64_t h_, w_;
   ResizeMethod method_;
   Channels channels_;
+  bool antialias_;
 };
 
 // ---- combinators ----
@@ -538,8 +540,8 @@ LayerStep transpose(std::vector<int64_t> permutation) { return single(std::make_
 LayerStep pad(std::vector<std::pair<int64_t, int64_t>> config, double value, Channels channels) {
   return single(std::make_shared<PadLayer>(std::move(config), value, channels));
 }
-LayerStep resize(int64_t height, int64_t width, ResizeMethod method, Channels channels) {
-  return single(std::make_shared<ResizeLayer>(height, width, method, channels));
+LayerStep resize(int64_t height, int64_t width, ResizeMethod method, Channels channels, bool antialias) {
+  return single(std::make_shared<ResizeLayer>(height, width, method, channels, antialias));
 }
 
 Model add(const Model& a, const Model& b) { return merge(ElementwiseLayer::Kind::add, {a, b}); }

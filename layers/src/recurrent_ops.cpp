@@ -11,6 +11,7 @@
 #include "axon/autograd.h"
 #include "axon/backend.h"
 #include "axon/recurrent_layers.h"
+#include "axon/vector_math.h"
 
 namespace axon {
 
@@ -73,24 +74,8 @@ Tensor view(const Tensor& base, int64_t offset, const Shape& shape) {
   return Tensor::view_of(base.storage(), base.offset() + static_cast<size_t>(offset), shape, base.dtype());
 }
 
-// exp for f32 written so that GCC vectorizes the loops below at the baseline ISA (no libm call):
-// Cody–Waite range reduction x = n·ln2 + r, |r| ≤ ln2/2, the Cephes expf polynomial for e^r
-// (about 2 ulp), and 2^n from the exponent bits. x is clamped to [−87, 88], where 2^n stays a
-// normal float; the gates saturate long before. f64 uses std::exp.
-inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-}
-inline float exp_of(float x) { return fast_exp(x); }
+// f32 exp without a libm call (axon/vector_math.h), so that the gate loops below vectorize.
+inline float exp_of(float x) { return kernels::vmath::exp(x); }
 inline double exp_of(double x) { return std::exp(x); }
 
 // In place over n values: σ(v) = 1/(1 + e^−v); tanh(v) = 2σ(2v) − 1 (absolute error ~1e-7 in f32).

@@ -11,12 +11,20 @@
 #include <utility>
 
 #include "kernel_support.h"
+#include "axon/vector_math.h"
 
 namespace axon::kernels::act {
 
 // Overloads for float and double that compile for the host and for the device: CUDA's math
-// headers declare these C functions __host__ __device__.
-AXON_HOST_DEVICE inline float exp_(float x) { return ::expf(x); }
+// headers declare these C functions __host__ __device__. On the host, f32 exp and erf are the
+// branch-free vector_math.h versions, so that the CPU loops over them vectorize.
+AXON_HOST_DEVICE inline float exp_(float x) {
+#ifdef __CUDA_ARCH__
+  return ::expf(x);
+#else
+  return vmath::exp(x);
+#endif
+}
 AXON_HOST_DEVICE inline double exp_(double x) { return ::exp(x); }
 AXON_HOST_DEVICE inline float expm1_(float x) { return ::expm1f(x); }
 AXON_HOST_DEVICE inline double expm1_(double x) { return ::expm1(x); }
@@ -24,7 +32,13 @@ AXON_HOST_DEVICE inline float log1p_(float x) { return ::log1pf(x); }
 AXON_HOST_DEVICE inline double log1p_(double x) { return ::log1p(x); }
 AXON_HOST_DEVICE inline float tanh_(float x) { return ::tanhf(x); }
 AXON_HOST_DEVICE inline double tanh_(double x) { return ::tanh(x); }
-AXON_HOST_DEVICE inline float erf_(float x) { return ::erff(x); }
+AXON_HOST_DEVICE inline float erf_(float x) {
+#ifdef __CUDA_ARCH__
+  return ::erff(x);
+#else
+  return vmath::erf(x);
+#endif
+}
 AXON_HOST_DEVICE inline double erf_(double x) { return ::erf(x); }
 
 template <class A>

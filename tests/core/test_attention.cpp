@@ -168,6 +168,31 @@ TEST(Attention, BlockedKernelMatchesTheUnblockedFormulaOnLongSequences) {
   expect_close(y.to_double_vector(), ref.to_double_vector(), 1e-5, 1e-5, "blocked vs formula");
 }
 
+// The CPU kernels split element-wise loops and attention's (batch, head) pairs over threads
+// (tensor/src/cpu/parallel.h); each element is computed by the same code whichever thread runs
+// it, so values and gradients are the same bits at 1, 2 and 3 threads.
+TEST(Threads, ElementwiseAndAttentionResultsAreTheSameBitsAtAnyThreadCount) {
+  const int threads_before = num_threads();
+  std::vector<std::vector<float>> first;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    Generator gen(11);
+    Tensor x = uniform({3, 70000}, -4, 4, gen).set_requires_grad(true);
+    Tensor w = uniform({3, 70000}, -1, 1, gen);
+    Tensor q = uniform({2, 5, 100, 16}, -1, 1, gen).set_requires_grad(true);
+    Tensor k = uniform({2, 5, 100, 16}, -1, 1, gen).set_requires_grad(true);
+    Tensor v = uniform({2, 5, 100, 16}, -1, 1, gen).set_requires_grad(true);
+    Tensor act = add(mul(gelu(x), w), exp(mul_scalar(x, 0.5f)));
+    Tensor att = scaled_dot_product_attention(q, k, v, {.causal = true});
+    add(sum(act), sum(mul(att, att))).backward();
+    const std::vector<std::vector<float>> got = {act.to_vector(), x.grad().to_vector(), att.to_vector(),
+                                                 q.grad().to_vector(), k.grad().to_vector(), v.grad().to_vector()};
+    if (first.empty()) first = got;
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], first[i]) << "result " << i << " at " << threads << " threads";
+  }
+  set_num_threads(threads_before);
+}
+
 TEST(Attention, AQueryWithEveryKeyMaskedGivesZerosNotNaN) {
   Tensor q = Tensor::ones({1, 1, 2, 2}).set_requires_grad(true);
   Tensor k = Tensor::ones({1, 1, 2, 2}).set_requires_grad(true);

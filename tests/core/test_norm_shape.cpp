@@ -141,7 +141,7 @@ TEST(NormFixtures, RunningStatisticsFollowPyTorchOverSteps) {
 
 TEST(ShapeFixtures, ResizeAndPadMatchPyTorch) {
   const json f = fixtures();
-  ASSERT_EQ(f["resize"].size(), 4u);
+  ASSERT_EQ(f["resize"].size(), 8u);
   for (const json& c : f["resize"])
     for (Device device : devices())
       for (DType dtype : {DType::f64, DType::f32}) {
@@ -149,7 +149,11 @@ TEST(ShapeFixtures, ResizeAndPadMatchPyTorch) {
         const Shape shape = c["shape"].get<Shape>();
         const std::vector<int64_t> size = c["size"].get<std::vector<int64_t>>();
         Tensor x = Tensor::from_vector(shape, c["x"].get<std::vector<double>>(), {dtype, device}).set_requires_grad();
-        Tensor y = resize(x, size[0], size[1], c["method"] == "nearest" ? ResizeMethod::nearest : ResizeMethod::bilinear);
+        const std::string method = c["method"];
+        const ResizeMethod m = method == "nearest"    ? ResizeMethod::nearest
+                               : method == "bilinear" ? ResizeMethod::bilinear
+                                                      : ResizeMethod::bicubic;
+        Tensor y = resize(x, size[0], size[1], m, true, c.value("antialias", false));
         sum(mul(y, Tensor::from_vector(y.shape(), c["weights"].get<std::vector<double>>(), {dtype, device}))).backward();
         const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
         expect_close(y.to_double_vector(), c["output"].get<std::vector<double>>(), tol, tol, where + " output");
@@ -278,7 +282,58 @@ TEST(Layers, ShapeLayersHaveFiniteDifferenceGradients) {
   check_model_gradients(input({-1, 2, 3}) | transpose({0, 2, 1}) | reshape({kBatch, 6}) | dense(2), {2, 2, 3});
   check_model_gradients(input({-1, 3, 3, 2}) | pad({{1, 0}, {0, 2}}, 0.5) | flatten() | dense(2), {2, 3, 3, 2});
   check_model_gradients(input({-1, 2, 3, 2}) | resize(3, 5, ResizeMethod::bilinear) | flatten() | dense(2), {2, 2, 3, 2});
+  check_model_gradients(input({-1, 5, 3, 2}) | resize(2, 4, ResizeMethod::bilinear) | flatten() | dense(2), {2, 5, 3, 2});
+  check_model_gradients(input({-1, 4, 3, 2}) | resize(3, 5, ResizeMethod::bicubic) | flatten() | dense(2), {2, 4, 3, 2});
+  check_model_gradients(input({-1, 2, 4, 5}) | resize(3, 2, ResizeMethod::lanczos3, Channels::first) | flatten() | dense(2),
+                        {2, 2, 4, 5});
 }
+
+// lanczos has no PyTorch counterpart: its weights against the formula written out here
+// (sinc(x)·sinc(x/r), Duchon 1979; centres (o + ½)·in/out − ½, normalised; stretched by in/out
+// when antialiasing a downsample), and the properties any of the kernels must have.
+TEST(Resize, LanczosFollowsItsFormulaAndEveryKernelKeepsConstantsAndSizes) {
+  const auto sinc = [](double v) { return v == 0.0 ? 1.0 : std::sin(M_PI * v) / (M_PI * v); };
+  Generator gen(5);
+  Tensor x = uniform({1, 7, 1, 1}, -1, 1, gen).to(DType::f64);
+  const std::vector<double> xs = x.to_double_vector();
+  for (const auto& [method, r] : {std::pair{ResizeMethod::lanczos3, 3.0}, std::pair{ResizeMethod::lanczos5, 5.0}})
+    for (const int64_t out : {3, 11})
+      for (const bool antialias : {true, false}) {
+        const double stretch = antialias && out < 7 ? 7.0 / static_cast<double>(out) : 1.0;
+        const std::vector<double> got = resize(x, out, 1, method, true, antialias).to_double_vector();
+        for (int64_t o = 0; o < out; ++o) {
+          const double c = (static_cast<double>(o) + 0.5) * 7.0 / static_cast<double>(out) - 0.5;
+          double num = 0, den = 0;
+          for (int64_t j = 0; j < 7; ++j) {
+            const double t = (static_cast<double>(j) - c) / stretch;
+            const double k = std::abs(t) < r ? sinc(t) * sinc(t / r) : 0.0;
+            num += k * xs[static_cast<size_t>(j)];
+            den += k;
+          }
+          EXPECT_NEAR(got[static_cast<size_t>(o)], num / den, 1e-12)
+              << resize_method_name(method) << " out " << out << " antialias " << antialias << " sample " << o;
+        }
+      }
+  Tensor image = uniform({2, 5, 6, 3}, -1, 1, gen).to(DType::f64);
+  for (ResizeMethod m : {ResizeMethod::nearest, ResizeMethod::bilinear, ResizeMethod::bicubic, ResizeMethod::lanczos3,
+                         ResizeMethod::lanczos5}) {
+    // Same size: every kernel is 1 at 0 and 0 at the other integers, so nothing changes.
+    expect_close(resize(image, 5, 6, m).to_double_vector(), image.to_double_vector(), 1e-12, 1e-12,
+                 std::string(resize_method_name(m)) + " same size");
+    // A constant image stays constant (the weights sum to 1), up or down, with or without antialias.
+    for (const bool antialias : {true, false}) {
+      Tensor y = resize(Tensor::full({1, 5, 6, 2}, 0.75, {DType::f64}), 3, 9, m, true, antialias);
+      EXPECT_EQ(y.shape(), (Shape{1, 3, 9, 2}));
+      for (double v : y.to_double_vector()) EXPECT_NEAR(v, 0.75, 1e-12) << resize_method_name(m);
+    }
+    // Channels first gives the channels-last result, transposed; bf16 runs (in f32).
+    Tensor first = resize(permute(image, {0, 3, 1, 2}), 4, 8, m, false);
+    expect_close(permute(first, {0, 2, 3, 1}).to_double_vector(), resize(image, 4, 8, m).to_double_vector(), 1e-12,
+                 1e-12, std::string(resize_method_name(m)) + " channels first");
+    EXPECT_EQ(resize(image.to(DType::bf16), 3, 4, m).dtype(), DType::bf16);
+  }
+}
+
 
 TEST(Layers, ShapesAreInferredAtPlanning) {
   EXPECT_EQ(plan(input({-1, 2, 3}) | reshape({kBatch, kAuto})).layers.back().output_shape, (Shape{-1, 6}));

@@ -178,9 +178,10 @@ LayerStep transpose(std::vector<int64_t> permutation);
 // pad: one {before, after} pair per spatial axis (the axes other than batch and channels), value
 // filled in; negative amounts crop.
 LayerStep pad(std::vector<std::pair<int64_t, int64_t>> config, double value = 0.0, Channels channels = Channels::last);
-// resize a 4-d input's two spatial axes to {height, width}.
+// resize a 4-d input's two spatial axes to {height, width} (axon::resize in axon/shape_ops.h: the
+// methods, and antialias — on by default, as the seed — when downsampling).
 LayerStep resize(int64_t height, int64_t width, ResizeMethod method = ResizeMethod::nearest,
-                 Channels channels = Channels::last);
+                 Channels channels = Channels::last, bool antialias = true);
 
 // ---- combinators: layers of several inputs ----
 // Element-wise, with NumPy broadcasting (a size 1 stretches; the batch size −1 matches any).

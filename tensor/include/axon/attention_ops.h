@@ -41,10 +41,11 @@ struct AttentionOptions {
 // PyTorch gives NaN.
 //
 // Memory-efficient on every backend: the {queries, keys} score matrix is never materialised.
-// The CPU kernel (tensor/src/cpu/attention_kernels.cpp) walks blocks of 32 queries against blocks
-// of 64 keys with an online softmax (Milakov & Gimelshein 2018) and keeps only the output and one
-// log-sum-exp per query; the backward pass recomputes each block's probabilities from them
-// (FlashAttention, Dao et al. 2022, Algorithms 1 and 2). The CUDA kernels do the same with one
+// The CPU kernel (tensor/src/cpu/attention_kernels.cpp) walks tiles of 64 queries × 64 keys (the
+// tile products are OpenBLAS GEMMs) with an online softmax (Milakov & Gimelshein 2018) and keeps
+// only the output and one log-sum-exp per query; the backward pass recomputes each tile's
+// probabilities from them (FlashAttention, Dao et al. 2022, Algorithms 1 and 2). (batch, head)
+// pairs are split over num_threads() threads; results do not depend on the thread count. The CUDA kernels do the same with one
 // thread per query (and per key for dk, dv); compiled, not yet run on a GPU.
 // Throws std::invalid_argument naming the op and the shapes, dtypes or devices at fault.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -5,6 +5,7 @@
 
 #include "../activation_kernels.h"
 #include "../activation_math.h"
+#include "parallel.h"
 
 namespace axon::cpu_detail {
 
@@ -18,6 +19,18 @@ void floating(DType dtype, const char* kernel, F&& f) {
   kernels::dispatch_floating<bf16>(dtype, "cpu", kernel, std::forward<F>(f));
 }
 
+// The loops themselves, one function per (activation, dtype), each with an AVX2 clone.
+template <ActivationOp Op, class T, class A>
+AXON_SIMD_CLONES void forward_loop(const T* x, T* out, int64_t n, A a, A b) {
+  for (int64_t i = 0; i < n; ++i) out[i] = T(kernels::act::forward<Op>(static_cast<A>(x[i]), a, b));
+}
+
+template <ActivationOp Op, class T, class A>
+AXON_SIMD_CLONES void backward_loop(const T* g, const T* x, T* out, int64_t n, A a, A b) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = T(static_cast<A>(g[i]) * kernels::act::derivative<Op>(static_cast<A>(x[i]), a, b));
+}
+
 }  // namespace
 
 void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Tensor& out) {
@@ -26,9 +39,9 @@ void activation(ActivationOp op, const ActivationParams& p, const Tensor& x, Ten
     const A a = static_cast<A>(p.alpha), b = static_cast<A>(p.beta);
     const T* px = ptr<T>(x);
     T* po = ptr<T>(out);
-    const int64_t n = x.numel();
     kernels::act::dispatch(op, [&]<ActivationOp Op>() {
-      for (int64_t i = 0; i < n; ++i) po[i] = T(kernels::act::forward<Op>(static_cast<A>(px[i]), a, b));
+      parallel_for(x.numel(), kElementwiseGrain,
+                   [&](int64_t begin, int64_t end) { forward_loop<Op, T, A>(px + begin, po + begin, end - begin, a, b); });
     });
   });
 }
@@ -40,10 +53,10 @@ void activation_backward(ActivationOp op, const ActivationParams& p, const Tenso
     const T* pg = ptr<T>(g);
     const T* px = ptr<T>(x);
     T* po = ptr<T>(out);
-    const int64_t n = x.numel();
     kernels::act::dispatch(op, [&]<ActivationOp Op>() {
-      for (int64_t i = 0; i < n; ++i)
-        po[i] = T(static_cast<A>(pg[i]) * kernels::act::derivative<Op>(static_cast<A>(px[i]), a, b));
+      parallel_for(x.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        backward_loop<Op, T, A>(pg + begin, px + begin, po + begin, end - begin, a, b);
+      });
     });
   });
 }

@@ -14,6 +14,7 @@
 
 #include "axon/backend.h"
 #include "blas.h"
+#include "cpu/parallel.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
 #include "../attention_kernels.h"
@@ -83,13 +84,19 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   T* o = ptr<T>(out);
   const int64_t n = out.numel();
   if (a.shape() == out.shape() && b.shape() == out.shape()) {
-    for (int64_t i = 0; i < n; ++i) store(o, i, f(load(pa, i), load(pb, i)));
+    cpu_detail::parallel_for(n, cpu_detail::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) store(o, i, f(load(pa, i), load(pb, i)));
+    });
   } else if (b.numel() == 1 && a.shape() == out.shape()) {
     const Acc<T> s = load(pb, 0);
-    for (int64_t i = 0; i < n; ++i) store(o, i, f(load(pa, i), s));
+    cpu_detail::parallel_for(n, cpu_detail::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) store(o, i, f(load(pa, i), s));
+    });
   } else if (a.numel() == 1 && b.shape() == out.shape()) {
     const Acc<T> s = load(pa, 0);
-    for (int64_t i = 0; i < n; ++i) store(o, i, f(s, load(pb, i)));
+    cpu_detail::parallel_for(n, cpu_detail::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) store(o, i, f(s, load(pb, i)));
+    });
   } else {
     for_each_broadcast(out.shape(), broadcast_strides(a.shape(), out.shape()), broadcast_strides(b.shape(), out.shape()),
                        [&](int64_t i, int64_t ja, int64_t jb) { store(o, i, f(load(pa, ja), load(pb, jb))); });
@@ -100,8 +107,9 @@ template <class T, class F>
 void map_loop(const Tensor& x, Tensor& out, F f) {
   const T* px = ptr<T>(x);
   T* po = ptr<T>(out);
-  const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; ++i) store(po, i, f(load(px, i)));
+  cpu_detail::parallel_for(x.numel(), cpu_detail::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) store(po, i, f(load(px, i)));
+  });
 }
 
 template <class T, class F>
@@ -109,8 +117,9 @@ void zip_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   const T* pa = ptr<T>(a);
   const T* pb = ptr<T>(b);
   T* po = ptr<T>(out);
-  const int64_t n = a.numel();
-  for (int64_t i = 0; i < n; ++i) store(po, i, f(load(pa, i), load(pb, i)));
+  cpu_detail::parallel_for(a.numel(), cpu_detail::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) store(po, i, f(load(pa, i), load(pb, i)));
+  });
 }
 
 template <class F>

@@ -1,7 +1,9 @@
 // Shape operations: front ends and backward passes (axon/shape_ops.h).
 #include "axon/shape_ops.h"
+#include "axon/ops.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "axon/autograd.h"
 #include "common.h"
@@ -144,7 +146,75 @@ Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& conf
   return out;
 }
 
-Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeMethod method, bool channels_last) {
+const char* resize_method_name(ResizeMethod method) {
+  switch (method) {
+    case ResizeMethod::nearest: return "nearest";
+    case ResizeMethod::bilinear: return "bilinear";
+    case ResizeMethod::bicubic: return "bicubic";
+    case ResizeMethod::lanczos3: return "lanczos3";
+    case ResizeMethod::lanczos5: return "lanczos5";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// The resampling kernel k(x) of each method (shape_ops.h).
+double resize_kernel(ResizeMethod method, double x) {
+  x = std::abs(x);
+  switch (method) {
+    case ResizeMethod::bilinear: return std::max(0.0, 1.0 - x);
+    case ResizeMethod::bicubic:  // Keys 1981, a = −0.5
+      if (x < 1.0) return (1.5 * x - 2.5) * x * x + 1.0;
+      if (x < 2.0) return ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0;
+      return 0.0;
+    case ResizeMethod::lanczos3:
+    case ResizeMethod::lanczos5: {
+      const double r = method == ResizeMethod::lanczos3 ? 3.0 : 5.0;
+      if (x >= r) return 0.0;
+      if (x < 1e-9) return 1.0;
+      const double px = M_PI * x;
+      return r * std::sin(px) * std::sin(px / r) / (px * px);
+    }
+    case ResizeMethod::nearest: break;
+  }
+  throw std::logic_error("resize: no kernel for nearest");
+}
+
+// {out, in}: row o holds the normalised weights of the input samples for output sample o.
+Tensor resize_weights(int64_t in, int64_t out, ResizeMethod method, bool antialias, const TensorOptions& options) {
+  const double inv_scale = static_cast<double>(in) / static_cast<double>(out);
+  const double stretch = antialias ? std::max(inv_scale, 1.0) : 1.0;
+  std::vector<double> w(static_cast<size_t>(out * in), 0.0);
+  for (int64_t o = 0; o < out; ++o) {
+    const double centre = (static_cast<double>(o) + 0.5) * inv_scale - 0.5;
+    double* row = w.data() + o * in;
+    double total = 0.0;
+    for (int64_t j = 0; j < in; ++j) total += row[j] = resize_kernel(method, (static_cast<double>(j) - centre) / stretch);
+    if (std::abs(total) > 1e-12)
+      for (int64_t j = 0; j < in; ++j) row[j] /= total;
+    else
+      std::fill(row, row + in, 0.0);
+  }
+  return Tensor::from_vector({out, in}, w, {DType::f64, options.device}).to(options.dtype);
+}
+
+// x {batch, h, w, channels} resampled along axis 1 (h) or 2 (w) by weights {out, in}: one GEMM
+// over the axis moved to the front. Differentiable through permute, reshape and matmul.
+Tensor resample_axis(const Tensor& x, int64_t axis, const Tensor& weights) {
+  const std::vector<int64_t> to_front = axis == 1 ? std::vector<int64_t>{1, 0, 2, 3} : std::vector<int64_t>{2, 0, 1, 3};
+  const std::vector<int64_t> back = axis == 1 ? std::vector<int64_t>{1, 0, 2, 3} : std::vector<int64_t>{1, 2, 0, 3};
+  Tensor front = permute(x, to_front);
+  Shape rest(front.shape().begin() + 1, front.shape().end());
+  Tensor y = matmul(weights, front.reshape({front.size(0), front.numel() / front.size(0)}));
+  Shape shape = rest;
+  shape.insert(shape.begin(), weights.size(0));
+  return permute(y.reshape(shape), back);
+}
+
+}  // namespace
+
+Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeMethod method, bool channels_last, bool antialias) {
   detail::check_floating("resize", x);
   if (x.dim() != 4)
     throw std::invalid_argument(fmt::format("resize: needs an input {{batch, h, w, channels}} ({{batch, channels, h, w}} "
@@ -152,6 +222,18 @@ Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeMethod method
                                             shape_str(x.shape())));
   if (out_h <= 0 || out_w <= 0)
     throw std::invalid_argument(fmt::format("resize: output size {{{}, {}}} must be positive", out_h, out_w));
+  if (x.numel() == 0) throw std::invalid_argument(fmt::format("resize: input shape {} is empty", shape_str(x.shape())));
+  const int64_t in_h = x.size(channels_last ? 1 : 2), in_w = x.size(channels_last ? 2 : 3);
+  const bool downsamples = out_h < in_h || out_w < in_w;
+  if (method != ResizeMethod::nearest && !(method == ResizeMethod::bilinear && !(antialias && downsamples))) {
+    // Kernels wider than bilinear's, or antialiased downsampling: separable weight matrices.
+    if (x.dtype() == DType::bf16) return resize(x.to(DType::f32), out_h, out_w, method, channels_last, antialias).to(DType::bf16);
+    Tensor nhwc = channels_last ? x : permute(x, {0, 2, 3, 1});
+    const TensorOptions options = x.options();
+    Tensor y = resample_axis(nhwc, 1, resize_weights(in_h, out_h, method, antialias, options));
+    y = resample_axis(y, 2, resize_weights(in_w, out_w, method, antialias, options));
+    return channels_last ? y : permute(y, {0, 3, 1, 2});
+  }
   ResizeParams p;
   p.bilinear = method == ResizeMethod::bilinear;
   p.out_h = out_h;
@@ -164,7 +246,6 @@ Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeMethod method
     p.outer = x.size(0) * x.size(1), p.in_h = x.size(2), p.in_w = x.size(3), p.inner = 1;
     shape[2] = out_h, shape[3] = out_w;
   }
-  if (x.numel() == 0) throw std::invalid_argument(fmt::format("resize: input shape {} is empty", shape_str(x.shape())));
   Tensor out = Tensor::empty(shape, x.options());
   backend(x.device()).resize(x, p, out);
   return record("resize", out, {x}, [p, in_shape = x.shape(), dtype = x.dtype()](const Tensor& g, GradSlots& grads) {

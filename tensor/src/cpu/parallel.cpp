@@ -1,0 +1,104 @@
+#include "parallel.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "axon/tensor.h"
+
+namespace axon::cpu_detail {
+
+namespace {
+
+// True on pool workers, and on a caller while it runs its own range: calls from there run serially
+// (a worker waiting for its own pool would deadlock).
+thread_local bool t_inside_pool = false;
+
+class Pool {
+ public:
+  // Never destroyed: detached workers may still be waiting on its condition variable at exit.
+  static Pool& instance() {
+    static Pool* pool = new Pool;
+    return *pool;
+  }
+
+  // Runs part(0) here and part(1..parts−1) on workers; false (nothing run) when another thread's
+  // call holds the pool.
+  bool try_run(int64_t parts, const std::function<void(int64_t)>& part) {
+    std::unique_lock<std::mutex> call(call_mutex_, std::try_to_lock);
+    if (!call.owns_lock()) return false;
+    while (static_cast<int64_t>(workers_) < parts - 1) {
+      std::thread(&Pool::work, this, static_cast<int64_t>(++workers_)).detach();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &part;
+      parts_ = parts;
+      pending_ = parts - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    std::exception_ptr own_error;
+    t_inside_pool = true;
+    try {
+      part(0);
+    } catch (...) {
+      own_error = std::current_exception();
+    }
+    t_inside_pool = false;
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+    if (own_error) std::rethrow_exception(own_error);
+    if (error_) std::rethrow_exception(error_);
+    return true;
+  }
+
+ private:
+  void work(int64_t index) {
+    t_inside_pool = true;
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (index >= parts_) continue;  // this call needs fewer threads
+      const std::function<void(int64_t)>* job = job_;
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        (*job)(index);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      if (error && !error_) error_ = error;
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex call_mutex_;  // one call at a time
+  size_t workers_ = 0;     // started so far (only grows), guarded by call_mutex_
+  std::mutex mutex_;       // guards everything below
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t parts_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  std::exception_ptr error_;
+};
+
+}  // namespace
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  if (n <= 0) return;
+  const int64_t parts = std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain, 1));
+  if (parts <= 1 || t_inside_pool) return body(0, n);
+  const std::function<void(int64_t)> part = [&](int64_t i) { body(n * i / parts, n * (i + 1) / parts); };
+  if (!Pool::instance().try_run(parts, part)) body(0, n);
+}
+
+}  // namespace axon::cpu_detail
