@@ -1,11 +1,19 @@
 // Convolution micro-benchmarks (docs/benchmarks.md, "The CNN"): Axon's conv (im2col + one GEMM
-// per group, OpenBLAS) against a direct channels-last kernel written here for the comparison,
-// on the two convolutions of fashion_mnist --model cnn, and the cnn's whole training step.
+// per group, OpenBLAS) against a direct channels-last kernel written here for the comparison and,
+// when Debian's libdnnl-dev was found at configure time (scripts/install-deps.sh --bench), oneDNN's
+// convolution on the same channels-last data; on the two convolutions of fashion_mnist --model cnn,
+// and the cnn's whole training step. One thread each (oneDNN's OpenMP included).
 //
 //   build/bin/bench_conv --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
 #include <vector>
+
+#ifdef AXON_BENCH_WITH_ONEDNN
+#include <omp.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 
 #include "axon/autograd.h"
 #include "axon/conv_ops.h"
@@ -70,6 +78,49 @@ void BM_ConvForward(benchmark::State& state, bool direct) {
 }
 BENCHMARK_CAPTURE(BM_ConvForward, im2col_gemm, false)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_ConvForward, direct, true)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+#ifdef AXON_BENCH_WITH_ONEDNN
+// oneDNN's forward convolution on Axon's layouts: source and destination nhwc (channels last), as
+// Axon's; the weights ({3, 3, cin, cout}, hwio) reordered once, outside the timing, into the layout
+// oneDNN picks. The label names the implementation it chose (e.g. "brg:avx512_core").
+void BM_ConvForwardOneDnn(benchmark::State& state) {
+  set_num_threads(1);
+  omp_set_num_threads(1);
+  using namespace dnnl;
+  const ConvShape s = kShapes[state.range(0)];
+  const int64_t out = s.size - 2;
+  Generator gen(1);
+  Tensor x = uniform({s.batch, s.size, s.size, s.cin}, -1, 1, gen);
+  Tensor w = uniform({3, 3, s.cin, s.cout}, -1, 1, gen);
+  Tensor y = Tensor::empty({s.batch, out, out, s.cout});
+  engine eng(engine::kind::cpu, 0);
+  stream strm(eng);
+  const auto f32 = memory::data_type::f32;
+  const memory::desc src_md({s.batch, s.cin, s.size, s.size}, f32, memory::format_tag::nhwc);
+  const memory::desc dst_md({s.batch, s.cout, out, out}, f32, memory::format_tag::nhwc);
+  const memory::desc w_user_md({s.cout, s.cin, 3, 3}, f32, memory::format_tag::hwio);
+  const memory::desc w_any_md({s.cout, s.cin, 3, 3}, f32, memory::format_tag::any);
+  const convolution_forward::desc desc(prop_kind::forward_inference, algorithm::convolution_direct, src_md, w_any_md,
+                                       dst_md, {1, 1}, {0, 0}, {0, 0});
+  const convolution_forward::primitive_desc pd(desc, eng);
+  memory src(src_md, eng, x.data()), dst(dst_md, eng, y.data()), w_user(w_user_md, eng, w.data());
+  memory weights = w_user;
+  if (pd.weights_desc() != w_user_md) {
+    weights = memory(pd.weights_desc(), eng);
+    reorder(w_user, weights).execute(strm, w_user, weights);
+  }
+  convolution_forward conv(pd);
+  for (auto _ : state) {
+    conv.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+    strm.wait();
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(pd.impl_info_str());
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.batch * out * out * 9 * s.cin * s.cout,
+                                                 benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_ConvForwardOneDnn)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+#endif
 
 // One training step of fashion_mnist --model cnn at batch 128 (forward, backward, Adam) on random
 // images: the counterpart of bench/torch_cnn_step.py --padding same|valid. `same` is the cnn's

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Axon needs to build, test and run its demo.
 # Idempotent: does nothing (and never touches the network) when all are present.
-# Usage: scripts/install-deps.sh [--bench]   (--bench adds python3-torch for bench/compare_pytorch.sh)
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds python3-torch for bench/compare_pytorch.sh
+#                                             and libdnnl-dev for bench_conv's oneDNN comparison)
 set -euo pipefail
 
 packages=(
@@ -21,7 +22,8 @@ packages=(
   slurmctld slurmd slurm-client munge
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-numpy)
+  # oneDNN: bench_conv times its convolution beside Axon's (docs/benchmarks.md, "The CNN").
+  packages+=(python3-torch python3-numpy libdnnl-dev)
 fi
 
 missing=()
