@@ -6,6 +6,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -191,6 +194,42 @@ TEST(Threads, ElementwiseAndAttentionResultsAreTheSameBitsAtAnyThreadCount) {
     for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], first[i]) << "result " << i << " at " << threads << " threads";
   }
   set_num_threads(threads_before);
+}
+
+// A NaN score is not "nothing to attend": its query's output is NaN, as in PyTorch, and the
+// other queries are untouched (the kernel's running maxima must not drop NaN).
+// A child forked after the pool started has none of its worker threads: it must run the CPU
+// kernels serially (same values), not wait for workers that do not exist.
+TEST(Threads, AForkedChildRunsTheCpuKernelsWithoutThePool) {
+  const int threads_before = num_threads();
+  set_num_threads(2);
+  Generator gen(12);
+  Tensor x = uniform({200000}, -3, 3, gen);
+  const std::vector<float> want = gelu(x).to_vector();  // starts the pool's worker
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(20);  // a hang ends the child with SIGALRM, which the parent reports
+    _exit(gelu(x).to_vector() == want ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  set_num_threads(threads_before);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child computed different values";
+}
+
+TEST(Attention, ANaNInAQueryGivesANaNOutputNotZeros) {
+  Generator gen(4);
+  Tensor q = uniform({1, 1, 3, 4}, -1, 1, gen), k = uniform({1, 1, 70, 4}, -1, 1, gen), v = uniform({1, 1, 70, 4}, -1, 1, gen);
+  std::vector<float> qs = q.to_vector();
+  for (int c = 0; c < 4; ++c) qs[static_cast<size_t>(4 + c)] = std::nanf("");  // query 1
+  const std::vector<float> y = scaled_dot_product_attention(Tensor::from_vector({1, 1, 3, 4}, qs), k, v).to_vector();
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_FALSE(std::isnan(y[static_cast<size_t>(c)])) << "query 0";
+    EXPECT_TRUE(std::isnan(y[static_cast<size_t>(4 + c)])) << "query 1";
+    EXPECT_FALSE(std::isnan(y[static_cast<size_t>(8 + c)])) << "query 2";
+  }
 }
 
 TEST(Attention, AQueryWithEveryKeyMaskedGivesZerosNotNaN) {

@@ -5,8 +5,9 @@
 // forward and backward, the softmax exps of attention). These versions are branch-free arithmetic
 // on floats and integers only, so GCC turns `for (i) y[i] = exp(x[i])` into SIMD code at -O3.
 //
-// Accuracy (checked against the double functions by tests/core/test_activations.cpp, VectorMath.*):
-// exp within 2 ulp, erf within 4e-7 relative and 1.2e-7 absolute. The coefficients were fitted for
+// Accuracy (checked against the double functions by tests/core/test_activations.cpp,
+// Activations.F32GeluAndSiluOnTheCpuAreAccurateOnADenseGrid): exp within 2 ulp, erf within 4e-7
+// relative and 2e-7 absolute. The coefficients were fitted for
 // Axon by tensor/tools/fit_vector_math.py (least squares reweighted towards minimax); the methods
 // are the textbook ones (Cody & Waite 1980 for the range reduction of exp; rational approximations
 // of erf near 0 and of erfc(x)·exp(x²) beyond, as in Hart et al. 1968, "Computer Approximations").
@@ -24,7 +25,10 @@
 // the baseline x86-64 every build targets. The dynamic loader picks the clone the CPU runs (GCC's
 // target_clones, an ifunc), so one binary is both portable and 2-3× faster in these loops. Axon's
 // tensor library is built with -ffp-contract=off, so both clones round alike and give the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+// GCC ≥ 12 only (older GCC lacks "arch=" in target_clones; Clang rejects target_clones on the
+// templates it marks), and only where the loader resolves ifuncs (ELF with glibc).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__ELF__) && \
+    defined(__GLIBC__) && !defined(__CUDACC__)
 #define AXON_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define AXON_SIMD_CLONES

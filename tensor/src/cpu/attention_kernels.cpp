@@ -29,6 +29,9 @@ using kernels::ptr;
 
 // Tiles of 64×64: one GEMM per tile product for the sequences of a small language model, and
 // small enough (64·64·d multiply-adds for d ≤ 64) that OpenBLAS runs them on the calling thread.
+// With d > 64 OpenBLAS may start its own threads inside ours (correct, but oversubscribed).
+// Masked keys take part in the products with probability 0, so an inf or NaN in v (or in dout)
+// at a masked key still reaches the result (0·inf), as in PyTorch's math path.
 constexpr int64_t kQueryBlock = 64;
 constexpr int64_t kKeyBlock = 64;
 
@@ -114,9 +117,11 @@ AXON_SIMD_CLONES void attention_pair(const AttentionParams& p, const T* q, const
       mask_tile(p, mask_row, q0, nq, k0, nk, s);
       for (int64_t a = 0; a < nq; ++a) {
         T* sa = s + a * kKeyBlock;
+        // Maxima that keep NaN (std::max drops it): a NaN score must give a NaN output, as in
+        // PyTorch, not the zeros of a query with nothing to attend.
         T block_max = neg_inf;
-        for (int64_t b = 0; b < nk; ++b) block_max = std::max(block_max, sa[b]);
-        const T m_new = std::max(m[a], block_max);
+        for (int64_t b = 0; b < nk; ++b) block_max = (sa[b] > block_max || sa[b] != sa[b]) ? sa[b] : block_max;
+        const T m_new = m[a] != m[a] ? m[a] : ((block_max > m[a] || block_max != block_max) ? block_max : m[a]);
         if (m_new == neg_inf) {  // nothing to attend yet: this row of P is all zero
           std::fill(sa, sa + nk, T(0));
           continue;

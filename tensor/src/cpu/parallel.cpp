@@ -1,9 +1,13 @@
 #include "parallel.h"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -21,18 +25,32 @@ class Pool {
  public:
   // Never destroyed: detached workers may still be waiting on its condition variable at exit.
   static Pool& instance() {
-    static Pool* pool = new Pool;
+    static Pool* pool = [] {
+      // A forked child inherits the pool's state but none of its threads: it runs serially.
+      pthread_atfork(nullptr, nullptr, [] { forked_child.store(true, std::memory_order_relaxed); });
+      return new Pool;
+    }();
     return *pool;
   }
+  static inline std::atomic<bool> forked_child{false};
 
   // Runs part(0) here and part(1..parts−1) on workers; false (nothing run) when another thread's
-  // call holds the pool.
-  bool try_run(int64_t parts, const std::function<void(int64_t)>& part) {
+  // call holds the pool, in a child process after fork() (it has none of the workers), or when no
+  // worker thread can be started.
+  bool try_run(int64_t& parts, const std::function<void(int64_t)>& part) {
+    if (forked_child.load(std::memory_order_relaxed)) return false;
     std::unique_lock<std::mutex> call(call_mutex_, std::try_to_lock);
     if (!call.owns_lock()) return false;
     while (static_cast<int64_t>(workers_) < parts - 1) {
-      std::thread(&Pool::work, this, static_cast<int64_t>(++workers_)).detach();
+      try {
+        std::thread(&Pool::work, this, static_cast<int64_t>(workers_ + 1)).detach();
+      } catch (const std::system_error&) {  // no thread to be had (a pids limit): use those we have
+        break;
+      }
+      ++workers_;
     }
+    parts = std::min<int64_t>(parts, static_cast<int64_t>(workers_) + 1);
+    if (parts <= 1) return false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &part;
@@ -97,8 +115,10 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   if (n <= 0) return;
   const int64_t parts = std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain, 1));
   if (parts <= 1 || t_inside_pool) return body(0, n);
-  const std::function<void(int64_t)> part = [&](int64_t i) { body(n * i / parts, n * (i + 1) / parts); };
-  if (!Pool::instance().try_run(parts, part)) body(0, n);
+  // The pool may grant fewer parts than asked (see try_run); `granted` is what it runs.
+  int64_t granted = parts;
+  const std::function<void(int64_t)> part = [&](int64_t i) { body(n * i / granted, n * (i + 1) / granted); };
+  if (!Pool::instance().try_run(granted, part)) body(0, n);
 }
 
 }  // namespace axon::cpu_detail

@@ -1,4 +1,4 @@
-// parallel_for for the CPU kernels: a persistent pool of num_threads() − 1 worker threads.
+// parallel_for for the CPU kernels: a persistent pool of worker threads.
 //
 // OpenBLAS already splits large GEMMs over its own threads; everything else (activations,
 // element-wise arithmetic, attention's (batch, head) pairs) ran on the calling thread, so a second
@@ -7,9 +7,11 @@
 // the process and sleep on a condition variable between calls (PyTorch's at::parallel_for and
 // ggml's thread pool do the same).
 //
-// Determinism: the split of [0, n) depends only on n, the grain and the thread count, and each
-// index is computed by the same code whichever thread runs it, so element-wise results are
-// bit-identical at any thread count.
+// Determinism: each index is computed by the same code whichever thread runs it (and how [0, n)
+// is split depends on the thread count and on whether the pool is free), so element-wise results
+// are bit-identical at any thread count. The pool grows to the largest num_threads() − 1 asked
+// for, lazily, and never shrinks; a forked child, or a process that cannot start threads, runs
+// serially.
 #pragma once
 
 #include <cstdint>
