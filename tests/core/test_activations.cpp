@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/compare.h"
 #include "axon/activations.h"
 #include "axon/autograd.h"
 #include "axon/cuda.h"
@@ -25,11 +26,7 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-json load_cases() {
-  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/activations.json");
-  if (!in) throw std::runtime_error("missing tests/fixtures/activations.json");
-  return json::parse(in)["cases"];
-}
+json load_cases() { return axon::testing::load_fixture("activations.json")["cases"]; }
 
 // The fixture's function and options as an Activation (the layer path: parse_activation, the
 // with_* options, apply_activation).
@@ -43,11 +40,7 @@ Activation activation_of(const json& c) {
   return a;
 }
 
-std::vector<Device> devices() {
-  std::vector<Device> d{Device::cpu()};
-  for (int k = 0; k < cuda::device_count(); ++k) d.push_back(Device::cuda(k));
-  return d;
-}
+using axon::testing::devices;
 
 TEST(Activations, MatchPyTorchOnEveryDeviceInF64AndF32) {
   const json cases = load_cases();

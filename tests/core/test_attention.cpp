@@ -34,10 +34,7 @@ using axon::testing::expect_close;
 using axon::testing::expect_f64_gradients_match;
 
 const json& fixtures() {
-  static const json j = [] {
-    std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/attention.json");
-    return in ? json::parse(in) : json::object();
-  }();
+  static const json j = axon::testing::load_fixture("attention.json");
   return j;
 }
 

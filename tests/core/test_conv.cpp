@@ -28,21 +28,13 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 
 using axon::testing::devices;
+using axon::testing::error_of;
 using axon::testing::expect_close;
+using axon::testing::load_fixture;
+using axon::testing::parse_padding;
 using axon::testing::expect_f64_gradients_match;
 
-json load_cases() {
-  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/conv.json");
-  if (!in) return json::array();
-  return json::parse(in)["cases"];
-}
-
-Padding parse_padding(const json& p) {
-  if (p.is_string()) return p == "same" ? Padding::same() : Padding::valid();
-  std::vector<std::pair<int64_t, int64_t>> pairs;
-  for (const json& q : p) pairs.emplace_back(q[0].get<int64_t>(), q[1].get<int64_t>());
-  return Padding::explicit_pairs(pairs);
-}
+json load_cases() { return load_fixture("conv.json")["cases"]; }
 
 ChannelsLayout parse_layout(const json& c) { return c["channels"] == "first" ? ChannelsLayout::first : ChannelsLayout::last; }
 
@@ -138,15 +130,6 @@ TEST(Conv, Bf16FollowsF32) {
             .to_double_vector();
     expect_close(got, want, 3e-2, 3e-2, "bf16 conv + max_pool on " + device.str());
   }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(Conv, BadOptionsAndShapesAreErrorsNamingThem) {

@@ -30,21 +30,13 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 using axon::testing::devices;
+using axon::testing::error_of;
 using axon::testing::expect_close;
+using axon::testing::load_fixture;
+using axon::testing::parse_padding;
 using axon::testing::expect_f64_gradients_match;
 
-json load_cases() {
-  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/conv_extra.json");
-  if (!in) return json::array();
-  return json::parse(in)["cases"];
-}
-
-Padding parse_padding(const json& p) {
-  if (p.is_string()) return p == "same" ? Padding::same() : Padding::valid();
-  std::vector<std::pair<int64_t, int64_t>> pairs;
-  for (const json& q : p) pairs.emplace_back(q[0].get<int64_t>(), q[1].get<int64_t>());
-  return Padding::explicit_pairs(pairs);
-}
+json load_cases() { return load_fixture("conv_extra.json")["cases"]; }
 
 ChannelsLayout layout(const json& c) {
   return c.value("channels", "last") == "first" ? ChannelsLayout::first : ChannelsLayout::last;
@@ -199,15 +191,6 @@ TEST(ConvExtra, ConvTransposeIsTheSeedsDilatedConvolution) {
         expect_close(k.grad().to_double_vector(), k2.grad().to_double_vector(), tol, tol * 4, where + " grad kernel");
         expect_close(b.grad().to_double_vector(), b2.grad().to_double_vector(), tol, tol * 4, where + " grad bias");
       }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(ConvExtra, BadOptionsAndShapesAreErrorsNamingThem) {

@@ -31,11 +31,7 @@ using ::testing::HasSubstr;
 using axon::testing::devices;
 using axon::testing::expect_close;
 
-json fixtures() {
-  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/norm_shape.json");
-  if (!in) throw std::runtime_error("missing tests/fixtures/norm_shape.json");
-  return json::parse(in);
-}
+json fixtures() { return axon::testing::load_fixture("norm_shape.json"); }
 
 TEST(NormFixtures, MatchPyTorchOnEveryDevice) {
   const json cases = fixtures()["norm"];

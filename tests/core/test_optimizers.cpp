@@ -6,16 +6,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../support/compare.h"
 #include "axon/optimizers.h"
 
 using namespace axon;
 using nlohmann::json;
 
-static json load_fixture(const std::string& name) {
-  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/" + name);
-  if (!in) throw std::runtime_error("missing fixture " + name);
-  return json::parse(in);
-}
+using axon::testing::load_fixture;
 
 static std::unique_ptr<Optimizer> from_hyper(const std::string& kind, const json& h) {
   if (kind == "sgd")

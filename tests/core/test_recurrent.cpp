@@ -27,14 +27,12 @@ using nlohmann::json;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using axon::testing::devices;
+using axon::testing::error_of;
 using axon::testing::expect_close;
+using axon::testing::load_fixture;
 using axon::testing::expect_f64_gradients_match;
 
-json load_cases() {
-  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/rnn.json");
-  if (!in) return json::array();
-  return json::parse(in)["cases"];
-}
+json load_cases() { return load_fixture("rnn.json")["cases"]; }
 
 std::vector<double> vec(const json& j) { return j.get<std::vector<double>>(); }
 
@@ -326,15 +324,6 @@ TEST(RecurrentLayers, AnLstmAndAGruLearnARunningSum) {
     }
     EXPECT_LT(last, first / 4) << (use_gru ? "gru" : "lstm") << ": loss " << first << " -> " << last;
   }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(RecurrentLayers, BadInputIsAnErrorAtModelBuildTime) {

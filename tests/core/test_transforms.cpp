@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../support/compare.h"
 #include "axon/allocator.h"
 #include "axon/optimizers.h"
 #include "axon/transforms.h"
@@ -18,11 +19,7 @@ using nlohmann::json;
 
 namespace {
 
-json load_fixture(const std::string& name) {
-  std::ifstream in(std::string(AXON_SOURCE_DIR) + "/tests/fixtures/" + name);
-  if (!in) throw std::runtime_error("missing fixture " + name);
-  return json::parse(in);
-}
+using axon::testing::load_fixture;
 
 double get(const json& h, const char* key, double fallback) { return h.contains(key) ? h[key].get<double>() : fallback; }
 
