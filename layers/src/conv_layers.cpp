@@ -24,6 +24,11 @@ void check_positive(const std::string& what, const char* name, const std::vector
     if (x < 1) throw std::invalid_argument(fmt::format("{}: {} must be positive, got {}", what, name, x));
 }
 
+void check_padding(const std::string& what, const Padding& padding) {
+  for (auto [lo, hi] : padding.pairs)
+    if (lo < 0 || hi < 0) throw std::invalid_argument(fmt::format("{}: padding must not be negative", what));
+}
+
 std::string values_str(const std::vector<int64_t>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); }
 
 }  // namespace
@@ -47,8 +52,7 @@ ConvLayer::ConvLayer(int64_t units, ConvLayerOptions options, bool depthwise)
   if (options_.feature_group_size < 1 || units % options_.feature_group_size != 0)
     throw std::invalid_argument(fmt::format("{}: feature_group_size {} must be positive and divide units {}", describe(),
                                             options_.feature_group_size, units));
-  for (auto [lo, hi] : options_.padding.pairs)
-    if (lo < 0 || hi < 0) throw std::invalid_argument(fmt::format("{}: padding must not be negative", describe()));
+  check_padding(describe(), options_.padding);
   if (!options_.kernel_initializer) throw std::invalid_argument(fmt::format("{}: kernel_initializer is empty", describe()));
   if (options_.use_bias && !options_.bias_initializer)
     throw std::invalid_argument(fmt::format("{}: bias_initializer is empty", describe()));
@@ -128,8 +132,7 @@ PoolLayer::PoolLayer(PoolKind kind, PoolOptions options) : kind_(kind), options_
   check_positive(describe(), "kernel_size", options_.kernel_size);
   check_positive(describe(), "strides", options_.strides);
   check_positive(describe(), "dilations", options_.dilations);
-  for (auto [lo, hi] : options_.padding.pairs)
-    if (lo < 0 || hi < 0) throw std::invalid_argument(fmt::format("{}: padding must not be negative", describe()));
+  check_padding(describe(), options_.padding);
 }
 
 PoolLayer::PoolLayer(PoolKind kind, bool keep_axes, ChannelsLayout channels)
@@ -267,8 +270,7 @@ class ConvTransposeLayer : public Layer {
     check_positive(describe(), "kernel_size", o_.kernel_size);
     check_positive(describe(), "strides", o_.strides);
     check_positive(describe(), "kernel_dilation", o_.kernel_dilation);
-    for (auto [lo, hi] : o_.padding.pairs)
-      if (lo < 0 || hi < 0) throw std::invalid_argument(fmt::format("{}: padding must not be negative", describe()));
+    check_padding(describe(), o_.padding);
     if (!o_.kernel_initializer) throw std::invalid_argument(fmt::format("{}: kernel_initializer is empty", describe()));
     if (o_.use_bias && !o_.bias_initializer)
       throw std::invalid_argument(fmt::format("{}: bias_initializer is empty", describe()));
@@ -324,8 +326,7 @@ class SeparableConvLayer : public Layer {
     if (o_.feature_group_size != 1)
       throw std::invalid_argument(fmt::format("{}: feature_group_size {} is set by the layer (depthwise); leave it 1",
                                               describe(), o_.feature_group_size));
-    for (auto [lo, hi] : o_.padding.pairs)
-      if (lo < 0 || hi < 0) throw std::invalid_argument(fmt::format("{}: padding must not be negative", describe()));
+    check_padding(describe(), o_.padding);
     if (!o_.kernel_initializer) throw std::invalid_argument(fmt::format("{}: kernel_initializer is empty", describe()));
     if (o_.use_bias && !o_.bias_initializer)
       throw std::invalid_argument(fmt::format("{}: bias_initializer is empty", describe()));
@@ -490,8 +491,7 @@ LayerStep lp_pool(PoolOptions options, double norm) {
   check_positive(what, "kernel_size", options.kernel_size);
   check_positive(what, "strides", options.strides);
   check_positive(what, "dilations", options.dilations);
-  for (auto [lo, hi] : options.padding.pairs)
-    if (lo < 0 || hi < 0) throw std::invalid_argument(fmt::format("{}: padding must not be negative", what));
+  check_padding(what, options.padding);
   check_norm(what, norm);
   return step(std::make_shared<FunctionPoolLayer>(
       "lp_pool", what, [options](const Shape& in) { return pool_output_shape(in, options); },
