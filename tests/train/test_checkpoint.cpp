@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "../support/process.h"
 #include "axon/callbacks.h"
 #include "axon/checkpoint.h"
 #include "axon/communicator.h"
@@ -488,12 +489,9 @@ TEST_F(LogsTest, TensorBoardDecodesIndependentlyAndAgreesWithTheCsv) {
     if (entry.path().filename().string().find("tfevents") != std::string::npos) events = entry.path().string();
   ASSERT_FALSE(events.empty());
   const std::string command = "/usr/bin/python3 " + std::string(AXON_SOURCE_DIR) + "/tests/train/read_tfevents.py " + events;
-  std::FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
-  ASSERT_EQ(pclose(pipe), 0) << out;
+  const axon::testing::CommandResult run = axon::testing::run_command(command);
+  ASSERT_EQ(run.code, 0) << run.output;
+  const std::string& out = run.stdout_text;
   const nlohmann::json decoded = nlohmann::json::parse(out);
   EXPECT_EQ(decoded["file_version"], "brain.Event:2");
   std::vector<std::string> columns{"epoch", "global_step", "epoch_seconds", "lr", "samples_per_s", "train_accuracy",
@@ -571,12 +569,10 @@ TEST_F(LogsTest, ValidationEveryNStepsReachesHandlersAndTensorBoard) {
   EXPECT_EQ(validated_at, (std::vector<int64_t>{4, 8, 12, 16}));
   std::string events;
   for (const auto& entry : fs::directory_iterator(dir_)) events = entry.path().string();
-  std::FILE* pipe = popen(("/usr/bin/python3 " + std::string(AXON_SOURCE_DIR) + "/tests/train/read_tfevents.py " + events).c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
-  ASSERT_EQ(pclose(pipe), 0) << out;
+  const axon::testing::CommandResult run = axon::testing::run_command("/usr/bin/python3 " + std::string(AXON_SOURCE_DIR) +
+                                                                      "/tests/train/read_tfevents.py " + events);
+  ASSERT_EQ(run.code, 0) << run.output;
+  const std::string& out = run.stdout_text;
   std::vector<int64_t> steps;
   const nlohmann::json decoded = nlohmann::json::parse(out);
   for (const auto& s : decoded["scalars"])

@@ -12,6 +12,7 @@
 #include <map>
 #include <sstream>
 
+#include "../support/process.h"
 #include "axon/checkpoint.h"
 #include "axon/communicator.h"
 #include "axon/hooks.h"
@@ -588,13 +589,10 @@ TEST_F(SaveLoad, PyTorchLoadsTheFileAndComputesTheSameOutputs) {
   write_safetensors(path("x.safetensors"), {{"x", x}});
   write_safetensors(path("y.safetensors"), {{"y", predict(cnn(), params, x)}});
   const std::string command = "/usr/bin/python3 " + std::string(AXON_SOURCE_DIR) + "/tests/train/torch_load_safetensors.py " +
-                              path("params.safetensors") + " " + path("x.safetensors") + " " + path("y.safetensors") + " 2>&1";
-  std::FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
-  ASSERT_EQ(pclose(pipe), 0) << out;
+                              path("params.safetensors") + " " + path("x.safetensors") + " " + path("y.safetensors");
+  const axon::testing::CommandResult run = axon::testing::run_command(command);
+  ASSERT_EQ(run.code, 0) << run.output;
+  const std::string& out = run.stdout_text;
   const nlohmann::json result = nlohmann::json::parse(out);
   EXPECT_LE(result["max_abs_diff"].get<double>(), 1e-4);
   EXPECT_EQ(result["tensors"], 8);  // 6 parameters, 2 model state
