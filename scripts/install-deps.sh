@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Axon needs to build, test and run its demo.
 # Idempotent: does nothing (and never touches the network) when all are present.
-# Usage: scripts/install-deps.sh [--bench]   (--bench adds python3-torch for bench/compare_pytorch.sh
-#                                             and libdnnl-dev for bench_conv's oneDNN comparison)
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds python3-torch for bench/compare_pytorch.sh)
 set -euo pipefail
 
 packages=(
@@ -12,6 +11,9 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   # Boost.Asio (header-only) for the TCP store: a rendezvous without MPI (distributed/src/tcp_store.cpp).
   libboost-dev
+  # oneDNN (2.x) for the CPU convolution (tensor/src/cpu/onednn_conv.cpp); without it conv runs
+  # im2col + OpenBLAS GEMM, 3-8x slower on the cnn's layers.
+  libdnnl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   # Text for examples/char_lm.cpp, the character-level language model (/usr/share/games/fortunes).
@@ -22,8 +24,7 @@ packages=(
   slurmctld slurmd slurm-client munge
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  # oneDNN: bench_conv times its convolution beside Axon's (docs/benchmarks.md, "The CNN").
-  packages+=(python3-torch python3-numpy libdnnl-dev)
+  packages+=(python3-torch python3-numpy)
 fi
 
 missing=()

@@ -21,6 +21,7 @@
 #include "axon/autograd.h"
 #include "axon/backend.h"
 #include "blas.h"
+#include "cpu/onednn_conv.h"
 
 namespace axon {
 
@@ -384,6 +385,7 @@ void Tensor::remove_grad_ready_hook(uint64_t handle) {
 void set_num_threads(int threads) {
   if (threads < 1) throw std::invalid_argument(fmt::format("threads must be >= 1, got {}", threads));
   blas::set_num_threads(threads);
+  cpu_detail::onednn_set_num_threads(threads);  // its OpenMP team, for the convolution
 }
 
 int num_threads() { return blas::num_threads(); }

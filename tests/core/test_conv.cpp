@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <fstream>
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "axon/autograd.h"
 #include "axon/conv_ops.h"
 #include "../support/compare.h"
+#include "../support/conv_paths.h"
 #include "../support/gradcheck.h"
 #include "axon/cuda.h"
 #include "axon/model.h"
@@ -77,27 +80,31 @@ std::vector<Tensor> case_inputs(const json& c, TensorOptions o) {
 
 TEST(Conv, MatchesPyTorchOnEveryDeviceInF64AndF32) {
   const json cases = load_cases();
-  ASSERT_EQ(cases.size(), 24u) << "tests/fixtures/conv.json: regenerate with make_conv_fixtures.py";
-  for (const json& c : cases) {
-    const std::string name = c["name"];
-    for (Device device : devices())
-      for (DType dtype : {DType::f64, DType::f32}) {
-        const std::string where = name + " " + dtype_name(dtype) + " on " + device.str();
-        const TensorOptions o{dtype, device};
-        std::vector<Tensor> in = case_inputs(c, o);
-        Tensor y = run_case(c, in);
-        ASSERT_EQ(y.shape(), c["output_shape"].get<Shape>()) << where;
-        sum(mul(y, Tensor::from_vector(y.shape(), c["weights"].get<std::vector<double>>(), o))).backward();
-        const double tol = dtype == DType::f64 ? 1e-10 : 2e-5;
-        expect_close(y.to_double_vector(), c["output"].get<std::vector<double>>(), tol, tol, where + " output");
-        expect_close(in[0].grad().to_double_vector(), c["grad_x"].get<std::vector<double>>(), tol, tol, where + " grad x");
-        if (in.size() > 1)
-          expect_close(in[1].grad().to_double_vector(), c["grad_kernel"].get<std::vector<double>>(), tol, tol,
-                       where + " grad kernel");
-        if (in.size() > 2)
-          expect_close(in[2].grad().to_double_vector(), c["grad_bias"].get<std::vector<double>>(), tol, tol,
-                       where + " grad bias");
-      }
+  ASSERT_EQ(cases.size(), 26u) << "tests/fixtures/conv.json: regenerate with make_conv_fixtures.py";
+  for (const axon::testing::ConvPath path : axon::testing::conv_paths()) {
+    const axon::testing::UseConvPath use(path);
+    for (const json& c : cases) {
+      const std::string name = c["name"];
+      for (Device device : devices())
+        for (DType dtype : {DType::f64, DType::f32}) {
+          const std::string where = name + " " + dtype_name(dtype) + " on " + device.str() + " (" + path.name() + ")";
+          const TensorOptions o{dtype, device};
+          std::vector<Tensor> in = case_inputs(c, o);
+          Tensor y = run_case(c, in);
+          ASSERT_EQ(y.shape(), c["output_shape"].get<Shape>()) << where;
+          sum(mul(y, Tensor::from_vector(y.shape(), c["weights"].get<std::vector<double>>(), o))).backward();
+          const double tol = dtype == DType::f64 ? 1e-10 : 2e-5;
+          expect_close(y.to_double_vector(), c["output"].get<std::vector<double>>(), tol, tol, where + " output");
+          expect_close(in[0].grad().to_double_vector(), c["grad_x"].get<std::vector<double>>(), tol, tol,
+                       where + " grad x");
+          if (in.size() > 1)
+            expect_close(in[1].grad().to_double_vector(), c["grad_kernel"].get<std::vector<double>>(), tol, tol,
+                         where + " grad kernel");
+          if (in.size() > 2)
+            expect_close(in[2].grad().to_double_vector(), c["grad_bias"].get<std::vector<double>>(), tol, tol,
+                         where + " grad bias");
+        }
+    }
   }
 }
 
@@ -129,6 +136,46 @@ TEST(Conv, Bf16FollowsF32) {
         max_pool(conv(x.to(b.dtype).to(device), k.to(b.dtype).to(device), Tensor(), o), {.kernel_size = {2}})
             .to_double_vector();
     expect_close(got, want, 3e-2, 3e-2, "bf16 conv + max_pool on " + device.str());
+  }
+}
+
+TEST(Conv, OneDnnAgreesWithIm2colGemmAndAccumulatesGradients) {
+  // Shapes the fixtures are too small for (the cnn's layers with the blocked layouts oneDNN picks
+  // for 32 and 64 channels, groups, strides, dilation, 1-d and 3-d), f32, both CPU paths. The
+  // kernel and bias are used twice, so their second gradient is added to the first (oneDNN's
+  // accumulating reorder), and x's gradient sums two backward-data results.
+  if (!onednn_available()) GTEST_SKIP() << "Axon was built without oneDNN (libdnnl-dev): only im2col + GEMM exists";
+  struct Case {
+    Shape x, k;
+    ConvOptions o;
+  };
+  std::vector<Case> cases{
+      {{3, 28, 28, 1}, {3, 3, 1, 32}, {.padding = Padding::same()}},
+      {{3, 14, 14, 32}, {3, 3, 32, 64}, {.padding = Padding::same()}},
+      {{2, 13, 11, 16}, {3, 2, 16, 24}, {.strides = {2, 1}, .padding = Padding::valid()}},
+      {{2, 12, 12, 8}, {3, 3, 4, 20}, {.padding = Padding::explicit_pairs({{2, 0}, {1, 3}}), .kernel_dilation = {2, 1},
+                                       .feature_group_count = 2}},
+      {{2, 12, 12, 16}, {3, 3, 1, 16}, {.padding = Padding::same(), .feature_group_count = 16}},  // depthwise
+      {{4, 50, 7}, {5, 7, 9}, {.strides = {3}, .padding = Padding::same()}},
+      {{2, 5, 6, 7, 3}, {2, 3, 2, 3, 5}, {.padding = Padding::same()}},
+  };
+  for (const Case& c : cases) {
+    const std::string where = fmt::format("x {} kernel {} ({})", shape_str(c.x), shape_str(c.k), conv_options_str(c.o));
+    std::vector<std::vector<double>> got[2];
+    for (const axon::testing::ConvPath path : axon::testing::conv_paths()) {
+      const axon::testing::UseConvPath use(path);
+      Generator gen(7);
+      Tensor x = normal(c.x, 0.0f, 1.0f, gen), k = mul_scalar(normal(c.k, 0.0f, 1.0f, gen), 0.2f);
+      Tensor b = normal({c.k.back()}, 0.0f, 1.0f, gen);
+      for (Tensor* t : {&x, &k, &b}) t->set_requires_grad();
+      Tensor y = conv(x, k, b, c.o);
+      Tensor w = normal(y.shape(), 0.0f, 1.0f, gen);
+      sum(add(mul(y, w), mul(conv(x, k, b, c.o), mul_scalar(w, 0.5f)))).backward();
+      got[path.onednn ? 0 : 1] = {y.to_double_vector(), x.grad().to_double_vector(), k.grad().to_double_vector(),
+                                  b.grad().to_double_vector()};
+    }
+    const char* names[] = {"output", "grad x", "grad kernel", "grad bias"};
+    for (int i = 0; i < 4; ++i) expect_close(got[0][i], got[1][i], 1e-4, 1e-4, where + " " + names[i]);
   }
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/compare.h"
+#include "../support/conv_paths.h"
 #include "../support/gradcheck.h"
 #include "axon/autograd.h"
 #include "axon/bilinear.h"
@@ -84,22 +85,26 @@ std::vector<Tensor> case_inputs(const json& c, TensorOptions o, std::vector<std:
 TEST(ConvExtra, MatchesPyTorchOnEveryDeviceInF64AndF32) {
   const json cases = load_cases();
   ASSERT_EQ(cases.size(), 25u) << "tests/fixtures/conv_extra.json: regenerate with make_conv_extra_fixtures.py";
-  for (const json& c : cases) {
-    for (Device device : devices())
-      for (DType dtype : {DType::f64, DType::f32}) {
-        const std::string where = c["name"].get<std::string>() + " " + dtype_name(dtype) + " on " + device.str();
-        const TensorOptions o{dtype, device};
-        std::vector<std::string> names;
-        std::vector<Tensor> in = case_inputs(c, o, &names);
-        Tensor y = run_case(c, in);
-        ASSERT_EQ(y.shape(), c["output_shape"].get<Shape>()) << where;
-        sum(mul(y, Tensor::from_vector(y.shape(), c["weights"].get<std::vector<double>>(), o))).backward();
-        const double tol = dtype == DType::f64 ? 1e-10 : 3e-5;
-        expect_close(y.to_double_vector(), c["output"].get<std::vector<double>>(), tol, tol, where + " output");
-        for (size_t i = 0; i < in.size(); ++i)
-          expect_close(in[i].grad().to_double_vector(), c["grad_" + names[i]].get<std::vector<double>>(), tol, tol,
-                       where + " grad " + names[i]);
-      }
+  for (const axon::testing::ConvPath path : axon::testing::conv_paths()) {
+    const axon::testing::UseConvPath use(path);
+    for (const json& c : cases) {
+      for (Device device : devices())
+        for (DType dtype : {DType::f64, DType::f32}) {
+          const std::string where =
+              c["name"].get<std::string>() + " " + dtype_name(dtype) + " on " + device.str() + " (" + path.name() + ")";
+          const TensorOptions o{dtype, device};
+          std::vector<std::string> names;
+          std::vector<Tensor> in = case_inputs(c, o, &names);
+          Tensor y = run_case(c, in);
+          ASSERT_EQ(y.shape(), c["output_shape"].get<Shape>()) << where;
+          sum(mul(y, Tensor::from_vector(y.shape(), c["weights"].get<std::vector<double>>(), o))).backward();
+          const double tol = dtype == DType::f64 ? 1e-10 : 3e-5;
+          expect_close(y.to_double_vector(), c["output"].get<std::vector<double>>(), tol, tol, where + " output");
+          for (size_t i = 0; i < in.size(); ++i)
+            expect_close(in[i].grad().to_double_vector(), c["grad_" + names[i]].get<std::vector<double>>(), tol, tol,
+                         where + " grad " + names[i]);
+        }
+    }
   }
 }
 

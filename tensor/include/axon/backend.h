@@ -198,6 +198,20 @@ class Backend {
   // col2im: writes group `group`'s channels of dx (x's shape) with the sum of every col entry that
   // im2col would have read from that element (the adjoint of im2col); other channels are untouched.
   virtual void col2im(const Tensor& col, const ConvGeometry& g, int64_t group, Tensor& dx) = 0;
+  // A library convolution (oneDNN on the CPU when built with it), channels last: x {batch,
+  // in..., channels}, kernel {k..., channels/groups, cout}, out {batch, out..., cout}, `dims` (1-3)
+  // spatial dims. has_conv says whether it takes this geometry and dtype; when not, the caller runs
+  // im2col + GEMM (above), and these must not be called.
+  virtual bool has_conv(const ConvGeometry& /*g*/, int /*dims*/, int64_t /*cout*/, DType /*dtype*/) const { return false; }
+  // out = conv(x, kernel) + bias (bias {cout} or null).
+  virtual void conv_forward(const Tensor& x, const Tensor& kernel, const Tensor* bias, const ConvGeometry& g,
+                            Tensor& out);
+  // dx (x's shape) = the input gradient given the output gradient `grad`; written, not added.
+  virtual void conv_backward_data(const Tensor& grad, const Tensor& kernel, const ConvGeometry& g, Tensor& dx);
+  // dw (the kernel's shape) = beta·dw + the kernel gradient given x and `grad`; beta is 0 or 1.
+  // With db ({cout}, or null) also db = db_beta·db + the bias gradient, in the same pass.
+  virtual void conv_backward_weights(const Tensor& x, const Tensor& grad, const ConvGeometry& g, float beta, Tensor& dw,
+                                     Tensor* db, float db_beta);
   // Pooling {batch, in..., C} -> {batch, out..., C}. max writes the window tap (flat over the
   // kernel dims) of each maximum to argmax (i32; −1 for a window of padding only, whose output
   // is −inf; the first maximum wins, NaN propagates); avg divides

@@ -62,9 +62,19 @@ std::string conv_options_str(const ConvOptions& options);  // for error messages
 // y = conv(x, kernel) + bias: cross-correlation as torch.nn.functional.conv1d/2d/3d (which is
 // this with channels first, kernel permuted to {out, in/groups, k...}). bias may be undefined.
 // Output {batch, out..., out_channels} (channels last) or {batch, out_channels, out...}.
-// Computed as im2col + one GEMM per group (OpenBLAS or cuBLAS); the backward pass is two GEMMs
-// per group and col2im.
+// On the CPU, f32 without input dilation runs oneDNN's convolution (forward, backward data,
+// backward weights) when Axon was built with it (Debian's libdnnl-dev; set_onednn_enabled below);
+// everything else, and the GPU, runs im2col + one GEMM per group (OpenBLAS or cuBLAS), whose
+// backward pass is two GEMMs per group and col2im.
 Tensor conv(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvOptions& options = {});
+
+// oneDNN for the CPU convolution, as torch.backends.mkldnn: available when Axon was built with
+// it, enabled by default; set_onednn_enabled(false) makes conv run im2col + OpenBLAS GEMM instead
+// (for comparisons; process-wide). onednn_version: "oneDNN 2.6.3", or "" when not available.
+bool onednn_available();
+bool onednn_enabled();
+void set_onednn_enabled(bool enabled);
+std::string onednn_version();
 
 // The output shape conv gives for an input of shape `input` (its batch may be −1) and a kernel of
 // shape `kernel`; throws as conv does. Model building uses it to reject bad options early.

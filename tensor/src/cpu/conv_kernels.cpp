@@ -9,6 +9,7 @@
 
 #include "../conv_kernels.h"
 #include "../conv_math.h"
+#include "parallel.h"
 
 namespace axon::cpu_detail {
 
@@ -95,10 +96,99 @@ __attribute__((noinline)) void max_grad_step(const T* __restrict grad, const int
   }
 }
 
+// dst = the output gradient where tap j was the window's maximum, else 0 (disjoint windows).
+template <class T>
+__attribute__((noinline)) void max_grad_write(const T* __restrict grad, const int32_t* __restrict arg, T* __restrict dst, int32_t j, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const T gc = grad[c];  // loaded unconditionally, so the select vectorizes
+    dst[c] = arg[c] == j ? gc : T(0);
+  }
+}
+
 // dst += src over n elements.
 template <class T, class A>
 __attribute__((noinline)) void add_to(const T* __restrict src, A* __restrict dst, int64_t n) {
   for (int64_t c = 0; c < n; ++c) dst[c] += static_cast<A>(src[c]);
+}
+
+// Whether every window lies inside the input (no padding, no input dilation): then the taps
+// need no table and no bounds checks (the cnn's 2×2, stride-2 max pooling).
+bool windows_inside(const ConvGeometry& g) {
+  for (int d = 0; d < 3; ++d)
+    if (g.pad_lo[d] != 0 || g.input_dilation[d] != 1 ||
+        (g.out[d] - 1) * g.stride[d] + (g.kernel[d] - 1) * g.kernel_dilation[d] >= g.in[d])
+      return false;
+  return true;
+}
+
+// Whether no two windows share an input element (stride ≥ the dilated kernel along every dim),
+// and whether together they cover every element.
+bool windows_disjoint(const ConvGeometry& g, bool* cover) {
+  *cover = true;
+  for (int d = 0; d < 3; ++d) {
+    const int64_t k_eff = (g.kernel[d] - 1) * g.kernel_dilation[d] + 1;
+    if (g.stride[d] < k_eff) return false;
+    *cover = *cover && g.kernel_dilation[d] == 1 && g.stride[d] == g.kernel[d] && g.out[d] * g.stride[d] == g.in[d];
+  }
+  return true;
+}
+
+// Calls f(n, m, j, p) for each window of samples [n0, n1) (m flat over batch and out dims) and
+// each of its taps j, p the flat input position: windows_inside geometries only.
+template <class F>
+void for_each_inside_window(const ConvGeometry& g, int64_t n0, int64_t n1, F&& f) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t o0 = 0; o0 < g.out[0]; ++o0)
+      for (int64_t o1 = 0; o1 < g.out[1]; ++o1)
+        for (int64_t o2 = 0; o2 < g.out[2]; ++o2) {
+          const int64_t m = ((n * g.out[0] + o0) * g.out[1] + o1) * g.out[2] + o2;
+          int32_t j = 0;
+          for (int64_t j0 = 0; j0 < g.kernel[0]; ++j0) {
+            const int64_t i0 = o0 * g.stride[0] + j0 * g.kernel_dilation[0];
+            for (int64_t j1 = 0; j1 < g.kernel[1]; ++j1) {
+              const int64_t i1 = o1 * g.stride[1] + j1 * g.kernel_dilation[1];
+              for (int64_t j2 = 0; j2 < g.kernel[2]; ++j2, ++j) {
+                const int64_t i2 = o2 * g.stride[2] + j2 * g.kernel_dilation[2];
+                f(m, j, ((n * g.in[0] + i0) * g.in[1] + i1) * g.in[2] + i2);
+              }
+            }
+          }
+        }
+}
+
+// Samples per thread-pool range: about kElementwiseGrain input elements.
+int64_t sample_grain(const ConvGeometry& g) {
+  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, kernels::conv_in_positions(g) * g.channels));
+}
+
+// Max pooling of windows_inside geometries, straight into out and argmax, samples over the
+// thread pool: the same comparisons in the same order as the general path, so the same bits.
+template <class T>
+void max_pool_inside(const T* px, const ConvGeometry& g, T* po, int32_t* pa) {
+  const int64_t C = g.channels;
+  parallel_for(g.batch, sample_grain(g), [&](int64_t n0, int64_t n1) {
+    for_each_inside_window(g, n0, n1, [&](int64_t m, int32_t j, int64_t p) {
+      const T* src = px + p * C;
+      if (j == 0) {  // the window's first element starts it, even if −inf
+        std::copy(src, src + C, po + m * C);
+        std::fill(pa + m * C, pa + m * C + C, int32_t{0});
+      } else {
+        max_step(src, po + m * C, pa + m * C, j, C);
+      }
+    });
+  });
+}
+
+// Its backward when windows are disjoint: each input element gets its window's gradient or 0,
+// written once (no zeroing pass when the windows cover the input).
+template <class T>
+void max_pool_backward_disjoint(const T* pg, const int32_t* pa, const ConvGeometry& g, bool cover, T* pd) {
+  const int64_t C = g.channels, per_sample = kernels::conv_in_positions(g) * C;
+  parallel_for(g.batch, sample_grain(g), [&](int64_t n0, int64_t n1) {
+    if (!cover) std::fill(pd + n0 * per_sample, pd + n1 * per_sample, T(0));
+    for_each_inside_window(g, n0, n1,
+                           [&](int64_t m, int32_t j, int64_t p) { max_grad_write(pg + m * C, pa + m * C, pd + p * C, j, C); });
+  });
 }
 
 }  // namespace
@@ -182,6 +272,9 @@ void pool(PoolKind kind, const Tensor& x, const ConvGeometry& g, Tensor& out, Te
     const T* px = ptr<T>(x);
     T* po = ptr<T>(out);
     int32_t* pa = argmax ? ptr<int32_t>(*argmax) : nullptr;
+    if constexpr (std::is_same_v<T, A>) {
+      if (kind == PoolKind::max && windows_inside(g)) return max_pool_inside(px, g, po, pa);
+    }
     const A inv = A(1) / static_cast<A>(kernels::conv_taps(g));
     std::vector<A> acc(static_cast<size_t>(C));
     std::vector<int32_t> arg(static_cast<size_t>(C));
@@ -232,6 +325,11 @@ void pool_backward(PoolKind kind, const Tensor& grad, const ConvGeometry& g, con
     using A = Acc<T>;
     const int64_t C = g.channels;
     const T* pg = ptr<T>(grad);
+    bool cover = false;
+    if constexpr (std::is_same_v<T, A>) {
+      if (kind == PoolKind::max && windows_inside(g) && windows_disjoint(g, &cover))
+        return max_pool_backward_disjoint(pg, ptr<int32_t>(*argmax), g, cover, ptr<T>(dx));
+    }
     // f32 and f64 sum straight into dx; bf16 into an f32 buffer, rounded once at the end.
     std::vector<A> buffer;
     A* acc;

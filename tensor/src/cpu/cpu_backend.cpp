@@ -14,6 +14,7 @@
 
 #include "axon/backend.h"
 #include "blas.h"
+#include "cpu/onednn_conv.h"
 #include "cpu/parallel.h"
 #include "../kernel_support.h"
 #include "../activation_kernels.h"
@@ -341,6 +342,20 @@ class CpuBackend final : public Backend {
   }
 
   // Convolution and pooling: cpu/conv_kernels.cpp.
+  bool has_conv(const ConvGeometry& g, int dims, int64_t cout, DType dtype) const override {
+    return cpu_detail::onednn_conv_supported(g, dims, cout, dtype);
+  }
+  void conv_forward(const Tensor& x, const Tensor& kernel, const Tensor* bias, const ConvGeometry& g,
+                    Tensor& out) override {
+    cpu_detail::onednn_conv_forward(x, kernel, bias, g, out);
+  }
+  void conv_backward_data(const Tensor& grad, const Tensor& kernel, const ConvGeometry& g, Tensor& dx) override {
+    cpu_detail::onednn_conv_backward_data(grad, kernel, g, dx);
+  }
+  void conv_backward_weights(const Tensor& x, const Tensor& grad, const ConvGeometry& g, float beta, Tensor& dw,
+                             Tensor* db, float db_beta) override {
+    cpu_detail::onednn_conv_backward_weights(x, grad, g, beta, dw, db, db_beta);
+  }
   void im2col(const Tensor& x, const ConvGeometry& g, int64_t group, Tensor& col) override {
     cpu_detail::im2col(x, g, group, col);
   }

@@ -12,6 +12,7 @@
 #include "axon/ops.h"
 #include "axon/shape_ops.h"
 #include "common.h"
+#include "cpu/onednn_conv.h"
 
 namespace axon {
 
@@ -193,13 +194,43 @@ Tensor move_channels(const Tensor& x, bool to_first) {
                 [to_first](const Tensor& g, GradSlots& grads) { grads.add(0, move_channels(g, !to_first)); });
 }
 
-// Convolution of a channels-last x with geometry g (out sizes set) and kernel {k..., cg, cout}.
+// Convolution by the backend's library (oneDNN on the CPU): x is kept for the kernel gradient,
+// instead of im2col's buffer.
+Tensor conv_library(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvGeometry& g, Tensor out) {
+  Backend& be = backend(x.device());
+  be.conv_forward(x, kernel, bias.defined() ? &bias : nullptr, g, out);
+  return record("conv", out, {x, kernel, bias},
+                [x = x.detach(), kernel = kernel.detach(), g](const Tensor& go, GradSlots& grads) {
+                  Backend& be = backend(go.device());
+                  if (grads.needs(0)) {
+                    Tensor dx = Tensor::empty(x.shape(), x.options());
+                    be.conv_backward_data(go, kernel, g, dx);
+                    grads.add(0, dx);
+                  }
+                  const bool needs_bias = grads.size() > 2 && grads.needs(2);
+                  if (grads.needs(1)) {  // and the bias gradient in the same pass
+                    float beta = 0.0f, db_beta = 0.0f;
+                    Tensor dw = grads.target(1, kernel.shape(), kernel.options(), beta);
+                    Tensor db = needs_bias ? grads.target(2, {kernel.size(-1)}, go.options(), db_beta) : Tensor();
+                    be.conv_backward_weights(x, go, g, beta, dw, needs_bias ? &db : nullptr, db_beta);
+                  } else if (needs_bias) {  // db = the sum of dy over positions
+                    const int64_t cout = kernel.size(-1);
+                    float beta = 0.0f;
+                    Tensor db = grads.target(2, {cout}, go.options(), beta);
+                    be.sum_axis(go, AxisSplit{1, go.numel() / cout, cout}, beta, db);
+                  }
+                });
+}
+
+// Convolution of a channels-last x with geometry g (out sizes set) and kernel {k..., cg, cout}:
+// the backend's library convolution when it has one for g, else im2col + GEMM.
 Tensor conv_last(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvGeometry& g, size_t dims) {
   const int64_t cout = kernel.size(-1), groups = g.groups, cg = g.channels / groups, coutg = cout / groups;
   const int64_t m = g.batch * g.out[0] * g.out[1] * g.out[2];
   const int64_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2], kg = taps * cg;
   Tensor out = Tensor::empty(make_shape(g.batch, out_spatial(g, dims), cout, ChannelsLayout::last), x.options());
   Backend& be = backend(x.device());
+  if (be.has_conv(g, static_cast<int>(dims), cout, x.dtype())) return conv_library(x, kernel, bias, g, out);
   // A 1×1 convolution with unit strides, no padding and one group reads x as it is.
   bool identity = groups == 1 && taps == 1;
   for (int d = 0; d < 3; ++d) identity = identity && g.stride[d] == 1 && g.pad_lo[d] == 0 && g.in[d] == g.out[d];
@@ -342,6 +373,11 @@ Tensor global_impl(PoolKind kind, const char* op, const Tensor& x, bool keep_axe
 }
 
 }  // namespace
+
+bool onednn_available() { return cpu_detail::onednn_built(); }
+bool onednn_enabled() { return cpu_detail::onednn_enabled(); }
+void set_onednn_enabled(bool enabled) { cpu_detail::set_onednn_enabled(enabled); }
+std::string onednn_version() { return cpu_detail::onednn_version(); }
 
 Shape conv_output_shape(const Shape& input, const Shape& kernel, const ConvOptions& options) {
   const ConvPlan p = plan_conv(input, kernel, options);

@@ -1,0 +1,374 @@
+// The CPU convolution through oneDNN (Debian's libdnnl-dev, 2.x API): forward, backward data
+// and backward weights on Axon's own channels-last tensors, so no activation is ever reordered.
+// oneDNN's brgemm convolutions are 3-8× faster than im2col + GEMM on the cnn's layers
+// (docs/benchmarks.md, "The CNN"); PyTorch's CPU convolution is the same library.
+//
+// Each geometry gets its primitives once, cached by geometry: creating a primitive descriptor
+// walks oneDNN's implementation list and JIT-compiles code (milliseconds), executing it does not.
+// The kernel is reordered every call from Axon's {k..., cin/groups, cout} into the blocked
+// layout oneDNN picks (it changes every step; a few hundred KB at most), into a buffer the
+// cache owns, so a training step allocates nothing here.
+#include "onednn_conv.h"
+
+#include <atomic>
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+#ifdef AXON_HAS_ONEDNN
+#include <omp.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+#endif
+
+namespace axon::cpu_detail {
+
+namespace {
+std::atomic<bool> g_enabled{true};
+}  // namespace
+
+bool onednn_built() {
+#ifdef AXON_HAS_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+void set_onednn_enabled(bool enabled) { g_enabled.store(enabled); }
+bool onednn_enabled() { return onednn_built() && g_enabled.load(); }
+
+#ifndef AXON_HAS_ONEDNN
+
+bool onednn_conv_supported(const ConvGeometry&, int, int64_t, DType) { return false; }
+void onednn_conv_forward(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
+  throw std::logic_error("conv: Axon was built without oneDNN");
+}
+void onednn_conv_backward_data(const Tensor&, const Tensor&, const ConvGeometry&, Tensor&) {
+  throw std::logic_error("conv: Axon was built without oneDNN");
+}
+void onednn_conv_backward_weights(const Tensor&, const Tensor&, const ConvGeometry&, float, Tensor&, Tensor*, float) {
+  throw std::logic_error("conv: Axon was built without oneDNN");
+}
+void onednn_set_num_threads(int) {}
+std::string onednn_version() { return ""; }
+
+#else
+
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// oneDNN's CPU stream runs each primitive to completion on the calling thread (its OpenMP team),
+// so one stream per thread is all the synchronization needed.
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+// A channels-last tensor {batch, spatial..., channels} as oneDNN's logical {N, C, spatial...}.
+memory::desc activation_desc(int64_t batch, const int64_t* spatial, int dims, int64_t channels) {
+  Dims shape{batch, channels}, strides{0, 1};
+  for (int d = 0; d < dims; ++d) shape.push_back(spatial[d]);
+  int64_t step = channels;
+  strides.resize(shape.size());
+  for (int d = dims - 1; d >= 0; --d) {
+    strides[static_cast<size_t>(d + 2)] = step;
+    step *= spatial[d];
+  }
+  strides[0] = step;
+  return memory::desc(shape, memory::data_type::f32, strides);
+}
+
+// Axon's kernel {k..., cg, cout} (group g's output channels are columns g·coutg ... (g+1)·coutg − 1)
+// as oneDNN's logical {OC, IC, k...}, or {G, OCg, ICg, k...} with groups.
+memory::desc kernel_desc(const ConvGeometry& g, int dims, int64_t cout) {
+  const int64_t cg = g.channels / g.groups, coutg = cout / g.groups;
+  Dims shape, strides;
+  if (g.groups > 1) {
+    shape = {g.groups, coutg, cg};
+    strides = {coutg, 1, cout};
+  } else {
+    shape = {cout, cg};
+    strides = {1, cout};
+  }
+  const size_t first = shape.size();
+  for (int d = 0; d < dims; ++d) shape.push_back(g.kernel[d]);
+  strides.resize(shape.size());
+  int64_t step = cg * cout;
+  for (int d = dims - 1; d >= 0; --d) {
+    strides[first + static_cast<size_t>(d)] = step;
+    step *= g.kernel[d];
+  }
+  return memory::desc(shape, memory::data_type::f32, strides);
+}
+
+// oneDNN's right padding for Axon's geometry: what makes its output-size formula
+// (in − k_eff + pad_l + pad_r) / stride + 1 give g.out (never negative: trailing input that no
+// window reads needs none). nullopt if no such padding exists.
+std::optional<int64_t> pad_right(const ConvGeometry& g, int d) {
+  const int64_t k_eff = (g.kernel[d] - 1) * g.kernel_dilation[d] + 1;
+  const int64_t r = std::max<int64_t>(0, (g.out[d] - 1) * g.stride[d] + k_eff - g.in[d] - g.pad_lo[d]);
+  if ((g.in[d] - k_eff + g.pad_lo[d] + r) / g.stride[d] + 1 != g.out[d]) return std::nullopt;
+  return r;
+}
+
+// A reorder from one buffer layout to another, with `src`/`dst` handles set per call.
+struct Reorder {
+  memory src, dst;
+  dnnl::reorder prim;
+  Reorder(const memory::desc& from, const memory::desc& to, bool accumulate) : src(from, engine(), nullptr), dst(to, engine(), nullptr) {
+    dnnl::primitive_attr attr;
+    if (accumulate) {  // dst += reordered src: the gradient accumulation of grads.target's beta = 1
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
+    prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to, attr));
+  }
+  void run(const void* from, void* to) {
+    src.set_data_handle(const_cast<void*>(from));
+    dst.set_data_handle(to);
+    prim.execute(stream(), src, dst);
+  }
+};
+
+// oneDNN's layout of the kernel for one primitive, and the buffer it is reordered into (none
+// when oneDNN takes Axon's layout as it is).
+struct KernelCopy {
+  memory mem;
+  std::optional<Reorder> from_user;
+  KernelCopy(const memory::desc& user, const memory::desc& wanted) : mem(wanted, engine()) {
+    if (wanted != user) from_user.emplace(user, wanted, false);
+  }
+  // The kernel in the primitive's layout: `user` itself, or its reordered copy.
+  memory& get(memory& user) {
+    if (!from_user) return user;
+    from_user->run(user.get_data_handle(), mem.get_data_handle());
+    return mem;
+  }
+};
+
+// Every primitive of one (geometry, output channels) convolution, each made on first use: a
+// forward pass with or without bias, and the backward passes a step needs (the first layer's input
+// needs no gradient, a frozen layer's kernel none).
+struct ConvPrimitives {
+  std::mutex running;  // the memory handles below are set per call: one call at a time
+  memory::desc src_md, dst_md, kernel_md, bias_md;
+  Dims strides, dilates, pad_l, pad_r;
+  memory src, dst, kernel, bias;  // Axon's buffers; handles set per call
+
+  struct Forward {
+    dnnl::convolution_forward::primitive_desc pd;
+    dnnl::convolution_forward prim;
+    std::optional<KernelCopy> kernel;
+  };
+  std::optional<Forward> fwd[2];  // [with bias]
+
+  std::optional<dnnl::convolution_backward_data> bwd_data;
+  std::optional<KernelCopy> bwd_data_kernel;
+
+  struct BackwardWeights {
+    dnnl::convolution_backward_weights prim;
+    memory diff_kernel;                           // in oneDNN's layout
+    bool diff_kernel_is_user = false;             // ... which is Axon's own
+    std::optional<Reorder> to_user, add_to_user;  // diff_kernel into dw: written, or accumulated
+    memory diff_bias;                             // {cout}, when with bias
+  };
+  std::optional<BackwardWeights> bwd_weights[2];  // [with the bias gradient]
+
+  memory::desc any_kernel() const { return memory::desc(kernel_md.dims(), memory::data_type::f32, memory::format_tag::any); }
+
+  Forward& forward(bool with_bias) {
+    std::optional<Forward>& f = fwd[with_bias];
+    if (f) return *f;
+    using dnnl::convolution_forward;
+    const auto training = dnnl::prop_kind::forward_training;
+    const auto direct = dnnl::algorithm::convolution_direct;
+    const convolution_forward::desc d =
+        with_bias ? convolution_forward::desc(training, direct, src_md, any_kernel(), bias_md, dst_md, strides, dilates, pad_l, pad_r)
+                  : convolution_forward::desc(training, direct, src_md, any_kernel(), dst_md, strides, dilates, pad_l, pad_r);
+    f.emplace();
+    f->pd = convolution_forward::primitive_desc(d, engine());
+    f->prim = convolution_forward(f->pd);
+    f->kernel.emplace(kernel_md, f->pd.weights_desc());
+    return *f;
+  }
+  // The backward passes' hint: a forward pass of this geometry, bias or not.
+  const dnnl::convolution_forward::primitive_desc& hint() { return (fwd[1] ? *fwd[1] : forward(false)).pd; }
+
+  void make_backward_data() {
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, src_md, any_kernel(), dst_md, strides,
+                                            dilates, pad_l, pad_r);
+    dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint());
+    bwd_data.emplace(pd);
+    bwd_data_kernel.emplace(kernel_md, pd.weights_desc());
+  }
+
+  BackwardWeights& backward_weights(bool with_bias) {
+    std::optional<BackwardWeights>& w = bwd_weights[with_bias];
+    if (w) return *w;
+    using dnnl::convolution_backward_weights;
+    const auto direct = dnnl::algorithm::convolution_direct;
+    const convolution_backward_weights::desc d =
+        with_bias ? convolution_backward_weights::desc(direct, src_md, any_kernel(), bias_md, dst_md, strides, dilates, pad_l, pad_r)
+                  : convolution_backward_weights::desc(direct, src_md, any_kernel(), dst_md, strides, dilates, pad_l, pad_r);
+    const convolution_backward_weights::primitive_desc pd(d, engine(), hint());
+    w.emplace();
+    w->prim = convolution_backward_weights(pd);
+    w->diff_kernel = memory(pd.diff_weights_desc(), engine());
+    w->diff_kernel_is_user = pd.diff_weights_desc() == kernel_md;
+    w->to_user.emplace(pd.diff_weights_desc(), kernel_md, false);
+    w->add_to_user.emplace(pd.diff_weights_desc(), kernel_md, true);
+    if (with_bias) w->diff_bias = memory(bias_md, engine());
+    return *w;
+  }
+};
+
+struct Cache {
+  std::mutex mutex;
+  std::map<std::vector<int64_t>, std::unique_ptr<ConvPrimitives>> entries;
+};
+Cache& cache() {
+  static Cache* c = new Cache;  // never destroyed: primitives may outlive static destruction order
+  return *c;
+}
+
+std::vector<int64_t> key_of(const ConvGeometry& g, int dims, int64_t cout) {
+  std::vector<int64_t> k{dims, cout, g.batch, g.channels, g.groups};
+  for (int d = 0; d < 3; ++d)
+    k.insert(k.end(), {g.in[d], g.out[d], g.kernel[d], g.stride[d], g.pad_lo[d], g.input_dilation[d], g.kernel_dilation[d]});
+  return k;
+}
+
+ConvPrimitives& primitives(const ConvGeometry& g, int dims, int64_t cout) {
+  Cache& c = cache();
+  std::lock_guard lock(c.mutex);
+  auto& slot = c.entries[key_of(g, dims, cout)];
+  if (slot) return *slot;
+  auto p = std::make_unique<ConvPrimitives>();
+  p->src_md = activation_desc(g.batch, g.in, dims, g.channels);
+  p->dst_md = activation_desc(g.batch, g.out, dims, cout);
+  p->kernel_md = kernel_desc(g, dims, cout);
+  p->bias_md = memory::desc({cout}, memory::data_type::f32, memory::format_tag::a);
+  for (int d = 0; d < dims; ++d) {
+    p->strides.push_back(g.stride[d]);
+    p->dilates.push_back(g.kernel_dilation[d] - 1);  // oneDNN counts the holes: 0 is dense
+    p->pad_l.push_back(g.pad_lo[d]);
+    p->pad_r.push_back(*pad_right(g, d));
+  }
+  p->src = memory(p->src_md, engine(), nullptr);
+  p->dst = memory(p->dst_md, engine(), nullptr);
+  p->kernel = memory(p->kernel_md, engine(), nullptr);
+  p->bias = memory(p->bias_md, engine(), nullptr);
+  slot = std::move(p);
+  return *slot;
+}
+
+// Runs f, turning oneDNN's errors into exceptions that name the op, the geometry and the status.
+template <class F>
+void guarded(const char* op, const ConvGeometry& g, F&& f) {
+  try {
+    f();
+  } catch (const dnnl::error& e) {
+    throw std::runtime_error(fmt::format("{} on cpu (oneDNN): {} (status {}) for input {{{}, {}x{}x{}, {}}}, kernel {}x{}x{}, "
+                                         "groups {}",
+                                         op, e.what(), static_cast<int>(e.status), g.batch, g.in[0], g.in[1], g.in[2],
+                                         g.channels, g.kernel[0], g.kernel[1], g.kernel[2], g.groups));
+  }
+}
+
+}  // namespace
+
+bool onednn_conv_supported(const ConvGeometry& g, int dims, int64_t cout, DType dtype) {
+  if (!onednn_enabled() || dtype != DType::f32 || dims < 1 || dims > 3) return false;
+  if (g.batch < 1 || g.channels < 1 || cout < 1 || cout % g.groups != 0) return false;
+  for (int d = 0; d < dims; ++d)
+    if (g.input_dilation[d] != 1 || g.out[d] < 1 || !pad_right(g, d)) return false;  // input dilation: conv_transpose's
+  for (int d = dims; d < 3; ++d)
+    if (g.in[d] != 1 || g.out[d] != 1 || g.kernel[d] != 1) return false;
+  return true;
+}
+
+// The geometry's spatial rank is the tensors' rank − 2 (channels last); the caller checked
+// onednn_conv_supported.
+void onednn_conv_forward(const Tensor& x, const Tensor& kernel, const Tensor* bias, const ConvGeometry& g, Tensor& out) {
+  guarded("conv", g, [&] {
+    ConvPrimitives& p = primitives(g, static_cast<int>(x.dim()) - 2, kernel.size(-1));
+    std::lock_guard lock(p.running);
+    ConvPrimitives::Forward& f = p.forward(bias != nullptr);
+    p.src.set_data_handle(const_cast<void*>(x.raw_data()));
+    p.dst.set_data_handle(out.raw_data());
+    p.kernel.set_data_handle(const_cast<void*>(kernel.raw_data()));
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, f.kernel->get(p.kernel)}, {DNNL_ARG_DST, p.dst}};
+    if (bias) {
+      p.bias.set_data_handle(const_cast<void*>(bias->raw_data()));
+      args.emplace(DNNL_ARG_BIAS, p.bias);
+    }
+    f.prim.execute(stream(), args);
+  });
+}
+
+void onednn_conv_backward_data(const Tensor& grad, const Tensor& kernel, const ConvGeometry& g, Tensor& dx) {
+  guarded("conv backward (data)", g, [&] {
+    ConvPrimitives& p = primitives(g, static_cast<int>(dx.dim()) - 2, kernel.size(-1));
+    std::lock_guard lock(p.running);
+    if (!p.bwd_data) p.make_backward_data();
+    p.dst.set_data_handle(const_cast<void*>(grad.raw_data()));
+    p.src.set_data_handle(dx.raw_data());
+    p.kernel.set_data_handle(const_cast<void*>(kernel.raw_data()));
+    p.bwd_data->execute(stream(), {{DNNL_ARG_DIFF_DST, p.dst}, {DNNL_ARG_WEIGHTS, p.bwd_data_kernel->get(p.kernel)},
+                                   {DNNL_ARG_DIFF_SRC, p.src}});
+  });
+}
+
+void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const ConvGeometry& g, float beta, Tensor& dw,
+                                  Tensor* db, float db_beta) {
+  guarded("conv backward (weights)", g, [&] {
+    ConvPrimitives& p = primitives(g, static_cast<int>(x.dim()) - 2, dw.size(-1));
+    std::lock_guard lock(p.running);
+    ConvPrimitives::BackwardWeights& w = p.backward_weights(db != nullptr);
+    p.src.set_data_handle(const_cast<void*>(x.raw_data()));
+    p.dst.set_data_handle(const_cast<void*>(grad.raw_data()));
+    const bool direct = w.diff_kernel_is_user && beta == 0.0f;  // oneDNN writes Axon's layout itself
+    if (direct) p.kernel.set_data_handle(dw.raw_data());
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, p.src}, {DNNL_ARG_DIFF_DST, p.dst}, {DNNL_ARG_DIFF_WEIGHTS, direct ? p.kernel : w.diff_kernel}};
+    const bool bias_direct = db && db_beta == 0.0f;
+    if (db) {
+      if (bias_direct) p.bias.set_data_handle(db->raw_data());
+      args.emplace(DNNL_ARG_DIFF_BIAS, bias_direct ? p.bias : w.diff_bias);
+    }
+    w.prim.execute(stream(), args);
+    if (!direct) (beta == 0.0f ? *w.to_user : *w.add_to_user).run(w.diff_kernel.get_data_handle(), dw.raw_data());
+    if (db && !bias_direct) {  // accumulate: db += diff_bias
+      const float* from = static_cast<const float*>(w.diff_bias.get_data_handle());
+      float* to = static_cast<float*>(db->raw_data());
+      for (int64_t c = 0; c < db->numel(); ++c) to[c] += from[c];
+    }
+  });
+}
+
+void onednn_set_num_threads(int threads) { omp_set_num_threads(threads); }
+
+std::string onednn_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return fmt::format("oneDNN {}.{}.{}", v->major, v->minor, v->patch);
+}
+
+#endif
+
+}  // namespace axon::cpu_detail
