@@ -5,6 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <fstream>
 #include <fmt/format.h>
@@ -177,6 +180,28 @@ TEST(Conv, OneDnnAgreesWithIm2colGemmAndAccumulatesGradients) {
     const char* names[] = {"output", "grad x", "grad kernel", "grad bias"};
     for (int i = 0; i < 4; ++i) expect_close(got[0][i], got[1][i], 1e-4, 1e-4, where + " " + names[i]);
   }
+}
+
+// oneDNN runs on OpenMP threads, which a forked child does not have (GNU libgomp has no fork
+// handler): a child must still compute the same convolution, not wait for them.
+TEST(Conv, AForkedChildRunsTheConvolution) {
+  const int threads_before = num_threads();
+  set_num_threads(2);
+  Generator gen(12);
+  Tensor x = normal({16, 14, 14, 32}, 0.0f, 1.0f, gen), k = normal({3, 3, 32, 64}, 0.0f, 0.1f, gen);
+  const ConvOptions o{.padding = Padding::same()};
+  const std::vector<float> want = conv(x, k, Tensor(), o).to_vector();  // starts the parent's threads
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(20);  // a hang ends the child with SIGALRM, which the parent reports
+    _exit(conv(x, k, Tensor(), o).to_vector() == want ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  set_num_threads(threads_before);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child computed different values";
 }
 
 TEST(Conv, BadOptionsAndShapesAreErrorsNamingThem) {

@@ -18,6 +18,7 @@
 
 #ifdef AXON_HAS_ONEDNN
 #include <omp.h>
+#include <pthread.h>
 
 #include <map>
 #include <memory>
@@ -238,6 +239,27 @@ struct ConvPrimitives {
   }
 };
 
+// GNU libgomp keeps its thread team across fork() though the child has none of those threads, and
+// a oneDNN primitive keeps the thread count it was made for: the child's first convolution would
+// wait forever. A forked child therefore runs oneDNN on one thread (as the CPU thread pool runs
+// serially there, cpu/parallel.cpp), with primitives made anew: the generation in the cache key
+// changes, oneDNN's own primitive cache is emptied, and set_num_threads asks for 1.
+std::atomic<bool> g_forked{false};
+std::atomic<int64_t> g_generation{0};
+bool g_child_ready = false;  // the child's first primitives() call empties oneDNN's cache
+
+void after_fork_in_child() {
+  g_forked.store(true);
+  g_generation.fetch_add(1);
+  omp_set_num_threads(1);
+}
+const bool g_fork_handler = [] { return pthread_atfork(nullptr, nullptr, after_fork_in_child) == 0; }();
+
+bool forked() {
+  (void)g_fork_handler;
+  return g_forked.load();
+}
+
 struct Cache {
   std::mutex mutex;
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPrimitives>> entries;
@@ -248,7 +270,7 @@ Cache& cache() {
 }
 
 std::vector<int64_t> key_of(const ConvGeometry& g, int dims, int64_t cout) {
-  std::vector<int64_t> k{dims, cout, g.batch, g.channels, g.groups};
+  std::vector<int64_t> k{g_generation.load(), dims, cout, g.batch, g.channels, g.groups};
   for (int d = 0; d < 3; ++d)
     k.insert(k.end(), {g.in[d], g.out[d], g.kernel[d], g.stride[d], g.pad_lo[d], g.input_dilation[d], g.kernel_dilation[d]});
   return k;
@@ -259,6 +281,12 @@ ConvPrimitives& primitives(const ConvGeometry& g, int dims, int64_t cout) {
   std::lock_guard lock(c.mutex);
   auto& slot = c.entries[key_of(g, dims, cout)];
   if (slot) return *slot;
+  if (forked() && !g_child_ready) {  // primitives made before fork() hold the parent's thread count
+    const int capacity = dnnl::get_primitive_cache_capacity();
+    dnnl::set_primitive_cache_capacity(0);
+    dnnl::set_primitive_cache_capacity(capacity);
+    g_child_ready = true;
+  }
   auto p = std::make_unique<ConvPrimitives>();
   p->src_md = activation_desc(g.batch, g.in, dims, g.channels);
   p->dst_md = activation_desc(g.batch, g.out, dims, cout);
@@ -362,7 +390,7 @@ void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const Con
   });
 }
 
-void onednn_set_num_threads(int threads) { omp_set_num_threads(threads); }
+void onednn_set_num_threads(int threads) { omp_set_num_threads(forked() ? 1 : threads); }
 
 std::string onednn_version() {
   const dnnl_version_t* v = dnnl_version();
