@@ -24,6 +24,7 @@
 #include "axon/preemption.h"
 #include "axon/cli.h"
 #include "axon/communicator.h"
+#include "axon/conv_ops.h"
 #include "axon/cpu_budget.h"
 #include "axon/cuda.h"
 #include "axon/data.h"
@@ -416,6 +417,7 @@ static int run(int argc, char** argv) {
                           {"threads", threads},
                           {"blas", blas_library()},
                           {"blas_kernels", blas_kernels()},
+                          {"cpu_conv", onednn_enabled() ? onednn_version() : "im2col+gemm"},
                           {"device", device.str()},
                           {"dtype", precision},
                           {"cuda_graph", cuda_graph},
