@@ -1,8 +1,10 @@
-// Convolution micro-benchmarks (docs/benchmarks.md, "The CNN"): Axon's conv (im2col + one GEMM
-// per group, OpenBLAS) against a direct channels-last kernel written here for the comparison and,
-// when Debian's libdnnl-dev was found at configure time (scripts/install-deps.sh --bench), oneDNN's
-// convolution on the same channels-last data; on the two convolutions of fashion_mnist --model cnn,
-// and the cnn's whole training step. One thread each (oneDNN's OpenMP included).
+// Convolution micro-benchmarks (docs/benchmarks.md, "The CNN"): Axon's conv on its two CPU paths
+// (oneDNN, the default when Axon is built with it, and im2col + one OpenBLAS GEMM per group)
+// against a direct channels-last kernel written here for the comparison and, when Debian's
+// libdnnl-dev was found at configure time (scripts/install-deps.sh), oneDNN's convolution called
+// directly on the same channels-last data with the weights reordered once; on the two convolutions
+// of fashion_mnist --model cnn, and the cnn's whole training step. One thread each (oneDNN's OpenMP
+// included) unless the name says threads.
 //
 //   build/bin/bench_conv --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -56,8 +58,16 @@ void direct_conv(const float* __restrict x, const float* __restrict w, float* __
       }
 }
 
-void BM_ConvForward(benchmark::State& state, bool direct) {
+enum class Path { onednn, im2col_gemm, direct };
+
+void BM_ConvForward(benchmark::State& state, Path path) {
   set_num_threads(1);
+  if (path == Path::onednn && !onednn_available()) {
+    state.SkipWithError("Axon was built without oneDNN (libdnnl-dev)");
+    return;
+  }
+  const bool was = onednn_enabled();
+  set_onednn_enabled(path == Path::onednn);
   const ConvShape s = kShapes[state.range(0)];
   Generator gen(1);
   Tensor x = uniform({s.batch, s.size, s.size, s.cin}, -1, 1, gen);
@@ -66,18 +76,20 @@ void BM_ConvForward(benchmark::State& state, bool direct) {
   Tensor y = Tensor::empty({s.batch, out, out, s.cout});
   NoGradGuard no_grad;
   for (auto _ : state) {
-    if (direct) {
+    if (path == Path::direct) {
       direct_conv(x.data(), w.data(), y.data(), s);
     } else {
       y = conv(x, w, Tensor());
     }
     benchmark::DoNotOptimize(y.data());
   }
+  set_onednn_enabled(was);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.batch * out * out * 9 * s.cin * s.cout,
                                                  benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
-BENCHMARK_CAPTURE(BM_ConvForward, im2col_gemm, false)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_ConvForward, direct, true)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ConvForward, onednn, Path::onednn)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ConvForward, im2col_gemm, Path::im2col_gemm)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ConvForward, direct, Path::direct)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 #ifdef AXON_BENCH_WITH_ONEDNN
 // oneDNN's forward convolution on Axon's layouts: source and destination nhwc (channels last), as
@@ -125,7 +137,13 @@ BENCHMARK(BM_ConvForwardOneDnn)->ArgName("layer")->Arg(0)->Arg(1)->Unit(benchmar
 // One training step of fashion_mnist --model cnn at batch 128 (forward, backward, Adam) on random
 // images: the counterpart of bench/torch_cnn_step.py --padding same|valid. `same` is the cnn's
 // padding today; `valid` the one of the step table of 2026-11-30 in docs/benchmarks.md.
-void BM_CnnTrainStep(benchmark::State& state, bool same) {
+void BM_CnnTrainStep(benchmark::State& state, bool same, bool onednn) {
+  if (onednn && !onednn_available()) {
+    state.SkipWithError("Axon was built without oneDNN (libdnnl-dev)");
+    return;
+  }
+  const bool was = onednn_enabled();
+  set_onednn_enabled(onednn);
   set_num_threads(static_cast<int>(state.range(0)));
   const Padding pad = same ? Padding::same() : Padding::valid();
   Model model = input({-1, 28, 28, 1}) | conv(32, {.kernel_size = {3}, .padding = pad, .activation = Activation::relu}) |
@@ -149,12 +167,15 @@ void BM_CnnTrainStep(benchmark::State& state, bool same) {
   for (auto _ : state) step();
   state.counters["samples/s"] = benchmark::Counter(128.0, benchmark::Counter::kIsIterationInvariantRate);
   set_num_threads(1);
+  set_onednn_enabled(was);
 }
 // 20 steps after 3 warm-up steps, as bench/torch_cnn_step.py (a fixed count: on a loaded machine
 // a time-based count can stop after one step).
-BENCHMARK_CAPTURE(BM_CnnTrainStep, same, true)
+BENCHMARK_CAPTURE(BM_CnnTrainStep, same, true, true)
     ->ArgName("threads")->Arg(1)->Arg(2)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_CnnTrainStep, valid, false)
+BENCHMARK_CAPTURE(BM_CnnTrainStep, same_im2col_gemm, true, false)
+    ->ArgName("threads")->Arg(1)->Arg(2)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_CnnTrainStep, valid, false, true)
     ->ArgName("threads")->Arg(1)->Arg(2)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -2,6 +2,10 @@
 
 #include <pthread.h>
 
+#ifdef AXON_PARALLEL_OPENMP
+#include <omp.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -111,10 +115,46 @@ class Pool {
 
 }  // namespace
 
+#ifdef AXON_PARALLEL_OPENMP
+namespace {
+// A forked child has none of the OpenMP team's threads (GNU libgomp has no fork handler).
+std::atomic<bool> g_forked_child{false};
+const bool g_fork_handler = [] {
+  return pthread_atfork(nullptr, nullptr, [] { g_forked_child.store(true, std::memory_order_relaxed); }) == 0;
+}();
+
+// With oneDNN, whose convolutions run on an OpenMP team, the loops share that team instead of
+// waking a second pool: one set of workers (still spinning from the last convolution, so they
+// start at once) rather than two sets competing for the same cores.
+bool run_on_openmp(int64_t n, int64_t parts, const std::function<void(int64_t, int64_t)>& body) {
+  (void)g_fork_handler;
+  if (g_forked_child.load(std::memory_order_relaxed) || omp_in_parallel()) return false;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
+#pragma omp parallel num_threads(static_cast<int>(parts))
+  {
+    const int64_t granted = omp_get_num_threads(), i = omp_get_thread_num();
+    t_inside_pool = true;
+    try {
+      body(n * i / granted, n * (i + 1) / granted);
+    } catch (...) {
+      errors[static_cast<size_t>(i)] = std::current_exception();
+    }
+    t_inside_pool = false;
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+  return true;
+}
+}  // namespace
+#endif
+
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
   const int64_t parts = std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain, 1));
   if (parts <= 1 || t_inside_pool) return body(0, n);
+#ifdef AXON_PARALLEL_OPENMP
+  if (run_on_openmp(n, parts, body)) return;
+#endif
   // The pool may grant fewer parts than asked (see try_run); `granted` is what it runs.
   int64_t granted = parts;
   const std::function<void(int64_t)> part = [&](int64_t i) { body(n * i / granted, n * (i + 1) / granted); };

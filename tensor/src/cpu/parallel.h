@@ -7,6 +7,10 @@
 // the process and sleep on a condition variable between calls (PyTorch's at::parallel_for and
 // ggml's thread pool do the same).
 //
+// Where Axon is built with oneDNN (whose convolutions run on GNU OpenMP), parallel_for runs on that
+// same OpenMP team instead: two sets of workers on the same cores got in each other's way (about
+// 7% of the cnn's step at 2 threads, docs/benchmarks.md).
+//
 // Determinism: each index is computed by the same code whichever thread runs it (and how [0, n)
 // is split depends on the thread count and on whether the pool is free), so element-wise results
 // are bit-identical at any thread count. The pool grows to the largest num_threads() − 1 asked
