@@ -417,7 +417,10 @@ static int run(int argc, char** argv) {
                           {"threads", threads},
                           {"blas", blas_library()},
                           {"blas_kernels", blas_kernels()},
-                          {"cpu_conv", onednn_enabled() ? onednn_version() : "im2col+gemm"},
+                          // What ran the convolutions (axon/conv_ops.h: oneDNN takes f32 on the CPU).
+                          {"conv", device.is_cuda() ? "im2col+cublas"
+                                   : precision == "f32" && onednn_enabled() ? onednn_version()
+                                                                            : "im2col+gemm"},
                           {"device", device.str()},
                           {"dtype", precision},
                           {"cuda_graph", cuda_graph},

@@ -451,9 +451,9 @@ TEST_F(TinyData, ResultJsonRecordsEverythingTheHashDependsOn) {
   EXPECT_EQ(j["threads"], 1);
   EXPECT_THAT(j["blas"].get<std::string>(), ::testing::StartsWith("OpenBLAS"));
   EXPECT_FALSE(j["blas_kernels"].get<std::string>().empty());
-  // The library that runs the CPU convolution: the one this build links (axon/conv_ops.h).
-  EXPECT_EQ(j["cpu_conv"], axon::onednn_available() ? axon::onednn_version() : "im2col+gemm");
-  EXPECT_THAT(j["cpu_conv"].get<std::string>(), ::testing::AnyOf(::testing::StartsWith("oneDNN 2."), "im2col+gemm"));
+  // What ran the convolutions: f32 on the CPU, oneDNN when this build links it (axon/conv_ops.h).
+  EXPECT_EQ(j["conv"], axon::onednn_available() ? axon::onednn_version() : "im2col+gemm");
+  EXPECT_THAT(j["conv"].get<std::string>(), ::testing::AnyOf(::testing::StartsWith("oneDNN 2."), "im2col+gemm"));
   EXPECT_EQ(j["device"], "cpu");
   EXPECT_EQ(j["dtype"], "f32");
   EXPECT_FALSE(j["axon_version"].get<std::string>().empty());

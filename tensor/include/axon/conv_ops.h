@@ -75,6 +75,9 @@ bool onednn_available();
 bool onednn_enabled();
 void set_onednn_enabled(bool enabled);
 std::string onednn_version();
+// How many convolution passes (forward, backward data, backward weights) oneDNN has run in this
+// process: tests check with it that oneDNN, not the fallback, ran.
+int64_t onednn_conv_calls();
 
 // The output shape conv gives for an input of shape `input` (its batch may be −1) and a kernel of
 // shape `kernel`; throws as conv does. Model building uses it to reject bad options early.

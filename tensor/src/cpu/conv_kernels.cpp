@@ -100,7 +100,9 @@ __attribute__((noinline)) void max_grad_step(const T* __restrict grad, const int
 template <class T>
 __attribute__((noinline)) void max_grad_write(const T* __restrict grad, const int32_t* __restrict arg, T* __restrict dst, int32_t j, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
-    const T gc = grad[c];  // loaded unconditionally, so the select vectorizes
+    // Loaded unconditionally, so the select vectorizes; + 0 turns −0 into +0 as the general path's
+    // 0 + g does (the same bits).
+    const T gc = grad[c] + T(0);
     dst[c] = arg[c] == j ? gc : T(0);
   }
 }

@@ -10,6 +10,7 @@
 // cache owns, so a training step allocates nothing here.
 #include "onednn_conv.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include <fmt/format.h>
@@ -33,7 +34,10 @@ namespace axon::cpu_detail {
 
 namespace {
 std::atomic<bool> g_enabled{true};
+std::atomic<int64_t> g_calls{0};
 }  // namespace
+
+int64_t onednn_calls() { return g_calls.load(); }
 
 bool onednn_built() {
 #ifdef AXON_HAS_ONEDNN
@@ -193,6 +197,8 @@ struct ConvPrimitives {
 
   memory::desc any_kernel() const { return memory::desc(kernel_md.dims(), memory::data_type::f32, memory::format_tag::any); }
 
+  // Each make_* builds everything first and stores it last, so an exception (no implementation,
+  // out of memory) leaves nothing half-made for the next call to run.
   Forward& forward(bool with_bias) {
     std::optional<Forward>& f = fwd[with_bias];
     if (f) return *f;
@@ -202,10 +208,11 @@ struct ConvPrimitives {
     const convolution_forward::desc d =
         with_bias ? convolution_forward::desc(training, direct, src_md, any_kernel(), bias_md, dst_md, strides, dilates, pad_l, pad_r)
                   : convolution_forward::desc(training, direct, src_md, any_kernel(), dst_md, strides, dilates, pad_l, pad_r);
-    f.emplace();
-    f->pd = convolution_forward::primitive_desc(d, engine());
-    f->prim = convolution_forward(f->pd);
-    f->kernel.emplace(kernel_md, f->pd.weights_desc());
+    Forward made;
+    made.pd = convolution_forward::primitive_desc(d, engine());
+    made.prim = convolution_forward(made.pd);
+    made.kernel.emplace(kernel_md, made.pd.weights_desc());
+    f.emplace(std::move(made));
     return *f;
   }
   // The backward passes' hint: a forward pass of this geometry, bias or not.
@@ -215,8 +222,10 @@ struct ConvPrimitives {
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, src_md, any_kernel(), dst_md, strides,
                                             dilates, pad_l, pad_r);
     dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint());
-    bwd_data.emplace(pd);
-    bwd_data_kernel.emplace(kernel_md, pd.weights_desc());
+    dnnl::convolution_backward_data prim(pd);
+    KernelCopy kernel_copy(kernel_md, pd.weights_desc());
+    bwd_data_kernel.emplace(std::move(kernel_copy));
+    bwd_data.emplace(std::move(prim));  // last: it marks the pair as made
   }
 
   BackwardWeights& backward_weights(bool with_bias) {
@@ -228,66 +237,70 @@ struct ConvPrimitives {
         with_bias ? convolution_backward_weights::desc(direct, src_md, any_kernel(), bias_md, dst_md, strides, dilates, pad_l, pad_r)
                   : convolution_backward_weights::desc(direct, src_md, any_kernel(), dst_md, strides, dilates, pad_l, pad_r);
     const convolution_backward_weights::primitive_desc pd(d, engine(), hint());
-    w.emplace();
-    w->prim = convolution_backward_weights(pd);
-    w->diff_kernel = memory(pd.diff_weights_desc(), engine());
-    w->diff_kernel_is_user = pd.diff_weights_desc() == kernel_md;
-    w->to_user.emplace(pd.diff_weights_desc(), kernel_md, false);
-    w->add_to_user.emplace(pd.diff_weights_desc(), kernel_md, true);
-    if (with_bias) w->diff_bias = memory(bias_md, engine());
+    BackwardWeights made;
+    made.prim = convolution_backward_weights(pd);
+    made.diff_kernel = memory(pd.diff_weights_desc(), engine());
+    made.diff_kernel_is_user = pd.diff_weights_desc() == kernel_md;
+    made.to_user.emplace(pd.diff_weights_desc(), kernel_md, false);
+    made.add_to_user.emplace(pd.diff_weights_desc(), kernel_md, true);
+    if (with_bias) made.diff_bias = memory(bias_md, engine());
+    w.emplace(std::move(made));
     return *w;
   }
 };
 
-// GNU libgomp keeps its thread team across fork() though the child has none of those threads, and
-// a oneDNN primitive keeps the thread count it was made for: the child's first convolution would
-// wait forever. A forked child therefore runs oneDNN on one thread (as the CPU thread pool runs
-// serially there, cpu/parallel.cpp), with primitives made anew: the generation in the cache key
-// changes, oneDNN's own primitive cache is emptied, and set_num_threads asks for 1.
+// A oneDNN primitive keeps the thread count it was made for, and OpenMP's thread count is a
+// per-thread setting: so each call sets the calling thread's count to Axon's (set_num_threads),
+// and the cache key includes it (as oneDNN's own primitive cache does). GNU libgomp keeps its thread
+// team across fork() though the child has none of those threads, so a forked child runs oneDNN on
+// one thread, with primitives made for one thread (it would wait forever for the parent's team).
+std::atomic<int> g_threads{0};  // set_num_threads' count; 0: OpenMP's default
 std::atomic<bool> g_forked{false};
-std::atomic<int64_t> g_generation{0};
-bool g_child_ready = false;  // the child's first primitives() call empties oneDNN's cache
 
-void after_fork_in_child() {
-  g_forked.store(true);
-  g_generation.fetch_add(1);
-  omp_set_num_threads(1);
-}
-const bool g_fork_handler = [] { return pthread_atfork(nullptr, nullptr, after_fork_in_child) == 0; }();
-
-bool forked() {
-  (void)g_fork_handler;
-  return g_forked.load();
+int threads_for_this_call() {
+  if (g_forked.load()) return 1;
+  const int wanted = g_threads.load();
+  const int threads = wanted > 0 ? wanted : omp_get_max_threads();
+  if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
+  return threads;
 }
 
+// Entries are shared: a call keeps its entry alive even if the cache evicts it meanwhile.
 struct Cache {
+  static constexpr size_t kCapacity = 64;  // geometries (oneDNN's own cache holds 1024 primitives)
   std::mutex mutex;
-  std::map<std::vector<int64_t>, std::unique_ptr<ConvPrimitives>> entries;
+  struct Entry {
+    std::shared_ptr<ConvPrimitives> primitives;
+    uint64_t last_use = 0;
+  };
+  std::map<std::vector<int64_t>, Entry> entries;
+  uint64_t uses = 0;
 };
 Cache& cache() {
   static Cache* c = new Cache;  // never destroyed: primitives may outlive static destruction order
   return *c;
 }
 
-std::vector<int64_t> key_of(const ConvGeometry& g, int dims, int64_t cout) {
-  std::vector<int64_t> k{g_generation.load(), dims, cout, g.batch, g.channels, g.groups};
+// fork() while another thread holds the cache's mutex would leave it locked in the child for good:
+// the handlers hold it across the fork.
+const bool g_fork_handlers = [] {
+  return pthread_atfork([] { cache().mutex.lock(); }, [] { cache().mutex.unlock(); },
+                        [] {
+                          g_forked.store(true);
+                          omp_set_num_threads(1);
+                          cache().mutex.unlock();
+                        }) == 0;
+}();
+
+std::vector<int64_t> key_of(const ConvGeometry& g, int dims, int64_t cout, int threads) {
+  std::vector<int64_t> k{threads, dims, cout, g.batch, g.channels, g.groups};
   for (int d = 0; d < 3; ++d)
     k.insert(k.end(), {g.in[d], g.out[d], g.kernel[d], g.stride[d], g.pad_lo[d], g.input_dilation[d], g.kernel_dilation[d]});
   return k;
 }
 
-ConvPrimitives& primitives(const ConvGeometry& g, int dims, int64_t cout) {
-  Cache& c = cache();
-  std::lock_guard lock(c.mutex);
-  auto& slot = c.entries[key_of(g, dims, cout)];
-  if (slot) return *slot;
-  if (forked() && !g_child_ready) {  // primitives made before fork() hold the parent's thread count
-    const int capacity = dnnl::get_primitive_cache_capacity();
-    dnnl::set_primitive_cache_capacity(0);
-    dnnl::set_primitive_cache_capacity(capacity);
-    g_child_ready = true;
-  }
-  auto p = std::make_unique<ConvPrimitives>();
+std::shared_ptr<ConvPrimitives> make_primitives(const ConvGeometry& g, int dims, int64_t cout) {
+  auto p = std::make_shared<ConvPrimitives>();
   p->src_md = activation_desc(g.batch, g.in, dims, g.channels);
   p->dst_md = activation_desc(g.batch, g.out, dims, cout);
   p->kernel_md = kernel_desc(g, dims, cout);
@@ -302,20 +315,48 @@ ConvPrimitives& primitives(const ConvGeometry& g, int dims, int64_t cout) {
   p->dst = memory(p->dst_md, engine(), nullptr);
   p->kernel = memory(p->kernel_md, engine(), nullptr);
   p->bias = memory(p->bias_md, engine(), nullptr);
-  slot = std::move(p);
-  return *slot;
+  return p;
+}
+
+// The entry of this geometry at this call's thread count; the least recently used one goes when
+// the cache is full (shapes that vary, e.g. a last partial batch, would otherwise pile up).
+std::shared_ptr<ConvPrimitives> primitives(const ConvGeometry& g, int dims, int64_t cout) {
+  (void)g_fork_handlers;
+  const int threads = threads_for_this_call();
+  Cache& c = cache();
+  std::lock_guard lock(c.mutex);
+  auto [it, inserted] = c.entries.try_emplace(key_of(g, dims, cout, threads));
+  if (inserted) {
+    try {
+      it->second.primitives = make_primitives(g, dims, cout);
+    } catch (...) {
+      c.entries.erase(it);
+      throw;
+    }
+    if (c.entries.size() > Cache::kCapacity) {
+      auto oldest = c.entries.begin();
+      for (auto e = c.entries.begin(); e != c.entries.end(); ++e)
+        if (e->second.last_use < oldest->second.last_use && e != it) oldest = e;
+      if (oldest != it) c.entries.erase(oldest);
+    }
+  }
+  it->second.last_use = ++c.uses;
+  return it->second.primitives;
 }
 
 // Runs f, turning oneDNN's errors into exceptions that name the op, the geometry and the status.
 template <class F>
-void guarded(const char* op, const ConvGeometry& g, F&& f) {
+void guarded(const char* op, const ConvGeometry& g, int dims, int64_t cout, F&& f) {
   try {
     f();
   } catch (const dnnl::error& e) {
-    throw std::runtime_error(fmt::format("{} on cpu (oneDNN): {} (status {}) for input {{{}, {}x{}x{}, {}}}, kernel {}x{}x{}, "
-                                         "groups {}",
-                                         op, e.what(), static_cast<int>(e.status), g.batch, g.in[0], g.in[1], g.in[2],
-                                         g.channels, g.kernel[0], g.kernel[1], g.kernel[2], g.groups));
+    std::string geometry = fmt::format("input {{batch {}, spatial", g.batch);
+    for (int d = 0; d < dims; ++d) geometry += fmt::format(" {}", g.in[d]);
+    geometry += fmt::format(", channels {}}}, output channels {}, groups {}, per spatial dim (kernel/stride/pad_lo/dilation)", g.channels, cout, g.groups);
+    for (int d = 0; d < dims; ++d)
+      geometry += fmt::format(" {}/{}/{}/{}", g.kernel[d], g.stride[d], g.pad_lo[d], g.kernel_dilation[d]);
+    throw std::runtime_error(
+        fmt::format("{} on cpu (oneDNN, f32): {} (status {}) for {}", op, e.what(), static_cast<int>(e.status), geometry));
   }
 }
 
@@ -334,8 +375,10 @@ bool onednn_conv_supported(const ConvGeometry& g, int dims, int64_t cout, DType 
 // The geometry's spatial rank is the tensors' rank − 2 (channels last); the caller checked
 // onednn_conv_supported.
 void onednn_conv_forward(const Tensor& x, const Tensor& kernel, const Tensor* bias, const ConvGeometry& g, Tensor& out) {
-  guarded("conv", g, [&] {
-    ConvPrimitives& p = primitives(g, static_cast<int>(x.dim()) - 2, kernel.size(-1));
+  g_calls.fetch_add(1);
+  guarded("conv", g, static_cast<int>(x.dim()) - 2, kernel.size(-1), [&] {
+    const std::shared_ptr<ConvPrimitives> entry = primitives(g, static_cast<int>(x.dim()) - 2, kernel.size(-1));
+    ConvPrimitives& p = *entry;
     std::lock_guard lock(p.running);
     ConvPrimitives::Forward& f = p.forward(bias != nullptr);
     p.src.set_data_handle(const_cast<void*>(x.raw_data()));
@@ -351,8 +394,10 @@ void onednn_conv_forward(const Tensor& x, const Tensor& kernel, const Tensor* bi
 }
 
 void onednn_conv_backward_data(const Tensor& grad, const Tensor& kernel, const ConvGeometry& g, Tensor& dx) {
-  guarded("conv backward (data)", g, [&] {
-    ConvPrimitives& p = primitives(g, static_cast<int>(dx.dim()) - 2, kernel.size(-1));
+  g_calls.fetch_add(1);
+  guarded("conv backward (data)", g, static_cast<int>(dx.dim()) - 2, kernel.size(-1), [&] {
+    const std::shared_ptr<ConvPrimitives> entry = primitives(g, static_cast<int>(dx.dim()) - 2, kernel.size(-1));
+    ConvPrimitives& p = *entry;
     std::lock_guard lock(p.running);
     if (!p.bwd_data) p.make_backward_data();
     p.dst.set_data_handle(const_cast<void*>(grad.raw_data()));
@@ -365,8 +410,10 @@ void onednn_conv_backward_data(const Tensor& grad, const Tensor& kernel, const C
 
 void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const ConvGeometry& g, float beta, Tensor& dw,
                                   Tensor* db, float db_beta) {
-  guarded("conv backward (weights)", g, [&] {
-    ConvPrimitives& p = primitives(g, static_cast<int>(x.dim()) - 2, dw.size(-1));
+  g_calls.fetch_add(1);
+  guarded("conv backward (weights)", g, static_cast<int>(x.dim()) - 2, dw.size(-1), [&] {
+    const std::shared_ptr<ConvPrimitives> entry = primitives(g, static_cast<int>(x.dim()) - 2, dw.size(-1));
+    ConvPrimitives& p = *entry;
     std::lock_guard lock(p.running);
     ConvPrimitives::BackwardWeights& w = p.backward_weights(db != nullptr);
     p.src.set_data_handle(const_cast<void*>(x.raw_data()));
@@ -390,7 +437,10 @@ void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const Con
   });
 }
 
-void onednn_set_num_threads(int threads) { omp_set_num_threads(forked() ? 1 : threads); }
+void onednn_set_num_threads(int threads) {
+  g_threads.store(threads);
+  omp_set_num_threads(g_forked.load() ? 1 : threads);
+}
 
 std::string onednn_version() {
   const dnnl_version_t* v = dnnl_version();

@@ -29,6 +29,9 @@ void onednn_conv_backward_data(const Tensor& grad, const Tensor& kernel, const C
 void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const ConvGeometry& g, float beta, Tensor& dw,
                                   Tensor* db, float db_beta);
 
+// How many convolution passes (forward, backward data, backward weights) oneDNN has run.
+int64_t onednn_calls();
+
 // oneDNN's OpenMP threads (set_num_threads calls it); "oneDNN 2.6.3", or "" when not built.
 void onednn_set_num_threads(int threads);
 std::string onednn_version();

@@ -126,9 +126,14 @@ const bool g_fork_handler = [] {
 // With oneDNN, whose convolutions run on an OpenMP team, the loops share that team instead of
 // waking a second pool: one set of workers (still spinning from the last convolution, so they
 // start at once) rather than two sets competing for the same cores.
+// One caller at a time, as the pool: each calling thread would otherwise get a team of its own.
+std::mutex g_openmp_call;
+
 bool run_on_openmp(int64_t n, int64_t parts, const std::function<void(int64_t, int64_t)>& body) {
   (void)g_fork_handler;
-  if (g_forked_child.load(std::memory_order_relaxed) || omp_in_parallel()) return false;
+  if (omp_in_parallel()) return false;
+  std::unique_lock<std::mutex> call(g_openmp_call, std::try_to_lock);
+  if (!call.owns_lock()) return false;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
 #pragma omp parallel num_threads(static_cast<int>(parts))
   {
@@ -153,6 +158,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   const int64_t parts = std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain, 1));
   if (parts <= 1 || t_inside_pool) return body(0, n);
 #ifdef AXON_PARALLEL_OPENMP
+  if (g_forked_child.load(std::memory_order_relaxed)) return body(0, n);  // no team, no pool after fork
   if (run_on_openmp(n, parts, body)) return;
 #endif
   // The pool may grant fewer parts than asked (see try_run); `granted` is what it runs.

@@ -9,7 +9,9 @@
 //
 // Where Axon is built with oneDNN (whose convolutions run on GNU OpenMP), parallel_for runs on that
 // same OpenMP team instead: two sets of workers on the same cores got in each other's way (about
-// 7% of the cnn's step at 2 threads, docs/benchmarks.md).
+// 7% of the cnn's step at 2 threads, docs/benchmarks.md). One call at a time there too (a second
+// caller runs serially); a child forked after OpenMP started runs serially. Unlike the pool,
+// GNU OpenMP ends the process ("Thread creation failed") when it cannot start a thread.
 //
 // Determinism: each index is computed by the same code whichever thread runs it (and how [0, n)
 // is split depends on the thread count and on whether the pool is free), so element-wise results
