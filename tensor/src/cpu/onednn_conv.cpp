@@ -39,6 +39,12 @@ std::atomic<int64_t> g_calls{0};
 
 int64_t onednn_calls() { return g_calls.load(); }
 
+namespace {
+std::atomic<bool> g_team_started{false};
+}  // namespace
+
+bool onednn_team_started() { return g_team_started.load(std::memory_order_relaxed); }
+
 bool onednn_built() {
 #ifdef AXON_HAS_ONEDNN
   return true;
@@ -262,6 +268,7 @@ int threads_for_this_call() {
   const int wanted = g_threads.load();
   const int threads = wanted > 0 ? wanted : omp_get_max_threads();
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
+  if (threads > 1) g_team_started.store(true, std::memory_order_relaxed);
   return threads;
 }
 

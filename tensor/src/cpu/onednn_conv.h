@@ -31,6 +31,8 @@ void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const Con
 
 // How many convolution passes (forward, backward data, backward weights) oneDNN has run.
 int64_t onednn_calls();
+// Whether a oneDNN pass has run on more than one thread, i.e. its OpenMP team exists.
+bool onednn_team_started();
 
 // oneDNN's OpenMP threads (set_num_threads calls it); "oneDNN 2.6.3", or "" when not built.
 void onednn_set_num_threads(int threads);

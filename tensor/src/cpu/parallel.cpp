@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "axon/tensor.h"
+#include "onednn_conv.h"
 
 namespace axon::cpu_detail {
 
@@ -159,7 +160,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   if (parts <= 1 || t_inside_pool) return body(0, n);
 #ifdef AXON_PARALLEL_OPENMP
   if (g_forked_child.load(std::memory_order_relaxed)) return body(0, n);  // no team, no pool after fork
-  if (run_on_openmp(n, parts, body)) return;
+  // Only once oneDNN's team exists: a process without convolutions (an MLP) keeps the pool, whose
+  // workers sleep between calls, while OpenMP's spin and would slow OpenBLAS's threads 2-3×.
+  if (onednn_team_started() && run_on_openmp(n, parts, body)) return;
 #endif
   // The pool may grant fewer parts than asked (see try_run); `granted` is what it runs.
   int64_t granted = parts;

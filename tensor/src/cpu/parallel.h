@@ -7,11 +7,12 @@
 // the process and sleep on a condition variable between calls (PyTorch's at::parallel_for and
 // ggml's thread pool do the same).
 //
-// Where Axon is built with oneDNN (whose convolutions run on GNU OpenMP), parallel_for runs on that
-// same OpenMP team instead: two sets of workers on the same cores got in each other's way (about
-// 7% of the cnn's step at 2 threads, docs/benchmarks.md). One call at a time there too (a second
-// caller runs serially); a child forked after OpenMP started runs serially. Unlike the pool,
-// GNU OpenMP ends the process ("Thread creation failed") when it cannot start a thread.
+// Once oneDNN's convolutions have started their GNU OpenMP team (a CNN), parallel_for runs on that
+// same team instead: two sets of workers on the same cores got in each other's way (about 7% of the
+// cnn's step at 2 threads, docs/benchmarks.md). Not before: OpenMP's idle workers spin, and an MLP's
+// element-wise loops on them made OpenBLAS's GEMM threads 2-3× slower. One call at a time there too
+// (a second caller runs serially); a child forked after OpenMP started runs serially. Unlike the
+// pool, GNU OpenMP ends the process ("Thread creation failed") when it cannot start a thread.
 //
 // Determinism: each index is computed by the same code whichever thread runs it (and how [0, n)
 // is split depends on the thread count and on whether the pool is free), so element-wise results
