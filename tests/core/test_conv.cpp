@@ -236,6 +236,36 @@ TEST(Conv, AForkedChildRunsTheConvolution) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "the child computed different values";
 }
 
+// After a convolution on two threads, f32 GEMMs run on oneDNN's OpenMP team (dnnl_sgemm) instead
+// of OpenBLAS: every transpose combination of matmul's forward and backward against f64 (OpenBLAS).
+TEST(Conv, GemmsAfterAConvolutionRunOnOneDnnAndMatchF64) {
+  if (!onednn_available()) GTEST_SKIP() << "Axon was built without oneDNN (libdnnl-dev)";
+  const int threads_before = num_threads();
+  set_num_threads(2);
+  Generator gen(8);
+  (void)conv(normal({4, 9, 9, 8}, 0.0f, 1.0f, gen), normal({3, 3, 8, 16}, 0.0f, 1.0f, gen), Tensor());  // starts the team
+  const int64_t before = onednn_gemm_calls();
+  Tensor a = normal({37, 53}, 0.0f, 1.0f, gen), b = normal({53, 29}, 0.0f, 1.0f, gen);
+  Tensor w = normal({37, 29}, 0.0f, 1.0f, gen);
+  std::vector<double> got[2][3];
+  for (DType dtype : {DType::f32, DType::f64}) {
+    Tensor x = a.to(dtype).detach(), y = b.to(dtype).detach();
+    x.set_requires_grad();
+    y.set_requires_grad();
+    Tensor out = matmul(x, y);
+    sum(mul(out, w.to(dtype))).backward();
+    const int i = dtype == DType::f32 ? 0 : 1;
+    got[i][0] = out.to_double_vector();
+    got[i][1] = x.grad().to_double_vector();
+    got[i][2] = y.grad().to_double_vector();
+  }
+  const int64_t ran = onednn_gemm_calls() - before;
+  set_num_threads(threads_before);
+  EXPECT_GE(ran, 3) << "matmul's forward and two gradients should have run on oneDNN";
+  const char* names[] = {"matmul", "grad a", "grad b"};
+  for (int j = 0; j < 3; ++j) expect_close(got[0][j], got[1][j], 1e-5, 1e-4, names[j]);
+}
+
 TEST(Conv, BadOptionsAndShapesAreErrorsNamingThem) {
   Tensor x = Tensor::zeros({2, 5, 5, 4});
   // Kernel larger than the padded input.

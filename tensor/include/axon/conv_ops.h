@@ -78,6 +78,10 @@ std::string onednn_version();
 // How many convolution passes (forward, backward data, backward weights) oneDNN has run in this
 // process: tests check with it that oneDNN, not the fallback, ran.
 int64_t onednn_conv_calls();
+// How many f32 GEMMs (linear, matmul, their gradients) ran on oneDNN's OpenMP team instead of
+// OpenBLAS: they do once a convolution has run on more than one thread, so that a CNN's dense
+// layers share the convolutions' threads (docs/benchmarks.md, "The CNN").
+int64_t onednn_gemm_calls();
 
 // The output shape conv gives for an input of shape `input` (its batch may be −1) and a kernel of
 // shape `kernel`; throws as conv does. Model building uses it to reject bad options early.

@@ -284,6 +284,9 @@ class CpuBackend final : public Backend {
     }
     switch (c.dtype()) {
       case DType::f32:
+        if (cpu_detail::onednn_sgemm(trans_a, trans_b, m, n, k, alpha, ptr<float>(a), lda, ptr<float>(b), ldb, beta,
+                                     ptr<float>(c), N))
+          return;
         blas::sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, ptr<float>(a), lda, ptr<float>(b), ldb, beta, ptr<float>(c), N);
         return;
       case DType::f64:
@@ -319,6 +322,9 @@ class CpuBackend final : public Backend {
     }
     switch (c.dtype()) {
       case DType::f32:
+        if (cpu_detail::onednn_sgemm(trans_a, trans_b, m, n, k, alpha, ptr<float>(a), lda, ptr<float>(b), ldb, beta,
+                                     ptr<float>(c), ldc))
+          return;
         blas::sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, ptr<float>(a), LDA, ptr<float>(b), LDB, beta, ptr<float>(c),
                     LDC);
         return;

@@ -34,10 +34,11 @@ namespace axon::cpu_detail {
 
 namespace {
 std::atomic<bool> g_enabled{true};
-std::atomic<int64_t> g_calls{0};
+std::atomic<int64_t> g_calls{0}, g_gemm_calls{0};
 }  // namespace
 
 int64_t onednn_calls() { return g_calls.load(); }
+int64_t onednn_gemm_calls() { return g_gemm_calls.load(); }
 
 namespace {
 std::atomic<bool> g_team_started{false};
@@ -70,6 +71,10 @@ void onednn_conv_backward_weights(const Tensor&, const Tensor&, const ConvGeomet
 }
 void onednn_set_num_threads(int) {}
 std::string onednn_version() { return ""; }
+bool onednn_sgemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
+                  int64_t) {
+  return false;
+}
 
 #else
 
@@ -442,6 +447,19 @@ void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const Con
       for (int64_t c = 0; c < db->numel(); ++c) to[c] += from[c];
     }
   });
+}
+
+bool onednn_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (!onednn_team_started() || g_forked.load()) return false;
+  threads_for_this_call();
+  g_gemm_calls.fetch_add(1);
+  const dnnl_status_t status =
+      dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (status != dnnl_success)
+    throw std::runtime_error(fmt::format("gemm on cpu (oneDNN sgemm, f32): status {} for m {}, n {}, k {}, lda {}, ldb {}, ldc {}",
+                                         static_cast<int>(status), m, n, k, lda, ldb, ldc));
+  return true;
 }
 
 void onednn_set_num_threads(int threads) {

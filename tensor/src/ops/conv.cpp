@@ -379,6 +379,7 @@ bool onednn_enabled() { return cpu_detail::onednn_enabled(); }
 void set_onednn_enabled(bool enabled) { cpu_detail::set_onednn_enabled(enabled); }
 std::string onednn_version() { return cpu_detail::onednn_version(); }
 int64_t onednn_conv_calls() { return cpu_detail::onednn_calls(); }
+int64_t onednn_gemm_calls() { return cpu_detail::onednn_gemm_calls(); }
 
 Shape conv_output_shape(const Shape& input, const Shape& kernel, const ConvOptions& options) {
   const ConvPlan p = plan_conv(input, kernel, options);
