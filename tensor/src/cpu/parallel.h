@@ -8,8 +8,8 @@
 // ggml's thread pool do the same).
 //
 // Once oneDNN's convolutions have started their GNU OpenMP team (a CNN), parallel_for runs on that
-// same team instead: two sets of workers on the same cores got in each other's way (about 7% of the
-// cnn's step at 2 threads, docs/benchmarks.md). Not before: OpenMP's idle workers spin, and an MLP's
+// same team instead (and f32 GEMMs too, cpu/onednn_conv.h's onednn_sgemm): two sets of workers on
+// the same cores got in each other's way (docs/benchmarks.md, "The CNN"). Not before: OpenMP's idle workers spin, and an MLP's
 // element-wise loops on them made OpenBLAS's GEMM threads 2-3× slower. One call at a time there too
 // (a second caller runs serially); a child forked after OpenMP started runs serially. Unlike the
 // pool, GNU OpenMP ends the process ("Thread creation failed") when it cannot start a thread.
