@@ -237,7 +237,9 @@ TEST(Conv, AForkedChildRunsTheConvolution) {
 }
 
 // After a convolution on two threads, f32 GEMMs run on oneDNN's OpenMP team (dnnl_sgemm) instead
-// of OpenBLAS: every transpose combination of matmul's forward and backward against f64 (OpenBLAS).
+// of OpenBLAS: matmul's forward and backward (the NN, NT and TN products), with b used twice so
+// its gradient's second product accumulates (beta = 1), against f64 (OpenBLAS). With oneDNN turned
+// off, GEMMs go back to OpenBLAS.
 TEST(Conv, GemmsAfterAConvolutionRunOnOneDnnAndMatchF64) {
   if (!onednn_available()) GTEST_SKIP() << "Axon was built without oneDNN (libdnnl-dev)";
   const int threads_before = num_threads();
@@ -245,25 +247,29 @@ TEST(Conv, GemmsAfterAConvolutionRunOnOneDnnAndMatchF64) {
   Generator gen(8);
   (void)conv(normal({4, 9, 9, 8}, 0.0f, 1.0f, gen), normal({3, 3, 8, 16}, 0.0f, 1.0f, gen), Tensor());  // starts the team
   const int64_t before = onednn_gemm_calls();
-  Tensor a = normal({37, 53}, 0.0f, 1.0f, gen), b = normal({53, 29}, 0.0f, 1.0f, gen);
+  Tensor a = normal({37, 53}, 0.0f, 1.0f, gen), a2 = normal({37, 53}, 0.0f, 1.0f, gen), b = normal({53, 29}, 0.0f, 1.0f, gen);
   Tensor w = normal({37, 29}, 0.0f, 1.0f, gen);
-  std::vector<double> got[2][3];
-  for (DType dtype : {DType::f32, DType::f64}) {
-    Tensor x = a.to(dtype).detach(), y = b.to(dtype).detach();
+  auto run = [&](DType dtype) {
+    Tensor x = a.to(dtype).detach(), x2 = a2.to(dtype).detach(), y = b.to(dtype).detach();
     x.set_requires_grad();
     y.set_requires_grad();
-    Tensor out = matmul(x, y);
+    Tensor out = add(matmul(x, y), mul_scalar(matmul(x2, y), 0.5f));
     sum(mul(out, w.to(dtype))).backward();
-    const int i = dtype == DType::f32 ? 0 : 1;
-    got[i][0] = out.to_double_vector();
-    got[i][1] = x.grad().to_double_vector();
-    got[i][2] = y.grad().to_double_vector();
-  }
+    return std::vector<std::vector<double>>{out.to_double_vector(), x.grad().to_double_vector(), y.grad().to_double_vector()};
+  };
+  const auto got = run(DType::f32);
   const int64_t ran = onednn_gemm_calls() - before;
+  const auto want = run(DType::f64);
+  {
+    const axon::testing::UseConvPath off({false});
+    const int64_t still = onednn_gemm_calls();
+    (void)run(DType::f32);
+    EXPECT_EQ(onednn_gemm_calls(), still) << "set_onednn_enabled(false) must send GEMMs back to OpenBLAS";
+  }
   set_num_threads(threads_before);
-  EXPECT_GE(ran, 3) << "matmul's forward and two gradients should have run on oneDNN";
-  const char* names[] = {"matmul", "grad a", "grad b"};
-  for (int j = 0; j < 3; ++j) expect_close(got[0][j], got[1][j], 1e-5, 1e-4, names[j]);
+  EXPECT_GE(ran, 5) << "two forward products and their gradients should have run on oneDNN";
+  const char* names[] = {"matmul", "grad a", "grad b (accumulated)"};
+  for (int j = 0; j < 3; ++j) expect_close(got[j], want[j], 1e-5, 1e-4, names[j]);
 }
 
 TEST(Conv, BadOptionsAndShapesAreErrorsNamingThem) {

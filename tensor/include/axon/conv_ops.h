@@ -69,8 +69,8 @@ std::string conv_options_str(const ConvOptions& options);  // for error messages
 Tensor conv(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvOptions& options = {});
 
 // oneDNN for the CPU convolution, as torch.backends.mkldnn: available when Axon was built with
-// it, enabled by default; set_onednn_enabled(false) makes conv run im2col + OpenBLAS GEMM instead
-// (for comparisons; process-wide). onednn_version: "oneDNN 2.6.3", or "" when not available.
+// it, enabled by default; set_onednn_enabled(false) makes conv run im2col + OpenBLAS GEMM instead,
+// and every GEMM OpenBLAS (for comparisons; process-wide). onednn_version: "oneDNN 2.6.3", or "" when not available.
 bool onednn_available();
 bool onednn_enabled();
 void set_onednn_enabled(bool enabled);
@@ -78,9 +78,11 @@ std::string onednn_version();
 // How many convolution passes (forward, backward data, backward weights) oneDNN has run in this
 // process: tests check with it that oneDNN, not the fallback, ran.
 int64_t onednn_conv_calls();
-// How many f32 GEMMs (linear, matmul, their gradients) ran on oneDNN's OpenMP team instead of
-// OpenBLAS: they do once a convolution has run on more than one thread, so that a CNN's dense
-// layers share the convolutions' threads (docs/benchmarks.md, "The CNN").
+// How many f32 GEMMs (linear, matmul, their gradients; not attention's tiles) ran on oneDNN's
+// OpenMP team instead of OpenBLAS: they do while oneDNN is enabled once a oneDNN convolution has run
+// on more than one thread, so that a CNN's dense layers share the convolutions' threads
+// (docs/benchmarks.md, "The CNN"). Their results may then differ in the last bits from OpenBLAS's,
+// and between thread counts.
 int64_t onednn_gemm_calls();
 
 // The output shape conv gives for an input of shape `input` (its batch may be −1) and a kernel of

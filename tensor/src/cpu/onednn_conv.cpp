@@ -451,7 +451,7 @@ void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const Con
 
 bool onednn_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                   const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (!onednn_team_started() || g_forked.load()) return false;
+  if (!onednn_enabled() || !onednn_team_started() || g_forked.load()) return false;
   threads_for_this_call();
   g_gemm_calls.fetch_add(1);
   const dnnl_status_t status =

@@ -33,12 +33,12 @@ void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const Con
 int64_t onednn_calls();
 // How many GEMMs onednn_sgemm has run.
 int64_t onednn_gemm_calls();
-// Whether a oneDNN pass has run on more than one thread, i.e. its OpenMP team exists.
+// Whether a oneDNN pass was asked to run on more than one thread, i.e. its OpenMP team exists.
 bool onednn_team_started();
 
 // C {m, n} = alpha·op(A)·op(B) + beta·C, row-major f32 (blas::sgemm's arguments), on oneDNN's
-// OpenMP team (dnnl_sgemm): false, with nothing done, unless that team has started
-// (onednn_team_started). Once a CNN's convolutions run on OpenMP, its dense layers' GEMMs join
+// OpenMP team (dnnl_sgemm): false, with nothing done, unless oneDNN is enabled and that team has
+// started (onednn_team_started). Once a CNN's convolutions run on OpenMP, its dense layers' GEMMs join
 // them there, rather than OpenBLAS's own threads competing with OpenMP's spinning ones.
 bool onednn_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                   const float* b, int64_t ldb, float beta, float* c, int64_t ldc);

@@ -9,10 +9,12 @@
 //
 // Once oneDNN's convolutions have started their GNU OpenMP team (a CNN), parallel_for runs on that
 // same team instead (and f32 GEMMs too, cpu/onednn_conv.h's onednn_sgemm): two sets of workers on
-// the same cores got in each other's way (docs/benchmarks.md, "The CNN"). Not before: OpenMP's idle workers spin, and an MLP's
-// element-wise loops on them made OpenBLAS's GEMM threads 2-3× slower. One call at a time there too
-// (a second caller runs serially); a child forked after OpenMP started runs serially. Unlike the
-// pool, GNU OpenMP ends the process ("Thread creation failed") when it cannot start a thread.
+// the same cores got in each other's way (docs/benchmarks.md, "The CNN"). Not before: OpenMP's
+// idle workers spin, and an MLP's element-wise loops on them made OpenBLAS's GEMM threads 2-3×
+// slower. One call at a time there too (a second caller uses the pool); a child forked after
+// OpenMP started runs serially; a thread other than the convolutions' gets an OpenMP team of its
+// own. Unlike the pool, GNU OpenMP ends the process ("Thread creation failed") when it cannot
+// start a thread.
 //
 // Determinism: each index is computed by the same code whichever thread runs it (and how [0, n)
 // is split depends on the thread count and on whether the pool is free), so element-wise results
