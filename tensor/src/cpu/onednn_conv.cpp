@@ -11,7 +11,9 @@
 #include "onednn_conv.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -167,8 +169,10 @@ struct Reorder {
 struct KernelCopy {
   memory mem;
   std::optional<Reorder> from_user;
-  KernelCopy(const memory::desc& user, const memory::desc& wanted) : mem(wanted, engine()) {
-    if (wanted != user) from_user.emplace(user, wanted, false);
+  KernelCopy(const memory::desc& user, const memory::desc& wanted) {
+    if (wanted == user) return;
+    mem = memory(wanted, engine());
+    from_user.emplace(user, wanted, false);
   }
   // The kernel in the primitive's layout: `user` itself, or its reordered copy.
   memory& get(memory& user) {
@@ -285,7 +289,7 @@ struct Cache {
     std::shared_ptr<ConvPrimitives> primitives;
     uint64_t last_use = 0;
   };
-  std::map<std::vector<int64_t>, Entry> entries;
+  std::map<std::array<int64_t, 27>, Entry> entries;
   uint64_t uses = 0;
 };
 Cache& cache() {
@@ -304,10 +308,14 @@ const bool g_fork_handlers = [] {
                         }) == 0;
 }();
 
-std::vector<int64_t> key_of(const ConvGeometry& g, int dims, int64_t cout, int threads) {
-  std::vector<int64_t> k{threads, dims, cout, g.batch, g.channels, g.groups};
-  for (int d = 0; d < 3; ++d)
-    k.insert(k.end(), {g.in[d], g.out[d], g.kernel[d], g.stride[d], g.pad_lo[d], g.input_dilation[d], g.kernel_dilation[d]});
+// Everything that makes a primitive: its thread count, the spatial rank, the output channels and
+// the geometry (an array, so a lookup in the step allocates nothing).
+std::array<int64_t, 27> key_of(const ConvGeometry& g, int dims, int64_t cout, int threads) {
+  std::array<int64_t, 27> k{threads, dims, cout, g.batch, g.channels, g.groups};
+  for (int d = 0; d < 3; ++d) {
+    const int64_t per_dim[] = {g.in[d], g.out[d], g.kernel[d], g.stride[d], g.pad_lo[d], g.input_dilation[d], g.kernel_dilation[d]};
+    std::copy(std::begin(per_dim), std::end(per_dim), k.begin() + 6 + 7 * d);
+  }
   return k;
 }
 
@@ -372,6 +380,19 @@ void guarded(const char* op, const ConvGeometry& g, int dims, int64_t cout, F&& 
   }
 }
 
+// Counts the pass, then runs f on the primitives of this geometry, locked against another call
+// on them, with oneDNN's errors turned into ones naming the pass and the geometry. `dims` is the
+// tensors' rank − 2 (channels last); the caller checked onednn_conv_supported.
+template <class F>
+void run_pass(const char* op, const ConvGeometry& g, int dims, int64_t cout, F&& f) {
+  g_calls.fetch_add(1);
+  guarded(op, g, dims, cout, [&] {
+    const std::shared_ptr<ConvPrimitives> entry = primitives(g, dims, cout);
+    std::lock_guard lock(entry->running);
+    f(*entry);
+  });
+}
+
 }  // namespace
 
 bool onednn_conv_supported(const ConvGeometry& g, int dims, int64_t cout, DType dtype) {
@@ -384,14 +405,8 @@ bool onednn_conv_supported(const ConvGeometry& g, int dims, int64_t cout, DType 
   return true;
 }
 
-// The geometry's spatial rank is the tensors' rank − 2 (channels last); the caller checked
-// onednn_conv_supported.
 void onednn_conv_forward(const Tensor& x, const Tensor& kernel, const Tensor* bias, const ConvGeometry& g, Tensor& out) {
-  g_calls.fetch_add(1);
-  guarded("conv", g, static_cast<int>(x.dim()) - 2, kernel.size(-1), [&] {
-    const std::shared_ptr<ConvPrimitives> entry = primitives(g, static_cast<int>(x.dim()) - 2, kernel.size(-1));
-    ConvPrimitives& p = *entry;
-    std::lock_guard lock(p.running);
+  run_pass("conv", g, static_cast<int>(x.dim()) - 2, kernel.size(-1), [&](ConvPrimitives& p) {
     ConvPrimitives::Forward& f = p.forward(bias != nullptr);
     p.src.set_data_handle(const_cast<void*>(x.raw_data()));
     p.dst.set_data_handle(out.raw_data());
@@ -406,11 +421,7 @@ void onednn_conv_forward(const Tensor& x, const Tensor& kernel, const Tensor* bi
 }
 
 void onednn_conv_backward_data(const Tensor& grad, const Tensor& kernel, const ConvGeometry& g, Tensor& dx) {
-  g_calls.fetch_add(1);
-  guarded("conv backward (data)", g, static_cast<int>(dx.dim()) - 2, kernel.size(-1), [&] {
-    const std::shared_ptr<ConvPrimitives> entry = primitives(g, static_cast<int>(dx.dim()) - 2, kernel.size(-1));
-    ConvPrimitives& p = *entry;
-    std::lock_guard lock(p.running);
+  run_pass("conv backward (data)", g, static_cast<int>(dx.dim()) - 2, kernel.size(-1), [&](ConvPrimitives& p) {
     if (!p.bwd_data) p.make_backward_data();
     p.dst.set_data_handle(const_cast<void*>(grad.raw_data()));
     p.src.set_data_handle(dx.raw_data());
@@ -422,11 +433,7 @@ void onednn_conv_backward_data(const Tensor& grad, const Tensor& kernel, const C
 
 void onednn_conv_backward_weights(const Tensor& x, const Tensor& grad, const ConvGeometry& g, float beta, Tensor& dw,
                                   Tensor* db, float db_beta) {
-  g_calls.fetch_add(1);
-  guarded("conv backward (weights)", g, static_cast<int>(x.dim()) - 2, dw.size(-1), [&] {
-    const std::shared_ptr<ConvPrimitives> entry = primitives(g, static_cast<int>(x.dim()) - 2, dw.size(-1));
-    ConvPrimitives& p = *entry;
-    std::lock_guard lock(p.running);
+  run_pass("conv backward (weights)", g, static_cast<int>(x.dim()) - 2, dw.size(-1), [&](ConvPrimitives& p) {
     ConvPrimitives::BackwardWeights& w = p.backward_weights(db != nullptr);
     p.src.set_data_handle(const_cast<void*>(x.raw_data()));
     p.dst.set_data_handle(const_cast<void*>(grad.raw_data()));

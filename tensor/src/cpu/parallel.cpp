@@ -26,24 +26,25 @@ namespace {
 // (a worker waiting for its own pool would deadlock).
 thread_local bool t_inside_pool = false;
 
+// A forked child inherits the pool's state (and OpenMP's team) but none of their threads: it runs
+// serially.
+std::atomic<bool> g_forked_child{false};
+const bool g_fork_handler = [] {
+  return pthread_atfork(nullptr, nullptr, [] { g_forked_child.store(true, std::memory_order_relaxed); }) == 0;
+}();
+
 class Pool {
  public:
   // Never destroyed: detached workers may still be waiting on its condition variable at exit.
   static Pool& instance() {
-    static Pool* pool = [] {
-      // A forked child inherits the pool's state but none of its threads: it runs serially.
-      pthread_atfork(nullptr, nullptr, [] { forked_child.store(true, std::memory_order_relaxed); });
-      return new Pool;
-    }();
+    static Pool* pool = new Pool;
     return *pool;
   }
-  static inline std::atomic<bool> forked_child{false};
 
   // Runs part(0) here and part(1..parts−1) on workers; false (nothing run) when another thread's
-  // call holds the pool, in a child process after fork() (it has none of the workers), or when no
-  // worker thread can be started.
+  // call holds the pool, or when no worker thread can be started. Not called after fork()
+  // (parallel_for checks).
   bool try_run(int64_t& parts, const std::function<void(int64_t)>& part) {
-    if (forked_child.load(std::memory_order_relaxed)) return false;
     std::unique_lock<std::mutex> call(call_mutex_, std::try_to_lock);
     if (!call.owns_lock()) return false;
     while (static_cast<int64_t>(workers_) < parts - 1) {
@@ -118,12 +119,6 @@ class Pool {
 
 #ifdef AXON_PARALLEL_OPENMP
 namespace {
-// A forked child has none of the OpenMP team's threads (GNU libgomp has no fork handler).
-std::atomic<bool> g_forked_child{false};
-const bool g_fork_handler = [] {
-  return pthread_atfork(nullptr, nullptr, [] { g_forked_child.store(true, std::memory_order_relaxed); }) == 0;
-}();
-
 // With oneDNN, whose convolutions run on an OpenMP team, the loops share that team instead of
 // waking a second pool: one set of workers (still spinning from the last convolution, so they
 // start at once) rather than two sets competing for the same cores.
@@ -131,7 +126,6 @@ const bool g_fork_handler = [] {
 std::mutex g_openmp_call;
 
 bool run_on_openmp(int64_t n, int64_t parts, const std::function<void(int64_t, int64_t)>& body) {
-  (void)g_fork_handler;
   if (omp_in_parallel()) return false;
   std::unique_lock<std::mutex> call(g_openmp_call, std::try_to_lock);
   if (!call.owns_lock()) return false;
@@ -155,11 +149,12 @@ bool run_on_openmp(int64_t n, int64_t parts, const std::function<void(int64_t, i
 #endif
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  (void)g_fork_handler;
   if (n <= 0) return;
   const int64_t parts = std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain, 1));
-  if (parts <= 1 || t_inside_pool) return body(0, n);
+  // After fork() neither the pool's workers nor OpenMP's team exist in this process.
+  if (parts <= 1 || t_inside_pool || g_forked_child.load(std::memory_order_relaxed)) return body(0, n);
 #ifdef AXON_PARALLEL_OPENMP
-  if (g_forked_child.load(std::memory_order_relaxed)) return body(0, n);  // no team, no pool after fork
   // Only once oneDNN's team exists: a process without convolutions (an MLP) keeps the pool, whose
   // workers sleep between calls, while OpenMP's spin and would slow OpenBLAS's threads 2-3×.
   if (onednn_team_started() && run_on_openmp(n, parts, body)) return;

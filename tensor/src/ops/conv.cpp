@@ -194,6 +194,14 @@ Tensor move_channels(const Tensor& x, bool to_first) {
                 [to_first](const Tensor& g, GradSlots& grads) { grads.add(0, move_channels(g, !to_first)); });
 }
 
+// The bias gradient (input 2) of a convolution: db {cout} gets the sum over the `rows` positions
+// of the output gradient go {rows, cout} (added to, when db already holds a gradient).
+void add_bias_grad(const Tensor& go, int64_t rows, int64_t cout, GradSlots& grads) {
+  float beta = 0.0f;
+  Tensor db = grads.target(2, {cout}, go.options(), beta);
+  backend(go.device()).sum_axis(go, AxisSplit{1, rows, cout}, beta, db);
+}
+
 // Convolution by the backend's library (oneDNN on the CPU): x is kept for the kernel gradient,
 // instead of im2col's buffer.
 Tensor conv_library(const Tensor& x, const Tensor& kernel, const Tensor& bias, const ConvGeometry& g, Tensor out) {
@@ -213,11 +221,8 @@ Tensor conv_library(const Tensor& x, const Tensor& kernel, const Tensor& bias, c
                     Tensor dw = grads.target(1, kernel.shape(), kernel.options(), beta);
                     Tensor db = needs_bias ? grads.target(2, {kernel.size(-1)}, go.options(), db_beta) : Tensor();
                     be.conv_backward_weights(x, go, g, beta, dw, needs_bias ? &db : nullptr, db_beta);
-                  } else if (needs_bias) {  // db = the sum of dy over positions
-                    const int64_t cout = kernel.size(-1);
-                    float beta = 0.0f;
-                    Tensor db = grads.target(2, {cout}, go.options(), beta);
-                    be.sum_axis(go, AxisSplit{1, go.numel() / cout, cout}, beta, db);
+                  } else if (needs_bias) {
+                    add_bias_grad(go, go.numel() / kernel.size(-1), kernel.size(-1), grads);  // cout ≥ 1 here
                   }
                 });
 }
@@ -282,11 +287,7 @@ Tensor conv_last(const Tensor& x, const Tensor& kernel, const Tensor& bias, cons
                       }
                     }
                   }
-                  if (grads.size() > 2 && grads.needs(2)) {  // db = the sum of dy over positions
-                    float beta = 0.0f;
-                    Tensor db = grads.target(2, {cout}, go.options(), beta);
-                    be.sum_axis(go, AxisSplit{1, m, cout}, beta, db);
-                  }
+                  if (grads.size() > 2 && grads.needs(2)) add_bias_grad(go, m, cout, grads);
                 });
 }
 
@@ -585,11 +586,7 @@ Tensor conv_transpose_last(const Tensor& x, const Tensor& kernel, const Tensor& 
                     else if (beta == 0.0f)
                       dw.fill(0.0);
                   }
-                  if (grads.size() > 2 && grads.needs(2)) {  // db = the sum of dy over positions
-                    float beta = 0.0f;
-                    Tensor db = grads.target(2, {cout}, go.options(), beta);
-                    be.sum_axis(go, AxisSplit{1, ny, cout}, beta, db);
-                  }
+                  if (grads.size() > 2 && grads.needs(2)) add_bias_grad(go, ny, cout, grads);
                 });
 }
 
